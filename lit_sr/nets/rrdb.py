@@ -1,0 +1,114 @@
+"""ESRGAN-style generator built from residual-in-residual dense blocks (Wang et al., arXiv:1809.00219).
+
+Plain ``nn.Module``: usable from a notebook without Lightning or Hydra. The options cover the
+variants used across lit_sr: LeakyReLU (ESRGAN) or Swish (calorimeter study), scale 1 (denoising)
+2 or 4, upsampling by nearest-neighbour + conv or by pixel shuffle, and an optional output
+activation (ReLU keeps calorimeter energies non-negative).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lit_sr.nets.layers import make_activation
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five densely connected 3x3 convs; the output is scaled by ``res_scale`` and added to the input."""
+
+    def __init__(self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu",
+                 res_scale: float = 0.2) -> None:
+        super().__init__()
+        self.res_scale = res_scale
+        self.convs = nn.ModuleList(
+            nn.Conv2d(num_features + i * growth_channels, growth_channels if i < 4 else num_features, 3, padding=1)
+            for i in range(5)
+        )
+        self.act = make_activation(activation)
+        for conv in self.convs:  # small init keeps the deep residual stack near identity at start (ESRGAN)
+            nn.init.kaiming_normal_(conv.weight, a=0.2 if activation == "lrelu" else 0.0)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for conv in self.convs[:-1]:
+            features.append(self.act(conv(torch.cat(features, dim=1))))
+        out = self.convs[-1](torch.cat(features, dim=1))
+        return x + self.res_scale * out
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks inside one more scaled residual."""
+
+    def __init__(self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu",
+                 res_scale: float = 0.2) -> None:
+        super().__init__()
+        self.res_scale = res_scale
+        self.blocks = nn.Sequential(
+            *(ResidualDenseBlock(num_features, growth_channels, activation, res_scale) for _ in range(3))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.blocks(x)
+
+
+class UpsampleBlock(nn.Module):
+    """x2 upsampling: nearest-neighbour then conv (no checkerboard) or conv then pixel shuffle."""
+
+    def __init__(self, num_features: int, mode: str = "nearest", activation: str = "lrelu") -> None:
+        super().__init__()
+        if mode == "nearest":
+            self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                      nn.Conv2d(num_features, num_features, 3, padding=1))
+        elif mode == "pixelshuffle":
+            self.body = nn.Sequential(nn.Conv2d(num_features, 4 * num_features, 3, padding=1), nn.PixelShuffle(2))
+        else:
+            raise ValueError(f"unknown upsampling mode {mode!r}; expected 'nearest' or 'pixelshuffle'")
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x))
+
+
+class RRDBNet(nn.Module):
+    """conv -> N x RRDB -> conv (+ global residual) -> log2(scale) x2-upsampling blocks -> conv+act -> conv [-> act].
+
+    Args:
+        in_channels / out_channels: image channels.
+        num_features: feature maps of every conv in the trunk (ESRGAN 64, calorimeter study 32).
+        num_blocks: number of RRDBs (ESRGAN 23, calorimeter study 5).
+        growth_channels: channels added by each conv inside a dense block.
+        activation: activation inside the blocks and after upsampling ('lrelu' or 'swish', ...).
+        scale: 1, 2 or 4 (output size = scale * input size).
+        upsample: 'nearest' (NN + conv) or 'pixelshuffle'.
+        output_activation: applied to the final conv, e.g. 'relu' for non-negative energies.
+        res_scale: residual scaling of the dense blocks and RRDBs (0.2 in ESRGAN).
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 64, num_blocks: int = 23,
+                 growth_channels: int = 32, activation: str = "lrelu", scale: int = 4, upsample: str = "nearest",
+                 output_activation: str | None = None, res_scale: float = 0.2) -> None:
+        super().__init__()
+        if scale not in (1, 2, 4, 8):
+            raise ValueError(f"RRDBNet scale must be 1, 2, 4 or 8, got {scale}")
+        self.scale = scale
+        self.conv_first = nn.Conv2d(in_channels, num_features, 3, padding=1)
+        self.trunk = nn.Sequential(
+            *(RRDB(num_features, growth_channels, activation, res_scale) for _ in range(num_blocks))
+        )
+        self.conv_trunk = nn.Conv2d(num_features, num_features, 3, padding=1)
+        self.upsampling = nn.Sequential(
+            *(UpsampleBlock(num_features, upsample, activation) for _ in range(scale.bit_length() - 1))
+        )
+        self.conv_hr = nn.Conv2d(num_features, num_features, 3, padding=1)
+        self.act_hr = make_activation(activation)
+        self.conv_last = nn.Conv2d(num_features, out_channels, 3, padding=1)
+        self.output_activation = make_activation(output_activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.conv_first(x)
+        feat = feat + self.conv_trunk(self.trunk(feat))  # global residual: the trunk learns a correction
+        feat = self.upsampling(feat)
+        return self.output_activation(self.conv_last(self.act_hr(self.conv_hr(feat))))
