@@ -1,0 +1,254 @@
+"""The runner behind ``python run.py``: train (fit + test on the best checkpoint), test, predict.
+
+Everything is built with ``hydra.utils.instantiate`` from the composed config; this module only
+orchestrates. It is also the one place that knows about Hydra, files and Lightning together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lit_sr.utils.atomic import atomic_path
+
+log = logging.getLogger("lit_sr")
+
+MODES = ("train", "test", "predict")
+
+
+# ---------------------------------------------------------------------------- printing
+@rank_zero_only
+def print_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Print the resolved config as a tree and save it beside Hydra's own copy."""
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    order = ["mode", "experiment_name", "seed", "ckpt_path", "data", "model", "trainer", "callbacks", "logger",
+             "paths", "monitor", "predict"]
+    keys = order + [k for k in cfg if k not in order]
+    for key in keys:
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(key).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    if cfg.get("print_config", True):
+        rprint(tree)
+    with atomic_path(output_dir / "config_resolved.yaml") as tmp:
+        OmegaConf.save(cfg, tmp, resolve=True)
+
+
+@rank_zero_only
+def print_metrics(metrics: dict[str, float], title: str) -> None:
+    """Table of test metrics; model and baseline values of one metric side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    prefix = "test/"
+    names = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    if not names:
+        return
+    sources = ["model", "nearest", "bicubic", "input"]
+    base = sorted({n.split("_", 1)[1] if n.split("_", 1)[0] in sources[1:] else n for n in names})
+    table = Table(title=title)
+    table.add_column("metric")
+    present = [s for s in sources if s == "model" or any(n.startswith(s + "_") for n in names)]
+    for s in present:
+        table.add_column(s, justify="right")
+    for metric in base:
+        row = [metric]
+        for s in present:
+            key = metric if s == "model" else f"{s}_{metric}"
+            row.append(f"{names[key]:.4f}" if key in names else "")
+        table.add_row(*row)
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------- W&B
+def _wandb_node(cfg: DictConfig) -> DictConfig | None:
+    for node in (cfg.get("logger") or {}).values():
+        if node is not None and "WandbLogger" in str(node.get("_target_", "")):
+            return node
+    return None
+
+
+def prepare_wandb(cfg: DictConfig) -> None:
+    """Never block on W&B: offline unless credentials exist; resume the run id stored in a checkpoint."""
+    node = _wandb_node(cfg)
+    if node is None:
+        return
+    os.environ.setdefault("WANDB_SILENT", "true")
+    with open_dict(node):
+        if not node.get("offline", True):
+            has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+            if not has_key:
+                log.warning("W&B online logging requested but no API key found (WANDB_API_KEY or ~/.netrc); "
+                            "logging offline instead (sync later with `wandb sync`)")
+                node.offline = True
+        if cfg.get("ckpt_path") and not node.get("id"):
+            run_id = _checkpoint_wandb_id(cfg.ckpt_path)
+            if run_id:
+                log.info("Resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+                node.id = run_id
+                node.resume = "allow"
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def _checkpoint_wandb_id(ckpt_path: str) -> str | None:
+    from lit_sr.callbacks.wandb_run_id import CHECKPOINT_KEY
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # a bad checkpoint is reported by Lightning with its own message
+        return None
+    return ckpt.get(CHECKPOINT_KEY)
+
+
+def finish_wandb() -> None:
+    import sys
+
+    if "wandb" in sys.modules:  # never import wandb just to close it
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+# ---------------------------------------------------------------------------- building
+def instantiate_list(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group like ``callbacks`` or ``logger`` (null entries skipped)."""
+    if not node:
+        return []
+    return [instantiate(sub) for sub in node.values() if sub is not None and "_target_" in sub]
+
+
+def check_mode(cfg: DictConfig) -> None:
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode={cfg.mode!r} is not a mode; expected one of {', '.join(MODES)}")
+    if cfg.mode in ("test", "predict") and not cfg.get("ckpt_path"):
+        raise ValueError(f"mode={cfg.mode} needs a trained model: add ckpt_path=/path/to/checkpoint.ckpt")
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+
+
+def prepare_components(cfg: DictConfig) -> None:
+    """Hook for experiments that need another model first (e.g. the calorimeter classifier)."""
+    hook = cfg.get("setup_hook")
+    if hook:
+        instantiate(hook, cfg=cfg)
+
+
+# ---------------------------------------------------------------------------- modes
+def predict_to_h5(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule,
+                  cfg: DictConfig, output_dir: Path) -> Path:
+    """Run ``predict_step`` over the datamodule's predict split and write physical units to HDF5."""
+    import h5py
+    import numpy as np
+
+    outputs = trainer.predict(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    merged: dict[str, np.ndarray] = {}
+    for key in outputs[0]:
+        merged[key] = torch.cat([o[key].detach().cpu() for o in outputs]).numpy()
+    rank = trainer.global_rank
+    name = cfg.predict.get("output") or "predictions.h5"
+    path = Path(name) if Path(name).is_absolute() else output_dir / name
+    if trainer.world_size > 1:
+        path = path.with_name(f"{path.stem}_rank{rank}{path.suffix}")
+    with atomic_path(path, overwrite=False) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for key, arr in merged.items():
+                h5.create_dataset(key, data=arr, compression="gzip" if arr.ndim > 1 else None)
+            h5.attrs["checkpoint"] = str(cfg.ckpt_path)
+            h5.attrs["experiment"] = str(cfg.get("experiment_name"))
+            h5.attrs["units"] = str(cfg.predict.get("units", "physical units of the data (see data config)"))
+    log.info("Wrote %d predictions to %s", len(next(iter(merged.values()))), path)
+    return path
+
+
+def run(cfg: DictConfig) -> float | None:
+    """One Hydra job. Restores the process environment afterwards so multirun jobs are independent."""
+    env_before = dict(os.environ)
+    try:
+        return _run(cfg)
+    finally:
+        finish_wandb()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+def _run(cfg: DictConfig) -> float | None:
+    check_mode(cfg)
+    if cfg.get("seed") is not None:  # 0 is a seed like any other
+        L.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(
+        cfg.paths.output_dir)
+    prepare_wandb(cfg)
+    prepare_components(cfg)
+    print_config(cfg, output_dir)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    # _convert_="all": plain lists/dicts in hparams, so checkpoints load with weights_only=True
+    model: L.LightningModule = instantiate(cfg.model, _convert_="all")
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    metrics: dict[str, float] = {}
+    if cfg.mode == "train":
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.get("test_after_training", True):
+            if not best:
+                log.warning("No best checkpoint recorded; testing the final weights")
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            print_metrics(metrics, f"test metrics ({Path(best).name if best else 'final weights'})")
+    elif cfg.mode == "test":
+        trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        print_metrics(metrics, f"test metrics ({Path(cfg.ckpt_path).name})")
+    else:
+        if cfg.predict.get("input"):
+            from lit_sr.inference.frames import predict_frames
+
+            predict_frames(model, cfg, output_dir)
+        else:
+            predict_to_h5(trainer, model, datamodule, cfg, output_dir)
+
+    optimized = cfg.get("optimized_metric")
+    if optimized:
+        if optimized not in metrics:
+            raise KeyError(f"optimized_metric={optimized!r} was not logged; logged: {sorted(metrics)}")
+        return metrics[optimized]
+    return None
+
+
+# conf/ sits beside the package in the repository; an absolute path works for plain and editable installs.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
