@@ -1,0 +1,75 @@
+"""Wasserstein critic for SR-GANs (SRGAN/ESRGAN-style discriminator adapted to WGAN-GP).
+
+Calorimeter study: 6 convolutional layers each followed by layer normalisation and Swish, then two
+dense layers, no sigmoid. Layer normalisation is per sample over (C, H, W) -- no batch statistics,
+which the gradient penalty requires (the penalty is defined per sample). It is implemented as
+``GroupNorm(1, C)``: identical normalisation to ``LayerNorm([C, H, W])`` but with a per-channel
+affine, so the layer does not depend on the image size.
+
+The dense head needs a fixed flatten size: it is computed from ``input_size`` at construction; with
+``input_size=None`` an adaptive average pooling to ``pooled_size`` makes the critic size-agnostic.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from lit_sr.nets.layers import make_activation
+
+
+def _conv_out(size: int, stride: int) -> int:
+    # 3x3 conv, padding 1: out = floor((size + 2 - 3) / stride) + 1
+    return (size - 1) // stride + 1
+
+
+class Critic(nn.Module):
+    """conv(3x3)+LayerNorm+act x len(channels) -> flatten -> dense(hidden)+act -> dense(1).
+
+    Args:
+        in_channels: image channels.
+        channels: output channels of each conv layer (default 6 layers: 32, 32, 64, 64, 128, 128).
+        strides: stride of each conv layer (same length as ``channels``; default 1, 2, 1, 2, 1, 2).
+        hidden: width of the first dense layer.
+        activation: activation name (``make_activation``), Swish by default.
+        input_size: image size (int or (H, W)) the critic is built for; None -> adaptive pooling.
+        pooled_size: spatial size after adaptive pooling when ``input_size`` is None.
+        norm: 'layer' (per-sample LayerNorm over C,H,W) or 'none'.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 32, 64, 64, 128, 128),
+                 strides: Sequence[int] = (1, 2, 1, 2, 1, 2), hidden: int = 256, activation: str = "swish",
+                 input_size: int | Sequence[int] | None = 24, pooled_size: int = 4, norm: str = "layer") -> None:
+        super().__init__()
+        channels, strides = list(channels), list(strides)
+        if len(channels) != len(strides):
+            raise ValueError(f"Critic: channels ({len(channels)}) and strides ({len(strides)}) differ in length")
+        if norm not in ("layer", "none"):
+            raise ValueError(f"Critic norm must be 'layer' or 'none', got {norm!r}")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c, s in zip(channels, strides):
+            layers += [nn.Conv2d(c_in, c, 3, stride=s, padding=1),
+                       nn.GroupNorm(1, c) if norm == "layer" else nn.Identity(),
+                       make_activation(activation)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        if input_size is None:
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(pooled_size)
+            h = w = pooled_size
+        else:
+            h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+            for s in strides:
+                h, w = _conv_out(h, s), _conv_out(w, s)
+            if h < 1 or w < 1:
+                raise ValueError(f"Critic: input size {input_size} too small for strides {strides}")
+            self.pool = nn.Identity()
+        self.input_size = input_size
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, hidden), make_activation(activation),
+                                  nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unbounded critic score, shape [B] (no sigmoid)."""
+        return self.head(self.pool(self.features(x))).squeeze(-1)

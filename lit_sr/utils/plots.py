@@ -1,0 +1,77 @@
+"""Matplotlib figures for the calorimeter physics metrics (Agg backend, no display needed).
+
+Each function returns a ``matplotlib.figure.Figure``; loggers take it as is (``close`` it after).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+_LABELS = {"lr_up": "LR (upsampled)", "sr": "SR", "hr": "HR"}
+_COLORS = {"lr_up": "tab:blue", "sr": "tab:red", "hr": "black"}
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
+
+
+def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60,
+                         limit_cm: float = 2.2) -> "plt.Figure":
+    """Histograms of barycentre - impact (cm) in x and y for each source; residuals: source -> [N, 2]."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    edges = np.linspace(-limit_cm, limit_cm, bins + 1)
+    for s, r in residuals.items():
+        r = _np(r).reshape(-1, 2)
+        for k, ax in enumerate(axes):
+            if len(r):
+                ax.hist(np.clip(r[:, k], -limit_cm, limit_cm), bins=edges, histtype="step",
+                        color=_COLORS.get(s), label=f"{_LABELS.get(s, s)} (std {r[:, k].std():.3f} cm)")
+    for k, ax in enumerate(axes):
+        ax.set_xlabel(f"barycentre - impact, {'xy'[k]} [cm]")
+        ax.set_ylabel("events")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def width_distributions(widths: Mapping[str, torch.Tensor], bins: int = 50) -> "plt.Figure":
+    """Normalised histograms of the shower width (cm) for each source."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    arrays = {s: _np(w).ravel() for s, w in widths.items()}
+    allv = np.concatenate([a for a in arrays.values() if a.size] or [np.zeros(1)])
+    hi = max(float(np.quantile(allv, 0.995)), 1e-3)
+    edges = np.linspace(0.0, hi, bins + 1)
+    for s, a in arrays.items():
+        if a.size:
+            ax.hist(np.clip(a, 0, hi), bins=edges, histtype="step", density=True, color=_COLORS.get(s),
+                    label=_LABELS.get(s, s))
+    ax.set_xlabel("shower width [cm]")
+    ax.set_ylabel("normalised events")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+               photon_efficiency: float = 0.9) -> "plt.Figure":
+    """Pion rejection vs photon efficiency for each source; scores: source -> (pion scores, labels)."""
+    from lit_sr.metrics.calo_physics import roc_auc, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    for s, (sc, y) in scores.items():
+        if len(sc) == 0:
+            continue
+        eff, rej = roc_curve(sc, y)
+        ax.plot(eff, rej, color=_COLORS.get(s), label=f"{_LABELS.get(s, s)} (AUC {roc_auc(sc, y):.3f})")
+    ax.axvline(photon_efficiency, color="grey", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("photon efficiency")
+    ax.set_ylabel("pion rejection (1 / pion efficiency)")
+    ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,74 @@
+"""Adversarial loss objects, gradient penalty and perceptual loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_sr.losses.adversarial import (NonSaturatingBCELoss, RelativisticAverageLoss, WassersteinGPLoss,
+                                       gradient_penalty, make_adversarial_loss)
+from lit_sr.losses.perceptual import PerceptualLoss
+from lit_sr.nets.calo_classifier import CaloClassifier
+
+
+def test_factory_names():
+    assert isinstance(make_adversarial_loss("wgan-gp"), WassersteinGPLoss)
+    assert isinstance(make_adversarial_loss("BCE"), NonSaturatingBCELoss)
+    assert isinstance(make_adversarial_loss("ragan"), RelativisticAverageLoss)
+    with pytest.raises(ValueError, match="unknown adversarial loss"):
+        make_adversarial_loss("hinge")
+
+
+def test_wgan_values():
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([1.0, -1.0])
+    loss = WassersteinGPLoss()
+    assert loss.critic_loss(real, fake).item() == pytest.approx(0.0 - 3.0)
+    assert loss.generator_loss(None, fake).item() == pytest.approx(0.0)
+
+
+def test_bce_values():
+    real, fake = torch.tensor([0.0]), torch.tensor([0.0])
+    loss = NonSaturatingBCELoss()
+    assert loss.critic_loss(real, fake).item() == pytest.approx(2 * torch.log(torch.tensor(2.0)).item())
+    # non-saturating: -log sigmoid(fake)
+    assert loss.generator_loss(None, torch.tensor([3.0])).item() == pytest.approx(F.softplus(torch.tensor(-3.0)).item())
+    assert loss.gradient_penalty(None, torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)).item() == 0.0
+
+
+def test_relativistic_symmetry_and_gradients():
+    loss = RelativisticAverageLoss()
+    real = torch.tensor([3.0, 1.0], requires_grad=True)
+    fake = torch.tensor([-1.0, 0.0], requires_grad=True)
+    d = loss.critic_loss(real, fake)
+    g = loss.generator_loss(real, fake)
+    # generator loss is the critic loss with the roles swapped
+    assert g.item() == pytest.approx(loss.critic_loss(fake.detach(), real.detach()).item())
+    assert d.item() < g.item()  # the critic is winning here
+    g.backward()
+    assert real.grad is None and fake.grad is not None  # real logits detached in the generator loss
+    with pytest.raises(ValueError):
+        loss.generator_loss(None, fake)
+
+
+def test_gradient_penalty_analytic_linear_critic():
+    w = torch.randn(1, 1, 5, 5)
+    critic = lambda x: (x * w).flatten(1).sum(1)  # noqa: E731 - gradient is w everywhere
+    gp = gradient_penalty(critic, torch.rand(3, 1, 5, 5), torch.rand(3, 1, 5, 5))
+    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
+    w_unit = w / w.norm()
+    gp = gradient_penalty(lambda x: (x * w_unit).flatten(1).sum(1), torch.rand(3, 1, 5, 5), torch.rand(3, 1, 5, 5))
+    assert gp.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_perceptual_loss_frozen_with_gradient_to_sr():
+    net = CaloClassifier(channels=(4,), feature_dim=8, dropout=0.5)
+    loss = PerceptualLoss(net)
+    loss.train()
+    assert not net.training  # stays in eval mode
+    hr = torch.rand(2, 1, 24, 24)
+    assert loss(hr, hr).item() == 0.0
+    sr = torch.rand(2, 1, 24, 24, requires_grad=True)
+    val = loss(sr, hr)
+    val.backward()
+    assert val.item() > 0 and sr.grad is not None and sr.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+    assert PerceptualLoss(net, "sum")(sr, hr).item() == pytest.approx(val.item() * 8, rel=1e-5)

@@ -1,0 +1,181 @@
+"""Analytic checks of the calorimeter physics metrics."""
+
+import math
+
+import matplotlib.figure
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_sr.metrics.calo_physics import (BarycentreResolution, CaloPhysicsEvaluator, EnergyConservation,
+                                         PhotonPionSeparation, ShowerWidth, ShowerWidthDistance, barycentre,
+                                         conserve_energy, energy_violation, pion_rejection, pixel_centres,
+                                         roc_auc, shower_width, sum_pool)
+
+
+def _centre(i: int, n: int) -> float:
+    return (i + 0.5) * 13.2 / n - 6.6
+
+
+@pytest.mark.parametrize("n", [6, 24, 64])
+@pytest.mark.parametrize("weighting", ["energy", "log"])
+def test_single_crystal_barycentre_is_crystal_centre(n, weighting):
+    img = torch.zeros(2, 1, n, n)
+    img[0, 0, 1, n - 2] = 7.0  # row 1 -> y, col n-2 -> x
+    img[1, 0, n // 2, 0] = 0.3
+    b = barycentre(img, weighting)
+    assert b[0].tolist() == pytest.approx([_centre(n - 2, n), _centre(1, n)], abs=1e-5)
+    assert b[1].tolist() == pytest.approx([_centre(0, n), _centre(n // 2, n)], abs=1e-5)
+
+
+def test_pixel_centres_convention():
+    c = pixel_centres(24)
+    assert c[0].item() == pytest.approx(0.275 - 6.6)
+    assert c[-1].item() == pytest.approx(6.6 - 0.275)
+
+
+@pytest.mark.parametrize("weighting", ["energy", "log"])
+def test_two_equal_deposits_give_midpoint(weighting):
+    img = torch.zeros(1, 1, 24, 24)
+    img[0, 0, 3, 5] = 4.0
+    img[0, 0, 11, 17] = 4.0
+    b = barycentre(img, weighting)[0]
+    assert b[0].item() == pytest.approx((_centre(5, 24) + _centre(17, 24)) / 2, abs=1e-5)
+    assert b[1].item() == pytest.approx((_centre(3, 24) + _centre(11, 24)) / 2, abs=1e-5)
+
+
+def test_log_weighting_suppresses_small_deposits():
+    img = torch.zeros(1, 1, 24, 24)
+    img[0, 0, 12, 12] = 10.0
+    img[0, 0, 0, 0] = 1e-4  # ln(1e-5) + 4.7 < 0 -> weight 0
+    assert barycentre(img, "log")[0].tolist() == pytest.approx([_centre(12, 24)] * 2, abs=1e-6)
+    assert barycentre(img, "energy")[0, 0].item() != pytest.approx(_centre(12, 24), abs=1e-6)
+
+
+def test_empty_image_barycentre_and_width_are_zero():
+    img = torch.zeros(1, 1, 6, 6)
+    assert barycentre(img).tolist() == [[0.0, 0.0]]
+    assert shower_width(img).tolist() == [0.0]
+
+
+def test_width_single_crystal_zero_and_two_deposits():
+    img = torch.zeros(2, 1, 24, 24)
+    img[0, 0, 7, 9] = 3.0
+    img[1, 0, 10, 4] = 1.0
+    img[1, 0, 10, 8] = 1.0  # 4 pixels apart in x -> radial RMS = half distance
+    w = shower_width(img)
+    assert w[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert w[1].item() == pytest.approx(2 * 0.55, abs=1e-5)
+
+
+def test_barycentre_resolution_metric():
+    m = BarycentreResolution("energy")
+    img = torch.zeros(4, 1, 24, 24)
+    img[:, 0, 12, 12] = 1.0
+    impact = torch.tensor([[_centre(12, 24) - 0.1, _centre(12, 24)], [_centre(12, 24) + 0.1, _centre(12, 24)]] * 2)
+    m.update(img[:2], impact[:2])
+    m.update(img[2:], impact[2:])
+    r = m.compute()
+    assert r["std_y"].item() == pytest.approx(0.0, abs=1e-6)
+    assert r["std_x"].item() == pytest.approx(torch.tensor([0.1, -0.1, 0.1, -0.1]).std().item(), rel=1e-4)
+    assert r["mean_x"].item() == pytest.approx(0.0, abs=1e-6)
+    assert r["q68_x"].item() == pytest.approx(0.1, rel=1e-3)
+
+
+def test_separation_perfect_and_random():
+    labels = torch.tensor([0] * 50 + [1] * 50)
+    perfect = torch.cat([torch.zeros(50) - 1, torch.ones(50)])
+    assert roc_auc(perfect, labels) == 1.0
+    assert pion_rejection(perfect, labels) == 50.0  # capped at the number of pions (no pion passes)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (20000,), generator=g)
+    scores = torch.rand(20000, generator=g)
+    assert roc_auc(scores, labels) == pytest.approx(0.5, abs=0.02)
+    assert pion_rejection(scores, labels) == pytest.approx(1 / 0.9, rel=0.03)
+    m = PhotonPionSeparation()
+    m.update(scores[:10000], labels[:10000])
+    m.update(scores[10000:], labels[10000:])
+    r = m.compute()
+    assert r["auc"].item() == pytest.approx(roc_auc(scores, labels), abs=1e-6)
+
+
+def test_auc_matches_torchmetrics():
+    from torchmetrics.functional.classification import binary_auroc
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 2, (500,), generator=g)
+    scores = torch.randn(500, generator=g) + labels
+    assert roc_auc(scores, labels) == pytest.approx(binary_auroc(scores, labels).item(), abs=1e-6)
+
+
+def test_energy_conservation_and_conserve_energy():
+    g = torch.Generator().manual_seed(0)
+    lr = torch.rand(3, 1, 6, 6, generator=g) * 5
+    lr[0, 0, 2, 3] = 0.0
+    nearest = F.interpolate(lr, scale_factor=4, mode="nearest") / 16
+    assert torch.allclose(sum_pool(nearest, 4), lr, atol=1e-6)
+    assert energy_violation(nearest, lr).abs().max().item() < 1e-6
+    sr = torch.rand(3, 1, 24, 24, generator=g)
+    sr[1, 0, :4, :4] = 0.0  # empty SR block under a positive LR crystal -> uniform fill
+    fixed = conserve_energy(sr, lr, 4)
+    assert torch.allclose(sum_pool(fixed, 4), lr, atol=1e-5)
+    assert (fixed[0, 0, 8:12, 12:16] == 0).all()  # LR = 0 -> zero block
+    assert torch.allclose(fixed[1, 0, :4, :4], (lr[1, 0, 0, 0] / 16).expand(4, 4))
+    m = EnergyConservation(4)
+    m.update(fixed, lr)
+    assert m.compute().item() < 1e-5
+    m.reset()
+    m.update(sr, lr)
+    assert m.compute().item() == pytest.approx(energy_violation(sr, lr).mean().item(), rel=1e-5)
+
+
+def test_width_distance():
+    img = torch.zeros(2, 1, 24, 24)
+    img[:, 0, 12, 12] = 1.0
+    wide = img.clone()
+    wide[:, 0, 12, 16] = 1.0
+    m = ShowerWidthDistance()
+    m.update(wide, img)
+    assert m.compute().item() == pytest.approx(1.1, abs=1e-5)
+    w = ShowerWidth()
+    w.update(wide)
+    assert w.compute().item() == pytest.approx(1.1, abs=1e-5)
+
+
+class _EnergyClassifier(torch.nn.Module):
+    """'Pion' score = width proxy: fraction of energy outside the hottest pixel."""
+
+    def forward(self, x):
+        flat = x.flatten(1)
+        return 1 - flat.max(1).values / flat.sum(1).clamp_min(1e-9)
+
+
+def test_evaluator_keys_and_figures():
+    g = torch.Generator().manual_seed(0)
+    b = 16
+    hr = torch.rand(b, 1, 24, 24, generator=g) ** 8 * 5
+    lr = sum_pool(hr, 4)
+    lr_up = F.interpolate(lr, scale_factor=4, mode="nearest") / 16
+    impact = torch.randn(b, 2, generator=g)
+    labels = torch.randint(0, 2, (b,), generator=g)
+    ev = CaloPhysicsEvaluator(classifier=_EnergyClassifier(), classifier_transform=lambda t: t / 20)
+    ev.update({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
+    ev.update({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
+    out = ev.compute()
+    for k in ("barycentre_res_cm/sr", "barycentre_q68_cm/lr_up", "width_w1/sr_vs_hr", "width_mean_cm/hr",
+              "auc/hr", "pion_rejection/sr", "energy_violation/sr", "energy_violation/lr_up",
+              "barycentre_energy_res_cm/hr"):
+        assert k in out and isinstance(out[k], float), k
+    assert out["width_w1/sr_vs_hr"] == 0.0
+    assert out["energy_violation/lr_up"] < 1e-5
+    figs = ev.figures()
+    assert set(figs) == {"barycentre_residuals", "shower_width", "roc"}
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs.values())
+    ev.reset()
+    ev.update({"sr": hr, "hr": hr})  # no impact, no labels
+    out = ev.compute()
+    assert not any(k.startswith("barycentre") or k.startswith("auc") for k in out)
+    assert "width_w1/sr_vs_hr" in out
+    no_clf = CaloPhysicsEvaluator()
+    no_clf.update({"sr": hr, "hr": hr}, impact, labels, lr)
+    assert not any(k.startswith("auc") for k in no_clf.compute())
