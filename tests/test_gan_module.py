@@ -1,0 +1,130 @@
+"""GANSRModule trains on CPU with each adversarial loss; step counting; pre-training; EMA; energy option."""
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from lit_sr.data.transforms import IntensityTransform
+from lit_sr.losses.adversarial import WassersteinGPLoss
+from lit_sr.metrics.calo_physics import CaloPhysicsEvaluator, sum_pool
+from lit_sr.models.gan import GANSRModule
+from lit_sr.nets.calo_classifier import CaloClassifier
+from lit_sr.nets.critic import Critic
+from lit_sr.nets.generators import calo_generator
+
+
+class _Showers(Dataset):
+    """Random Gaussian blobs in GeV, paired LR by 4x4 sum pooling, model space = x / 20 GeV."""
+
+    def __init__(self, n: int = 32, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+        c = 8 + 8 * torch.rand(n, 2, generator=g)
+        hr = torch.exp(-((xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2) / 3.0)
+        self.hr = (20 * hr / hr.sum((1, 2), keepdim=True)).unsqueeze(1)
+        self.lr = sum_pool(self.hr, 4)
+        self.impact = (c + 0.5) * 0.55 - 6.6
+        self.label = torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.hr)
+
+    def __getitem__(self, i):
+        return {"input": self.lr[i] / 20, "target": self.hr[i] / 20, "label": self.label[i],
+                "impact_cm": self.impact[i]}
+
+
+def _generator():
+    net = calo_generator(num_features=8, num_blocks=1, growth_channels=8)
+    with torch.no_grad():  # a tiny net can start with a dead ReLU output (all zeros, no gradient)
+        net.conv_last.bias.fill_(0.05)
+    return net
+
+
+def _module(loss="wgan-gp", **kw):
+    torch.manual_seed(0)
+    opts = dict(net=_generator(),
+                critic=Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24),
+                adversarial_loss=loss, transform=IntensityTransform(20.0),
+                perceptual_net=CaloClassifier(channels=(8,), feature_dim=16), perceptual_weight=1.0,
+                generator_adversarial_weight=1.0, critic_adversarial_weight=1.0,
+                generator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)),
+                critic_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)))
+    opts.update(kw)
+    return GANSRModule(**opts)
+
+
+def _trainer(max_steps, **kw):
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, **kw)
+
+
+def _loader(n=32, bs=8):
+    return DataLoader(_Showers(n), batch_size=bs)
+
+
+def _changed(before, after):
+    return any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "bce", "ragan"])
+def test_trains_each_loss_and_counts_batches(loss):
+    m = _module(loss, n_critic=2, pixel_weight=0.1)
+    g0 = [p.detach().clone() for p in m.net.parameters()]
+    d0 = [p.detach().clone() for p in m.critic.parameters()]
+    f0 = [p.detach().clone() for p in m.perceptual.parameters()]
+    t = _trainer(max_steps=3)
+    t.fit(m, _loader())
+    # 3 batches with n_critic = 2 -> global_step counts batches, not optimiser steps
+    assert t.global_step == 3 and m.batches_seen == 3
+    assert _changed(g0, list(m.net.parameters()))
+    assert _changed(d0, list(m.critic.parameters()))
+    assert not _changed(f0, list(m.perceptual.parameters()))  # frozen feature net
+    metrics = t.callback_metrics
+    assert torch.isfinite(metrics["train/loss_g"]) and torch.isfinite(metrics["train/loss_d"])
+    if loss == "wgan-gp":
+        assert torch.isfinite(metrics["train/gp"]) and metrics["train/gp"] > 0
+
+
+def test_gradient_penalty_finite_positive_and_differentiable():
+    critic = Critic(channels=(4,) * 6, hidden=8, input_size=24)
+    real, fake = torch.rand(4, 1, 24, 24), torch.rand(4, 1, 24, 24)
+    gp = WassersteinGPLoss().gradient_penalty(critic, real, fake)
+    assert torch.isfinite(gp) and gp > 0
+    gp.backward()
+    assert all(p.grad is not None for p in critic.parameters() if p.dim() > 1)
+
+
+def test_pretraining_is_generator_only_and_toggle_mode():
+    m = _module(pretrain_steps=2, ddp_step="toggle", ema_decay=0.9)
+    d0 = [p.detach().clone() for p in m.critic.parameters()]
+    g0 = [p.detach().clone() for p in m.net.parameters()]
+    t = _trainer(max_steps=2)
+    t.fit(m, _loader())
+    assert t.global_step == 2
+    assert not _changed(d0, list(m.critic.parameters()))  # critic untouched in pre-training
+    assert _changed(g0, list(m.net.parameters()))
+    assert t.callback_metrics["train/pretraining"] == 1.0
+    assert _changed(g0, list(m.ema.shadow.parameters()))  # EMA follows
+    assert all(not p.requires_grad for p in m.ema.shadow.parameters())
+    t2 = _trainer(max_steps=4)
+    t2.fit(m, _loader())  # continues past pre-training into adversarial steps
+    assert t2.callback_metrics["train/pretraining"] == 0.0
+
+
+def test_validation_with_physics_evaluator_and_clipping(tmp_path):
+    ev = CaloPhysicsEvaluator(classifier=CaloClassifier(channels=(4,), feature_dim=8))
+    m = _module(evaluator=ev, gradient_clip_val=0.5, energy_conservation=True)
+    t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  limit_val_batches=2, val_check_interval=2, default_root_dir=tmp_path)
+    t.fit(m, _loader(), _loader(16))
+    keys = t.callback_metrics
+    for k in ("val/psnr", "val/nearest_psnr", "val/barycentre_res_cm/sr", "val/auc/sr", "val/energy_violation/sr"):
+        assert k in keys, (k, sorted(keys))
+    assert keys["val/energy_violation/sr"] < 1e-4  # energy-conserving generator
