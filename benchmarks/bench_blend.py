@@ -1,0 +1,58 @@
+"""Time blended inference of one 1024x512 frame vs one plain non-overlapping pass.
+
+    PYTHONPATH=. python benchmarks/bench_blend.py [--net unet|c4unet] [--patch 128] [--batch 16]
+
+The blend runs 4 offset grids (the study's), so its cost floor is ~4x the plain pass (plus extra
+edge cells of the shifted grids and the per-pixel weighting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from lit_sr.data.saxs_sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
+from lit_sr.inference.blend import DEFAULT_OFFSETS, blend_predict
+from lit_sr.nets.decomposition import DecompositionNet
+from lit_sr.nets.unet import count_parameters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--net", choices=["unet", "c4unet"], default="unet")
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--height", type=int, default=512)
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=2, help="best of N timings")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = SAXSSimConfig(height=args.height, width=args.width)
+    rng = np.random.default_rng(0)
+    frame = simulate_xray_frame(cfg, make_geometry(cfg, rng), rng) + simulate_background(cfg, rng)
+    net = DecompositionNet("plain" if args.net == "unet" else "c4").eval()
+    print(f"net={args.net} params={count_parameters(net):,} frame={args.height}x{args.width} "
+          f"patch={args.patch} batch={args.batch} threads={torch.get_num_threads()}")
+    with torch.inference_mode():
+        net(torch.zeros(1, 1, args.patch, args.patch))          # warm-up
+        t_plain = t_blend = float("inf")
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            plain = blend_predict(net, frame, args.patch, offsets=((0, 0),), batch_size=args.batch)
+            t_plain = min(t_plain, time.perf_counter() - t)
+            t = time.perf_counter()
+            blended = blend_predict(net, frame, args.patch, offsets=DEFAULT_OFFSETS, batch_size=args.batch)
+            t_blend = min(t_blend, time.perf_counter() - t)
+    assert blended["signal"].shape == plain["signal"].shape == frame.shape
+    print(f"plain non-overlapping pass: {t_plain:.2f} s")
+    print(f"blended ({len(DEFAULT_OFFSETS)} offsets):      {t_blend:.2f} s")
+    print(f"ratio: {t_blend / t_plain:.2f} (floor {len(DEFAULT_OFFSETS)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Full-frame inference by blending patch predictions from several offset grids (any model, scale >= 1).
+
+For each offset (dy, dx) the frame is cut along the lines y = dy + k*P, x = dx + k*P into cells of at
+most P x P pixels. Each cell is predicted from the P x P patch that starts at the cell (shifted inward
+at the frame edges so it stays inside), and only the cell's part of the prediction is kept, so every
+pixel gets exactly one prediction per offset, and the cut lines of different offsets differ. Patches
+are normalised one by one (patches shared by several grids are predicted once; ``normalise(x) -> (xn, state)``, default the training percentile
+normalisation), predicted in batches of ``batch_size``, denormalised (``denormalise(yn, state)``) and
+written into one full-size buffer per offset and output (K buffers, memory O(K * frame) plus one batch).
+The K predictions p_i of a pixel are combined with weights w_i = 1 / (|p_i - m| / 2 + 2), m = their mean
+(the study's rule; |p - m| in the denormalised, physical units), which damps outliers at patch borders.
+
+The model maps [B, C, P, P] -> Tensor[B, C', sP, sP], or a dict / tuple of such tensors (e.g. the
+decomposition net's {"signal", "noise"}); the result has the same structure with frame-sized tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_OFFSETS: tuple[tuple[int, int], ...] = ((0, 0), (96, 32), (32, 96), (64, 64))
+
+Normaliser = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
+Denormaliser = Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+def percentile_normalise(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Training normalisation of a patch batch [B, C, P, P] (per image and channel); state = (lo, hi)."""
+    from lit_sr.data.saxs import normalise_patch
+    xn, lo, hi = normalise_patch(x)
+    return xn, (lo, hi)
+
+
+def percentile_denormalise(yn: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    lo, hi = state
+    if yn.shape[1] != lo.shape[1]:  # output channels differ from input channels: use channel-mean bounds
+        lo, hi = lo.mean(1, keepdim=True), hi.mean(1, keepdim=True)
+    return yn * (hi - lo)[..., None, None] + lo[..., None, None]
+
+
+def identity_normalise(x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    return x, None
+
+
+def identity_denormalise(yn: torch.Tensor, state: Any) -> torch.Tensor:
+    return yn
+
+
+def _cells(size: int, patch: int, offset: int) -> list[tuple[int, int, int]]:
+    """Cells (start, stop, patch_start) along one axis for one offset grid."""
+    off = offset % patch
+    cuts = sorted({0, size, *range(off, size, patch)})
+    return [(a, b, min(a, size - patch)) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def _as_outputs(out: Any) -> tuple[dict[str, torch.Tensor], str]:
+    if isinstance(out, torch.Tensor):
+        return {"output": out}, "tensor"
+    if isinstance(out, dict):
+        return dict(out), "dict"
+    if isinstance(out, (tuple, list)):
+        return {str(i): o for i, o in enumerate(out)}, "tuple"
+    raise TypeError(f"model returned {type(out).__name__}; expected a Tensor, a dict or a tuple of Tensors")
+
+
+def _restore(outs: dict[str, torch.Tensor], kind: str):
+    if kind == "tensor":
+        return outs["output"]
+    if kind == "tuple":
+        return tuple(outs[str(i)] for i in range(len(outs)))
+    return outs
+
+
+def check_patch_fits(shape: Sequence[int], patch_size: int, where: str = "frame") -> None:
+    h, w = shape[-2:]
+    if patch_size > h or patch_size > w:
+        raise ValueError(f"{where}: patch size {patch_size} is larger than the frame {h}x{w}; "
+                         f"expected a patch size <= {min(h, w)} (or a larger frame)")
+
+
+@torch.no_grad()
+def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size: int = 128,
+                  offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, batch_size: int = 16,
+                  normalise: Normaliser | None = percentile_normalise,
+                  denormalise: Denormaliser | None = None,
+                  device: str | torch.device | None = None, scale: int | None = None,
+                  output_keys: Sequence[str] | None = None, where: str = "frame"):
+    """Blended prediction of one frame [H, W] or [C, H, W] (see module doc).
+
+    Returns a Tensor [C', sH, sW] (CPU, float32; [sH, sW] if the input was 2-D and C' = 1) or a
+    dict / tuple of them mirroring the model output. ``scale`` is inferred from the first batch if not
+    given. ``output_keys`` restricts a dict output to some keys. ``normalise=None`` means identity;
+    ``denormalise=None`` pairs with the default percentile normaliser (or identity); a custom
+    ``normalise`` needs its ``denormalise``.
+    """
+    if denormalise is None:
+        if normalise is percentile_normalise:
+            denormalise = percentile_denormalise
+        elif normalise is None or normalise is identity_normalise:
+            denormalise = identity_denormalise
+        else:
+            raise ValueError("a custom normalise needs its denormalise(yn, state)")
+    normalise = normalise or identity_normalise
+    x = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame).float()
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"{where}: expected a frame [H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    check_patch_fits(x.shape, patch_size, where)
+    if len(offsets) == 0:
+        raise ValueError("at least one offset is needed")
+    _, H, W = x.shape
+    P = patch_size
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except (AttributeError, StopIteration):
+            device = torch.device("cpu")
+    # cells of every offset grid, grouped by the patch that predicts them: grids share some patches
+    # (the frame corners and edges), which are then predicted once
+    by_patch: dict[tuple[int, int], list] = {}
+    for k, (oy, ox) in enumerate(offsets):
+        for cy in _cells(H, P, int(oy)):
+            for cx in _cells(W, P, int(ox)):
+                by_patch.setdefault((cy[2], cx[2]), []).append((k, cy, cx))
+    patches_at = list(by_patch)
+    K = len(offsets)
+    buffers: dict[str, torch.Tensor] | None = None
+    kind = "tensor"
+    s = scale
+    for start in range(0, len(patches_at), batch_size):
+        chunk = patches_at[start:start + batch_size]
+        patches = torch.stack([x[:, py:py + P, px:px + P] for py, px in chunk])
+        xn, state = normalise(patches)
+        raw, kind = _as_outputs(model(xn.to(device)))
+        if output_keys is not None:
+            raw = {k: raw[k] for k in output_keys}
+        if buffers is None:
+            first = next(iter(raw.values()))
+            if s is None:
+                s = first.shape[-1] // P
+            if s < 1 or first.shape[-1] != s * P or first.shape[-2] != s * P:
+                raise ValueError(f"model output {tuple(first.shape)} is not {s} x the patch size {P}")
+            buffers = {name: torch.empty(K, o.shape[1], s * H, s * W) for name, o in raw.items()}
+        for name, o in raw.items():
+            y = denormalise(o.detach().float().cpu(), state)
+            for j, (py, px) in enumerate(chunk):
+                for k, (y0, y1, _), (x0, x1, _) in by_patch[(py, px)]:
+                    buffers[name][k, :, s * y0:s * y1, s * x0:s * x1] = \
+                        y[j, :, s * (y0 - py):s * (y1 - py), s * (x0 - px):s * (x1 - px)]
+    outs = {}
+    for name, preds in buffers.items():
+        m = preds.mean(0)
+        w = 1.0 / ((preds - m).abs() / 2.0 + 2.0)
+        out = (w * preds).sum(0) / w.sum(0)
+        outs[name] = out[0] if squeeze and out.shape[0] == 1 else out
+    return _restore(outs, kind)
+
+
+def blend_frames(model: Callable, frames: Iterable, n_frames: int | None = None, progress: bool = True,
+                 **kwargs) -> Iterator:
+    """Yield :func:`blend_predict` for each frame, with a rich progress bar when there are several."""
+    frames = iter(frames)
+    if not progress or (n_frames is not None and n_frames <= 1):
+        for i, f in enumerate(frames):
+            yield blend_predict(model, f, where=f"frame {i}", **kwargs)
+        return
+    from rich.progress import Progress
+    with Progress(transient=True) as bar:
+        task = bar.add_task("blended inference", total=n_frames)
+        for i, f in enumerate(frames):
+            yield blend_predict(model, f, where=f"frame {i}", **kwargs)
+            bar.advance(task)
+
+
+def plain_predict(model: Callable, frame: torch.Tensor, patch_size: int = 128, batch_size: int = 16, **kwargs):
+    """One non-overlapping pass (offset (0, 0) only): the reference cost of blending."""
+    return blend_predict(model, frame, patch_size, offsets=((0, 0),), batch_size=batch_size, **kwargs)
+
+
+def time_call(fn: Callable, repeat: int = 1) -> float:
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
