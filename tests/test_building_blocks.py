@@ -1,0 +1,120 @@
+"""RRDBNet, EMA, pixel losses, baselines and atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_sr.losses.pixel import PixelLoss
+from lit_sr.metrics.image import image_quality, upsample_baseline
+from lit_sr.models.ema import EMA
+from lit_sr.nets.rrdb import RRDBNet
+from lit_sr.utils.atomic import atomic_path
+from lit_sr.utils.checkpoint_io import AtomicCheckpointIO
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+@pytest.mark.parametrize("upsample", ["nearest", "pixelshuffle"])
+def test_rrdbnet_scales_and_channels(scale, upsample):
+    net = RRDBNet(in_channels=2, out_channels=3, num_features=8, num_blocks=1, growth_channels=4, scale=scale,
+                  upsample=upsample, output_activation="relu")
+    out = net(torch.randn(2, 2, 6, 5))
+    assert out.shape == (2, 3, 6 * scale, 5 * scale)
+    assert (out >= 0).all()
+
+
+def test_rrdb_blocks_start_near_their_residual_form():
+    # The 0.1-scaled init keeps each dense block near identity, so an RRDB starts at about
+    # x + 0.2 * x (ESRGAN's residual scaling): what lets 23-block generators train stably.
+    from lit_sr.nets.rrdb import RRDB, ResidualDenseBlock
+
+    x = torch.randn(1, 16, 8, 8)
+    rdb = ResidualDenseBlock(16, 8)
+    assert (rdb(x) - x).norm() / x.norm() < 0.05
+    rrdb = RRDB(16, 8)
+    assert (rrdb(x) - 1.2 * x).norm() / x.norm() < 0.05
+
+
+def test_rrdbnet_rejects_unsupported_scale_and_mode():
+    with pytest.raises(ValueError, match="scale must be"):
+        RRDBNet(scale=3)
+    with pytest.raises(ValueError, match="upsampling mode"):
+        RRDBNet(scale=2, upsample="bilinear")
+
+
+def test_calo_generator_matches_the_study():
+    from lit_sr.nets.generators import calo_generator
+
+    g = calo_generator()
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels == 32 and c.kernel_size == (3, 3) for c in convs[:-1])
+    assert len(g.trunk) == 5 and len(g.upsampling) == 2
+    assert isinstance(g.output_activation, torch.nn.ReLU)
+
+
+def test_ema_tracks_weights_with_its_decay():
+    net = torch.nn.Linear(2, 1)
+    ema = EMA(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    old = ema.shadow.weight.clone()
+    ema.update(net)
+    torch.testing.assert_close(ema.shadow.weight, 0.9 * old + 0.1 * net.weight)
+    assert not ema.shadow.weight.requires_grad
+
+
+def test_pixel_losses_against_reference_formulas():
+    pred, target = torch.rand(4, 1, 5, 5) + 0.1, torch.poisson(torch.rand(4, 1, 5, 5) * 3)
+    assert PixelLoss("l1")(pred, target) == pytest.approx(float((pred - target).abs().mean()))
+    assert PixelLoss("mse")(pred, target) == pytest.approx(float(((pred - target) ** 2).mean()))
+    nll = (pred - target * torch.log(pred + 1e-8)).mean()
+    assert PixelLoss("poisson")(pred, target) == pytest.approx(float(nll), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown pixel loss"):
+        PixelLoss("huber")
+
+
+def test_flux_conserving_baseline_keeps_energy():
+    lr = torch.rand(3, 1, 6, 6)
+    up = upsample_baseline(lr, 4, "nearest", flux_conserving=True)
+    torch.testing.assert_close(F.avg_pool2d(up, 4) * 16, lr)
+    assert (upsample_baseline(lr, 4, "bicubic") >= 0).all()
+
+
+def test_psnr_uses_the_fixed_data_range():
+    metrics = image_quality(data_range=2.0)
+    target = torch.zeros(2, 1, 16, 16)
+    pred = target + 0.2  # MSE 0.04 -> PSNR = 10 log10(2^2 / 0.04) = 20 dB, whatever the image content
+    out = metrics(pred, target)
+    assert float(out["psnr"]) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, overwrite=False):
+            pass
+
+
+def test_atomic_checkpoint_io_never_truncates(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, path)
+    monkeypatch.undo()
+    torch.testing.assert_close(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(2))

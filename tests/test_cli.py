@@ -1,0 +1,164 @@
+"""The runner end to end: composition of every experiment, train/test/predict, resume, seeds, DDP, sweeps."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from conftest import EXPERIMENTS, TINY, calo_overrides, compose_config, run_py
+from lit_sr.cli import instantiate_list, run
+
+TINY_RRDB = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.growth_channels=8"]
+
+
+def _calo_rrdb(data_dir: Path, *extra: str) -> list[str]:
+    return ["experiment=calo_rrdb", *TINY, *calo_overrides(data_dir), *TINY_RRDB, "debug=limit", *extra]
+
+
+def _metrics_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", *TINY], tmp_path)
+    assert cfg.experiment_name == experiment, "an experiment file must set experiment_name"
+    datamodule = instantiate(cfg.data)
+    assert hasattr(datamodule, "train_dataloader")
+    cfg_model = cfg.model
+    if "perceptual_net" in cfg_model and cfg_model.perceptual_net is not None:
+        pytest.skip("needs a trained classifier: covered by tests/test_calo_srgan.py")
+    model = instantiate(cfg_model, _convert_="all")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_list(cfg.callbacks), logger=instantiate_list(cfg.logger))
+    assert trainer.max_epochs >= 1
+
+
+def test_train_then_test_best_checkpoint_and_outputs(calo_data_dir, tmp_path):
+    cfg = compose_config(_calo_rrdb(calo_data_dir), tmp_path)
+    run(cfg)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) == 2, ckpts
+    assert not list((out / "checkpoints").glob("*.partial")), "temporary checkpoint files left behind"
+    assert (out / "config_resolved.yaml").is_file()
+    rows = _metrics_rows(out / "metrics.csv")
+    test_rows = [r for r in rows if r.get("test/psnr")]
+    assert len(test_rows) == 1
+    # The baseline is logged beside the model and is a sensible number (calorimeter, 20 GeV scale).
+    assert 20.0 < float(test_rows[0]["test/bicubic_psnr"]) < 60.0
+    assert list((out / "figures").glob("val_panels_label*_epoch*.png")), "image panels missing"
+
+
+def test_resume_continues_steps_and_test_mode_reproduces_metrics(calo_data_dir, tmp_path):
+    first = compose_config(_calo_rrdb(calo_data_dir), tmp_path, tmp_path / "first")
+    run(first)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    steps_first = max(int(r["step"]) for r in _metrics_rows(out / "metrics.csv") if r.get("train/loss"))
+    trained_psnr = float([r for r in _metrics_rows(out / "metrics.csv") if r.get("test/psnr")][0]["test/psnr"])
+    best = next(p for p in (out / "checkpoints").glob("epoch*.ckpt"))
+
+    resumed = compose_config(_calo_rrdb(calo_data_dir, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+                                        "trainer.max_epochs=3"), tmp_path, tmp_path / "resumed")
+    run(resumed)
+    ckpt = torch.load(Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 9 and steps_first == 5  # 3 batches x 2 epochs, then one more epoch
+
+    tested = compose_config([*_calo_rrdb(calo_data_dir), "mode=test", f"ckpt_path={best}"], tmp_path,
+                            tmp_path / "tested")
+    run(tested)
+    rows = _metrics_rows(Path(HydraConfig.get().runtime.output_dir) / "metrics.csv")
+    assert float(rows[-1]["test/psnr"]) == pytest.approx(trained_psnr, rel=1e-6)
+
+
+def test_seed_zero_is_honoured(calo_data_dir, tmp_path):
+    def final_loss(seed: int, name: str) -> float:
+        cfg = compose_config(_calo_rrdb(calo_data_dir, f"seed={seed}", "test_after_training=false",
+                                        "trainer.max_epochs=1"), tmp_path, tmp_path / name)
+        run(cfg)
+        rows = _metrics_rows(Path(HydraConfig.get().runtime.output_dir) / "metrics.csv")
+        return float([r for r in rows if r.get("val/loss")][-1]["val/loss"])
+
+    a, b, c = final_loss(0, "a"), final_loss(0, "b"), final_loss(1, "c")
+    assert a == b, "seed=0 must make runs reproducible"
+    assert a != c
+
+
+def test_predict_writes_physical_units_without_overwriting(calo_data_dir, tmp_path):
+    train = compose_config(_calo_rrdb(calo_data_dir, "test_after_training=false", "trainer.max_epochs=1"),
+                           tmp_path, tmp_path / "train")
+    run(train)
+    ckpt = Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt"
+    cfg = compose_config([*_calo_rrdb(calo_data_dir), "mode=predict", f"ckpt_path={ckpt}"], tmp_path,
+                         tmp_path / "predict")
+    run(cfg)
+    pred = Path(HydraConfig.get().runtime.output_dir) / "predictions.h5"
+    data_file = next(Path(calo_data_dir).glob("*.h5"))
+    with h5py.File(pred) as p, h5py.File(data_file) as d:
+        idx = p["index"][:]
+        assert p["output"].shape == (len(idx), 1, 24, 24) and len(idx) == 60  # 10 % of 600 events
+        assert (p["output"][:] >= 0).all()  # ReLU output: no negative energies
+        order = np.argsort(idx)
+        # Targets come back in GeV: exactly the file's HR images (inverse of the x / 20 GeV transform).
+        np.testing.assert_allclose(p["target"][:][order, 0], d["hr"][np.sort(idx)], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(p["input"][:][order, 0], d["lr"][np.sort(idx)], rtol=1e-6, atol=1e-7)
+    before = pred.read_bytes()
+    with pytest.raises(FileExistsError):
+        run(cfg)
+    assert pred.read_bytes() == before
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="learning_rate"):
+        compose_config(["experiment=calo_rrdb", "model.learning_rate=1e-3"], tmp_path)
+
+
+def test_test_mode_without_checkpoint_is_refused(tmp_path):
+    cfg = compose_config(["experiment=calo_rrdb", "mode=test"], tmp_path)
+    with pytest.raises(ValueError, match="ckpt_path"):
+        run(cfg)
+
+
+@pytest.mark.ddp
+def test_ddp_sim_single_run_one_output_dir(calo_data_dir, tmp_path):
+    args = [*_calo_rrdb(calo_data_dir), f"paths.root_dir={tmp_path}", "trainer=ddp_sim"]
+    res = run_py(args, cwd=tmp_path, timeout=240)
+    assert res.returncode == 0, res.stdout[-4000:]
+    runs = [p for p in (tmp_path / "outputs" / "calo_rrdb").iterdir()]
+    assert len(runs) == 1, runs  # children share the parent's directory
+    out = runs[0]
+    assert (out / ".hydra").is_dir() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "cli_rank1.log").exists()  # rank 1 ran inside the same directory
+    rows = _metrics_rows(out / "metrics.csv")
+    assert len([r for r in rows if r.get("test/psnr")]) == 1  # logged once, not once per rank
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stdout
+
+
+@pytest.mark.ddp
+def test_multirun_sweep_with_ddp_gives_exactly_two_runs(calo_data_dir, tmp_path):
+    args = ["-m", *_calo_rrdb(calo_data_dir), f"paths.root_dir={tmp_path}", "trainer=ddp_sim",
+            "model.optimizer.lr=1e-3,1e-4"]
+    res = run_py(args, cwd=tmp_path, timeout=420)
+    assert res.returncode == 0, res.stdout[-4000:]
+    sweeps = list((tmp_path / "outputs" / "calo_rrdb").iterdir())
+    assert len(sweeps) == 1 and sweeps[0].name.startswith("multirun_"), sweeps
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["0", "1"], jobs
+    lrs = []
+    for job in jobs:
+        out = sweeps[0] / job
+        assert (out / "checkpoints" / "last.ckpt").is_file()
+        rows = _metrics_rows(out / "metrics.csv")
+        assert len([r for r in rows if r.get("test/psnr")]) == 1
+        lrs.append(float([r for r in rows if r.get("lr-Adam")][0]["lr-Adam"]))
+    assert lrs == [1e-3, 1e-4]
+    assert res.stdout.count("Launching 2 jobs locally") == 1
