@@ -1,0 +1,32 @@
+# Two commands from a fresh clone (see README):  make train   |   make test
+# Both create .venv if missing, install torch (CPU build by default) and then the project.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+EXTRAS ?= all
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lit_sr-installed
+# Extra Hydra overrides for `make train`, e.g. make train ARGS="trainer=ddp_sim"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup train test clean-outputs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: the project's unpinned torch>= requirement then keeps this build (no CUDA download)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: setup
+	$(BIN)/python run.py $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-outputs:
+	rm -rf outputs multirun
