@@ -151,10 +151,17 @@ def check_mode(cfg: DictConfig) -> None:
 
 
 def prepare_components(cfg: DictConfig) -> None:
-    """Hook for experiments that need another model first (e.g. the calorimeter classifier)."""
+    """Hook for experiments that need another model first (e.g. the calorimeter classifier).
+
+    ``setup_hook._target_`` names a function called with the job's own config object (not a copy,
+    unlike ``instantiate``), so the hook may fill in values such as a checkpoint path.
+    """
     hook = cfg.get("setup_hook")
     if hook:
-        instantiate(hook, cfg=cfg)
+        from hydra.utils import get_method
+
+        kwargs = {k: v for k, v in hook.items() if not k.startswith("_")}
+        get_method(hook._target_)(cfg=cfg, **kwargs)
 
 
 # ---------------------------------------------------------------------------- modes

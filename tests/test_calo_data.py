@@ -138,3 +138,17 @@ def test_augmentation_streams_differ_per_rank_and_repeat_per_rank(calo_data_dir,
 
     assert draws(0) == draws(0)
     assert draws(0) != draws(1)
+
+
+def test_in_memory_and_lazy_reads_give_the_same_events(calo_data_dir):
+    path = _default_file(calo_data_dir)
+    idx = np.arange(5, 200, 3)
+    cached = CaloPairDataset(path, idx, IntensityTransform(20.0))
+    lazy = CaloPairDataset(path, idx, IntensityTransform(20.0), max_memory_mb=0)
+    order = [7, 1, 30, 1, 12]
+    for a, b in zip(cached.__getitems__(order), lazy.__getitems__(order)):
+        assert a["index"] == b["index"]
+        torch.testing.assert_close(a["target"], b["target"], rtol=0, atol=0)
+        torch.testing.assert_close(a["impact_cm"], b["impact_cm"], rtol=0, atol=0)
+    with h5py.File(path) as h5:
+        np.testing.assert_allclose(cached[7]["target"][0].numpy() * 20.0, h5["hr"][idx[7]], rtol=1e-6)

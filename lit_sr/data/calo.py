@@ -27,8 +27,7 @@ from lit_sr.data.validate import (DataFileError, require_dataset, require_file, 
 log = logging.getLogger(__name__)
 
 OPTIONAL_FIELDS = ("label", "impact_cm", "energy_gev")
-# h5py chunk cache per open file: large enough to keep the default 40k-event file decompressed in
-# memory after the first epoch, so random batches do not re-inflate gzip chunks every step.
+# h5py chunk cache per open file, for files read lazily batch by batch.
 CHUNK_CACHE_BYTES = 256 * 1024**2
 
 
@@ -76,8 +75,11 @@ class CaloPairDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, indices: Sequence[int], transform: IntensityTransform,
-                 fields_present: Sequence[str] = OPTIONAL_FIELDS, augment: bool = False, seed: int = 0) -> None:
+                 fields_present: Sequence[str] = OPTIONAL_FIELDS, augment: bool = False, seed: int = 0,
+                 max_memory_mb: float = 1024.0) -> None:
         self.path = str(path)
+        self.max_memory_mb = max_memory_mb
+        self._cache: dict[str, np.ndarray] | None = None
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.fields = tuple(fields_present)
@@ -107,26 +109,43 @@ class CaloPairDataset(Dataset):
     def __getstate__(self) -> dict:  # h5py handles cannot be pickled into workers
         state = dict(self.__dict__)
         state["_h5"] = None
+        state["_cache"] = None
         return state
+
+    def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The requested events of every field.
+
+        A split that fits in ``max_memory_mb`` is read whole on first use (in the process that reads):
+        random batches from a gzip-chunked file otherwise cost one chunk inflation per event.
+        Larger files are read batch by batch with one sorted fancy-index read per dataset.
+        """
+        names = ("hr", "lr", *self.fields)
+        h5 = self._file()
+        if self._cache is None:
+            nbytes = sum(h5[n].dtype.itemsize * int(np.prod(h5[n].shape[1:])) for n in names) * len(self.indices)
+            if nbytes <= self.max_memory_mb * 1024**2:
+                lo, hi = int(self.indices.min()), int(self.indices.max()) + 1
+                self._cache = {n: h5[n][lo:hi][self.indices - lo] for n in names}
+                self._row_of = {int(r): k for k, r in enumerate(self.indices)}
+            else:
+                self._cache = {}
+        if self._cache:
+            pos = np.fromiter((self._row_of[int(r)] for r in rows), dtype=np.int64, count=len(rows))
+            return {n: self._cache[n][pos] for n in names}
+        order = np.argsort(rows, kind="stable")
+        unique_rows, inverse = np.unique(rows[order], return_inverse=True)
+        restore = np.empty_like(order)
+        restore[order] = np.arange(len(order))
+        return {n: h5[n][unique_rows][inverse][restore] for n in names}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([i])[0]
 
     def __getitems__(self, items: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched read: one sorted fancy-index read per dataset instead of one read per event."""
+        """Batched read (DataLoader calls this with a whole batch of indices)."""
         rows = self.indices[np.asarray(items, dtype=np.int64)]
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        unique_rows, inverse = np.unique(sorted_rows, return_inverse=True)
-        h5 = self._file()
-        data = {name: h5[name][unique_rows][inverse] for name in ("hr", "lr", *self.fields)}
-        restore = np.empty_like(order)
-        restore[order] = np.arange(len(order))
-        out = []
-        for k in range(len(rows)):
-            j = restore[k]
-            out.append(self._item({name: arr[j] for name, arr in data.items()}, int(rows[k])))
-        return out
+        data = self._rows(rows)
+        return [self._item({name: arr[k] for name, arr in data.items()}, int(rows[k])) for k in range(len(rows))]
 
     def _item(self, raw: dict[str, np.ndarray], row: int) -> dict[str, torch.Tensor]:
         hr = torch.from_numpy(np.asarray(raw["hr"], dtype=np.float32))[None]
