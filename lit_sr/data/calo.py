@@ -189,13 +189,15 @@ class CaloDataModule(L.LightningDataModule):
         transform: intensity transform GeV -> model space (default divide by 20 GeV).
         augment: random D4 symmetry on the training split.
         max_events: use only the first N events of the file (quick runs).
+        max_memory_mb: a split up to this size is held in memory per reading process.
     """
 
     def __init__(self, data_dir: str = "data", file: str | None = None, n_per_class: int = 20000,
                  sim_seed: int = 0, sim: dict | None = None, split: Sequence[float] = (0.8, 0.1, 0.1),
                  split_seed: int = 0, transform: IntensityTransform | None = None, augment: bool = True,
                  batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, max_events: int | None = None, augment_seed: int = 0) -> None:
+                 pin_memory: bool = False, max_events: int | None = None, augment_seed: int = 0,
+                 max_memory_mb: float = 1024.0) -> None:
         super().__init__()
         if len(split) != 3 or abs(sum(split) - 1.0) > 1e-6 or min(split) < 0:
             raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
@@ -214,6 +216,7 @@ class CaloDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.max_events = max_events
+        self.max_memory_mb = max_memory_mb
         self.info: dict[str, Any] = {}
         self.splits: dict[str, CaloPairDataset] = {}
 
@@ -271,7 +274,8 @@ class CaloDataModule(L.LightningDataModule):
         parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
         for name, idx in parts.items():
             self.splits[name] = CaloPairDataset(path, np.sort(idx), self.transform, self.info["fields"],
-                                                augment=self.augment and name == "train", seed=self.augment_seed)
+                                                augment=self.augment and name == "train", seed=self.augment_seed,
+                                                max_memory_mb=self.max_memory_mb)
         missing = [f for f in OPTIONAL_FIELDS if f not in self.info["fields"]]
         if missing:
             log.warning("%s has no %s: metrics that need them are skipped", path, ", ".join(missing))
