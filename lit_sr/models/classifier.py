@@ -44,7 +44,10 @@ class CaloClassifierModule(LitSRModule):
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
         if isinstance(channels, (list, tuple)) or hasattr(channels, "__iter__"):
             channels = [int(c) for c in channels]
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # Plain values only, so Lightning's own checkpoint loading (weights_only=True, e.g. the test
+        # after training) works: the transform is stored as its parameters, rebuilt by the loader.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "transform"])
+        self.hparams["transform"] = _transform_params(transform)
         self.net = CaloClassifier(in_channels, channels, feature_dim, activation, pooled_size, dropout)
         self.transform = transform
         self.image_key = image_key
@@ -85,6 +88,21 @@ class CaloClassifierModule(LitSRModule):
         if "label" in batch:
             out["label"] = batch["label"]
         return out
+
+
+def _transform_params(transform: nn.Module | None) -> dict[str, Any] | None:
+    if transform is None:
+        return None
+    return {"scale": float(getattr(transform, "scale", 1.0)), "log": bool(getattr(transform, "log", False))}
+
+
+def _rebuild_transform(stored: Any) -> nn.Module | None:
+    """Stored transform parameters -> ``IntensityTransform`` (older checkpoints hold the object itself)."""
+    if stored is None or isinstance(stored, nn.Module):
+        return stored
+    from lit_sr.data.transforms import IntensityTransform  # pure-torch building block
+
+    return IntensityTransform(**dict(stored))
 
 
 def _bad(path: str, found: str, expected: str) -> ValueError:
@@ -133,6 +151,6 @@ def load_frozen_classifier(ckpt_path: str, domain: str = "calorimeter", image_si
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    net.input_transform = hp.get("transform")
+    net.input_transform = _rebuild_transform(hp.get("transform"))
     net.image_size = hp.get("image_size")
     return net

@@ -105,6 +105,8 @@ class GANSRModule(SupervisedSRModule):
         gradient_clip_val / gradient_clip_algorithm: clipping applied by hand before each step.
         energy_conservation: rescale SR blocks to the LR crystal energies (off by default, as in the study).
         ddp_step: 'touch' or 'toggle' (see the module docstring).
+        classifier_ckpt: provenance only: the classifier checkpoint the perceptual net / evaluator were
+            loaded from (recorded in the hyperparameters, so a GAN checkpoint names its classifier).
     """
 
     def __init__(self, net: nn.Module, critic: nn.Module, adversarial_loss: str | AdversarialLoss = "wgan-gp",
@@ -118,14 +120,19 @@ class GANSRModule(SupervisedSRModule):
                  pixel_weight: float = 0.0, critic_adversarial_weight: float = 10.0, gp_weight: float = 10.0,
                  pretrain_steps: int = 0, gradient_clip_val: float | None = None,
                  gradient_clip_algorithm: str = "norm", energy_conservation: bool = False,
-                 ddp_step: str = "touch") -> None:
+                 ddp_step: str = "touch", classifier_ckpt: str | None = None) -> None:
         if energy_conservation:
             net = EnergyConservingGenerator(net, scale, transform)
         super().__init__(net=net, loss=loss, scale=scale, data_range=data_range, transform=transform,
                          baselines=baselines, flux_conserving_baseline=flux_conserving_baseline,
                          ema_decay=ema_decay, evaluator=evaluator, optimizer=generator_optimizer)
-        self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator",
+        # Plain values only (checkpoints load with weights_only=True): the transform as the dict the
+        # parent stores, not the module object.
+        self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator", "transform",
                                           "generator_optimizer", "critic_optimizer", "adversarial_loss"])
+        if transform is not None:
+            self.hparams["transform"] = {"scale": getattr(transform, "scale", None),
+                                         "log": getattr(transform, "log", None)}
         self.hparams["adversarial_loss"] = adversarial_loss if isinstance(adversarial_loss, str) else type(
             adversarial_loss).__name__
         if n_critic < 1:
