@@ -42,7 +42,8 @@ class DecompositionModule(LitSRModule):
                  scheduler_interval: str = "epoch", hit_threshold: float = 0.05, median_k: float = 5.0,
                  median_size: int = 3, data_range: float = 1.0) -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
-        self.save_hyperparameters(ignore=["net"])
+        # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.metrics = nn.ModuleDict()
         for stage in ("val", "test"):

@@ -2,12 +2,13 @@
 
     l = backbone(x);  n = ReLU(conv3x3(l));  s = ReLU(x - n)
 
-``forward`` returns ``{"signal": s, "noise": n}``. With an equivariant backbone (``backbone.equivariant``)
-the head filter is symmetrised under rot90 so both outputs are exactly C4-equivariant.
-
-Backends: ``"c4"`` (default, :class:`lit_sr.nets.c4.C4UNet`, pure PyTorch), ``"plain"``
-(:class:`lit_sr.nets.unet.UNet`), ``"escnn"`` (:mod:`lit_sr.nets.escnn_unet`, needs the optional
-extra ``pip install lit_sr[equivariant]``).
+``noise_activation="relu_st"`` keeps the forward pass (n = ReLU(conv3x3(l)), so outputs and
+equivariance are the study's) but passes the gradient straight through the ReLU. With the plain ReLU
+the head can die: most normalised noise targets are exactly 0, so early steps push every
+pre-activation below 0, after which no pixel (hits included) gets a gradient and n == 0 for good
+(seen on CPU within ~50 steps at lr 1e-4 and 1e-3; softplus dies the same way, z -> -inf). With the
+straight-through gradient a zero-target pixel predicted 0 gets no gradient (L1 at 0), while a missed
+hit (n > 0, predicted 0) still pulls its pre-activation up.
 """
 
 from __future__ import annotations
@@ -40,8 +41,11 @@ class DecompositionNet(nn.Module):
 
     def __init__(self, backend: str = "c4", in_channels: int = 1, latent_channels: int = 16,
                  features: Sequence[int] | None = None, group_pool: str = "max", head_kernel: int = 3,
-                 backbone: nn.Module | None = None) -> None:
+                 backbone: nn.Module | None = None, noise_activation: str = "relu") -> None:
         super().__init__()
+        if noise_activation not in ("relu", "relu_st"):
+            raise ValueError(f"noise_activation must be 'relu' or 'relu_st', got {noise_activation!r}")
+        self.noise_activation = noise_activation
         self.backbone = backbone if backbone is not None else build_backbone(
             backend, in_channels, latent_channels, features, group_pool)
         latent = getattr(self.backbone, "latent_channels", latent_channels)
@@ -53,7 +57,11 @@ class DecompositionNet(nn.Module):
 
     def forward(self, x: torch.Tensor, return_latent: bool = False) -> dict[str, torch.Tensor]:
         latent = self.backbone(x)
-        noise = F.relu(self.head(latent))
+        z = self.head(latent)
+        if self.noise_activation == "relu_st" and z.requires_grad:
+            noise = z + (F.relu(z) - z).detach()      # forward ReLU, gradient of the identity
+        else:
+            noise = F.relu(z)
         out = {"signal": F.relu(x - noise), "noise": noise}
         if return_latent:
             out["latent"] = latent

@@ -1,0 +1,197 @@
+"""SAXS background removal through the spine: experiments compose, train + test, predict full frames.
+
+Everything runs in-process (``compose_config`` + ``lit_sr.cli.run``) on tiny simulated frames
+(64 x 128), 32 x 32 patches and nets of a few thousand parameters; one test goes through
+``python run.py`` to check what a user sees on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lit_sr.cli import run
+from lit_sr.data.saxs import SAXSDataModule
+from lit_sr.data.saxs_sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
+from lit_sr.data.validate import DataFileError
+
+from conftest import CONF_DIR, TINY, compose_config, run_py
+
+SAXS_EXPERIMENTS = ["saxs_equnet", "saxs_unet"]
+TINY_NETS = {"saxs_equnet": "model.net.features=[2,4,4,4]", "saxs_unet": "model.net.features=[4,8,8,8]"}
+DATA = dict(frame_shape=[64, 128], n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
+            n_train_signal_patches=16, n_noise_patches=16, n_val_patches=8, n_test_patches=8,
+            signal_threshold=2000.0, mask_dilation=2, max_masked_fraction=0.2, batch_size=4)
+
+
+def _data_overrides(data_dir: Path) -> list[str]:
+    out = [f"paths.data_dir={data_dir}"]
+    for k, v in DATA.items():
+        out.append(f"data.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"data.{k}={v}")
+    return out
+
+
+def _overrides(experiment: str, data_dir: Path) -> list[str]:
+    return [f"experiment={experiment}", *TINY, *_data_overrides(data_dir), TINY_NETS[experiment], "debug=limit",
+            "trainer.max_epochs=1", "model.optimizer.lr=1e-3"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def saxs_data_dir(tmp_path_factory) -> Path:
+    """Tiny simulated train/val/test files, simulated once for the module."""
+    d = tmp_path_factory.mktemp("saxs_data")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in DATA.items()}
+    SAXSDataModule(data_dir=str(d / "saxs"), **kw).prepare_data()
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(saxs_data_dir, tmp_path_factory) -> dict[str, Path]:
+    """Train + test both experiments a few steps; returns the best checkpoint of each."""
+    ckpts = {}
+    for exp in SAXS_EXPERIMENTS:
+        root = tmp_path_factory.mktemp(f"train_{exp}")
+        cfg = compose_config(_overrides(exp, saxs_data_dir), root)
+        run(cfg)
+        found = sorted((root / "run" / "checkpoints").glob("epoch*.ckpt"))
+        assert found, f"{exp}: no checkpoint written"
+        ckpts[exp] = found[-1]
+        metrics = (root / "run" / "metrics.csv").read_text()
+        for key in ("test/signal_psnr", "test/input_psnr", "test/median_psnr", "test/hit_recall", "val/loss"):
+            assert key in metrics, f"{exp}: {key} not logged"
+    return ckpts
+
+
+@pytest.mark.parametrize("experiment", SAXS_EXPERIMENTS)
+def test_experiment_composes(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    assert cfg.data._target_ == "lit_sr.data.saxs.SAXSDataModule"
+    assert cfg.model._target_ == "lit_sr.models.decomposition.DecompositionModule"
+    assert cfg.model.net.backend == ("c4" if experiment == "saxs_equnet" else "plain")
+    assert cfg.data.batch_size == 16
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW" and cfg.model.optimizer.weight_decay == 0.0
+    assert cfg.callbacks.image_panels.log_scale is True
+    assert cfg.predict.patch_size == cfg.data.patch_size
+
+
+def test_model_config_defaults_to_study():
+    """Without the experiments' CPU recipe the model config is the study's: C4, AdamW lr 1e-4, 5.89 M."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONF_DIR / "model" / "decomposition.yaml")
+    assert cfg.net.backend == "c4" and cfg.net.features is None and cfg.net.noise_activation == "relu"
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+    assert cfg.optimizer.lr == pytest.approx(1e-4) and cfg.optimizer.weight_decay == 0.0
+    net = instantiate(cfg.net, _convert_="all")
+    assert 5.8e6 < sum(p.numel() for p in net.parameters()) < 6.0e6
+
+
+def test_train_and_test_both(trained):
+    assert set(trained) == set(SAXS_EXPERIMENTS)
+    ckpt = torch.load(trained["saxs_equnet"], map_location="cpu", weights_only=True)  # plain hparams only
+    assert "state_dict" in ckpt
+
+
+def _write_frames(path: Path, n: int = 2, shape=(64, 96)) -> None:
+    cfg = SAXSSimConfig(height=shape[0], width=shape[1])
+    rng = np.random.default_rng(3)
+    geom = make_geometry(cfg, rng)
+    frames = np.stack([simulate_xray_frame(cfg, geom, rng) + simulate_background(cfg, rng) for _ in range(n)])
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("shots", data=frames.astype(np.float32))
+        h5.create_dataset("single", data=frames[0].astype(np.float32))
+
+
+def _predict_cfg(experiment, ckpt, data_dir, root, frames, dataset, *extra, out="run"):
+    return compose_config([*_overrides(experiment, data_dir), "mode=predict", f"ckpt_path={ckpt}",
+                           f"predict.input={frames}", f"predict.dataset={dataset}", "predict.batch_size=4",
+                           *extra], root, output_dir=root / out)
+
+
+def test_predict_frames_writes_kev_and_keeps_input(trained, saxs_data_dir, tmp_path):
+    frames = tmp_path / "frames.h5"
+    _write_frames(frames)
+    before = _sha256(frames)
+    cfg = _predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "shots")
+    run(cfg)
+    out = tmp_path / "run" / "frames_cleaned.h5"
+    assert out.is_file()
+    with h5py.File(frames, "r") as src, h5py.File(out, "r") as h5:
+        x = src["shots"][()]
+        assert set(h5) == {"shots_signal", "shots_background"}
+        s, b = h5["shots_signal"][()], h5["shots_background"][()]
+        assert s.shape == b.shape == x.shape == (2, 64, 96)
+        assert h5.attrs["units"] == "keV" and h5.attrs["patch_size"] == 32
+        assert h5.attrs["source_dataset"] == "shots"
+    assert np.isfinite(s).all() and np.isfinite(b).all()
+    assert s.min() >= -1e-3 and b.min() >= -1e-3           # both non-negative (up to round-off of the blend)
+    # keV scale, not normalised units: photons carry 8 keV, the signal's maximum is of the input's order
+    assert s.max() > 100.0 and s.max() <= x.max() * 1.01
+    assert _sha256(frames) == before                       # the input is never modified
+    # a rank-2 dataset (one frame) gives a rank-2 output
+    run(_predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "single",
+                     "predict.output=single.h5"))
+    with h5py.File(tmp_path / "run" / "single.h5", "r") as h5:
+        assert h5["single_signal"].shape == (64, 96)
+    # an existing output is not overwritten
+    stamp = out.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        run(_predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "shots"))
+    assert out.stat().st_mtime_ns == stamp and _sha256(frames) == before
+
+
+def test_predict_wrong_checkpoint(trained, saxs_data_dir, tmp_path):
+    frames = tmp_path / "frames.h5"
+    _write_frames(frames, n=1)
+    cfg = _predict_cfg("saxs_unet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "shots")
+    with pytest.raises(ValueError, match="checkpoint does not match the configured model"):
+        run(cfg)
+    assert not (tmp_path / "run" / "frames_cleaned.h5").exists()
+
+
+@pytest.fixture()
+def bad_frames(tmp_path) -> Path:
+    path = tmp_path / "bad.h5"
+    rng = np.random.default_rng(0)
+    good = rng.uniform(0, 50, (2, 64, 96)).astype(np.float32)
+    nan = good.copy()
+    nan[1, 5, 7] = np.nan
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("nan", data=nan)
+        h5.create_dataset("rank4", data=good[None])
+        h5.create_dataset("small", data=good[:, :16, :16])
+    return path
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ("absent", r"\[absent\]: dataset missing \(datasets present: nan, rank4, small\)"),
+    ("nan", r"\[nan\]: non-finite value nan at index \(1, 5, 7\)"),
+    ("rank4", r"\[rank4\]: expected frames of rank 2 \[H, W\] or 3 \[N, H, W\], found shape \(1, 2, 64, 96\)"),
+    ("small", r"\[small\]: patch size 32 is larger than the frames \(16x16\)"),
+])
+def test_predict_bad_input(trained, saxs_data_dir, tmp_path, bad_frames, dataset, message):
+    before = _sha256(bad_frames)
+    cfg = _predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, bad_frames, dataset)
+    with pytest.raises(DataFileError, match=message):
+        run(cfg)
+    assert not list((tmp_path / "run").glob("*.h5*")), "no (partial) output on bad input"
+    assert _sha256(bad_frames) == before
+
+
+def test_predict_bad_input_cli_message(trained, saxs_data_dir, tmp_path, bad_frames):
+    """Through ``python run.py``: non-zero exit and the file/dataset/problem in the output."""
+    res = run_py(["mode=predict", "experiment=saxs_equnet", *TINY, *_data_overrides(saxs_data_dir),
+                  TINY_NETS["saxs_equnet"], f"paths.root_dir={tmp_path}", f"ckpt_path={trained['saxs_equnet']}",
+                  f"predict.input={bad_frames}", "predict.dataset=absent"], cwd=tmp_path, timeout=120)
+    assert res.returncode != 0
+    assert f"{bad_frames} [absent]: dataset missing (datasets present: nan, rank4, small)" in res.stdout
