@@ -162,3 +162,25 @@ def test_multirun_sweep_with_ddp_gives_exactly_two_runs(calo_data_dir, tmp_path)
         lrs.append(float([r for r in rows if r.get("lr-Adam")][0]["lr-Adam"]))
     assert lrs == [1e-3, 1e-4]
     assert res.stdout.count("Launching 2 jobs locally") == 1
+
+
+def test_wandb_never_blocks_and_resumes_its_run(calo_data_dir, tmp_path, monkeypatch):
+    """Online requested without credentials -> offline; the run id travels in the checkpoint."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    extra = ["logger=wandb", "logger.wandb.offline=false", "test_after_training=false", "trainer.max_epochs=1"]
+    first = compose_config(_calo_rrdb(calo_data_dir, *extra), tmp_path, tmp_path / "first")
+    run(first)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    run_id = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["wandb_run_id"]
+    assert run_id and list((out / "wandb").glob(f"offline-run-*-{run_id}"))
+
+    resumed = compose_config(_calo_rrdb(calo_data_dir, *extra[:-1], "trainer.max_epochs=2",
+                                        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"), tmp_path, tmp_path / "second")
+    run(resumed)
+    out2 = Path(HydraConfig.get().runtime.output_dir)
+    assert torch.load(out2 / "checkpoints" / "last.ckpt", weights_only=True)["wandb_run_id"] == run_id
+    import wandb
+
+    assert wandb.run is None  # finished at the end of the job (multirun jobs each get their own run)
