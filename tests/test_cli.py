@@ -184,3 +184,23 @@ def test_wandb_never_blocks_and_resumes_its_run(calo_data_dir, tmp_path, monkeyp
     import wandb
 
     assert wandb.run is None  # finished at the end of the job (multirun jobs each get their own run)
+
+
+@pytest.mark.parametrize("debug", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "debug").glob("*.yaml")))
+def test_debug_configs_compose_into_a_trainer(debug, tmp_path):
+    cfg = compose_config(["experiment=calo_rrdb", f"debug={debug}", *TINY], tmp_path)
+    trainer = instantiate(cfg.trainer)
+    assert trainer.max_epochs is not None
+
+
+def test_optuna_search_space_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    GlobalHydra = pytest.importorskip("hydra.core.global_hydra").GlobalHydra
+    from hydra import compose, initialize_config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[1] / "conf")):
+        cfg = compose("config", overrides=["hparams_search=optuna", "experiment=calo_rrdb"], return_hydra_config=True)
+    assert cfg.optimized_metric == "val/psnr" and cfg.monitor.metric == "val/psnr"
+    assert "model.optimizer.lr" in cfg.hydra.sweeper.params
+    assert cfg.hydra.sweeper.direction == "maximize"
