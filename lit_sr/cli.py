@@ -117,7 +117,7 @@ def _checkpoint_wandb_id(ckpt_path: str) -> str | None:
     from lit_sr.callbacks.wandb_run_id import CHECKPOINT_KEY
 
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a bad checkpoint is reported by Lightning with its own message
         return None
     return ckpt.get(CHECKPOINT_KEY)

@@ -33,7 +33,7 @@ def _classifier_of_gan_checkpoint(ckpt_path: str) -> str | None:
     import torch
 
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - Lightning reports an unreadable checkpoint itself
         return None
     return (ckpt.get("hyper_parameters") or {}).get("classifier_ckpt")

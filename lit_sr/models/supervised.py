@@ -100,7 +100,7 @@ class SupervisedSRModule(LitSRModule):
         n = lr.shape[0]
         self.log(f"{stage}/loss", self.loss_fn(sr, hr), prog_bar=stage == "val", batch_size=n, sync_dist=True)
         metrics = self.metrics[stage]
-        metrics["model"].update(sr.clamp_min(0) if self.flux_conserving else sr, hr)
+        metrics["model"].update(sr, hr)
         for b in self.baselines:
             metrics[b].update(self.baseline(lr, b), hr)
         self.log_dict(metrics["model"], batch_size=n)
