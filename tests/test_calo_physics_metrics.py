@@ -179,3 +179,22 @@ def test_evaluator_keys_and_figures():
     no_clf = CaloPhysicsEvaluator()
     no_clf.update({"sr": hr, "hr": hr}, impact, labels, lr)
     assert not any(k.startswith("auc") for k in no_clf.compute())
+
+
+def test_wasserstein_and_q68_against_analytic_values():
+    import numpy as np
+    from scipy.stats import wasserstein_distance
+
+    from lit_sr.metrics.calo_physics import half_width_68, wasserstein_1d
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(1.0, 0.3, 500)
+    # W1 between a sample and its copy shifted by c is |c| (the width-distribution distance in cm).
+    assert wasserstein_1d(torch.from_numpy(a), torch.from_numpy(a + 0.25)) == pytest.approx(0.25, rel=1e-9)
+    b = rng.normal(1.4, 0.5, 700)
+    assert wasserstein_1d(a, b) == pytest.approx(wasserstein_distance(a, b), rel=1e-9)
+    # For a Gaussian the central-68 % half-width equals sigma.
+    x = torch.from_numpy(rng.normal(0.0, 0.5, 200_000))
+    assert float(half_width_68(x)) == pytest.approx(0.5, rel=0.01)
+    lo, hi = np.percentile(x.numpy(), [15.8655, 84.1345])
+    assert float(half_width_68(x)) == pytest.approx((hi - lo) / 2, rel=1e-4)
