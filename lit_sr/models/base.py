@@ -30,6 +30,13 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], optimizer: OptimizerFa
     return out
 
 
+def transform_hparams(transform: torch.nn.Module | None) -> dict[str, Any] | None:
+    """An intensity transform as plain values for hparams (checkpoints then load with weights_only=True)."""
+    if transform is None:
+        return None
+    return {"scale": float(getattr(transform, "scale", 1.0)), "log": bool(getattr(transform, "log", False))}
+
+
 class LitSRModule(L.LightningModule):
     """Base class: optimiser/scheduler from config and the image-panel hook.
 

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
-from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory
+from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory, transform_hparams
 from lit_sr.nets.calo_classifier import CaloClassifier
 
 ARCH_KEYS = ("in_channels", "channels", "feature_dim", "activation", "pooled_size", "dropout")
@@ -47,7 +47,7 @@ class CaloClassifierModule(LitSRModule):
         # Plain values only, so Lightning's own checkpoint loading (weights_only=True, e.g. the test
         # after training) works: the transform is stored as its parameters, rebuilt by the loader.
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "transform"])
-        self.hparams["transform"] = _transform_params(transform)
+        self.hparams["transform"] = transform_hparams(transform)
         self.net = CaloClassifier(in_channels, channels, feature_dim, activation, pooled_size, dropout)
         self.transform = transform
         self.image_key = image_key
@@ -88,12 +88,6 @@ class CaloClassifierModule(LitSRModule):
         if "label" in batch:
             out["label"] = batch["label"]
         return out
-
-
-def _transform_params(transform: nn.Module | None) -> dict[str, Any] | None:
-    if transform is None:
-        return None
-    return {"scale": float(getattr(transform, "scale", 1.0)), "log": bool(getattr(transform, "log", False))}
 
 
 def _rebuild_transform(stored: Any) -> nn.Module | None:

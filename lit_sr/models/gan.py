@@ -59,7 +59,7 @@ from torch import nn
 from lit_sr.losses.adversarial import AdversarialLoss, make_adversarial_loss
 from lit_sr.losses.perceptual import PerceptualLoss
 from lit_sr.metrics.calo_physics import conserve_energy
-from lit_sr.models.base import OptimizerFactory, build_optimizer
+from lit_sr.models.base import OptimizerFactory, build_optimizer, transform_hparams
 from lit_sr.models.supervised import SupervisedSRModule
 
 
@@ -130,9 +130,7 @@ class GANSRModule(SupervisedSRModule):
         # parent stores, not the module object.
         self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator", "transform",
                                           "generator_optimizer", "critic_optimizer", "adversarial_loss"])
-        if transform is not None:
-            self.hparams["transform"] = {"scale": getattr(transform, "scale", None),
-                                         "log": getattr(transform, "log", None)}
+        self.hparams["transform"] = transform_hparams(transform)
         self.hparams["adversarial_loss"] = adversarial_loss if isinstance(adversarial_loss, str) else type(
             adversarial_loss).__name__
         if n_critic < 1:

@@ -15,7 +15,7 @@ from torch import nn
 
 from lit_sr.losses.pixel import PixelLoss
 from lit_sr.metrics.image import image_quality, upsample_baseline
-from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory
+from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory, transform_hparams
 from lit_sr.models.ema import EMA
 
 STAGES = ("val", "test")
@@ -45,8 +45,7 @@ class SupervisedSRModule(LitSRModule):
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "loss", "evaluator", "optimizer", "scheduler", "transform"])
-        if transform is not None:
-            self.hparams["transform"] = {"scale": getattr(transform, "scale", None), "log": getattr(transform, "log", None)}
+        self.hparams["transform"] = transform_hparams(transform)
         self.net = net
         self.loss_fn = loss if loss is not None else PixelLoss("l1")
         self.scale = int(scale)
