@@ -145,14 +145,15 @@ def test_ddp_sim_single_run_one_output_dir(calo_data_dir, tmp_path):
 
 @pytest.mark.ddp
 def test_multirun_sweep_with_ddp_gives_exactly_two_runs(calo_data_dir, tmp_path):
-    args = ["-m", *_calo_rrdb(calo_data_dir), f"paths.root_dir={tmp_path}", "trainer=ddp_sim",
-            "model.optimizer.lr=1e-3,1e-4"]
+    # no paths.root_dir: outputs go under the launch directory, which the sweep dir must resolve
+    # before any job has started (${hydra:runtime.cwd} is not set then)
+    args = ["-m", *_calo_rrdb(calo_data_dir), "trainer=ddp_sim", "model.optimizer.lr=1e-3,1e-4"]
     res = run_py(args, cwd=tmp_path, timeout=420)
     assert res.returncode == 0, res.stdout[-4000:]
-    sweeps = list((tmp_path / "outputs" / "calo_rrdb").iterdir())
-    assert len(sweeps) == 1 and sweeps[0].name.startswith("multirun_"), sweeps
+    sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
+    assert len(sweeps) == 1, sweeps
     jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
-    assert jobs == ["0", "1"], jobs
+    assert jobs == ["0_calo_rrdb", "1_calo_rrdb"], jobs
     lrs = []
     for job in jobs:
         out = sweeps[0] / job
