@@ -32,9 +32,10 @@ def test_lifting():
 
 
 @torch.no_grad()
-def test_default_net_equivariant_latent_and_heads():
+@pytest.mark.parametrize("group_pool", ["mean", "max"])
+def test_default_net_equivariant_latent_and_heads(group_pool):
     torch.manual_seed(0)
-    net = DecompositionNet()                       # default backend c4, full size
+    net = DecompositionNet(group_pool=group_pool)  # default backend c4, full size
     x = torch.rand(1, 1, 32, 32)
     pre = net.head(net.backbone(x))                # centre the head so about half of n_hat is > 0
     net.head.conv.bias -= pre.median()

@@ -1,7 +1,13 @@
 """LightningModule for signal/noise decomposition (SAXS bremsstrahlung background removal).
 
-loss = L1(n_hat, n) + L1(s_hat, s) in normalised space (the study: AdamW, lr 1e-4, no weight decay,
-batch 16 -- supplied by the config as partials).
+loss = D(n_hat, n) + D(s_hat, s) in normalised space with D = L1 (``loss="l1"``, the study's) or
+squared error (``loss="mse"``); the study's AdamW, lr 1e-4, no weight decay, batch 16 are supplied by
+the config as partials.
+
+Why ``mse`` exists: L1 gives every pixel a gradient of the same size, so the diffuse fog (about 20 %
+of the pixels carry some noise) outweighs the sparse hits (0.2 % of the pixels, 92 % of the noise
+energy) and short runs learn only the fog. Measured on 32 px patches, 0.12 M-parameter C4 net, lr 1e-3:
+L1 stays at the input's signal PSNR (29.5 dB) after 1,000 steps, squared error reaches 37.2 dB.
 
 Logged on val/test (torchmetrics objects, synchronised across devices), for three estimators:
 ``signal_*`` (the net), ``input_*`` (raw input as signal estimate, zero noise) and ``median_*``
@@ -16,11 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lit_sr.losses.pixel import PixelLoss
 from lit_sr.metrics.background import HitPrecision, HitRecall, median_hit_filter
 from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory
 
@@ -40,11 +46,14 @@ class DecompositionModule(LitSRModule):
     def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None = None,
                  scheduler: SchedulerFactory | None = None, scheduler_monitor: str | None = "val/loss",
                  scheduler_interval: str = "epoch", hit_threshold: float = 0.05, median_k: float = 5.0,
-                 median_size: int = 3, data_range: float = 1.0) -> None:
+                 median_size: int = 3, data_range: float = 1.0, loss: str = "l1") -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"decomposition loss must be 'l1' (the study's) or 'mse', got {loss!r}")
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        self.component_loss = PixelLoss(loss)
         self.metrics = nn.ModuleDict()
         for stage in ("val", "test"):
             for est in ESTIMATORS:
@@ -60,9 +69,8 @@ class DecompositionModule(LitSRModule):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(x)
 
-    @staticmethod
-    def loss_fn(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.l1_loss(out["noise"], batch["noise"]) + F.l1_loss(out["signal"], batch["target"])
+    def loss_fn(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.component_loss(out["noise"], batch["noise"]) + self.component_loss(out["signal"], batch["target"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss_fn(self(batch["input"]), batch)

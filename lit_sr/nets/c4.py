@@ -136,12 +136,17 @@ class C4UNet(nn.Module):
     1x1 group conv to ``latent_channels`` fields and group pooling to scalars, so
     ``net(rot90(x)) == rot90(net(x))``. Sides must be divisible by 2**(levels-1) (8 by default).
     Default fields (28, 56, 112, 224): 5.89 M parameters, close to the study's escnn model (5.88 M).
+
+    ``group_pool="mean"`` (default) makes the latent a linear invariant map of the last regular fields,
+    like an escnn convolution to trivial fields. With ``"max"`` the SAXS decomposition did not train:
+    29.6 dB signal PSNR after 2,000 steps (input 29.5) against 37.2 dB after 1,000 steps with the mean
+    (32 px patches, 0.12 M parameters, squared-error loss, lr 1e-3; measured on CPU).
     """
 
     equivariant = True
 
     def __init__(self, in_channels: int = 1, latent_channels: int = 16,
-                 fields: tuple[int, ...] | list[int] = (28, 56, 112, 224), group_pool: str = "max") -> None:
+                 fields: tuple[int, ...] | list[int] = (28, 56, 112, 224), group_pool: str = "mean") -> None:
         super().__init__()
         fields = list(fields)
         self.factor = 2 ** (len(fields) - 1)

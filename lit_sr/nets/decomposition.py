@@ -24,7 +24,7 @@ from lit_sr.nets.unet import UNet
 
 
 def build_backbone(backend: str = "c4", in_channels: int = 1, latent_channels: int = 16,
-                   features: Sequence[int] | None = None, group_pool: str = "max") -> nn.Module:
+                   features: Sequence[int] | None = None, group_pool: str = "mean") -> nn.Module:
     """UNet backbone by name. ``features``: maps per level (plain) or regular fields per level (c4, escnn)."""
     if backend == "plain":
         return UNet(in_channels, latent_channels, features or (32, 64, 128, 256))
@@ -40,7 +40,7 @@ class DecompositionNet(nn.Module):
     """x [B, C, H, W] -> {"signal": [B, C, H, W], "noise": [B, C, H, W]} (both non-negative)."""
 
     def __init__(self, backend: str = "c4", in_channels: int = 1, latent_channels: int = 16,
-                 features: Sequence[int] | None = None, group_pool: str = "max", head_kernel: int = 3,
+                 features: Sequence[int] | None = None, group_pool: str = "mean", head_kernel: int = 3,
                  backbone: nn.Module | None = None, noise_activation: str = "relu") -> None:
         super().__init__()
         if noise_activation not in ("relu", "relu_st"):
