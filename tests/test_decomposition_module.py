@@ -1,6 +1,7 @@
 """LightningModule for signal/noise decomposition: loss, metrics, baselines, predict in keV."""
 
 import functools
+import types
 
 import lightning as L
 import pytest
@@ -86,6 +87,27 @@ def test_component_loss_choice():
     assert DecompositionModule(Oracle(), loss="mse").loss_fn(out, b).item() == pytest.approx(0.25 + 0.04)
     with pytest.raises(ValueError, match="'l1'.*'mse'"):
         DecompositionModule(Oracle(), loss="huber")
+    with pytest.raises(ValueError, match="warmup_loss"):
+        DecompositionModule(Oracle(), warmup_loss="l2")
+
+
+def test_warmup_loss_only_in_its_epochs():
+    b = {"input": torch.zeros(1, 1, 2, 2), "target": torch.zeros(1, 1, 2, 2), "noise": torch.zeros(1, 1, 2, 2)}
+
+    class Half(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return {"signal": x + 0.5 + self.p, "noise": x + self.p}
+
+    m = DecompositionModule(Half(), loss="l1", warmup_loss="mse", warmup_epochs=2)
+    m.log = lambda *a, **k: None
+    for epoch, expected in ((0, 0.25), (1, 0.25), (2, 0.5)):
+        m._trainer = types.SimpleNamespace(current_epoch=epoch)
+        assert m.training_step(b, 0).item() == pytest.approx(expected), epoch
+    assert m.loss_fn(m(b["input"]), b).item() == pytest.approx(0.5)   # val/test: always the main loss
 
 
 @pytest.mark.slow
