@@ -7,6 +7,7 @@ Everything runs in-process (``compose_config`` + ``lit_sr.cli.run``) on tiny sim
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
 
@@ -195,3 +196,19 @@ def test_predict_bad_input_cli_message(trained, saxs_data_dir, tmp_path, bad_fra
                   f"predict.input={bad_frames}", "predict.dataset=absent"], cwd=tmp_path, timeout=120)
     assert res.returncode != 0
     assert f"{bad_frames} [absent]: dataset missing (datasets present: nan, rank4, small)" in res.stdout
+
+
+@pytest.mark.ddp
+def test_ddp_two_processes_train_and_test(saxs_data_dir, tmp_path):
+    """saxs_equnet on 2 CPU processes: the hit counts and PSNR states are reduced over both ranks and
+    the test metrics are written once."""
+    args = [*_overrides("saxs_equnet", saxs_data_dir), f"paths.root_dir={tmp_path}", "trainer=ddp_sim",
+            "model.warmup_epochs=1", "trainer.max_epochs=2"]
+    res = run_py(args, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout[-4000:]
+    (out,) = list((tmp_path / "outputs" / "saxs_equnet").iterdir())
+    with open(out / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("test/signal_psnr")]
+    assert len(rows) == 1, rows
+    assert 0.0 <= float(rows[0]["test/hit_recall"]) <= 1.0 and float(rows[0]["test/input_hit_recall"]) == 0.0
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stdout
