@@ -1,6 +1,5 @@
 """C4 equivariance of the default network; the plain UNet is not equivariant."""
 
-import time
 
 import pytest
 import torch
@@ -69,22 +68,20 @@ def test_sizes_must_be_divisible():
 
 
 @torch.no_grad()
-def test_forward_time_128():
-    net = DecompositionNet().eval()
-    x = torch.rand(1, 1, 128, 128)
-    net(x)
-    t = time.perf_counter()
-    net(x)
-    assert time.perf_counter() - t < 20.0          # ~1.1 s on 2 idle CPU cores; loose bound for busy CI
-
-
-def test_escnn_backend():
+@pytest.mark.parametrize("group_pool", ["mean", "max"])
+def test_escnn_backend(group_pool):
     pytest.importorskip("escnn")
     torch.manual_seed(0)
-    net = DecompositionNet("escnn", features=(2, 4, 4, 4)).eval()
+    net = DecompositionNet("escnn", features=(2, 4, 4, 4), group_pool=group_pool).eval()
     x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
-        assert rel_err(net(rot(x))["signal"], rot(net(x)["signal"])) < 1e-4
+    pre = net.head(net.backbone(x))
+    net.head.conv.bias -= pre.median()
+    out = net(x, return_latent=True)
+    for k in (1, 2, 3):
+        out_r = net(rot(x, k), return_latent=True)
+        for name in ("latent", "noise", "signal"):
+            assert rel_err(out_r[name], rot(out[name], k)) < 1e-5, name   # 1.7e-6 measured (escnn 1.0.11)
+    assert 0.2 < (out["noise"] > 0).float().mean() < 0.8
 
 
 def test_escnn_missing_message():
