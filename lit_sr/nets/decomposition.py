@@ -32,7 +32,7 @@ def build_backbone(backend: str = "c4", in_channels: int = 1, latent_channels: i
         return C4UNet(in_channels, latent_channels, features or (28, 56, 112, 224), group_pool)
     if backend == "escnn":
         from lit_sr.nets.escnn_unet import EscnnC4UNet
-        return EscnnC4UNet(in_channels, latent_channels, features or (32, 64, 128, 256))
+        return EscnnC4UNet(in_channels, latent_channels, features or (32, 64, 128, 256), group_pool)
     raise ValueError(f"unknown backend {backend!r}; expected 'c4', 'plain' or 'escnn'")
 
 

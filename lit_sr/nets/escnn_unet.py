@@ -30,14 +30,19 @@ def require_escnn() -> None:
 class EscnnC4UNet(nn.Module):
     """escnn C4 UNet: regular fields per level, R2Conv 3x3, pointwise ReLU and max-pool, R2Upsampling
     (nearest) + 1x1 conv up, skips by direct sum (concatenation of field types), group pooling to a
-    ``latent_channels``-channel invariant scalar latent."""
+    ``latent_channels``-channel invariant scalar latent: ``"mean"`` over the 4 channels of each regular
+    field (the rotation permutes them, so their mean is invariant; the default, as in
+    :class:`lit_sr.nets.c4.C4UNet`, where max pooling did not train) or escnn's ``"max"``."""
 
     equivariant = True
 
     def __init__(self, in_channels: int = 1, latent_channels: int = 16,
-                 fields: Sequence[int] = (32, 64, 128, 256)) -> None:
+                 fields: Sequence[int] = (32, 64, 128, 256), group_pool: str = "mean") -> None:
         super().__init__()
         require_escnn()
+        if group_pool not in ("mean", "max"):
+            raise ValueError(f"group pooling mode must be 'max' or 'mean', got {group_pool!r}")
+        self.group_pool_mode = group_pool
         fields = list(fields)
         self.factor = 2 ** (len(fields) - 1)
         self.latent_channels = latent_channels
@@ -75,4 +80,8 @@ class EscnnC4UNet(nn.Module):
         g = skips.pop()
         for up, dec in zip(self.up, self.dec):
             g = dec(enn.tensor_directsum([up(g), skips.pop()]))
-        return self.gpool(self.out(g)).tensor
+        g = self.out(g)
+        if self.group_pool_mode == "max":
+            return self.gpool(g).tensor
+        b, c, h, w = g.tensor.shape                 # fields are contiguous blocks of 4 channels
+        return g.tensor.reshape(b, c // 4, 4, h, w).mean(dim=2)
