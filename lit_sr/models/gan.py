@@ -42,8 +42,11 @@ use the critic.
   noise (the generator's forward/backward dominates; the wasted critic weight gradients of "touch"
   and the graph walk of find_unused are both small). Parameters were bit-identical across ranks and
   between the two modes after 25 steps; "toggle" with plain strategy=ddp fails with the
-  unused-parameter error. "touch" is the default because it runs with the default ``ddp`` trainer
-  config and needs no strategy coupling.
+  unused-parameter error. On an idle machine (``benchmarks/bench_gan_ddp.py``, 2026-11-23, one run,
+  25 steps timed from batch 5) "touch" was slower: 0.655 vs 0.559 s per batch (17 %), so the wasted
+  weight gradients are not free; "toggle" + find_unused is the faster choice when the strategy can be
+  set. "touch" stays the default because it runs with the default ``ddp`` trainer config and needs
+  no strategy coupling.
 The gradient penalty differentiates the critic w.r.t. its *input* with ``torch.autograd.grad``
 (no DDP hooks involved) and is back-propagated to the critic weights by the ordinary
 ``manual_backward`` of the critic loss (double backward), which the reducer sees as one backward.
