@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from lit_sr.nets.c4 import group_pool
+
 try:  # pragma: no cover - depends on the optional extra
     from escnn import gspaces
     from escnn import nn as enn
@@ -30,9 +32,9 @@ def require_escnn() -> None:
 class EscnnC4UNet(nn.Module):
     """escnn C4 UNet: regular fields per level, R2Conv 3x3, pointwise ReLU and max-pool, R2Upsampling
     (nearest) + 1x1 conv up, skips by direct sum (concatenation of field types), group pooling to a
-    ``latent_channels``-channel invariant scalar latent: ``"mean"`` over the 4 channels of each regular
-    field (the rotation permutes them, so their mean is invariant; the default, as in
-    :class:`lit_sr.nets.c4.C4UNet`, where max pooling did not train) or escnn's ``"max"``."""
+    ``latent_channels``-channel invariant scalar latent by :func:`lit_sr.nets.c4.group_pool` (escnn
+    lays a regular field out as 4 contiguous channels, as the pure-PyTorch net does): ``"mean"`` by
+    default, as in :class:`lit_sr.nets.c4.C4UNet`, where max pooling did not train, or ``"max"``."""
 
     equivariant = True
 
@@ -40,8 +42,6 @@ class EscnnC4UNet(nn.Module):
                  fields: Sequence[int] = (32, 64, 128, 256), group_pool: str = "mean") -> None:
         super().__init__()
         require_escnn()
-        if group_pool not in ("mean", "max"):
-            raise ValueError(f"group pooling mode must be 'max' or 'mean', got {group_pool!r}")
         self.group_pool_mode = group_pool
         fields = list(fields)
         self.factor = 2 ** (len(fields) - 1)
@@ -67,7 +67,6 @@ class EscnnC4UNet(nn.Module):
             self.dec.append(block(r + r, r))
         out_type = enn.FieldType(gs, latent_channels * [gs.regular_repr])
         self.out = enn.R2Conv(reg[0], out_type, 1)
-        self.gpool = enn.GroupPooling(out_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from lit_sr.nets.unet import check_divisible
@@ -80,8 +79,4 @@ class EscnnC4UNet(nn.Module):
         g = skips.pop()
         for up, dec in zip(self.up, self.dec):
             g = dec(enn.tensor_directsum([up(g), skips.pop()]))
-        g = self.out(g)
-        if self.group_pool_mode == "max":
-            return self.gpool(g).tensor
-        b, c, h, w = g.tensor.shape                 # fields are contiguous blocks of 4 channels
-        return g.tensor.reshape(b, c // 4, 4, h, w).mean(dim=2)
+        return group_pool(self.out(g).tensor, self.group_pool_mode)
