@@ -55,9 +55,10 @@ class DecompositionModule(LitSRModule):
                  median_size: int = 3, data_range: float = 1.0, loss: str = "l1",
                  warmup_loss: str | None = None, warmup_epochs: int = 0) -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
-        for name, value in (("loss", loss), ("warmup_loss", warmup_loss)):
-            if value not in ("l1", "mse") and not (name == "warmup_loss" and value is None):
-                raise ValueError(f"decomposition {name} must be 'l1' (the study's) or 'mse', got {value!r}")
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"decomposition loss must be 'l1' (the study's) or 'mse', got {loss!r}")
+        if warmup_loss not in (None, "l1", "mse"):
+            raise ValueError(f"decomposition warmup_loss must be null, 'l1' or 'mse', got {warmup_loss!r}")
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
