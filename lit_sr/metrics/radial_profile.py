@@ -27,13 +27,12 @@ def log_radial_edges(r_min: float, r_max: float, n_bins: int = 24) -> np.ndarray
     return np.unique(np.round(np.geomspace(r_min, r_max, n_bins + 1)))
 
 
-def radial_profile(frames: np.ndarray, centre: Sequence[float], edges: Sequence[float],
-                   valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def radial_profile(frames: np.ndarray, centre: Sequence[float],
+                   edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Mean intensity per radial bin.
 
-    frames [..., H, W]; centre (row, col) in px; edges [K + 1] in px; ``valid`` [H, W] bool selects
-    the pixels that count (e.g. outside the beam-stop). Returns (profile [..., K], pixels per bin [K]);
-    a bin without pixels has profile NaN.
+    frames [..., H, W]; centre (row, col) in px; edges [K + 1] in px. Returns (profile [..., K],
+    pixels per bin [K]); a bin without pixels has profile NaN.
     """
     frames = np.asarray(frames, dtype=np.float64)
     h, w = frames.shape[-2:]
@@ -41,8 +40,6 @@ def radial_profile(frames: np.ndarray, centre: Sequence[float], edges: Sequence[
     r = np.hypot(y - centre[0], x - centre[1])
     edges = np.asarray(edges, dtype=np.float64)
     ok = (r >= edges[0]) & (r < edges[-1])
-    if valid is not None:
-        ok &= np.asarray(valid, bool)
     idx = np.digitize(r[ok], edges) - 1                       # bin index 0..K-1
     k = len(edges) - 1
     counts = np.bincount(idx, minlength=k)
