@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from lit_sr.data.saxs_sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
+from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
 from lit_sr.inference.blend import DEFAULT_OFFSETS, blend_predict
 from lit_sr.nets.decomposition import DecompositionNet
 from lit_sr.nets.unet import count_parameters

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from lit_sr.data.calo_sim import CaloSimConfig, gflash_spot_count, simulate_showers
+from lit_sr.domains.calo.sim import CaloSimConfig, gflash_spot_count, simulate_showers
 
 
 def bench(n_photons: int, n_pions: int, config: CaloSimConfig, noise: bool, repeats: int) -> tuple[float, float]:

@@ -34,7 +34,7 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
     from torch.utils.data import DataLoader, Dataset
 
     from lit_sr.data.transforms import IntensityTransform
-    from lit_sr.metrics.calo_physics import sum_pool
+    from lit_sr.domains.calo.metrics import sum_pool
     from lit_sr.models.gan import GANSRModule
     from lit_sr.nets.calo_classifier import CaloClassifier
     from lit_sr.nets.critic import Critic

@@ -1,6 +1,6 @@
 """lit_sr: Lightning + Hydra super-resolution, denoising and generation for scientific images."""
 
-from lit_sr.config_resolvers import register_resolvers
+from lit_sr.utils.config_resolvers import register_resolvers
 
 __version__ = "0.1.0"
 

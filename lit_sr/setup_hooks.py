@@ -75,7 +75,7 @@ def calo_classifier(cfg: DictConfig, key: str = "classifier") -> str:
         log.info("Using this run's classifier checkpoint %s", path)
         _use(cfg, str(path))
         return str(path)
-    from lit_sr.distributed import is_ddp_child
+    from lit_sr.utils.distributed import is_ddp_child
 
     if is_ddp_child():  # the parent trains it before it starts the children
         raise FileNotFoundError(f"{path}: the classifier checkpoint the parent process should have written is missing")

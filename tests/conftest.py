@@ -57,7 +57,7 @@ def run_py(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = 
 @pytest.fixture(scope="session")
 def calo_data_dir(tmp_path_factory) -> Path:
     """A small default-layout calorimeter file (300 events per class), simulated once per session."""
-    from lit_sr.data.calo import CaloDataModule
+    from lit_sr.domains.calo.data import CaloDataModule
 
     data_dir = tmp_path_factory.mktemp("calo_data")
     CaloDataModule(data_dir=str(data_dir), n_per_class=300).prepare_data()

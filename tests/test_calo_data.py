@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from lit_sr.data.calo import CaloDataModule, CaloPairDataset, validate_calo_file
-from lit_sr.data.calo_sim import is_complete_calo_file
+from lit_sr.domains.calo.data import CaloDataModule, CaloPairDataset, validate_calo_file
+from lit_sr.domains.calo.sim import is_complete_calo_file
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.data.validate import DataFileError
-from lit_sr.metrics.calo_physics import barycentre
+from lit_sr.domains.calo.metrics import barycentre
 
 
 def _default_file(data_dir: Path) -> Path:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_sr.metrics.calo_physics import (BarycentreResolution, CaloPhysicsEvaluator, EnergyConservation,
+from lit_sr.domains.calo.metrics import (BarycentreResolution, CaloPhysicsEvaluator, EnergyConservation,
                                          PhotonPionSeparation, ShowerWidth, ShowerWidthDistance, barycentre,
                                          conserve_energy, energy_violation, pion_rejection, pixel_centres,
                                          roc_auc, shower_width, sum_pool)
@@ -185,7 +185,7 @@ def test_wasserstein_and_q68_against_analytic_values():
     import numpy as np
     from scipy.stats import wasserstein_distance
 
-    from lit_sr.metrics.calo_physics import half_width_68, wasserstein_1d
+    from lit_sr.domains.calo.metrics import half_width_68, wasserstein_1d
 
     rng = np.random.default_rng(3)
     a = rng.normal(1.0, 0.3, 500)

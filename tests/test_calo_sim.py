@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lit_sr.data.calo_sim import (
+from lit_sr.domains.calo.sim import (
     PI0_MASS_GEV,
     SIMULATOR_VERSION,
     CaloGeometry,

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from lit_sr.data.saxs import SAXSDataModule
+from lit_sr.domains.saxs.data import SAXSDataModule
 from lit_sr.metrics.background import HitPrecision, HitRecall, median_hit_filter
 from lit_sr.models.decomposition import DecompositionModule
 from lit_sr.nets.decomposition import DecompositionNet

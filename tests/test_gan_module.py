@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.losses.adversarial import WassersteinGPLoss
-from lit_sr.metrics.calo_physics import CaloPhysicsEvaluator, sum_pool
+from lit_sr.domains.calo.metrics import CaloPhysicsEvaluator, sum_pool
 from lit_sr.models.gan import GANSRModule
 from lit_sr.nets.calo_classifier import CaloClassifier
 from lit_sr.nets.critic import Critic

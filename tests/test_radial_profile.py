@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lit_sr.data.saxs_sim import simulate_saxs_file
-from lit_sr.metrics.radial_profile import log_radial_edges, profile_table, radial_profile, usable_radius
+from lit_sr.domains.saxs.sim import simulate_saxs_file
+from lit_sr.domains.saxs.radial_profile import log_radial_edges, profile_table, radial_profile, usable_radius
 
 
 def test_uniform_frame_flat_profile_and_annulus_areas():

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from lit_sr.cli import run
-from lit_sr.data.saxs import SAXSDataModule
-from lit_sr.data.saxs_sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
+from lit_sr.domains.saxs.data import SAXSDataModule
+from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
 from lit_sr.data.validate import DataFileError
 
 from conftest import CONF_DIR, TINY, compose_config, run_py
@@ -75,7 +75,7 @@ def trained(saxs_data_dir, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("experiment", SAXS_EXPERIMENTS)
 def test_experiment_composes(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
-    assert cfg.data._target_ == "lit_sr.data.saxs.SAXSDataModule"
+    assert cfg.data._target_ == "lit_sr.domains.saxs.data.SAXSDataModule"
     assert cfg.model._target_ == "lit_sr.models.decomposition.DecompositionModule"
     assert cfg.model.net.backend == ("c4" if experiment == "saxs_equnet" else "plain")
     assert cfg.data.batch_size == 16

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from lit_sr.data.saxs import (SAXSDataModule, denormalise, extract_noise_pool, normalise_patch, rotation_region,
+from lit_sr.domains.saxs.data import (SAXSDataModule, denormalise, extract_noise_pool, normalise_patch, rotation_region,
                               sample_signal_patch, signal_mask)
-from lit_sr.data.saxs_sim import is_complete
+from lit_sr.domains.saxs.sim import is_complete
 
 SMALL = dict(frame_shape=(64, 128), n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
              n_train_signal_patches=16, n_noise_patches=16, n_val_patches=6, n_test_patches=6,

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lit_sr.data.saxs_sim import SAXSSimConfig, expected_signal, is_complete, make_geometry, simulate_saxs_file
+from lit_sr.domains.saxs.sim import SAXSSimConfig, expected_signal, is_complete, make_geometry, simulate_saxs_file
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ Denormaliser = Callable[[torch.Tensor, Any], torch.Tensor]
 
 def percentile_normalise(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Training normalisation of a patch batch [B, C, P, P] (per image and channel); state = (lo, hi)."""
-    from lit_sr.data.saxs import normalise_patch
+    from lit_sr.domains.saxs.data import normalise_patch
     xn, lo, hi = normalise_patch(x)
     return xn, (lo, hi)
 

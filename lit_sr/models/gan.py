@@ -61,7 +61,7 @@ from torch import nn
 
 from lit_sr.losses.adversarial import AdversarialLoss, make_adversarial_loss
 from lit_sr.losses.perceptual import PerceptualLoss
-from lit_sr.metrics.calo_physics import conserve_energy
+from lit_sr.domains.calo.metrics import conserve_energy
 from lit_sr.models.base import OptimizerFactory, build_optimizer, transform_hparams
 from lit_sr.models.supervised import SupervisedSRModule
 
@@ -74,7 +74,7 @@ class EnergyConservingGenerator(nn.Module):
     """Wraps a generator so every scale x scale block of its output sums to the LR crystal (physical units).
 
     Works in the model space of ``transform`` (output mapped to physical units, rescaled with
-    :func:`~lit_sr.metrics.calo_physics.conserve_energy`, mapped back).
+    :func:`~lit_sr.domains.calo.metrics.conserve_energy`, mapped back).
     """
 
     def __init__(self, net: nn.Module, scale: int, transform: nn.Module | None = None) -> None:

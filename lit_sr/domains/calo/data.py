@@ -222,7 +222,7 @@ class CaloDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ files
     def sim_config(self):
-        from lit_sr.data.calo_sim import CaloSimConfig
+        from lit_sr.domains.calo.sim import CaloSimConfig
 
         known = {f.name for f in fields(CaloSimConfig)}
         unknown = sorted(set(self.sim_overrides) - known)
@@ -234,7 +234,7 @@ class CaloDataModule(L.LightningDataModule):
     def path(self) -> Path:
         if self.user_file is not None:
             return Path(self.user_file)
-        from lit_sr.data.calo_sim import SIMULATOR_VERSION
+        from lit_sr.domains.calo.sim import SIMULATOR_VERSION
 
         tag = "_".join(f"{k}{v}" for k, v in sorted(self.sim_overrides.items()))
         name = f"calo_{self.n_per_class}x2_seed{self.sim_seed}_v{SIMULATOR_VERSION}{'_' + tag if tag else ''}.h5"
@@ -245,7 +245,7 @@ class CaloDataModule(L.LightningDataModule):
         if self.user_file is not None:
             require_file(self.user_file, "calorimeter data file (data.file)")
             return
-        from lit_sr.data.calo_sim import is_complete_calo_file, write_calo_h5
+        from lit_sr.domains.calo.sim import is_complete_calo_file, write_calo_h5
 
         path = self.path
         if is_complete_calo_file(path):
@@ -262,7 +262,7 @@ class CaloDataModule(L.LightningDataModule):
             return
         path = self.path
         if self.user_file is None:
-            from lit_sr.data.calo_sim import is_complete_calo_file
+            from lit_sr.domains.calo.sim import is_complete_calo_file
 
             if not is_complete_calo_file(path):  # never train on a half-written file
                 raise DataFileError(path, None, "default dataset is missing or incomplete; run prepare_data()")

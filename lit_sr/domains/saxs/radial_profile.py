@@ -5,7 +5,7 @@ against the profile of the true signal, bin by bin, and the largest radius up to
 within a tolerance (the usable scattering-angle range). Radii are in pixels from the beam centre
 (pixel centres at i + 0.5), intensities in the frame's units (keV per pixel).
 
-``python -m lit_sr.metrics.radial_profile truth.h5 cleaned.h5`` prints the table for a simulated
+``python -m lit_sr.domains.saxs.radial_profile truth.h5 cleaned.h5`` prints the table for a simulated
 file (datasets ``full`` and ``signal``) and the output of ``mode=predict predict.dataset=full``.
 """
 

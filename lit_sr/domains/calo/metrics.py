@@ -441,7 +441,7 @@ class CaloPhysicsEvaluator(nn.Module):
 
         Uses the values gathered by the last ``compute()`` (call that first; in DDP it is collective).
         """
-        from lit_sr.utils import plots
+        from lit_sr.domains.calo import plots
 
         cache = getattr(self, "_cache", None)
         if cache is None:

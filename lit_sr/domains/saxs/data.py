@@ -1,6 +1,6 @@
 """SAXS background removal data: patch pipeline of the study and the Lightning DataModule.
 
-Files (see :mod:`lit_sr.data.saxs_sim` for the layout): datasets ``xray`` (X-ray-only shots),
+Files (see :mod:`lit_sr.domains.saxs.sim` for the layout): datasets ``xray`` (X-ray-only shots),
 ``full`` (full shots) and ``signal`` (the X-ray part of each full shot, used only to mask the signal
 region of the full shot, exactly as the study used a matching X-ray-only shot).
 
@@ -35,7 +35,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.rng import stream_rng
-from lit_sr.data.saxs_sim import is_complete, simulate_saxs_file
+from lit_sr.domains.saxs.sim import is_complete, simulate_saxs_file
 from lit_sr.data.validate import DataFileError, require_dataset, require_file
 
 LOWER_PERCENTILE = 1.0

@@ -60,7 +60,7 @@ def width_distributions(widths: Mapping[str, torch.Tensor], bins: int = 50) -> "
 def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
                photon_efficiency: float = 0.9) -> "plt.Figure":
     """Pion rejection vs photon efficiency for each source; scores: source -> (pion scores, labels)."""
-    from lit_sr.metrics.calo_physics import roc_auc, roc_curve
+    from lit_sr.domains.calo.metrics import roc_auc, roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
     for s, (sc, y) in scores.items():
