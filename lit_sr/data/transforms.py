@@ -6,6 +6,8 @@ pickles into checkpoints via ``save_hyperparameters`` and ``predict`` can return
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -35,3 +37,65 @@ class IntensityTransform(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, log={self.log}"
+
+
+STRETCHES = ("linear", "sqrt", "asinh", "log")
+
+
+class StretchTransform(nn.Module):
+    """Clip to [0, max_value], divide by ``max_value``, stretch to [0, 1] (invertible on that range).
+
+    The image scaling of Sweere et al. (MNRAS 517, 4054) for X-ray count rates, usable for any
+    non-negative intensity: u = clip(x, 0, max_value) / max_value, then
+
+    * ``linear``: y = u
+    * ``sqrt``:   y = sqrt(u)
+    * ``asinh``:  y = asinh(u / a) / asinh(1 / a)   (a = 0.02 in the paper)
+    * ``log``:    y = log(a u + 1) / log(a + 1)     (a = 1000 in the paper)
+
+    and a final clip of y to [0, 1]. ``inverse`` maps [0, 1] back to [0, max_value]; values above
+    ``max_value`` are not recoverable (that is the clip), so choose ``max_value`` above the brightest
+    pixel that matters. ``a`` is ignored by ``linear`` and ``sqrt``; ``a=None`` takes the paper's value.
+    """
+
+    DEFAULT_A = {"linear": 1.0, "sqrt": 1.0, "asinh": 0.02, "log": 1000.0}
+
+    def __init__(self, max_value: float = 1.0, stretch: str = "sqrt", a: float | None = None) -> None:
+        super().__init__()
+        if stretch not in STRETCHES:
+            raise ValueError(f"StretchTransform stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+        if max_value <= 0:
+            raise ValueError(f"StretchTransform max_value must be > 0, got {max_value}")
+        a = self.DEFAULT_A[stretch] if a is None else float(a)
+        if a <= 0:
+            raise ValueError(f"StretchTransform a must be > 0, got {a}")
+        self.max_value = float(max_value)
+        self.stretch = stretch
+        self.a = a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.clamp(0.0, self.max_value) / self.max_value
+        if self.stretch == "linear":
+            y = u
+        elif self.stretch == "sqrt":
+            y = u.sqrt()
+        elif self.stretch == "asinh":
+            y = torch.asinh(u / self.a) / math.asinh(1.0 / self.a)
+        else:
+            y = torch.log1p(self.a * u) / math.log1p(self.a)
+        return y.clamp(0.0, 1.0)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.clamp(0.0, 1.0)
+        if self.stretch == "linear":
+            u = y
+        elif self.stretch == "sqrt":
+            u = y * y
+        elif self.stretch == "asinh":
+            u = torch.sinh(y * math.asinh(1.0 / self.a)) * self.a
+        else:
+            u = torch.expm1(y * math.log1p(self.a)) / self.a
+        return u * self.max_value
+
+    def extra_repr(self) -> str:
+        return f"max_value={self.max_value}, stretch={self.stretch!r}, a={self.a}"
