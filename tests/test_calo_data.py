@@ -10,11 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from lit_sr.domains.calo.data import CaloDataModule, CaloPairDataset, validate_calo_file
-from lit_sr.domains.calo.sim import is_complete_calo_file
+from lit_sr.data.base import H5RowsDataset
+from lit_sr.data.h5store import is_complete
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.data.validate import DataFileError
+from lit_sr.domains.calo.data import CaloBatchBuilder, CaloDataModule, calo_schema
 from lit_sr.domains.calo.metrics import barycentre
+
+FIELDS = ("hr", "lr", "label", "impact_cm", "energy_gev")
+
+
+def validate_calo_file(path):
+    return calo_schema().validate(path)
+
+
+def is_complete_calo_file(path):
+    return is_complete(path, calo_schema())
 
 
 def _default_file(data_dir: Path) -> Path:
@@ -40,7 +51,9 @@ def _user_file(tmp_path: Path, n: int = 20, **changes) -> Path:
     ({"lr": None}, "lr", "dataset missing"),
     ({"hr": np.zeros((20, 32, 32), np.float32)}, "hr", "expected trailing shape 24x24"),
     ({"lr": np.zeros((20, 36), np.float32)}, "lr", "expected 3 dimensions"),
-    ({"lr": np.zeros((19, 6, 6), np.float32)}, "hr,lr", "same number of events"),
+    ({"lr": np.zeros((19, 6, 6), np.float32)}, "hr,lr", "same number of samples"),
+    ({"hr": np.zeros((0, 24, 24), np.float32), "lr": np.zeros((0, 6, 6), np.float32), "label": None,
+      "impact_cm": None, "energy_gev": None}, "hr,lr", "contains no samples"),
     ({"hr": np.full((20, 24, 24), np.nan, np.float32)}, "hr", "non-finite value nan at index (0, 0, 0)"),
     ({"impact_cm": np.zeros((20, 3), np.float32)}, "impact_cm", "expected trailing shape 2"),
     ({"label": np.full(20, 7, np.int8)}, "label", "expected values 0 (photon) or 1 (pion)"),
@@ -109,9 +122,10 @@ def test_intensity_transform_is_invertible():
     assert IntensityTransform(20.0)(torch.tensor(20.0)) == 1.0
 
 
-def _dataset(calo_data_dir: Path, augment: bool) -> CaloPairDataset:
+def _dataset(calo_data_dir: Path, augment: bool, rows=np.arange(64), **kw) -> H5RowsDataset:
     path = _default_file(calo_data_dir)
-    return CaloPairDataset(path, np.arange(64), IntensityTransform(20.0), augment=augment, seed=0)
+    return H5RowsDataset(path, rows, FIELDS, CaloBatchBuilder(IntensityTransform(20.0), augment), augment=augment,
+                         seed=0, **kw)
 
 
 def test_augmentation_moves_impact_with_the_shower(calo_data_dir):
@@ -143,12 +157,35 @@ def test_augmentation_streams_differ_per_rank_and_repeat_per_rank(calo_data_dir,
 def test_in_memory_and_lazy_reads_give_the_same_events(calo_data_dir):
     path = _default_file(calo_data_dir)
     idx = np.arange(5, 200, 3)
-    cached = CaloPairDataset(path, idx, IntensityTransform(20.0))
-    lazy = CaloPairDataset(path, idx, IntensityTransform(20.0), max_memory_mb=0)
+    cached = _dataset(calo_data_dir, False, idx)
+    lazy = _dataset(calo_data_dir, False, idx, max_memory_mb=0)
     order = [7, 1, 30, 1, 12]
-    for a, b in zip(cached.__getitems__(order), lazy.__getitems__(order)):
-        assert a["index"] == b["index"]
-        torch.testing.assert_close(a["target"], b["target"], rtol=0, atol=0)
-        torch.testing.assert_close(a["impact_cm"], b["impact_cm"], rtol=0, atol=0)
+    a, b = cached.__getitems__(order), lazy.__getitems__(order)
+    assert cached._cache and lazy._cache == {}  # one held in memory, the other read lazily
+    assert a["index"].tolist() == b["index"].tolist() == idx[order].tolist()
+    for key in ("input", "target", "impact_cm", "label", "energy_gev"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     with h5py.File(path) as h5:
         np.testing.assert_allclose(cached[7]["target"][0].numpy() * 20.0, h5["hr"][idx[7]], rtol=1e-6)
+
+
+def test_batched_d4_equals_the_per_event_definition(calo_data_dir):
+    """The vectorised augmentation applies, per event, the draws (flip_x, flip_y, transpose) as:
+    transpose (x <-> y), then reverse columns (x -> -x), then reverse rows (y -> -y)."""
+    plain, augmented = _dataset(calo_data_dir, False), _dataset(calo_data_dir, True)
+    positions = list(range(40))
+    a = augmented.__getitems__(positions)
+    rng = np.random.default_rng([0, 0, 0])  # stream_rng(seed=0) in the main process of rank 0
+    draws = rng.integers(0, 2, size=(len(positions), 3))
+    p = plain.__getitems__(positions)
+    for k, (flip_x, flip_y, transpose) in enumerate(draws):
+        hr, lr, impact = p["target"][k], p["input"][k], p["impact_cm"][k].clone()
+        if transpose:
+            hr, lr, impact = hr.transpose(-1, -2), lr.transpose(-1, -2), impact.flip(0)
+        if flip_x:
+            hr, lr, impact = hr.flip(-1), lr.flip(-1), impact * torch.tensor([-1.0, 1.0])
+        if flip_y:
+            hr, lr, impact = hr.flip(-2), lr.flip(-2), impact * torch.tensor([1.0, -1.0])
+        torch.testing.assert_close(a["target"][k], hr, rtol=0, atol=0)
+        torch.testing.assert_close(a["input"][k], lr, rtol=0, atol=0)
+        torch.testing.assert_close(a["impact_cm"][k], impact, rtol=0, atol=0)

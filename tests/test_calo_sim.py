@@ -15,14 +15,18 @@ from lit_sr.domains.calo.sim import (
     SIMULATOR_VERSION,
     CaloGeometry,
     CaloSimConfig,
-    is_complete_calo_file,
     lr_from_hr,
     radial_containment,
     sample_pion_decays,
     shower_deposits,
     simulate_showers,
-    write_calo_h5,
 )
+from lit_sr.data.h5store import is_complete
+from lit_sr.domains.calo.data import CaloDataModule, calo_schema
+
+
+def is_complete_calo_file(path) -> bool:
+    return is_complete(path, calo_schema())
 
 CFG = CaloSimConfig()
 GEO = CFG.geometry
@@ -195,8 +199,10 @@ def test_determinism_and_shuffling() -> None:
 
 def test_h5_round_trip(tmp_path) -> None:
     cfg = dataclasses.replace(CFG, spot_fraction=0.1)
-    path = write_calo_h5(tmp_path / "calo.h5", n_per_class=150, seed=2, config=cfg, progress=False)
-    assert is_complete_calo_file(path)
+    dm = CaloDataModule(data_dir=str(tmp_path), n_per_class=150, sim_seed=2, sim={"spot_fraction": 0.1})
+    dm.prepare_data()
+    path = dm.path
+    assert is_complete_calo_file(path) and "spot_fraction0.1" in path.name
     ref = simulate_showers(150, 150, seed=2, config=cfg)  # same blocks -> identical events
     with h5py.File(path, "r") as f:
         for k, v in ref.items():

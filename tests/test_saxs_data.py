@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lit_sr.domains.saxs.data import (SAXSDataModule, denormalise, extract_noise_pool, normalise_patch, rotation_region,
+from lit_sr.data.normalise import denormalise, normalise_patch
+from lit_sr.domains.saxs.data import (SAXSDataModule, extract_noise_pool, rotation_region,
                               sample_signal_patch, signal_mask)
 from lit_sr.domains.saxs.sim import is_complete
 

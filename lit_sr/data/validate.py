@@ -7,15 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-class DataFileError(ValueError):
-    """A data file cannot be used as it is; the message says which file, which field and why."""
-
-    def __init__(self, path: str | Path, field: str | None, problem: str) -> None:
-        where = f"{path}" + (f" [{field}]" if field else "")
-        super().__init__(f"{where}: {problem}")
-        self.path = str(path)
-        self.field = field
+from lit_sr.utils.errors import DataFileError  # noqa: F401  (re-exported: raised by every check here)
 
 
 def require_file(path: str | Path, what: str = "data file") -> Path:

@@ -9,29 +9,49 @@ from pathlib import Path
 from typing import Iterator
 
 
+class AtomicFile:
+    """A temporary file beside ``path`` that becomes ``path`` on :meth:`commit` (or vanishes on :meth:`abort`).
+
+    The rename is atomic on POSIX when both live on one filesystem, which is why the temporary file is
+    created in the destination folder. With ``overwrite=False`` an existing ``path`` raises
+    FileExistsError before anything is written, and again at commit if one appeared meanwhile
+    (nothing the user owns is replaced). For writers whose work spans several calls (callbacks).
+    """
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = True) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite and self.path.exists():
+            raise FileExistsError(f"{self.path}: refusing to overwrite an existing file")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp_name)
+
+    def commit(self) -> Path:
+        with open(self.tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        if not self.overwrite and self.path.exists():
+            self.abort()
+            raise FileExistsError(f"{self.path}: appeared while writing; refusing to overwrite it")
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    The rename is atomic on POSIX when both live on one filesystem, which is why the temporary
-    file is created in the destination folder. On any exception the temporary file is removed and
-    ``path`` is untouched. With ``overwrite=False`` an existing ``path`` raises FileExistsError
-    before anything is written (nothing the user owns is replaced).
+    On any exception the temporary file is removed and ``path`` is untouched. With
+    ``overwrite=False`` an existing ``path`` raises FileExistsError before anything is written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path}: refusing to overwrite an existing file")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    target = AtomicFile(path, overwrite)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
-            os.fsync(fh.fileno())
-        if not overwrite and path.exists():
-            raise FileExistsError(f"{path}: appeared while writing; refusing to overwrite it")
-        os.replace(tmp, path)
+        yield target.tmp
+        target.commit()
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        target.abort()

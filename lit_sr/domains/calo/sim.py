@@ -57,7 +57,7 @@ of the two photon impacts.
 Outputs are in GeV (float32); ``label`` is 0 for photons and 1 for pions; ``energy_gev`` is the
 true particle energy. Everything is deterministic given the seed: events are processed in fixed
 blocks of ``BLOCK_EVENTS`` events, each with its own random stream derived from (seed, block), so
-``simulate_showers`` and ``write_calo_h5`` produce identical events, and the detector noise has a
+``simulate_showers`` and the DataModule's default file hold identical events, and the detector noise has a
 separate stream (``noise=False`` returns exactly the deposits underlying ``noise=True``).
 """
 
@@ -66,14 +66,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from lit_sr.utils.atomic import atomic_path
+from lit_sr.utils.progress import track
 
 SIMULATOR_VERSION = "1.0.0"
 PI0_MASS_GEV = 0.134977
@@ -417,28 +415,14 @@ def iter_event_blocks(n_photons: int, n_pions: int, seed: int, config: CaloSimCo
         }
 
 
-def _progress_blocks(blocks: Iterator[dict[str, np.ndarray]], total: int, progress: bool,
-                     description: str) -> Iterator[dict[str, np.ndarray]]:
-    if not progress:
-        yield from blocks
-        return
-    from rich.progress import Progress  # only needed for interactive runs
-
-    with Progress(transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        for block in blocks:
-            yield block
-            bar.advance(task, block["label"].shape[0])
-
-
 def simulate_showers(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
                      progress: bool = False, noise: bool = True) -> dict[str, np.ndarray]:
     """Simulate shuffled photon and pi0 events; returns ``hr``, ``lr``, ``label``, ``impact_cm``, ``energy_gev``.
 
     ``noise=False`` gives the noiseless deposits (no noise, no zero suppression) of the same events.
     """
-    blocks = list(_progress_blocks(iter_event_blocks(n_photons, n_pions, seed, config, noise),
-                                   n_photons + n_pions, progress, "simulating showers"))
+    blocks = list(track(iter_event_blocks(n_photons, n_pions, seed, config, noise), n_photons + n_pions,
+                        "simulating showers", unit="events", enabled=progress, weight=lambda b: len(b["label"])))
     if not blocks:
         g = config.geometry
         return {"hr": np.zeros((0, g.hr_pixels, g.hr_pixels), np.float32),
@@ -446,73 +430,3 @@ def simulate_showers(n_photons: int, n_pions: int, seed: int, config: CaloSimCon
                 "label": np.zeros(0, np.int8), "impact_cm": np.zeros((0, 2), np.float32),
                 "energy_gev": np.zeros(0, np.float32)}
     return {k: np.concatenate([blk[k] for blk in blocks]) for k in DATASETS}
-
-
-# ----------------------------------------------------------------------------------------------
-# HDF5 files
-# ----------------------------------------------------------------------------------------------
-
-def write_calo_h5(path: str | os.PathLike, n_per_class: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
-                  progress: bool = True) -> Path:
-    """Simulate ``n_per_class`` photons and pions block by block and write them atomically to HDF5.
-
-    Datasets ``hr`` (N,24,24), ``lr`` (N,6,6) float32 GeV, ``label`` int8, ``impact_cm`` (N,2)
-    float32, ``energy_gev`` (N,) float32, chunked and gzip-compressed. File attributes: the geometry
-    fields, ``simulator_version``, ``seed``, ``n_per_class``, ``config`` (JSON) and, written last,
-    ``complete = True``. The file appears at ``path`` only once fully written.
-    """
-    import h5py
-
-    if n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
-    geo = config.geometry
-    n = 2 * n_per_class
-    shapes = {"hr": (geo.hr_pixels, geo.hr_pixels), "lr": (geo.lr_pixels, geo.lr_pixels),
-              "label": (), "impact_cm": (2,), "energy_gev": ()}
-    dtypes = {"hr": np.float32, "lr": np.float32, "label": np.int8, "impact_cm": np.float32, "energy_gev": np.float32}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = {k: f.create_dataset(k, shape=(n, *shapes[k]), dtype=dtypes[k],
-                                      chunks=(min(n, 1024), *shapes[k]), compression="gzip",
-                                      compression_opts=4, shuffle=True)
-                  for k in DATASETS}
-            start = 0
-            blocks = iter_event_blocks(n_per_class, n_per_class, seed, config, noise=True)
-            for block in _progress_blocks(blocks, n, progress, f"writing {path.name}"):
-                stop = start + block["label"].shape[0]
-                for k in DATASETS:
-                    ds[k][start:stop] = block[k]
-                start = stop
-            for k, v in dataclasses.asdict(geo).items():
-                f.attrs[k] = v
-            f.attrs["simulator_version"] = SIMULATOR_VERSION
-            f.attrs["seed"] = int(seed)
-            f.attrs["n_per_class"] = int(n_per_class)
-            f.attrs["config"] = config.to_json()
-            f.attrs["label_names"] = json.dumps(LABEL_NAMES)
-            f.attrs["units"] = "GeV (hr, lr, energy_gev); cm (impact_cm, relative to the window centre)"
-            f.attrs["complete"] = True  # last: a file without it was never finished
-    return path
-
-
-def is_complete_calo_file(path: str | os.PathLike) -> bool:
-    """True if ``path`` opens as HDF5, has attribute ``complete`` == True and all datasets with equal lengths."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            if not bool(f.attrs.get("complete", False)):
-                return False
-            lengths = set()
-            for k in DATASETS:
-                obj = f.get(k)
-                if not isinstance(obj, h5py.Dataset) or obj.ndim < 1:
-                    return False
-                lengths.add(obj.shape[0])
-            return len(lengths) == 1
-    except (OSError, KeyError, ValueError):
-        return False

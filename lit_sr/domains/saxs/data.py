@@ -15,7 +15,8 @@ Patch pipeline
   ``setup``. (Sparse signal photons outside the mask stay in the noise patch, as with real data;
   ``noise_source="background"`` uses the simulator's exact background ``full - signal`` instead.)
 * training item: fresh signal patch + a fresh random noise patch from the pool; input = s + n;
-  normalised by :func:`normalise_patch` of the input, the same bounds applied to s and n.
+  normalised by the ``normaliser`` (default the study's 1st/99.95th percentiles of the input patch,
+  :class:`lit_sr.data.normalise.PercentileNormaliser`), the same bounds applied to s and n.
 * val/test items: fixed (seeded) signal/noise pairs from separately simulated files.
 """
 
@@ -23,58 +24,21 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from lit_sr.data.base import SPLITS, SimulatedH5DataModule, OpenH5File
+from lit_sr.data.h5store import FileInfo, H5Schema
+from lit_sr.data.normalise import PercentileNormaliser, apply_bounds
 from lit_sr.data.rng import stream_rng
-from lit_sr.domains.saxs.sim import is_complete, simulate_saxs_file
 from lit_sr.data.validate import DataFileError, require_dataset, require_file
-
-LOWER_PERCENTILE = 1.0
-UPPER_PERCENTILE = 99.95
-
-
-# --------------------------------------------------------------------------------------------
-# normalisation shared by training and inference
-# --------------------------------------------------------------------------------------------
-def normalise_patch(x: torch.Tensor | np.ndarray, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE,
-                    eps: float = 1e-6):
-    """Percentile normalisation over the last two dims: returns (xn, lo, hi).
-
-    lo/hi are the ``lower``/``upper`` percentiles (linear interpolation, as numpy) of each image;
-    xn = clip((x - lo) / (hi - lo), 0, 1). lo, hi have the shape of x without its last two dims.
-    If hi - lo < eps (a flat patch) hi is set to lo + eps so the mapping stays invertible.
-    """
-    t = torch.as_tensor(x)
-    if not t.is_floating_point():
-        t = t.float()
-    flat = t.reshape(*t.shape[:-2], -1)
-    q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype, device=flat.device)
-    qs = torch.quantile(flat, q, dim=-1)           # [2, ...]
-    lo, hi = qs[0], torch.maximum(qs[1], qs[0] + eps)
-    xn = apply_bounds(t, lo, hi)
-    return xn, lo, hi
-
-
-def apply_bounds(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """(x - lo) / (hi - lo) clipped to [0, 1]; lo/hi broadcast over the last two dims."""
-    lo_, hi_ = torch.as_tensor(lo)[..., None, None], torch.as_tensor(hi)[..., None, None]
-    return ((torch.as_tensor(x) - lo_) / (hi_ - lo_)).clamp(0.0, 1.0)
-
-
-def denormalise(xn: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Inverse of the (unclipped) normalisation: xn * (hi - lo) + lo, bounds over the last two dims."""
-    lo_, hi_ = torch.as_tensor(lo)[..., None, None], torch.as_tensor(hi)[..., None, None]
-    return xn * (hi_ - lo_) + lo_
-
+from lit_sr.domains.saxs.sim import SAXSSimConfig, iter_saxs_frames, resolve_config, saxs_attrs, saxs_schema, write_options
 
 # --------------------------------------------------------------------------------------------
 # patch cutting
@@ -160,42 +124,28 @@ def extract_noise_pool(path: str | Path, n_patches: int, patch_size: int, rng: n
     return pool
 
 
-def make_item(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+def make_item(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor,
+              normaliser: PercentileNormaliser | None = None) -> dict[str, torch.Tensor]:
     """Normalised training item from keV patches [P, P]: input = s + n, bounds from the input."""
+    normaliser = normaliser or PercentileNormaliser()
     s = torch.as_tensor(np.asarray(signal, np.float32))
     n = torch.as_tensor(np.asarray(noise, np.float32))
-    xn, lo, hi = normalise_patch(s + n)
-    return {"input": xn[None], "target": apply_bounds(s, lo, hi)[None], "noise": apply_bounds(n, lo, hi)[None],
-            "bounds": torch.stack([lo, hi]).float()}
+    xn, (lo, hi) = normaliser(s + n)
+    return {"input": xn[None], "target": apply_bounds(s, lo, hi, normaliser.clip)[None],
+            "noise": apply_bounds(n, lo, hi, normaliser.clip)[None], "bounds": torch.stack([lo, hi]).float()}
 
 
 # --------------------------------------------------------------------------------------------
 # datasets
 # --------------------------------------------------------------------------------------------
-class _LazyH5:
-    """Opens an HDF5 file on first use in each process (DataLoader workers get their own handle)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._h5 = None
-        self._pid = None
-
-    def get(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._h5
-
-    def __getstate__(self):  # never pickle an open handle
-        return {"path": self.path, "_h5": None, "_pid": None}
-
-
 class SAXSTrainDataset(Dataset):
     """``length`` items; each cuts a fresh signal patch and draws a fresh noise patch from the pool."""
 
     def __init__(self, path: str | Path, noise_pool: np.ndarray, length: int, patch_size: int = 128,
-                 signal_threshold: float = 2.0e4, amplitude_range: Sequence[float] = (0.1, 10.0), seed: int = 0) -> None:
-        self.file = _LazyH5(path)
+                 signal_threshold: float = 2.0e4, amplitude_range: Sequence[float] = (0.1, 10.0), seed: int = 0,
+                 normaliser: PercentileNormaliser | None = None) -> None:
+        self.file = OpenH5File(path)
+        self.normaliser = normaliser
         self.noise_pool = noise_pool
         self.length = int(length)
         self.patch_size = int(patch_size)
@@ -222,27 +172,28 @@ class SAXSTrainDataset(Dataset):
         s = sample_signal_patch(frames, rng, self.patch_size, self.signal_threshold, self.amplitude_range,
                                 path=self.file.path)
         n = self.noise_pool[int(rng.integers(len(self.noise_pool)))]
-        return make_item(s, n)
+        return make_item(s, n, self.normaliser)
 
 
 class SAXSPairDataset(Dataset):
     """Fixed signal/noise patch pairs (keV) for validation and test."""
 
-    def __init__(self, signal: np.ndarray, noise: np.ndarray) -> None:
+    def __init__(self, signal: np.ndarray, noise: np.ndarray, normaliser: PercentileNormaliser | None = None) -> None:
         if signal.shape != noise.shape:
             raise ValueError(f"signal {signal.shape} and noise {noise.shape} patches differ in shape")
-        self.signal, self.noise = signal, noise
+        self.signal, self.noise, self.normaliser = signal, noise, normaliser
 
     def __len__(self) -> int:
         return len(self.signal)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return make_item(self.signal[idx], self.noise[idx])
+        return make_item(self.signal[idx], self.noise[idx], self.normaliser)
 
 
 def fixed_pairs(path: str | Path, n: int, patch_size: int, seed: int, signal_threshold: float,
                 amplitude_range: Sequence[float], mask_threshold: float, mask_dilation: int,
-                max_masked_fraction: float, noise_source: str = "full") -> SAXSPairDataset:
+                max_masked_fraction: float, noise_source: str = "full",
+                normaliser: PercentileNormaliser | None = None) -> SAXSPairDataset:
     """Reproducible (per seed) held-out pairs cut from the X-ray-only and full shots of ``path``."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xE7A1])
     noise = extract_noise_pool(path, n, patch_size, rng, mask_threshold, mask_dilation, max_masked_fraction, noise_source)
@@ -250,13 +201,13 @@ def fixed_pairs(path: str | Path, n: int, patch_size: int, seed: int, signal_thr
         frames = require_dataset(h5, path, "xray", ndim=3)
         signal = np.stack([sample_signal_patch(frames, rng, patch_size, signal_threshold, amplitude_range, path=str(path))
                            for _ in range(n)])
-    return SAXSPairDataset(signal, noise[rng.permutation(len(noise))[:n]])
+    return SAXSPairDataset(signal, noise[rng.permutation(len(noise))[:n]], normaliser)
 
 
 # --------------------------------------------------------------------------------------------
 # DataModule
 # --------------------------------------------------------------------------------------------
-class SAXSDataModule(L.LightningDataModule):
+class SAXSDataModule(SimulatedH5DataModule):
     """SAXS background removal data (batches: input, target = signal, noise, bounds).
 
     Default data (simulated by ``prepare_data`` under ``data_dir`` if absent or incomplete):
@@ -269,6 +220,7 @@ class SAXSDataModule(L.LightningDataModule):
     """
 
     SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+    what = "SAXS file"
 
     def __init__(self, data_dir: str = "data/saxs", train_file: str | None = None, val_file: str | None = None,
                  test_file: str | None = None, frame_shape: Sequence[int] = (256, 512), n_xray_frames: int = 16,
@@ -277,16 +229,12 @@ class SAXSDataModule(L.LightningDataModule):
                  n_val_patches: int = 64, n_test_patches: int = 64, signal_threshold: float = 2.0e4,
                  amplitude_range: Sequence[float] = (0.1, 10.0), mask_threshold: float = 1.0,
                  mask_dilation: int = 8, max_masked_fraction: float = 0.05, noise_source: str = "full",
-                 seed: int = 0, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> None:
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.files = {
-            "train": Path(train_file) if train_file else self.data_dir / "saxs_train.h5",
-            "val": Path(val_file) if val_file else self.data_dir / "saxs_val.h5",
-            "test": Path(test_file) if test_file else self.data_dir / "saxs_test.h5",
-        }
-        self.user_files = {"train": bool(train_file), "val": bool(val_file), "test": bool(test_file)}
+                 normaliser: PercentileNormaliser | None = None, seed: int = 0, batch_size: int = 16,
+                 persistent_workers: bool = False, **kwargs) -> None:
+        kwargs.setdefault("units", "keV")
+        kwargs.setdefault("physical_range", (0.0, 1.0))  # model space: each patch normalised to [0, 1]
+        super().__init__(data_dir=data_dir, file={"train": train_file, "val": val_file, "test": test_file},
+                         batch_size=batch_size, persistent_workers=persistent_workers, **kwargs)
         self.frame_shape = tuple(int(v) for v in frame_shape)
         self.n_xray_frames, self.n_full_frames, self.n_eval_frames = n_xray_frames, n_full_frames, n_eval_frames
         self.photon_energy = float(photon_energy)
@@ -298,62 +246,67 @@ class SAXSDataModule(L.LightningDataModule):
         self.mask_threshold, self.mask_dilation = float(mask_threshold), int(mask_dilation)
         self.max_masked_fraction = float(max_masked_fraction)
         self.noise_source = noise_source
+        self.normaliser = normaliser or PercentileNormaliser()
         self.seed = int(seed)
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
-        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.train_set = self.val_set = self.test_set = None
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return self.paths
+
+    # ------------------------------------------------------------------ SimulatedH5DataModule API
+    def schema(self) -> H5Schema:
+        return saxs_schema()
+
+    def default_file_names(self) -> dict[str, str]:
+        return {split: f"saxs_{split}.h5" for split in SPLITS}
+
+    def _sim_config(self) -> SAXSSimConfig:
+        return resolve_config(height=self.frame_shape[0], width=self.frame_shape[1], photon_energy=self.photon_energy)
+
+    def _seed(self, split: str) -> int:
+        return self.seed * 1000 + self.SPLIT_SEEDS[split]
+
+    def _frames(self, split: str) -> tuple[int, int]:
+        return (self.n_xray_frames, self.n_full_frames) if split == "train" else (self.n_eval_frames,) * 2
+
+    def n_default(self, key: str) -> dict[str, int]:
+        n_x, n_f = self._frames(key)
+        return {"xray": n_x, "full": n_f}
+
+    def simulate(self, key: str):
+        return iter_saxs_frames(*self._frames(key), self._seed(key), self._sim_config())
+
+    def simulation_attrs(self, key: str) -> dict:
+        return saxs_attrs(self._seed(key), self._sim_config())
+
+    def write_options(self) -> dict:
+        return write_options(self._sim_config())
+
+    def check_file(self, key: str, info: FileInfo) -> None:
+        if info.shapes["full"] != info.shapes["signal"]:
+            raise DataFileError(info.path, "signal", f"expected the frame shape of 'full' {info.shapes['full']}, "
+                                                     f"found {info.shapes['signal']}")
 
     def _pair_kwargs(self) -> dict:
         return dict(patch_size=self.patch_size, signal_threshold=self.signal_threshold,
                     amplitude_range=self.amplitude_range, mask_threshold=self.mask_threshold,
                     mask_dilation=self.mask_dilation, max_masked_fraction=self.max_masked_fraction,
-                    noise_source=self.noise_source)
+                    noise_source=self.noise_source, normaliser=self.normaliser)
 
-    def prepare_data(self) -> None:
-        for split, path in self.files.items():
-            if self.user_files[split]:
-                require_file(path, f"{split} SAXS file")
-                continue
-            if path.exists() and is_complete(path):
-                continue
-            n_x, n_f = (self.n_xray_frames, self.n_full_frames) if split == "train" else (self.n_eval_frames,) * 2
-            simulate_saxs_file(path, n_x, n_f, seed=self.seed * 1000 + self.SPLIT_SEEDS[split],
-                               height=self.frame_shape[0], width=self.frame_shape[1], photon_energy=self.photon_energy)
-
-    def _check(self, split: str) -> Path:
-        path = require_file(self.files[split], f"{split} SAXS file")
-        if not self.user_files[split] and not is_complete(path):
-            raise DataFileError(path, None, "incomplete simulation (no 'complete' attribute); run prepare_data()")
-        return path
-
-    def setup(self, stage: str | None = None) -> None:
+    def build_splits(self, stage: str | None) -> None:
+        paths = self.paths
         if stage in (None, "fit") and self.train_set is None:
-            path = self._check("train")
             rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0x7001])
-            pool = extract_noise_pool(path, self.n_noise_patches, self.patch_size, rng, self.mask_threshold,
+            pool = extract_noise_pool(paths["train"], self.n_noise_patches, self.patch_size, rng, self.mask_threshold,
                                       self.mask_dilation, self.max_masked_fraction, self.noise_source)
-            self.train_set = SAXSTrainDataset(path, pool, self.n_train_signal_patches, self.patch_size,
-                                              self.signal_threshold, self.amplitude_range, self.seed)
+            self.train_set = SAXSTrainDataset(paths["train"], pool, self.n_train_signal_patches, self.patch_size,
+                                              self.signal_threshold, self.amplitude_range, self.seed, self.normaliser)
+            self.splits["train"] = self.train_set
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = fixed_pairs(self._check("val"), self.n_val_patches, seed=self.seed * 1000 + 1,
-                                       **self._pair_kwargs())
+            self.val_set = fixed_pairs(paths["val"], self.n_val_patches, seed=self.seed * 1000 + 1, **self._pair_kwargs())
+            self.splits["val"] = self.val_set
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = fixed_pairs(self._check("test"), self.n_test_patches, seed=self.seed * 1000 + 2,
+            self.test_set = fixed_pairs(paths["test"], self.n_test_patches, seed=self.seed * 1000 + 2,
                                         **self._pair_kwargs())
-
-    def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+            self.splits["test"] = self.test_set

@@ -29,14 +29,15 @@ fog. A per-shot intensity factor (log-uniform) scales the hit/cluster/track rate
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
-from lit_sr.utils.atomic import atomic_path
+from lit_sr.data.h5store import Field, H5Schema, write_h5
+from lit_sr.data.h5store import is_complete as h5_is_complete
 
 JUNGFRAU_SHAPE = (512, 1024)
 PIXEL_SIZE_UM = 75.0
@@ -189,49 +190,75 @@ def simulate_background(cfg: SAXSSimConfig, rng: np.random.Generator) -> np.ndar
     return bg.astype(np.float32)
 
 
-def simulate_saxs_file(path: str | Path, n_xray: int, n_full: int, seed: int = 0,
-                       config: SAXSSimConfig | None = None, **overrides) -> Path:
-    """Simulate ``n_xray`` X-ray-only and ``n_full`` full shots into ``path`` (atomic; see module doc).
+def saxs_schema() -> H5Schema:
+    """Datasets of a SAXS file: X-ray-only shots, and full shots with their X-ray part (keV per pixel)."""
+    return H5Schema([
+        Field("xray", (None, None), "float32", nonnegative=True, units="keV", group="xray", per_sample_key=False,
+              description="X-ray-only shots"),
+        Field("full", (None, None), "float32", units="keV", group="full", per_sample_key=False,
+              description="full shots: X-ray signal + bremsstrahlung background"),
+        Field("signal", (None, None), "float32", units="keV", group="full", per_sample_key=False,
+              description="the X-ray part of each full shot"),
+    ], what="SAXS file")
 
-    ``overrides`` set fields of :class:`SAXSSimConfig` (e.g. ``height=64, width=128``).
-    """
+
+def resolve_config(config: SAXSSimConfig | None = None, **overrides) -> SAXSSimConfig:
+    """``config`` (default :class:`SAXSSimConfig`) with ``overrides`` applied, checked."""
     cfg = config or SAXSSimConfig()
     if overrides:
         cfg = SAXSSimConfig(**{**asdict(cfg), **overrides})
     if cfg.height < 8 or cfg.width < 8:
         raise ValueError(f"frame {cfg.height}x{cfg.width} too small; expected at least 8x8 pixels")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A85])
+    return cfg
+
+
+def _experiment_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A85])
+
+
+def iter_saxs_frames(n_xray: int, n_full: int, seed: int, cfg: SAXSSimConfig) -> Iterator[dict[str, np.ndarray]]:
+    """Blocks of one frame: ``{"xray": [1, H, W]}`` n_xray times, then ``{"full", "signal"}`` n_full times.
+
+    One random stream per experiment (geometry first, then the shots in this order), so the frames do
+    not depend on how they are written.
+    """
+    rng = _experiment_rng(seed)
     geom = make_geometry(cfg, rng)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            shape = (cfg.height, cfg.width)
-            chunks = (1, *shape)
-            dx = h5.create_dataset("xray", (n_xray, *shape), np.float32, chunks=chunks if n_xray else None)
-            df = h5.create_dataset("full", (n_full, *shape), np.float32, chunks=chunks if n_full else None)
-            ds = h5.create_dataset("signal", (n_full, *shape), np.float32, chunks=chunks if n_full else None)
-            for i in range(n_xray):
-                dx[i] = simulate_xray_frame(cfg, geom, rng)
-            for i in range(n_full):
-                sig = simulate_xray_frame(cfg, geom, rng)
-                ds[i] = sig
-                df[i] = sig + simulate_background(cfg, rng)
-            for k, v in asdict(cfg).items():
-                h5.attrs[k] = np.asarray(v)
-            h5.attrs["photon_energy_keV"] = cfg.photon_energy
-            h5.attrs["pixel_size_um"] = PIXEL_SIZE_UM
-            h5.attrs["units"] = "keV"
-            h5.attrs["seed"] = int(seed)
-            h5.attrs["beam_center"] = np.asarray(geom.center)
-            h5.attrs["beamstop_radius_px"] = max(2.0, cfg.beamstop_radius * cfg.scale())
-            h5.attrs["complete"] = True      # written last
-    return path
+    for _ in range(n_xray):
+        yield {"xray": simulate_xray_frame(cfg, geom, rng)[None]}
+    for _ in range(n_full):
+        sig = simulate_xray_frame(cfg, geom, rng)
+        yield {"full": (sig + simulate_background(cfg, rng))[None], "signal": sig[None]}
+
+
+def saxs_attrs(seed: int, cfg: SAXSSimConfig) -> dict:
+    """File attributes of a simulated experiment (see the module docstring)."""
+    geom = make_geometry(cfg, _experiment_rng(seed))
+    attrs = {k: np.asarray(v) for k, v in asdict(cfg).items()}
+    attrs.update(photon_energy_keV=cfg.photon_energy, pixel_size_um=PIXEL_SIZE_UM, units="keV", seed=int(seed),
+                 beam_center=np.asarray(geom.center), beamstop_radius_px=max(2.0, cfg.beamstop_radius * cfg.scale()),
+                 simulator="lit_sr.domains.saxs.sim (Porod SAXS + bremsstrahlung)")
+    return attrs
+
+
+def write_options(cfg: SAXSSimConfig) -> dict:
+    """Frames are read as random patches: one uncompressed chunk per frame (no inflation per patch)."""
+    shape = (cfg.height, cfg.width)
+    return {"chunk_rows": 1, "compression": None, "shapes": {"xray": shape, "full": shape, "signal": shape}}
+
+
+def simulate_saxs_file(path: str | Path, n_xray: int, n_full: int, seed: int = 0,
+                       config: SAXSSimConfig | None = None, progress: bool = False, **overrides) -> Path:
+    """Simulate ``n_xray`` X-ray-only and ``n_full`` full shots into ``path`` (atomic; see module doc).
+
+    ``overrides`` set fields of :class:`SAXSSimConfig` (e.g. ``height=64, width=128``).
+    """
+    cfg = resolve_config(config, **overrides)
+    return write_h5(path, saxs_schema(), {"xray": n_xray, "full": n_full}, iter_saxs_frames(n_xray, n_full, seed, cfg),
+                    attrs=saxs_attrs(seed, cfg), description=f"simulating SAXS frames -> {Path(path).name}",
+                    progress=progress, **write_options(cfg))
 
 
 def is_complete(path: str | Path) -> bool:
     """True if ``path`` is a finished simulation (an interrupted one lacks ``complete``)."""
-    try:
-        with h5py.File(path, "r") as h5:
-            return bool(h5.attrs.get("complete", False)) and all(k in h5 for k in ("xray", "full", "signal"))
-    except (OSError, KeyError):
-        return False
+    return h5_is_complete(path, saxs_schema())
