@@ -9,10 +9,10 @@ one thread per process. Timing starts at batch 5 (after warm-up) and ends with t
 prints ``RESULT ...`` lines and every rank a parameter checksum (equal across ranks and, for the same
 seed, between the two modes).
 
-    touch  + strategy=ddp                              (the default: works with plain DDP)
-    toggle + strategy=ddp_find_unused_parameters_true  (toggle_optimizer; needs unused-parameter search)
+    touch  + strategy=ddp                              (works with any DDP strategy)
+    toggle + strategy=ddp_find_unused_parameters_true  (the default; HydraDDPStrategy enables the search)
 
-Figures quoted in lit_sr/models/gan.py's docstring come from this measurement.
+The README quotes this measurement (AdversarialModule, lit_sr/models/adversarial.py).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
 
     from lit_sr.data.transforms import IntensityTransform
     from lit_sr.domains.calo.metrics import sum_pool
-    from lit_sr.models.gan import GANSRModule
-    from lit_sr.nets.calo_classifier import CaloClassifier
+    from lit_sr.models.gan_sr import GANSRModule
+    from lit_sr.nets.classifier import CNNClassifier
     from lit_sr.nets.critic import Critic
-    from lit_sr.nets.generators import calo_generator
+    from lit_sr.domains.calo.nets import calo_generator
 
     torch.set_num_threads(1)
 
@@ -75,8 +75,8 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
             print(f"rank{trainer.global_rank} mode={mode} checksum {checksum:.10f}", flush=True)
 
     torch.manual_seed(0)
-    module = GANSRModule(calo_generator(), Critic(input_size=24), "wgan-gp", perceptual_net=CaloClassifier(),
-                         transform=IntensityTransform(20.0), ddp_step=mode, n_critic=1)
+    module = GANSRModule(calo_generator(), Critic(input_size=24), "wgan-gp", perceptual_net=CNNClassifier(),
+                         transform=IntensityTransform(20.0), physical_range=(0.0, 20.0), ddp_step=mode, n_critic=1)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=2, strategy=strategy, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[Timer()], limit_val_batches=0, num_sanity_val_steps=0)

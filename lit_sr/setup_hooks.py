@@ -3,7 +3,8 @@
 ``lit_sr.cli`` calls the function named by ``cfg.setup_hook._target_`` with the job's own config
 object (``cfg=cfg``) after seeding and before instantiating ``cfg.data`` / ``cfg.model``, so a hook
 hands results on by filling in config values (here ``model.classifier_ckpt``, which the perceptual
-net and the evaluator interpolate).
+net and the evaluator interpolate). Generic: any domain whose GAN or evaluator needs its own
+classifier (calorimeter photon/pion, lens substructure) uses :func:`ensure_classifier`.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def _use(cfg: DictConfig, path: str) -> None:
         cfg.model.classifier_ckpt = str(path)
 
 
-def calo_classifier(cfg: DictConfig, key: str = "classifier") -> str:
-    """Make sure ``cfg.model.classifier_ckpt`` names a photon/pion classifier checkpoint; train one if null.
+def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
+    """Make sure ``cfg.model.classifier_ckpt`` names a classifier checkpoint; train one if null.
 
     The GAN's perceptual net and the physics evaluator read ``${model.classifier_ckpt}``. Order:
       1. ``model.classifier_ckpt`` given: used as is (``load_frozen_classifier`` checks it when the
@@ -54,13 +55,13 @@ def calo_classifier(cfg: DictConfig, key: str = "classifier") -> str:
       3. ``<output_dir>/classifier/classifier.ckpt`` exists (this run's classifier, e.g. in a DDP
          child process the parent has trained it already, or a restarted run): reused.
       4. otherwise a classifier is trained on the same datamodule with ``cfg[key].model`` (a
-         ``CaloClassifierModule`` config) and ``cfg[key].trainer`` (Trainer keyword arguments), on
+         ``ClassifierModule`` config) and ``cfg[key].trainer`` (Trainer keyword arguments), on
          one device, and written atomically to that path.
     Returns the checkpoint path.
     """
     given = cfg.model.get("classifier_ckpt")
     if given:
-        log.info("Photon/pion classifier (perceptual features and separation metrics): %s", given)
+        log.info("Classifier (perceptual features and downstream metrics): %s", given)
         return str(given)
     if cfg.get("mode", "train") != "train" and cfg.get("ckpt_path"):
         recorded = _classifier_of_gan_checkpoint(cfg.ckpt_path)
@@ -84,7 +85,7 @@ def calo_classifier(cfg: DictConfig, key: str = "classifier") -> str:
         raise ValueError(f"No classifier checkpoint given (model.classifier_ckpt=null) and no `{key}.model` "
                          "config to train one; set model.classifier_ckpt=/path/to/classifier.ckpt")
     log.info("No classifier checkpoint given (model.classifier_ckpt=null): training one first "
-             "(experiment calo_classifier's model, %s) -> %s", _describe(node.get("trainer")), path)
+             "(the `%s.model` config, %s) -> %s", key, _describe(node.get("trainer")), path)
     train_classifier(cfg, node, path)
     _use(cfg, str(path))
     return str(path)
@@ -113,6 +114,9 @@ def train_classifier(cfg: DictConfig, node: DictConfig, path: Path) -> dict[str,
     module = instantiate(node.model, _convert_="all")
     kwargs: dict[str, Any] = {"accelerator": "auto", "enable_progress_bar": False, "enable_model_summary": False}
     kwargs.update(OmegaConf.to_container(node.get("trainer") or {}, resolve=True))
+    if (cfg.get("trainer") or {}).get("fast_dev_run"):  # debug=fdr: one batch through the classifier too
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith(("limit_", "max_", "min_"))}
+        kwargs["fast_dev_run"] = True
     kwargs["devices"] = 1  # single process, also inside a DDP job (rank 0 trains it before the children start)
     trainer = L.Trainer(**kwargs, default_root_dir=str(out_dir), enable_checkpointing=False,
                         logger=CSVLogger(str(out_dir), name="", version=""), plugins=[AtomicCheckpointIO()])

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from lit_sr.losses.adversarial import (NonSaturatingBCELoss, RelativisticAverageLoss, WassersteinGPLoss,
-                                       gradient_penalty, make_adversarial_loss)
+                                       gradient_penalty, make_adversarial_loss, r1_penalty)
 from lit_sr.losses.perceptual import PerceptualLoss
-from lit_sr.nets.calo_classifier import CaloClassifier
+from lit_sr.nets.classifier import CNNClassifier
 
 
 def test_factory_names():
@@ -15,7 +15,7 @@ def test_factory_names():
     assert isinstance(make_adversarial_loss("BCE"), NonSaturatingBCELoss)
     assert isinstance(make_adversarial_loss("ragan"), RelativisticAverageLoss)
     with pytest.raises(ValueError, match="unknown adversarial loss"):
-        make_adversarial_loss("hinge")
+        make_adversarial_loss("least-squares")
 
 
 def test_wgan_values():
@@ -31,7 +31,34 @@ def test_bce_values():
     assert loss.critic_loss(real, fake).item() == pytest.approx(2 * torch.log(torch.tensor(2.0)).item())
     # non-saturating: -log sigmoid(fake)
     assert loss.generator_loss(None, torch.tensor([3.0])).item() == pytest.approx(F.softplus(torch.tensor(-3.0)).item())
-    assert loss.gradient_penalty(None, torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)).item() == 0.0
+    assert not loss.uses_gradient_penalty
+
+
+def test_hinge_values():
+    loss = make_adversarial_loss("hinge")
+    # real logits above 1 and fake below -1 cost the critic nothing; inside the margin they cost linearly
+    assert loss.critic_loss(torch.tensor([2.0]), torch.tensor([-3.0])).item() == 0.0
+    assert loss.critic_loss(torch.tensor([0.5]), torch.tensor([0.0])).item() == pytest.approx(0.5 + 1.0)
+    assert loss.generator_loss(None, torch.tensor([1.5, 0.5])).item() == pytest.approx(-1.0)
+
+
+def test_r1_penalty_analytic_linear_critic():
+    w = torch.randn(1, 1, 5, 5)
+    r1 = r1_penalty(lambda x: (x * w).flatten(1).sum(1), torch.rand(4, 1, 5, 5))
+    assert r1.item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)  # ||grad_x D||^2 = ||w||^2
+
+
+def test_penalties_see_the_condition():
+    """A conditional critic D(x, c) = <x, c>: the gradient w.r.t. x is c, so the penalties measure c."""
+    import functools
+
+    def critic(x, condition):
+        return (x * condition).flatten(1).sum(1)
+
+    c = torch.full((3, 1, 4, 4), 0.5)  # ||c|| per sample = 0.5 * 4 = 2
+    bound = functools.partial(critic, condition=c)
+    assert gradient_penalty(bound, torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)).item() == pytest.approx(1.0)
+    assert r1_penalty(bound, torch.rand(3, 1, 4, 4)).item() == pytest.approx(4.0)
 
 
 def test_relativistic_symmetry_and_gradients():
@@ -60,7 +87,7 @@ def test_gradient_penalty_analytic_linear_critic():
 
 
 def test_perceptual_loss_frozen_with_gradient_to_sr():
-    net = CaloClassifier(channels=(4,), feature_dim=8, dropout=0.5)
+    net = CNNClassifier(channels=(4,), feature_dim=8, dropout=0.5)
     loss = PerceptualLoss(net)
     loss.train()
     assert not net.training  # stays in eval mode

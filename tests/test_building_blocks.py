@@ -44,7 +44,7 @@ def test_rrdbnet_rejects_unsupported_scale_and_mode():
 
 
 def test_calo_generator_matches_the_study():
-    from lit_sr.nets.generators import calo_generator
+    from lit_sr.domains.calo.nets import calo_generator
 
     g = calo_generator()
     convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -118,3 +118,44 @@ def test_atomic_checkpoint_io_never_truncates(tmp_path, monkeypatch):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, path)
     monkeypatch.undo()
     torch.testing.assert_close(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_rrdbnet_input_skip_starts_as_the_flux_conserving_upsampling(scale):
+    """With input_skip the net starts as the block-sum-preserving upsampling of its image channels
+    (scale 1: the identity, a residual denoiser), whatever auxiliary channels follow."""
+    net = RRDBNet(in_channels=2, out_channels=1, num_features=8, num_blocks=1, growth_channels=4, scale=scale,
+                  input_skip=True, output_range=(0.0, 1.0))
+    x = torch.rand(3, 2, 5, 5)
+    out = net(x)
+    expected = x[:, :1].repeat_interleave(scale, -1).repeat_interleave(scale, -2) / scale**2
+    torch.testing.assert_close(out, expected)
+    pooled = F.avg_pool2d(out, scale) * scale**2  # block sums
+    torch.testing.assert_close(pooled, x[:, :1])
+    with pytest.raises(ValueError, match="in_channels >= out_channels"):
+        RRDBNet(in_channels=1, out_channels=2, input_skip=True)
+
+
+def test_rrdbnet_output_range_clamps():
+    net = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=1, input_skip=True, output_range=(0.0, 1.0))
+    out = net(torch.tensor([[[[-3.0, 0.5], [2.0, 1.0]]]]))
+    assert out.min() >= 0.0 and out.max() <= 1.0 and out[0, 0, 0, 1] == 0.5
+
+
+@pytest.mark.parametrize("stretch", ["linear", "sqrt", "asinh", "log"])
+def test_stretch_transform_matches_the_paper_formulas_and_inverts(stretch):
+    import numpy as np
+
+    from lit_sr.data.transforms import StretchTransform
+
+    t = StretchTransform(max_value=2.0, stretch=stretch)
+    x = torch.linspace(0.0, 2.0, 201, dtype=torch.float64)
+    u = x.numpy() / 2.0
+    reference = {"linear": u, "sqrt": np.sqrt(u), "asinh": np.arcsinh(u / 0.02) / np.arcsinh(1 / 0.02),
+                 "log": np.log(1000 * u + 1) / np.log(1001)}[stretch]
+    np.testing.assert_allclose(t(x).numpy(), reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(t.inverse(t(x)), x, rtol=1e-9, atol=1e-12)
+    # clipped above max_value and below 0: outside the invertible range by design
+    assert t(torch.tensor([5.0, -1.0])).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="stretch must be"):
+        StretchTransform(1.0, "gamma")

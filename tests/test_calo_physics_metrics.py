@@ -159,8 +159,11 @@ def test_evaluator_keys_and_figures():
     impact = torch.randn(b, 2, generator=g)
     labels = torch.randint(0, 2, (b,), generator=g)
     ev = CaloPhysicsEvaluator(classifier=_EnergyClassifier(), classifier_transform=lambda t: t / 20)
-    ev.update({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
-    ev.update({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
+    # the evaluator contract: batch keys + physical-unit images named input / input_up / output / target
+    batch = {"impact_cm": impact, "label": labels}
+    images = {"input": lr, "input_up": lr_up, "output": hr, "target": hr, "bicubic": lr_up}
+    ev.update(batch, images)
+    ev.update_sources({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
     out = ev.compute()
     for k in ("barycentre_res_cm/sr", "barycentre_q68_cm/lr_up", "width_w1/sr_vs_hr", "width_mean_cm/hr",
               "auc/hr", "pion_rejection/sr", "energy_violation/sr", "energy_violation/lr_up",
@@ -172,12 +175,12 @@ def test_evaluator_keys_and_figures():
     assert set(figs) == {"barycentre_residuals", "shower_width", "roc"}
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs.values())
     ev.reset()
-    ev.update({"sr": hr, "hr": hr})  # no impact, no labels
+    ev.update({}, {"output": hr, "target": hr})  # no impact, no labels
     out = ev.compute()
     assert not any(k.startswith("barycentre") or k.startswith("auc") for k in out)
     assert "width_w1/sr_vs_hr" in out
     no_clf = CaloPhysicsEvaluator()
-    no_clf.update({"sr": hr, "hr": hr}, impact, labels, lr)
+    no_clf.update_sources({"sr": hr, "hr": hr}, impact, labels, lr)
     assert not any(k.startswith("auc") for k in no_clf.compute())
 
 

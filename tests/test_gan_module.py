@@ -1,4 +1,5 @@
-"""GANSRModule trains on CPU with each adversarial loss; step counting; pre-training; EMA; energy option."""
+"""GANSRModule on the adversarial engine: each adversarial loss and penalty; step counting; pre-training;
+EMA; the energy-conserving generator; a critic conditioned on the LR input."""
 
 import copy
 
@@ -9,12 +10,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.transforms import IntensityTransform
-from lit_sr.losses.adversarial import WassersteinGPLoss
+from lit_sr.losses.adversarial import gradient_penalty
 from lit_sr.domains.calo.metrics import CaloPhysicsEvaluator, sum_pool
-from lit_sr.models.gan import GANSRModule
-from lit_sr.nets.calo_classifier import CaloClassifier
+from lit_sr.models.gan_sr import GANSRModule
+from lit_sr.nets.classifier import CNNClassifier
 from lit_sr.nets.critic import Critic
-from lit_sr.nets.generators import calo_generator
+from lit_sr.domains.calo.nets import EnergyConservingGenerator, calo_generator
 
 
 class _Showers(Dataset):
@@ -49,8 +50,8 @@ def _module(loss="wgan-gp", **kw):
     torch.manual_seed(0)
     opts = dict(net=_generator(),
                 critic=Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24),
-                adversarial_loss=loss, transform=IntensityTransform(20.0),
-                perceptual_net=CaloClassifier(channels=(8,), feature_dim=16), perceptual_weight=1.0,
+                adversarial_loss=loss, transform=IntensityTransform(20.0), physical_range=(0.0, 20.0),
+                perceptual_net=CNNClassifier(channels=(8,), feature_dim=16), perceptual_weight=1.0,
                 generator_adversarial_weight=1.0, critic_adversarial_weight=1.0,
                 generator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)),
                 critic_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)))
@@ -72,9 +73,9 @@ def _changed(before, after):
     return any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
-@pytest.mark.parametrize("loss", ["wgan-gp", "bce", "ragan"])
-def test_trains_each_loss_and_counts_batches(loss):
-    m = _module(loss, n_critic=2, pixel_weight=0.1)
+@pytest.mark.parametrize("loss, penalty", [("wgan-gp", "auto"), ("bce", "r1"), ("ragan", "auto"), ("hinge", "none")])
+def test_trains_each_loss_and_counts_batches(loss, penalty):
+    m = _module(loss, n_critic=2, pixel_weight=0.1, penalty=penalty)
     g0 = [p.detach().clone() for p in m.net.parameters()]
     d0 = [p.detach().clone() for p in m.critic.parameters()]
     f0 = [p.detach().clone() for p in m.perceptual.parameters()]
@@ -89,19 +90,22 @@ def test_trains_each_loss_and_counts_batches(loss):
     assert torch.isfinite(metrics["train/loss_g"]) and torch.isfinite(metrics["train/loss_d"])
     if loss == "wgan-gp":
         assert torch.isfinite(metrics["train/gp"]) and metrics["train/gp"] > 0
+    if penalty == "r1":
+        assert torch.isfinite(metrics["train/r1"]) and metrics["train/r1"] > 0 and "train/gp" not in metrics
 
 
 def test_gradient_penalty_finite_positive_and_differentiable():
     critic = Critic(channels=(4,) * 6, hidden=8, input_size=24)
     real, fake = torch.rand(4, 1, 24, 24), torch.rand(4, 1, 24, 24)
-    gp = WassersteinGPLoss().gradient_penalty(critic, real, fake)
+    gp = gradient_penalty(critic, real, fake)
     assert torch.isfinite(gp) and gp > 0
     gp.backward()
     assert all(p.grad is not None for p in critic.parameters() if p.dim() > 1)
 
 
-def test_pretraining_is_generator_only_and_toggle_mode():
-    m = _module(pretrain_steps=2, ddp_step="toggle", ema_decay=0.9)
+@pytest.mark.parametrize("ddp_step", ["toggle", "touch"])
+def test_pretraining_is_generator_only(ddp_step):
+    m = _module(pretrain_steps=2, ddp_step=ddp_step, ema_decay=0.9)
     d0 = [p.detach().clone() for p in m.critic.parameters()]
     g0 = [p.detach().clone() for p in m.net.parameters()]
     t = _trainer(max_steps=2)
@@ -118,8 +122,9 @@ def test_pretraining_is_generator_only_and_toggle_mode():
 
 
 def test_validation_with_physics_evaluator_and_clipping(tmp_path):
-    ev = CaloPhysicsEvaluator(classifier=CaloClassifier(channels=(4,), feature_dim=8))
-    m = _module(evaluator=ev, gradient_clip_val=0.5, energy_conservation=True)
+    ev = CaloPhysicsEvaluator(classifier=CNNClassifier(channels=(4,), feature_dim=8))
+    net = EnergyConservingGenerator(_generator(), 4, IntensityTransform(20.0))
+    m = _module(net=net, evaluator=ev, gradient_clip_val=0.5)
     t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                   limit_val_batches=2, val_check_interval=2, default_root_dir=tmp_path)
@@ -128,3 +133,42 @@ def test_validation_with_physics_evaluator_and_clipping(tmp_path):
     for k in ("val/psnr", "val/nearest_psnr", "val/barycentre_res_cm/sr", "val/auc/sr", "val/energy_violation/sr"):
         assert k in keys, (k, sorted(keys))
     assert keys["val/energy_violation/sr"] < 1e-4  # energy-conserving generator
+
+
+def test_critic_conditioned_on_the_lr_input():
+    critic = Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24, condition_channels=1)
+    m = _module(critic=critic, condition_on_input=True)
+    seen = []
+    forward = critic.forward
+
+    def spy(x, condition=None):
+        seen.append(condition)
+        return forward(x, condition=condition)
+
+    critic.forward = spy
+    t = _trainer(max_steps=2)
+    t.fit(m, _loader())
+    assert seen and all(c is not None and c.shape[-1] == 6 for c in seen)  # critic, GP and generator calls
+    assert torch.isfinite(t.callback_metrics["train/gp"])
+
+
+def test_resume_keeps_the_batch_count_and_the_pretraining_switch(tmp_path):
+    """global_step (batches) is restored from the checkpoint: a run resumed mid-pre-training switches to
+    the adversarial phase at the same batch as an uninterrupted run."""
+    m = _module(pretrain_steps=3)
+    t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                  enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    t.fit(m, _loader())
+    ckpt = tmp_path / "mid.ckpt"
+    t.save_checkpoint(ckpt)
+    m2 = _module(pretrain_steps=3)
+    t2 = _trainer(max_steps=5)
+    phases = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            phases.append((trainer.global_step, float(trainer.callback_metrics["train/pretraining"])))
+
+    t2.callbacks.append(Watch())
+    t2.fit(m2, _loader(), ckpt_path=ckpt)
+    assert phases == [(3, 1.0), (4, 0.0), (5, 0.0)]

@@ -4,8 +4,10 @@ Every loss object has
   * ``critic_loss(real_logits, fake_logits)`` -- minimised by the critic / discriminator,
   * ``generator_loss(real_logits, fake_logits)`` -- minimised by the generator (``real_logits`` may
     be None unless ``needs_real_for_generator``),
-  * ``gradient_penalty(critic, real, fake)`` -- the WGAN-GP term (unweighted; 0 for the others
-    unless ``uses_gradient_penalty``).
+  * ``uses_gradient_penalty`` -- whether the loss is defined with the WGAN-GP penalty (the engine
+    then applies :func:`gradient_penalty` unless told otherwise).
+Penalties take a ``critic`` callable ``x -> scores``; a conditional critic is passed with its condition
+bound (``functools.partial(critic, condition=c)``), so the penalty sees the same condition as the loss.
 Loss weights (e.g. the study's 10 * L_WGAN + 10 * L_GP for the critic) live in the LightningModule.
 """
 
@@ -36,6 +38,13 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return (norm - target_norm).pow(2).mean()
 
 
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al., arXiv:1801.04406): E[||grad_x D(x)||^2] on real samples (weight gamma/2 outside)."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()
+
+
 class AdversarialLoss(nn.Module):
     """Base class; see the module docstring for the interface."""
 
@@ -48,9 +57,6 @@ class AdversarialLoss(nn.Module):
     def generator_loss(self, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def gradient_penalty(self, critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-                         fake: torch.Tensor) -> torch.Tensor:
-        return real.new_zeros(())
 
 
 class WassersteinGPLoss(AdversarialLoss):
@@ -63,9 +69,6 @@ class WassersteinGPLoss(AdversarialLoss):
 
     def generator_loss(self, real_logits, fake_logits):
         return -fake_logits.mean()
-
-    def gradient_penalty(self, critic, real, fake):
-        return gradient_penalty(critic, real, fake)
 
 
 class NonSaturatingBCELoss(AdversarialLoss):
@@ -104,19 +107,30 @@ class RelativisticAverageLoss(AdversarialLoss):
         return self._terms(fake_logits, real_logits.detach())
 
 
+class HingeLoss(AdversarialLoss):
+    """Hinge GAN (Lim & Ye 2017; SAGAN, BigGAN): critic E[relu(1 - D(real))] + E[relu(1 + D(fake))], generator -E[D(fake)]."""
+
+    def critic_loss(self, real_logits, fake_logits):
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+    def generator_loss(self, real_logits, fake_logits):
+        return -fake_logits.mean()
+
+
 _LOSSES = {
     "wgan-gp": WassersteinGPLoss, "wgan_gp": WassersteinGPLoss, "wgangp": WassersteinGPLoss,
     "bce": NonSaturatingBCELoss, "vanilla": NonSaturatingBCELoss, "gan": NonSaturatingBCELoss,
     "ragan": RelativisticAverageLoss, "relativistic": RelativisticAverageLoss,
     "relativistic_average": RelativisticAverageLoss,
+    "hinge": HingeLoss,
 }
 
 
 def make_adversarial_loss(name: str | AdversarialLoss) -> AdversarialLoss:
-    """Adversarial loss by name: 'wgan-gp', 'bce' (non-saturating) or 'ragan' (relativistic average)."""
+    """Adversarial loss by name: 'wgan-gp', 'bce' (non-saturating), 'ragan' (relativistic average) or 'hinge'."""
     if isinstance(name, AdversarialLoss):
         return name
     try:
         return _LOSSES[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown adversarial loss {name!r}; expected 'wgan-gp', 'bce' or 'ragan'") from None
+        raise ValueError(f"unknown adversarial loss {name!r}; expected 'wgan-gp', 'bce', 'ragan' or 'hinge'") from None

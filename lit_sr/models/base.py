@@ -1,4 +1,5 @@
-"""Pieces every lit_sr LightningModule shares: optimiser/scheduler from config and image panels.
+"""Pieces every lit_sr LightningModule shares: optimiser/scheduler from config, EMA of the trained net,
+prediction of samples and of whole frames, and the image-panel hook.
 
 Optimisers and schedulers arrive as ``functools.partial`` objects (Hydra ``_partial_: true``) so the
 config names the class and its arguments while the module supplies the parameters.
@@ -6,13 +7,19 @@ config names the class and its arguments while the module supplies the parameter
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import lightning as L
 import torch
+from torch import nn
+
+from lit_sr.models.ema import EMA
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+# Batch keys that are model inputs/targets, not per-sample metadata.
+IMAGE_KEYS = ("input", "target", "frame")
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], optimizer: OptimizerFactory | None,
@@ -34,15 +41,59 @@ def transform_hparams(transform: torch.nn.Module | None) -> dict[str, Any] | Non
     """An intensity transform as plain values for hparams (checkpoints then load with weights_only=True)."""
     if transform is None:
         return None
-    return {"scale": float(getattr(transform, "scale", 1.0)), "log": bool(getattr(transform, "log", False))}
+    out: dict[str, Any] = {"class": f"{type(transform).__module__}.{type(transform).__qualname__}"}
+    for key, value in vars(transform).items():
+        if not key.startswith("_") and key != "training" and isinstance(value, (int, float, str, bool)):
+            out[key] = value
+    return out
+
+
+def resolve_data_range(data_range: float | None, physical_range: Sequence[float] | None,
+                       transform: torch.nn.Module | None) -> float:
+    """``data_range`` for PSNR/SSIM in model space: given, or the transform's image of ``physical_range``."""
+    if data_range is not None:
+        return float(data_range)
+    if physical_range is None:
+        raise ValueError("data_range: give model.data_range or data.physical_range ([lo, hi] in physical units)")
+    lo, hi = (torch.tensor(float(v)) for v in physical_range)
+    if transform is not None:
+        lo, hi = transform(lo), transform(hi)
+    value = float(hi - lo)
+    if not value > 0:
+        raise ValueError(f"data_range from physical_range {list(physical_range)} is {value}; expected > 0")
+    return value
+
+
+def per_sample_keys(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Every tensor of a batch that is not an image (labels, positions, physical parameters, index)."""
+    n = next(v.shape[0] for k, v in batch.items() if torch.is_tensor(v) and k in IMAGE_KEYS)
+    return {k: v for k, v in batch.items()
+            if k not in IMAGE_KEYS and torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n}
+
+
+def with_batch_keys(outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``outputs`` plus every per-sample key of the batch; a batch key named like an output (e.g. the
+    true ``noise`` beside the predicted one) is kept as ``<key>_true``."""
+    merged = dict(outputs)
+    for k, v in per_sample_keys(batch).items():
+        merged[f"{k}_true" if k in outputs else k] = v
+    return merged
 
 
 class LitSRModule(L.LightningModule):
-    """Base class: optimiser/scheduler from config and the image-panel hook.
+    """Base class: optimiser/scheduler from config, EMA, prediction and the image-panel hook.
 
     Subclasses implement ``panel_images(batch)`` returning an ordered dict of column name ->
     Tensor[B, C, H, W] (all columns at one display size); ``ImagePanelCallback`` renders and logs them.
+
+    Prediction: ``predict_step`` serves two kinds of batches. Sample batches (the batch contract) go to
+    ``predict_samples``. Frame batches (``{"frame": [B, C, H, W], ...}`` from a frames data module, in
+    model space) go through ``frame_predictor`` (e.g. :class:`lit_sr.inference.frames.FramePredictor`:
+    blended patches), set by the runner from ``predict.frame_predictor``; outputs are returned in
+    physical units by ``frame_outputs_to_physical``.
     """
+
+    frame_predictor: Callable | None = None
 
     def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
                  scheduler_monitor: str | None = None, scheduler_interval: str = "epoch") -> None:
@@ -51,10 +102,57 @@ class LitSRModule(L.LightningModule):
         self._scheduler_factory = scheduler
         self._scheduler_monitor = scheduler_monitor
         self._scheduler_interval = scheduler_interval
+        self.ema: EMA | None = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self.parameters(), self._optimizer_factory, self._scheduler_factory,
                                self._scheduler_monitor, self._scheduler_interval)
+
+    # ------------------------------------------------------------------ EMA
+    def init_ema(self, net: nn.Module, decay: float | None) -> None:
+        """Keep an exponential moving average of ``net`` for evaluation and prediction (None: off)."""
+        self.ema = EMA(net, decay) if decay else None
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network used for evaluation and prediction: the EMA copy when enabled."""
+        return self.ema.shadow if self.ema is not None else self.net
+
+    def update_ema(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net)
+
+    # ------------------------------------------------------------------ prediction
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if "frame" in batch:
+            return self.predict_frames(batch)
+        return self.predict_samples(batch)
+
+    def predict_samples(self, batch: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} does not predict sample batches")
+
+    def frame_forward(self, x: torch.Tensor) -> Any:
+        """The model applied to a batch of patches in model space (what the frame predictor blends)."""
+        return self.eval_net(x)
+
+    def frame_outputs_to_physical(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return outputs
+
+    def prediction_units(self) -> dict[str, str]:
+        """Physical units of the predicted images, by output key (written into prediction files)."""
+        return {}
+
+    @torch.no_grad()
+    def predict_frames(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.frame_predictor is None:
+            raise RuntimeError(f"{type(self).__name__}: frame batches need a frame predictor (predict=frames, or "
+                               "predict.frame_predictor in the predict config)")
+        results = []
+        for frame in batch["frame"]:
+            out = self.frame_predictor(self.frame_forward, frame.to(self.device))
+            results.append(out if isinstance(out, dict) else {"output": out})
+        merged = {k: torch.stack([r[k] for r in results]) for k in results[0]}
+        return with_batch_keys(self.frame_outputs_to_physical(merged), batch)
 
     @torch.no_grad()
     def panel_images(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

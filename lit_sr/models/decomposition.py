@@ -34,7 +34,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from lit_sr.losses.pixel import PixelLoss
 from lit_sr.metrics.background import HitPrecision, HitRecall, median_hit_filter
-from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory
+from lit_sr.models.base import LitSRModule, OptimizerFactory, SchedulerFactory, with_batch_keys
 
 ESTIMATORS = ("signal", "input", "median")
 
@@ -53,7 +53,7 @@ class DecompositionModule(LitSRModule):
                  scheduler: SchedulerFactory | None = None, scheduler_monitor: str | None = "val/loss",
                  scheduler_interval: str = "epoch", hit_threshold: float = 0.05, median_k: float = 5.0,
                  median_size: int = 3, data_range: float = 1.0, loss: str = "l1",
-                 warmup_loss: str | None = None, warmup_epochs: int = 0) -> None:
+                 warmup_loss: str | None = None, warmup_epochs: int = 0, units: str = "") -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
         if loss not in ("l1", "mse"):
             raise ValueError(f"decomposition loss must be 'l1' (the study's) or 'mse', got {loss!r}")
@@ -62,6 +62,7 @@ class DecompositionModule(LitSRModule):
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        self.units = units
         self.component_loss = PixelLoss(loss)
         self.warmup_component_loss = PixelLoss(warmup_loss) if warmup_loss else None
         self.metrics = nn.ModuleDict()
@@ -123,12 +124,20 @@ class DecompositionModule(LitSRModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Signal and noise in keV: x_n * (hi - lo) + lo with the batch bounds (as in training)."""
+    def predict_samples(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Signal and noise in physical units: x_n * (hi - lo) + lo with the batch's normalisation
+        ``bounds`` [B, 2] (as in training), with every per-sample key of the batch."""
         out = self(batch["input"])
         lo = batch["bounds"][:, 0].to(out["signal"])[:, None, None, None]
         hi = batch["bounds"][:, 1].to(out["signal"])[:, None, None, None]
-        return {"signal": out["signal"] * (hi - lo) + lo, "noise": out["noise"] * (hi - lo) + lo}
+        return with_batch_keys({"signal": out["signal"] * (hi - lo) + lo, "noise": out["noise"] * (hi - lo) + lo},
+                               batch)
+
+    def frame_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(x)
+
+    def prediction_units(self) -> dict[str, str]:
+        return {"signal": self.units, "noise": self.units} if self.units else {}
 
     @torch.no_grad()
     def panel_images(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,11 @@ affine, so the layer does not depend on the image size.
 
 The dense head needs a fixed flatten size: it is computed from ``input_size`` at construction; with
 ``input_size=None`` an adaptive average pooling to ``pooled_size`` makes the critic size-agnostic.
+
+A conditional critic (``condition_channels > 0``) judges ``x`` together with a condition image, e.g.
+the LR input of super-resolution: the condition is upsampled (nearest, flux-conserving if
+``condition_flux_conserving``) to x's size and concatenated as extra input channels, so the critic
+can penalise outputs that do not fit their input.
 """
 
 from __future__ import annotations
@@ -37,19 +42,24 @@ class Critic(nn.Module):
         input_size: image size (int or (H, W)) the critic is built for; None -> adaptive pooling.
         pooled_size: spatial size after adaptive pooling when ``input_size`` is None.
         norm: 'layer' (per-sample LayerNorm over C,H,W) or 'none'.
+        condition_channels: channels of the condition image (0: unconditional).
+        condition_flux_conserving: divide the upsampled condition by the area ratio (LR sums of HR pixels).
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 32, 64, 64, 128, 128),
                  strides: Sequence[int] = (1, 2, 1, 2, 1, 2), hidden: int = 256, activation: str = "swish",
-                 input_size: int | Sequence[int] | None = 24, pooled_size: int = 4, norm: str = "layer") -> None:
+                 input_size: int | Sequence[int] | None = 24, pooled_size: int = 4, norm: str = "layer",
+                 condition_channels: int = 0, condition_flux_conserving: bool = False) -> None:
         super().__init__()
+        self.condition_channels = int(condition_channels)
+        self.condition_flux_conserving = bool(condition_flux_conserving)
         channels, strides = list(channels), list(strides)
         if len(channels) != len(strides):
             raise ValueError(f"Critic: channels ({len(channels)}) and strides ({len(strides)}) differ in length")
         if norm not in ("layer", "none"):
             raise ValueError(f"Critic norm must be 'layer' or 'none', got {norm!r}")
         layers: list[nn.Module] = []
-        c_in = in_channels
+        c_in = in_channels + self.condition_channels
         for c, s in zip(channels, strides):
             layers += [nn.Conv2d(c_in, c, 3, stride=s, padding=1),
                        nn.GroupNorm(1, c) if norm == "layer" else nn.Identity(),
@@ -70,6 +80,26 @@ class Critic(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, hidden), make_activation(activation),
                                   nn.Linear(hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Unbounded critic score, shape [B] (no sigmoid)."""
+        x = join_condition(x, condition, self.condition_channels, self.condition_flux_conserving)
         return self.head(self.pool(self.features(x))).squeeze(-1)
+
+
+def join_condition(x: torch.Tensor, condition: torch.Tensor | None, condition_channels: int,
+                   flux_conserving: bool = False) -> torch.Tensor:
+    """``x`` with the condition image upsampled (nearest) to its size and concatenated as channels."""
+    if condition_channels == 0:
+        if condition is not None:
+            raise ValueError("this critic is unconditional (condition_channels=0) but got a condition")
+        return x
+    if condition is None:
+        raise ValueError(f"this critic is conditional (condition_channels={condition_channels}); pass condition=")
+    if condition.shape[1] != condition_channels:
+        raise ValueError(f"condition has {condition.shape[1]} channels, the critic expects {condition_channels}")
+    factor = x.shape[-1] // condition.shape[-1]
+    if factor > 1:
+        condition = nn.functional.interpolate(condition, size=x.shape[-2:], mode="nearest")
+        if flux_conserving:
+            condition = condition / factor**2
+    return torch.cat([x, condition.to(x.dtype)], dim=1)

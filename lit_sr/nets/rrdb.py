@@ -8,6 +8,8 @@ activation (ReLU keeps calorimeter energies non-negative).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -75,6 +77,12 @@ class UpsampleBlock(nn.Module):
 class RRDBNet(nn.Module):
     """conv -> N x RRDB -> conv (+ global residual) -> log2(scale) x2-upsampling blocks -> conv+act -> conv [-> act].
 
+    With ``input_skip`` the net predicts a correction of the upsampled input: out = act(conv(...) +
+    up(x[:, :out_channels])), ``up`` repeating every input pixel over its scale x scale block divided by
+    scale**2 (the block sums to the input value: flux-conserving for intensities that add up, such as
+    energies or counts; at scale 1 the identity, i.e. a residual denoiser). The last conv then starts at
+    zero, so the net starts as that upsampling: never an all-zero ("dead") ReLU output.
+
     Args:
         in_channels / out_channels: image channels.
         num_features: feature maps of every conv in the trunk (ESRGAN 64, calorimeter study 32).
@@ -85,15 +93,25 @@ class RRDBNet(nn.Module):
         upsample: 'nearest' (NN + conv) or 'pixelshuffle'.
         output_activation: applied to the final conv, e.g. 'relu' for non-negative energies.
         res_scale: residual scaling of the dense blocks and RRDBs (0.2 in ESRGAN).
+        input_skip: add the flux-conserving upsampled input (see above).
+        output_range: (lo, hi) clamp of the output, e.g. (0, 1) for images scaled to [0, 1].
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 64, num_blocks: int = 23,
                  growth_channels: int = 32, activation: str = "lrelu", scale: int = 4, upsample: str = "nearest",
-                 output_activation: str | None = None, res_scale: float = 0.2) -> None:
+                 output_activation: str | None = None, res_scale: float = 0.2, input_skip: bool = False,
+                 output_range: Sequence[float] | None = None) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8):
             raise ValueError(f"RRDBNet scale must be 1, 2, 4 or 8, got {scale}")
+        if input_skip and in_channels < out_channels:
+            raise ValueError(f"RRDBNet input_skip needs in_channels >= out_channels, got {in_channels} < {out_channels}")
+        if output_range is not None and (len(output_range) != 2 or output_range[0] >= output_range[1]):
+            raise ValueError(f"RRDBNet output_range must be [lo, hi] with lo < hi, got {output_range}")
         self.scale = scale
+        self.out_channels = out_channels
+        self.input_skip = bool(input_skip)
+        self.output_range = tuple(float(v) for v in output_range) if output_range is not None else None
         self.conv_first = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.trunk = nn.Sequential(
             *(RRDB(num_features, growth_channels, activation, res_scale) for _ in range(num_blocks))
@@ -106,9 +124,20 @@ class RRDBNet(nn.Module):
         self.act_hr = make_activation(activation)
         self.conv_last = nn.Conv2d(num_features, out_channels, 3, padding=1)
         self.output_activation = make_activation(output_activation)
+        if self.input_skip:
+            with torch.no_grad():
+                self.conv_last.weight.zero_()
+                self.conv_last.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.conv_first(x)
         feat = feat + self.conv_trunk(self.trunk(feat))  # global residual: the trunk learns a correction
         feat = self.upsampling(feat)
-        return self.output_activation(self.conv_last(self.act_hr(self.conv_hr(feat))))
+        out = self.conv_last(self.act_hr(self.conv_hr(feat)))
+        if self.input_skip:
+            skip = x[:, :self.out_channels]
+            if self.scale > 1:
+                skip = nn.functional.interpolate(skip, scale_factor=self.scale, mode="nearest") / self.scale**2
+            out = out + skip
+        out = self.output_activation(out)
+        return out.clamp(*self.output_range) if self.output_range is not None else out

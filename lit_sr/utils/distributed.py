@@ -75,9 +75,21 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
 
 
 class HydraDDPStrategy(DDPStrategy):
-    """``DDPStrategy`` whose child processes run the current Hydra job, not ``sys.argv``."""
+    """``DDPStrategy`` whose child processes run the current Hydra job, not ``sys.argv``.
+
+    A LightningModule may declare ``ddp_find_unused_parameters = True`` (the adversarial engine does
+    in its 'toggle' mode, where each update leaves the other network unused); the strategy then wraps
+    it with ``find_unused_parameters=True`` whatever the trainer config says, so ``trainer=ddp`` works
+    for every model.
+    """
 
     strategy_name = "hydra_ddp"
+
+    def _setup_model(self, model):
+        module = self.lightning_module
+        if getattr(module, "ddp_find_unused_parameters", False) and not self._ddp_kwargs.get("find_unused_parameters"):
+            self._ddp_kwargs["find_unused_parameters"] = True
+        return super()._setup_model(model)
 
     def _configure_launcher(self) -> None:
         assert self.cluster_environment is not None

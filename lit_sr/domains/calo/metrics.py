@@ -11,7 +11,6 @@ and ROC curves are exact across devices; means use summed states.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -364,10 +363,20 @@ class CaloPhysicsEvaluator(nn.Module):
             self.classifier.eval()
         return self
 
+    #: ``images`` keys of the image-to-image contract -> this evaluator's source names
+    IMAGE_SOURCES = {"input_up": "lr_up", "output": "sr", "target": "hr"}
+
     @torch.no_grad()
-    def update(self, images: dict[str, torch.Tensor], impact_cm: torch.Tensor | None = None,
-               labels: torch.Tensor | None = None, lr_gev: torch.Tensor | None = None) -> None:
-        """``images``: source -> GeV images [B, 1, H, W] (missing sources are skipped)."""
+    def update(self, batch: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> None:
+        """The evaluator contract: ``images`` holds GeV tensors ``input`` (LR), ``input_up`` (LR upsampled
+        to the HR grid), ``output`` (SR) and ``target`` (HR); ``batch`` gives ``impact_cm`` and ``label``."""
+        sources = {self.IMAGE_SOURCES[k]: v for k, v in images.items() if k in self.IMAGE_SOURCES}
+        self.update_sources(sources, batch.get("impact_cm"), batch.get("label"), images.get("input"))
+
+    @torch.no_grad()
+    def update_sources(self, images: dict[str, torch.Tensor], impact_cm: torch.Tensor | None = None,
+                       labels: torch.Tensor | None = None, lr_gev: torch.Tensor | None = None) -> None:
+        """``images``: source (lr_up, sr, hr) -> GeV images [B, 1, H, W] (missing sources are skipped)."""
         for s in self.sources:
             if s not in images:
                 continue

@@ -1,8 +1,9 @@
-"""Small photon / neutral-pion CNN on HR calorimeter images.
+"""Small image-classifier CNN: binary (one logit) or multi-class (one logit per class).
 
-Used twice in the calorimeter study: its penultimate features are the perceptual-loss features
-Phi (L_p ~ |Phi(HR) - Phi(SR)|^2) and its score measures photon/pion separation on LR-upsampled,
-SR and HR images.
+Trained on HR images of a domain, it serves twice: its penultimate features are perceptual-loss
+features Phi (L_p ~ |Phi(HR) - Phi(SR)|^2, instead of an ImageNet VGG we could not download), and its
+scores on LR-upsampled / SR / HR images are the downstream-task verdict (e.g. photon vs pi0 in the
+calorimeter, lens substructure classes).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from torch import nn
 from lit_sr.nets.layers import make_activation
 
 
-class CaloClassifier(nn.Module):
-    """Blocks of two 3x3 convs (+act) and 2x2 max-pooling, adaptive avg-pool, dense feature layer, logit.
+class CNNClassifier(nn.Module):
+    """Blocks of two 3x3 convs (+act) and 2x2 max-pooling, adaptive avg-pool, dense feature layer, logit(s).
 
     Args:
         in_channels: image channels.
@@ -25,11 +26,15 @@ class CaloClassifier(nn.Module):
         activation: activation name.
         pooled_size: spatial size after the adaptive pooling (makes the net input-size agnostic).
         dropout: dropout before the output layer (training only).
+        num_classes: 1 for a binary classifier (one logit of class 1), else one logit per class.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64), feature_dim: int = 128,
-                 activation: str = "swish", pooled_size: int = 3, dropout: float = 0.0) -> None:
+                 activation: str = "swish", pooled_size: int = 3, dropout: float = 0.0, num_classes: int = 1) -> None:
         super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"CNNClassifier num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
         layers: list[nn.Module] = []
         c_in = in_channels
         for c in channels:
@@ -40,7 +45,7 @@ class CaloClassifier(nn.Module):
                    nn.Linear(c_in * pooled_size * pooled_size, feature_dim), make_activation(activation)]
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(feature_dim, 1)
+        self.out = nn.Linear(feature_dim, self.num_classes)
         self.feature_dim = feature_dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,5 +53,6 @@ class CaloClassifier(nn.Module):
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logit of 'pion' (label 1), shape [B]."""
-        return self.out(self.dropout(self.features(x))).squeeze(-1)
+        """Logit of class 1, shape [B] (binary), or logits [B, num_classes]."""
+        logits = self.out(self.dropout(self.features(x)))
+        return logits.squeeze(-1) if self.num_classes == 1 else logits

@@ -1,0 +1,108 @@
+"""GAN super-resolution (SRGAN / ESRGAN / WGAN-GP family) on the adversarial engine.
+
+The generator maps the LR input to SR; the critic judges SR against HR, optionally conditioned on the
+LR input (``condition_on_input``: the critic sees whether an output fits its input). Generator terms
+beside the adversarial one: a pixel loss and a perceptual loss on the features of a frozen network
+(our own domain classifier: no pretrained VGG). Evaluation, baselines and prediction are the
+supervised module's (:class:`~lit_sr.models.image_to_image.ImageToImageTask`).
+
+Defaults are the calorimeter study's (Erdmann et al. 2022):
+    generator  L = 1e-4 * L_WGAN + 1e-9 * L_perceptual (+ pixel_weight * L_pixel, default 0)
+    critic     L = 10 * L_WGAN + 10 * L_GP
+    Adam(lr=1e-4, betas=(0, 0.9)) for both, n_critic = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from lit_sr.losses.adversarial import AdversarialLoss
+from lit_sr.losses.perceptual import PerceptualLoss
+from lit_sr.losses.pixel import PixelLoss
+from lit_sr.models.adversarial import AdversarialModule
+from lit_sr.models.base import OptimizerFactory, transform_hparams
+from lit_sr.models.image_to_image import ImageToImageTask
+
+
+class GANSRModule(ImageToImageTask, AdversarialModule):
+    """Args (beyond :class:`~lit_sr.models.adversarial.AdversarialModule`'s and the image-to-image task's
+    ``scale, data_range, physical_range, transform, baselines, flux_conserving_baseline, evaluator,
+    image_channels, units``):
+        perceptual_net: frozen feature net (``load_frozen_classifier(...)``) or None (no perceptual term).
+        perceptual_reduction: 'mean' or 'sum' over the features (see ``PerceptualLoss``).
+        loss: pixel loss (L1 default) of the pixel term and of the pre-training phase.
+        perceptual_weight, pixel_weight: generator loss weights.
+        condition_on_input: the critic gets the LR input (its image channels, in model space) as
+            condition (needs a critic built with ``condition_channels``).
+        classifier_ckpt: provenance only: the checkpoint the perceptual net / evaluator were loaded
+            from (recorded in the hyperparameters, so a GAN checkpoint names its classifier).
+    """
+
+    def __init__(self, net: nn.Module, critic: nn.Module, adversarial_loss: str | AdversarialLoss = "wgan-gp",
+                 perceptual_net: nn.Module | None = None, perceptual_reduction: str = "mean",
+                 loss: nn.Module | None = None, scale: int = 4, data_range: float | None = None,
+                 physical_range: Sequence[float] | None = None, transform: nn.Module | None = None,
+                 baselines: Sequence[str] = ("nearest", "bicubic"), flux_conserving_baseline: bool = True,
+                 ema_decay: float | None = None, evaluator: nn.Module | None = None,
+                 image_channels: Sequence[int] | None = None, units: str = "",
+                 generator_optimizer: OptimizerFactory | None = None, critic_optimizer: OptimizerFactory | None = None,
+                 n_critic: int = 1, generator_adversarial_weight: float = 1e-4, perceptual_weight: float = 1e-9,
+                 pixel_weight: float = 0.0, critic_adversarial_weight: float = 10.0, penalty: str = "auto",
+                 gp_weight: float = 10.0, drift_weight: float = 0.0, pretrain_steps: int = 0,
+                 gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
+                 condition_on_input: bool = False, ddp_step: str = "toggle", classifier_ckpt: str | None = None) -> None:
+        super().__init__(net=net, critic=critic, adversarial_loss=adversarial_loss, penalty=penalty, gp_weight=gp_weight,
+                         drift_weight=drift_weight, generator_optimizer=generator_optimizer,
+                         critic_optimizer=critic_optimizer, n_critic=n_critic,
+                         generator_adversarial_weight=generator_adversarial_weight,
+                         critic_adversarial_weight=critic_adversarial_weight, pretrain_steps=pretrain_steps,
+                         ema_decay=ema_decay, gradient_clip_val=gradient_clip_val,
+                         gradient_clip_algorithm=gradient_clip_algorithm, ddp_step=ddp_step)
+        # Plain values only (checkpoints load with weights_only=True).
+        self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator", "transform",
+                                          "generator_optimizer", "critic_optimizer", "adversarial_loss"])
+        self.hparams["transform"] = transform_hparams(transform)
+        self.hparams["adversarial_loss"] = adversarial_loss if isinstance(adversarial_loss, str) else type(
+            adversarial_loss).__name__
+        self.loss_fn = loss if loss is not None else PixelLoss("l1")
+        self.perceptual = PerceptualLoss(perceptual_net, perceptual_reduction) if perceptual_net is not None else None
+        self.w_perc, self.w_pix = perceptual_weight, pixel_weight
+        self.condition_on_input = bool(condition_on_input)
+        self.init_task(scale, data_range, physical_range, transform, baselines, flux_conserving_baseline, evaluator,
+                       image_channels, units)
+        if evaluator is not None and getattr(evaluator, "classifier", None) is not None \
+                and getattr(evaluator, "classifier_transform", None) is None:
+            evaluator.classifier_transform = transform  # classifier trained in the data's model space
+
+    # ------------------------------------------------------------------ engine hooks
+    def generate(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.net(batch["input"])
+
+    def real_samples(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["target"]
+
+    def critic_condition(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        return self.image_of(batch["input"]) if self.condition_on_input else None
+
+    def pretrain_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.loss_fn(self.net(batch["input"]), batch["target"])
+
+    def generator_terms(self, batch: dict[str, Any], fake: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        hr = batch["target"]
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if self.perceptual is not None and self.w_perc:
+            terms["perceptual"] = (self.w_perc, self.perceptual(self._classifier_space(fake),
+                                                                self._classifier_space(hr)))
+        if self.w_pix:
+            terms["pixel"] = (self.w_pix, self.loss_fn(fake, hr))
+        return terms
+
+    def _classifier_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space images -> the perceptual net's input space (its own transform if it has one)."""
+        tr = getattr(self.perceptual.feature_net, "input_transform", None)
+        if tr is None or self.transform is None:
+            return x
+        return tr(self.transform.inverse(x))
