@@ -165,34 +165,25 @@ def prepare_components(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------------------- modes
-def predict_to_h5(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule,
-                  cfg: DictConfig, output_dir: Path) -> Path:
-    """Run ``predict_step`` over the datamodule's predict split and write physical units to HDF5."""
-    import h5py
-    import numpy as np
+def predict(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
+    """``mode=predict``: the ``predict`` config group names the data (the experiment's test split, or a
+    frames file), an optional frame predictor and the writer callback (added to the trainer)."""
+    from lit_sr.inference.frames import load_module_weights
 
-    outputs = trainer.predict(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    merged: dict[str, np.ndarray] = {}
-    for key in outputs[0]:
-        merged[key] = torch.cat([o[key].detach().cpu() for o in outputs]).numpy()
-    rank = trainer.global_rank
-    name = cfg.predict.get("output") or "predictions.h5"
-    path = Path(name) if Path(name).is_absolute() else output_dir / name
-    if trainer.world_size > 1:
-        path = path.with_name(f"{path.stem}_rank{rank}{path.suffix}")
-    with atomic_path(path, overwrite=False) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            for key, arr in merged.items():
-                h5.create_dataset(key, data=arr, compression="gzip" if arr.ndim > 1 else None)
-            h5.attrs["checkpoint"] = str(cfg.ckpt_path)
-            h5.attrs["experiment"] = str(cfg.get("experiment_name"))
-            h5.attrs["units"] = str(cfg.predict.get("units", "physical units of the data (see data config)"))
-    log.info("Wrote %d predictions to %s", len(next(iter(merged.values()))), path)
-    return path
+    p = cfg.predict
+    if p.get("frame_predictor"):
+        model.frame_predictor = instantiate(p.frame_predictor, _convert_="all")
+    if p.get("datamodule"):
+        datamodule = instantiate(p.datamodule)
+    # weights_only=True, and a clear message naming the differing tensors for another architecture
+    load_module_weights(model, cfg.ckpt_path)
+    trainer.predict(model, datamodule=datamodule, return_predictions=False)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """One Hydra job. Restores the process environment afterwards so multirun jobs are independent."""
+def run(cfg: DictConfig) -> float | dict[str, float]:
+    """One Hydra job: the value of ``optimized_metric`` (for sweepers) or all final metrics.
+
+    Restores the process environment afterwards so multirun jobs are independent."""
     env_before = dict(os.environ)
     try:
         return _run(cfg)
@@ -204,7 +195,7 @@ def run(cfg: DictConfig) -> float | None:
         os.environ.update(env_before)
 
 
-def _run(cfg: DictConfig) -> float | None:
+def _run(cfg: DictConfig) -> float | dict[str, float]:
     check_mode(cfg)
     if cfg.get("seed") is not None:  # 0 is a seed like any other
         L.seed_everything(int(cfg.seed), workers=True)
@@ -218,6 +209,11 @@ def _run(cfg: DictConfig) -> float | None:
     # _convert_="all": plain lists/dicts in hparams, so checkpoints load with weights_only=True
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_list(cfg.get("callbacks"))
+    if cfg.mode == "predict":
+        if not (cfg.get("predict") and cfg.predict.get("writer")):
+            raise ValueError("mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
+                             "predict=frames (predict.input=<file>)")
+        callbacks.append(instantiate(cfg.predict.writer, _convert_="all"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -237,19 +233,14 @@ def _run(cfg: DictConfig) -> float | None:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         print_metrics(metrics, f"test metrics ({Path(cfg.ckpt_path).name})")
     else:
-        if cfg.predict.get("input"):
-            from lit_sr.inference.frames import predict_frames
-
-            predict_frames(model, cfg, output_dir)
-        else:
-            predict_to_h5(trainer, model, datamodule, cfg, output_dir)
+        predict(trainer, model, datamodule, cfg)
 
     optimized = cfg.get("optimized_metric")
     if optimized:
         if optimized not in metrics:
             raise KeyError(f"optimized_metric={optimized!r} was not logged; logged: {sorted(metrics)}")
         return metrics[optimized]
-    return None
+    return metrics
 
 
 # conf/ sits beside the package in the repository; an absolute path works for plain and editable installs.
@@ -257,5 +248,5 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | dict[str, float]:
     return run(cfg)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_sr.data.normalise import PercentileNormaliser
 from lit_sr.data.validate import DataFileError
 from lit_sr.inference.blend import DEFAULT_OFFSETS, blend_predict
 from lit_sr.inference.frames import clean_frames
@@ -14,18 +15,18 @@ from lit_sr.inference.frames import clean_frames
 @pytest.mark.parametrize("shape", [(32, 32), (33, 47), (64, 130), (131, 257)])
 def test_identity_exact(shape):
     f = torch.rand(*shape) * 1000
-    torch.testing.assert_close(blend_predict(lambda x: x, f, 32, normalise=None), f, rtol=0, atol=0)
+    torch.testing.assert_close(blend_predict(lambda x: x, f, 32), f, rtol=0, atol=0)
 
 
 def test_constant_offset_seamless():
     f = torch.rand(2, 70, 90)
-    y = blend_predict(lambda x: x + 5.0, f, 32, normalise=None)
+    y = blend_predict(lambda x: x + 5.0, f, 32)
     torch.testing.assert_close(y, f + 5.0, rtol=0, atol=1e-5)
 
 
 def test_percentile_normalisation_roundtrip():
     f = torch.rand(70, 90) * 100 + 10             # no outliers beyond the percentiles of interest
-    y = blend_predict(lambda x: x, f, 32)
+    y = blend_predict(lambda x: x, f, 32, normaliser=PercentileNormaliser())
     lo, hi = np.percentile(f.numpy(), [5, 95])
     inside = (f > lo) & (f < hi)
     torch.testing.assert_close(y[inside], f[inside], rtol=1e-5, atol=1e-3)
@@ -34,10 +35,10 @@ def test_percentile_normalisation_roundtrip():
 def test_scale_two_and_multi_outputs():
     f = torch.rand(3, 50, 70)
     up = lambda x: F.interpolate(x, scale_factor=2, mode="nearest")
-    torch.testing.assert_close(blend_predict(up, f, 32, normalise=None), up(f[None])[0])
-    out = blend_predict(lambda x: {"a": x, "b": 2 * x}, f, 32, normalise=None)
+    torch.testing.assert_close(blend_predict(up, f, 32), up(f[None])[0])
+    out = blend_predict(lambda x: {"a": x, "b": 2 * x}, f, 32)
     torch.testing.assert_close(out["b"], 2 * f)
-    a, b = blend_predict(lambda x: (x, x + 1), f, 32, normalise=None)
+    a, b = blend_predict(lambda x: (x, x + 1), f, 32)
     torch.testing.assert_close(b, f + 1)
 
 
@@ -48,7 +49,7 @@ def test_weights_damp_outliers():
         y = x.clone()
         y[..., 0] += 100.0
         return y
-    y = blend_predict(model, f, 48, offsets=DEFAULT_OFFSETS, normalise=None)
+    y = blend_predict(model, f, 48, offsets=DEFAULT_OFFSETS)
     # one outlier among 4 predictions: m = 25, weights 1/39.5 vs 1/14.5 -> 10.89 instead of the mean 25
     expected = 100 / 39.5 / (1 / 39.5 + 3 / 14.5)
     assert ((y - expected).abs() < 1e-3).any()
@@ -80,13 +81,14 @@ def split_model(x):
 
 
 def test_clean_frames_roundtrip(frames_file, tmp_path):
-    out = clean_frames(split_model, frames_file, tmp_path / "out.h5", "data", patch_size=32, progress=True)
+    out = clean_frames(split_model, frames_file, tmp_path / "out.h5", "data", patch_size=32, progress=True,
+                       normaliser=PercentileNormaliser())
     with h5py.File(frames_file) as a, h5py.File(out) as b:
         x = a["data"][:]
         np.testing.assert_allclose(b["data_signal"][:] + b["data_background"][:], x + np.percentile(
             x.reshape(3, -1), 1, axis=1)[:, None, None] * 0, rtol=0.05, atol=2.0)
         assert b["data_signal"].shape == x.shape and b.attrs["source_dataset"] == "data"
-    out2 = clean_frames(split_model, frames_file, tmp_path / "o2.h5", "single", patch_size=32, normalise=None)
+    out2 = clean_frames(split_model, frames_file, tmp_path / "o2.h5", "single", patch_size=32)
     with h5py.File(out2) as b:
         np.testing.assert_allclose(b["single_signal"][:], 0.75)
 

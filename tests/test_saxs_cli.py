@@ -21,7 +21,7 @@ from lit_sr.domains.saxs.data import SAXSDataModule
 from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
 from lit_sr.data.validate import DataFileError
 
-from conftest import CONF_DIR, TINY, compose_config, run_py
+from conftest import TINY, compose_config, run_py
 
 SAXS_EXPERIMENTS = ["saxs_equnet", "saxs_unet"]
 TINY_NETS = {"saxs_equnet": "model.net.features=[2,4,4,4]", "saxs_unet": "model.net.features=[4,8,8,8]"}
@@ -84,12 +84,11 @@ def test_experiment_composes(experiment, tmp_path):
     assert cfg.predict.patch_size == cfg.data.patch_size
 
 
-def test_model_config_defaults_to_study():
+def test_model_config_defaults_to_study(tmp_path):
     """Without the experiments' CPU recipe the model config is the study's: C4, AdamW lr 1e-4, 5.89 M."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(CONF_DIR / "model" / "decomposition.yaml")
+    cfg = compose_config(["~experiment", "data=saxs", "model=decomposition"], tmp_path).model
     assert cfg.net.backend == "c4" and cfg.net.features is None and cfg.net.noise_activation == "relu"
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
     assert cfg.optimizer.lr == pytest.approx(1e-4) and cfg.optimizer.weight_decay == 0.0

@@ -4,9 +4,10 @@ For each offset (dy, dx) the frame is cut along the lines y = dy + k*P, x = dx +
 most P x P pixels. Each cell is predicted from the P x P patch that starts at the cell (shifted inward
 at the frame edges so it stays inside), and only the cell's part of the prediction is kept, so every
 pixel gets exactly one prediction per offset, and the cut lines of different offsets differ. Patches
-are normalised one by one (patches shared by several grids are predicted once; ``normalise(x) -> (xn, state)``, default the training percentile
-normalisation), predicted in batches of ``batch_size``, denormalised (``denormalise(yn, state)``) and
-written into one full-size buffer per offset and output (K buffers, memory O(K * frame) plus one batch).
+are optionally normalised one by one (``normaliser``, e.g. the training's percentile normalisation;
+patches shared by several grids are predicted once), predicted in batches of ``batch_size``,
+denormalised and written into one full-size buffer per offset and output (K buffers, memory
+O(K * frame) plus one batch).
 The K predictions p_i of a pixel are combined with weights w_i = 1 / (|p_i - m| / 2 + 2), m = their mean
 (the study's rule; |p - m| in the denormalised, physical units), which damps outliers at patch borders.
 
@@ -18,37 +19,21 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
 DEFAULT_OFFSETS: tuple[tuple[int, int], ...] = ((0, 0), (96, 32), (32, 96), (64, 64))
 
-Normaliser = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
-Denormaliser = Callable[[torch.Tensor, Any], torch.Tensor]
 
+class Normaliser(Protocol):
+    """Per-patch normalisation: ``normaliser(x) -> (xn, state)`` and ``normaliser.denormalise(yn, state)``
+    (e.g. :class:`lit_sr.data.normalise.PercentileNormaliser`)."""
 
-def percentile_normalise(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Training normalisation of a patch batch [B, C, P, P] (per image and channel); state = (lo, hi)."""
-    from lit_sr.domains.saxs.data import normalise_patch
-    xn, lo, hi = normalise_patch(x)
-    return xn, (lo, hi)
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
 
-
-def percentile_denormalise(yn: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    lo, hi = state
-    if yn.shape[1] != lo.shape[1]:  # output channels differ from input channels: use channel-mean bounds
-        lo, hi = lo.mean(1, keepdim=True), hi.mean(1, keepdim=True)
-    return yn * (hi - lo)[..., None, None] + lo[..., None, None]
-
-
-def identity_normalise(x: torch.Tensor) -> tuple[torch.Tensor, None]:
-    return x, None
-
-
-def identity_denormalise(yn: torch.Tensor, state: Any) -> torch.Tensor:
-    return yn
+    def denormalise(self, yn: torch.Tensor, state: Any) -> torch.Tensor: ...
 
 
 def _cells(size: int, patch: int, offset: int) -> list[tuple[int, int, int]]:
@@ -86,26 +71,15 @@ def check_patch_fits(shape: Sequence[int], patch_size: int, where: str = "frame"
 @torch.no_grad()
 def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size: int = 128,
                   offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, batch_size: int = 16,
-                  normalise: Normaliser | None = percentile_normalise,
-                  denormalise: Denormaliser | None = None,
-                  device: str | torch.device | None = None, scale: int | None = None,
+                  normaliser: Normaliser | None = None, device: str | torch.device | None = None, scale: int | None = None,
                   output_keys: Sequence[str] | None = None, where: str = "frame"):
     """Blended prediction of one frame [H, W] or [C, H, W] (see module doc).
 
     Returns a Tensor [C', sH, sW] (CPU, float32; [sH, sW] if the input was 2-D and C' = 1) or a
     dict / tuple of them mirroring the model output. ``scale`` is inferred from the first batch if not
-    given. ``output_keys`` restricts a dict output to some keys. ``normalise=None`` means identity;
-    ``denormalise=None`` pairs with the default percentile normaliser (or identity); a custom
-    ``normalise`` needs its ``denormalise``.
+    given. ``output_keys`` restricts a dict output to some keys. ``normaliser=None`` feeds the patches
+    as they are (no per-patch normalisation).
     """
-    if denormalise is None:
-        if normalise is percentile_normalise:
-            denormalise = percentile_denormalise
-        elif normalise is None or normalise is identity_normalise:
-            denormalise = identity_denormalise
-        else:
-            raise ValueError("a custom normalise needs its denormalise(yn, state)")
-    normalise = normalise or identity_normalise
     x = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame).float()
     squeeze = x.ndim == 2
     if squeeze:
@@ -137,7 +111,7 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
     for start in range(0, len(patches_at), batch_size):
         chunk = patches_at[start:start + batch_size]
         patches = torch.stack([x[:, py:py + P, px:px + P] for py, px in chunk])
-        xn, state = normalise(patches)
+        xn, state = normaliser(patches) if normaliser is not None else (patches, None)
         raw, kind = _as_outputs(model(xn.to(device)))
         if output_keys is not None:
             raw = {k: raw[k] for k in output_keys}
@@ -149,7 +123,9 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
                 raise ValueError(f"model output {tuple(first.shape)} is not {s} x the patch size {P}")
             buffers = {name: torch.empty(K, o.shape[1], s * H, s * W) for name, o in raw.items()}
         for name, o in raw.items():
-            y = denormalise(o.detach().float().cpu(), state)
+            y = o.detach().float().cpu()
+            if normaliser is not None:
+                y = normaliser.denormalise(y, state)
             for j, (py, px) in enumerate(chunk):
                 for k, (y0, y1, _), (x0, x1, _) in by_patch[(py, px)]:
                     buffers[name][k, :, s * y0:s * y1, s * x0:s * x1] = \
@@ -165,18 +141,17 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
 
 def blend_frames(model: Callable, frames: Iterable, n_frames: int | None = None, progress: bool = True,
                  **kwargs) -> Iterator:
-    """Yield :func:`blend_predict` for each frame, with a rich progress bar when there are several."""
-    frames = iter(frames)
-    if not progress or (n_frames is not None and n_frames <= 1):
-        for i, f in enumerate(frames):
-            yield blend_predict(model, f, where=f"frame {i}", **kwargs)
-        return
-    from rich.progress import Progress
-    with Progress(transient=True) as bar:
-        task = bar.add_task("blended inference", total=n_frames)
-        for i, f in enumerate(frames):
-            yield blend_predict(model, f, where=f"frame {i}", **kwargs)
-            bar.advance(task)
+    """Yield :func:`blend_predict` for each frame, with progress when there are several."""
+    from lit_sr.utils.progress import track
+
+    enabled = progress and not (n_frames is not None and n_frames <= 1)
+    for i, f in enumerate(track(frames, n_frames, "blended inference", unit="frames", enabled=enabled)):
+        yield blend_predict(model, f, where=f"frame {i}", **kwargs)
+
+
+def scaled_offsets(patch_size: int) -> list[list[int]]:
+    """The study's offsets (for 128 x 128 patches) scaled to ``patch_size`` so the grids stay distinct."""
+    return [[int(round(v * patch_size / 128)) for v in off] for off in DEFAULT_OFFSETS]
 
 
 def plain_predict(model: Callable, frame: torch.Tensor, patch_size: int = 128, batch_size: int = 16, **kwargs):

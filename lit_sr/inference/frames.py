@@ -1,34 +1,37 @@
-"""Clean full frames stored in HDF5: validate, run blended inference frame by frame, write the result.
+"""Whole frames of any size through a trained image-to-image model: validation, blending, HDF5 output.
 
-:func:`clean_frames` reads dataset ``dataset`` ([H, W] or [N, H, W], keV) of ``input_path``, checks it
-(dataset present, rank 2 or 3, finite, no value below ``-negative_tolerance``, patch fits), runs
-:func:`lit_sr.inference.blend.blend_predict` on every frame and writes ``output_path`` atomically (the
-input file is never opened for writing) with datasets ``<dataset>_signal`` and ``<dataset>_background``
-(keV, same shape as the input) and attributes recording the source and the blending parameters.
-An existing output file is never replaced.
+Two ways in, one machinery:
 
-:func:`predict_frames` is ``python run.py mode=predict ckpt_path=... predict.input=...``: it loads the
-checkpoint into the configured model (``weights_only=True``; a checkpoint of another architecture is
-refused with the differing tensors named) and calls :func:`clean_frames` with the ``predict:`` keys.
+* ``python run.py mode=predict predict=frames predict.input=frames.h5 predict.dataset=data ckpt_path=...``:
+  :class:`FramesDataModule` yields one frame per batch (``{"frame": [1, 1, H, W], "index"}``, in model
+  space through the data transform), the LightningModule blends patches with the configured
+  :class:`FramePredictor`, and :class:`lit_sr.inference.writers.FramesH5Writer` writes the outputs.
+* :func:`clean_frames` does the same from Python with any callable model (no Lightning, no Hydra).
+
+Input datasets are ``[H, W]`` or ``[N, H, W]`` in physical units; outputs mirror them
+(``<dataset>_<output>``, last two dims times the model's scale). The input file is never opened for
+writing, an existing output is never replaced, and the output appears only when complete.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import h5py
+import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.validate import DataFileError, require_dataset, require_file
-from lit_sr.inference.blend import DEFAULT_OFFSETS, blend_predict
-from lit_sr.utils.atomic import atomic_path
+from lit_sr.inference.blend import Normaliser, blend_predict, scaled_offsets
+from lit_sr.utils.atomic import AtomicFile
+from lit_sr.utils.progress import track
 
 
-def check_frames(ds, path: str | Path, name: str, patch_size: int, negative_tolerance: float,
-                 block: int = 16) -> None:
+def check_frames(ds: h5py.Dataset, path: str | Path, name: str, patch_size: int, negative_tolerance: float | None,
+                 block: int = 16, units: str = "") -> None:
     """Validate a frame dataset: rank, patch fit, finite values, negatives within tolerance (block-wise)."""
     if ds.ndim not in (2, 3):
         raise DataFileError(path, name, f"expected frames of rank 2 [H, W] or 3 [N, H, W], found shape {ds.shape}")
@@ -37,6 +40,7 @@ def check_frames(ds, path: str | Path, name: str, patch_size: int, negative_tole
         raise DataFileError(path, name, f"patch size {patch_size} is larger than the frames ({h}x{w}); "
                                         f"expected a patch size <= {min(h, w)}")
     n = ds.shape[0] if ds.ndim == 3 else 1
+    unit = f" {units}" if units else ""
     for start in range(0, n, block):
         arr = np.asarray(ds[start:start + block] if ds.ndim == 3 else ds[()], dtype=np.float64)
         bad = ~np.isfinite(arr)
@@ -44,85 +48,206 @@ def check_frames(ds, path: str | Path, name: str, patch_size: int, negative_tole
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             idx = (idx[0] + start, *idx[1:]) if ds.ndim == 3 else idx
             raise DataFileError(path, name, f"non-finite value {arr[tuple(np.argwhere(bad)[0])]} at index {idx} "
-                                            "(expected finite keV values)")
+                                            f"(expected finite{unit} values)")
         lo = arr.min()
-        if lo < -negative_tolerance:
+        if negative_tolerance is not None and lo < -negative_tolerance:
             idx = tuple(int(i) for i in np.unravel_index(arr.argmin(), arr.shape))
             idx = (idx[0] + start, *idx[1:]) if ds.ndim == 3 else idx
-            raise DataFileError(path, name, f"value {lo:.4g} at index {idx} is below -{negative_tolerance} keV "
-                                            "(expected non-negative deposited energies within the noise tolerance)")
+            raise DataFileError(path, name, f"value {lo:.4g} at index {idx} is below -{negative_tolerance}{unit} "
+                                            "(expected non-negative values within the noise tolerance)")
+
+
+class FramePredictor:
+    """Blended prediction of one frame [C, H, W] (model space) with a patch model (see :mod:`lit_sr.inference.blend`).
+
+    Args:
+        patch_size: side of the patches the model sees (as in training).
+        offsets: offset grids; None = the study's four, scaled to ``patch_size``.
+        batch_size: patches per forward pass.
+        normaliser: per-patch normalisation (e.g. the training's percentile normaliser) or None.
+    """
+
+    def __init__(self, patch_size: int = 128, offsets: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
+                 normaliser: Normaliser | None = None) -> None:
+        self.patch_size = int(patch_size)
+        self.offsets = [[int(v) for v in off] for off in offsets] if offsets else scaled_offsets(self.patch_size)
+        self.batch_size = int(batch_size)
+        self.normaliser = normaliser
+
+    def __call__(self, model: Callable, frame: torch.Tensor, where: str = "frame") -> Any:
+        return blend_predict(model, frame, self.patch_size, self.offsets, self.batch_size, normaliser=self.normaliser,
+                             where=where)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"patch_size": self.patch_size, "offsets": np.asarray(self.offsets, dtype=np.int64),
+                "normaliser": repr(self.normaliser)}
+
+
+class FramesDataset(Dataset):
+    """Frames of one dataset of an HDF5 file: item = ``{"frame": [1, H, W] model space, "index": i}``."""
+
+    def __init__(self, path: str | Path, dataset: str, transform: torch.nn.Module | None = None) -> None:
+        self.path, self.dataset, self.transform = str(path), dataset, transform
+        with h5py.File(self.path, "r") as h5:
+            self.shape = tuple(h5[dataset].shape)
+        self._h5: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_h5": None}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        ds = self._h5[self.dataset]
+        frame = torch.from_numpy(np.asarray(ds[i] if ds.ndim == 3 else ds[()], dtype=np.float32))[None]
+        if self.transform is not None:
+            frame = self.transform(frame)
+        return {"frame": frame, "index": torch.tensor(i, dtype=torch.long)}
+
+
+class FramesDataModule(L.LightningDataModule):
+    """``mode=predict predict=frames``: the frames of ``input[dataset]``, validated, one per batch.
+
+    Args:
+        input: HDF5 file of frames in physical units (``[H, W]`` or ``[N, H, W]``); opened read-only.
+        dataset: the dataset of frames in that file.
+        transform: the data's intensity transform (physical units -> model space) or None.
+        patch_size: the patch size of the frame predictor (frames must be at least that large).
+        negative_tolerance: values below ``-negative_tolerance`` are refused (physical units; None: any).
+        units: name of the physical units (messages and output files).
+    """
+
+    def __init__(self, input: str, dataset: str = "data", transform: torch.nn.Module | None = None,
+                 patch_size: int = 128, negative_tolerance: float | None = None, units: str = "",
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        if not input:
+            raise ValueError("predict=frames needs predict.input=<HDF5 file of frames> (and predict.dataset=<name>)")
+        # str(): a command-line value such as predict.dataset=nan arrives as a number
+        self.input, self.dataset, self.transform = Path(input), str(dataset), transform
+        self.patch_size, self.negative_tolerance, self.units = int(patch_size), negative_tolerance, units
+        self.num_workers = int(num_workers)
+        self.frames: FramesDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        require_file(self.input, "predict.input frames file")
+        with h5py.File(self.input, "r") as h5:
+            ds = require_dataset(h5, self.input, self.dataset)
+            check_frames(ds, self.input, self.dataset, self.patch_size, self.negative_tolerance, units=self.units)
+        self.frames = FramesDataset(self.input, self.dataset, self.transform)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.frames, batch_size=1, shuffle=False, num_workers=self.num_workers)
+
+
+class FramesH5Output:
+    """An output file mirroring an input frames dataset, written frame by frame, complete or absent.
+
+    Datasets ``<dataset>_<name>`` (``names`` maps model output keys to suffixes) of the input's shape
+    with the last two dims times ``scale`` (and a channel axis if an output has several channels) are
+    created at the first frame; :meth:`commit` renames the temporary file onto ``path``.
+    """
+
+    def __init__(self, path: str | Path, input_path: str | Path, dataset: str, input_shape: Sequence[int],
+                 names: Mapping[str, str] | None = None, attrs: Mapping[str, Any] | None = None,
+                 units: Mapping[str, str] | None = None, overwrite: bool = False) -> None:
+        path, input_path = Path(path), Path(input_path)
+        if input_path.exists() and path.resolve() == input_path.resolve():
+            raise ValueError(f"{path}: output must differ from the input file (the input is never modified)")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path}: output file exists; refusing to overwrite it "
+                                  "(remove it or choose another output path, predict.output=...)")
+        self.file = AtomicFile(path, overwrite=overwrite)
+        self.h5 = h5py.File(self.file.tmp, "w")
+        self.dataset, self.input_shape = dataset, tuple(input_shape)
+        self.names = dict(names or {})
+        self.units = dict(units or {})
+        self.h5.attrs["source_file"] = str(input_path)
+        self.h5.attrs["source_dataset"] = dataset
+        for k, v in (attrs or {}).items():
+            self.h5.attrs[k] = v
+        self._datasets: dict[str, h5py.Dataset] = {}
+
+    @property
+    def n_frames(self) -> int:
+        return self.input_shape[0] if len(self.input_shape) == 3 else 1
+
+    def write(self, index: int, outputs: Mapping[str, torch.Tensor]) -> None:
+        """Outputs of frame ``index``: ``{key: [C, sH, sW]}`` in physical units."""
+        for key, value in outputs.items():
+            arr = np.asarray(value.detach().float().cpu().numpy(), dtype=np.float32)
+            if arr.ndim == 3 and arr.shape[0] == 1:
+                arr = arr[0]
+            if key not in self._datasets:
+                shape = (self.n_frames, *arr.shape) if len(self.input_shape) == 3 else arr.shape
+                name = f"{self.dataset}_{self.names.get(key, key)}"
+                chunks = (1, *arr.shape) if len(self.input_shape) == 3 else None
+                self._datasets[key] = self.h5.create_dataset(name, shape, np.float32, chunks=chunks)
+                if key in self.units:
+                    self._datasets[key].attrs["units"] = self.units[key]
+            if len(self.input_shape) == 3:
+                self._datasets[key][index] = arr
+            else:
+                self._datasets[key][...] = arr
+
+    def commit(self, attrs: Mapping[str, Any] | None = None) -> Path:
+        for k, v in (attrs or {}).items():
+            self.h5.attrs[k] = v
+        self.h5.close()
+        return self.file.commit()
+
+    def abort(self) -> None:
+        try:
+            self.h5.close()
+        finally:
+            self.file.abort()
 
 
 def clean_frames(model: Callable, input_path: str | Path, output_path: str | Path, dataset: str = "data",
-                 patch_size: int = 128, offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, batch_size: int = 16,
-                 device: str | torch.device = "cpu", negative_tolerance: float = 10.0,
+                 patch_size: int = 128, offsets: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
+                 device: str | torch.device = "cpu", negative_tolerance: float | None = 10.0,
                  outputs: dict[str, str] | None = None, progress: bool = True, overwrite: bool = False,
-                 **blend_kwargs) -> Path:
-    """Remove the background of every frame of ``input_path[dataset]`` and write ``output_path``.
+                 normaliser: Normaliser | None = None, units: str = "keV") -> Path:
+    """Blended prediction of every frame of ``input_path[dataset]`` (physical units) into ``output_path``.
 
-    ``outputs`` maps model output keys to dataset suffixes (default {"signal": "signal",
-    "noise": "background"}). An existing ``output_path`` raises FileExistsError (before any work)
-    unless ``overwrite``. Returns the output path.
+    ``model`` maps patch batches to a tensor or a dict of tensors (e.g. ``{"signal", "noise"}``);
+    ``outputs`` maps its keys to dataset suffixes (default: the SAXS decomposition's
+    ``{"signal": "signal", "noise": "background"}``). ``normaliser`` is the training's per-patch
+    normalisation (None: patches as they are). An existing ``output_path`` raises FileExistsError
+    before any work unless ``overwrite``. Returns the output path.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     require_file(input_path, "input frames file")
-    if output_path.resolve() == input_path.resolve():
-        raise ValueError(f"{output_path}: output must differ from the input file (the input is never modified)")
-    if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path}: output file exists; refusing to overwrite it "
-                              "(remove it or choose another output path)")
     outputs = outputs or {"signal": "signal", "noise": "background"}
+    predictor = FramePredictor(patch_size, offsets, batch_size, normaliser)
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
     with h5py.File(input_path, "r") as src:
         ds = require_dataset(src, input_path, dataset)
-        check_frames(ds, input_path, dataset, patch_size, negative_tolerance)
-        n = ds.shape[0] if ds.ndim == 3 else 1
-        with atomic_path(output_path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as dst:
-            out_ds = {key: dst.create_dataset(f"{dataset}_{suffix}", ds.shape, np.float32,
-                                              chunks=(1, *ds.shape[-2:]) if ds.ndim == 3 else None)
-                      for key, suffix in outputs.items()}
-            bar = None
-            if progress and n > 1:
-                from rich.progress import Progress
-                bar = Progress(transient=True)
-                bar.start()
-                task = bar.add_task(f"cleaning {input_path.name}[{dataset}]", total=n)
-            try:
-                for i in range(n):
-                    frame = np.asarray(ds[i] if ds.ndim == 3 else ds[()], np.float32)
-                    pred = blend_predict(model, frame, patch_size, offsets, batch_size, device=device,
-                                         output_keys=list(outputs), where=f"{input_path} [{dataset}] frame {i}",
-                                         **blend_kwargs)
-                    for key, d in out_ds.items():
-                        arr = pred[key].numpy()
-                        if ds.ndim == 3:
-                            d[i] = arr
-                        else:
-                            d[...] = arr
-                    if bar is not None:
-                        bar.advance(task)
-            finally:
-                if bar is not None:
-                    bar.stop()
-            dst.attrs["source_file"] = str(input_path)
-            dst.attrs["source_dataset"] = dataset
-            dst.attrs["patch_size"] = patch_size
-            dst.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
-            dst.attrs["units"] = "keV"
-    return output_path
-
-
-def _scaled_offsets(patch_size: int) -> list[list[int]]:
-    """The study's offsets (for 128 x 128 patches) scaled to ``patch_size`` so the grids stay distinct."""
-    return [[int(round(v * patch_size / 128)) for v in off] for off in DEFAULT_OFFSETS]
+        check_frames(ds, input_path, dataset, patch_size, negative_tolerance, units=units)
+        out = FramesH5Output(output_path, input_path, dataset, ds.shape, names=outputs, attrs=predictor.attrs(),
+                             units={k: units for k in outputs}, overwrite=overwrite)
+        try:
+            n = ds.shape[0] if ds.ndim == 3 else 1
+            for i in track(range(n), n, f"cleaning {input_path.name}[{dataset}]", unit="frames", enabled=progress and n > 1):
+                frame = torch.from_numpy(np.asarray(ds[i] if ds.ndim == 3 else ds[()], np.float32))[None].to(device)
+                pred = predictor(model, frame, where=f"{input_path} [{dataset}] frame {i}")
+                pred = pred if isinstance(pred, dict) else {"output": pred}
+                out.write(i, {k: pred[k] for k in outputs})
+        except BaseException:
+            out.abort()
+            raise
+        return out.commit({"units": units})
 
 
 def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Load the ``state_dict`` of a Lightning checkpoint into ``model`` (``weights_only=True``).
 
-    A checkpoint of another architecture (other backend or widths) raises a ValueError naming the
-    checkpoint and the differing tensors.
+    A checkpoint of another architecture raises a ValueError naming the checkpoint and the differing
+    tensors (before any prediction starts).
     """
     ckpt_path = Path(ckpt_path)
     try:
@@ -150,35 +275,3 @@ def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
                          "use the experiment and model overrides (e.g. model.net.backend, model.net.features) "
                          "the checkpoint was trained with")
     model.load_state_dict(state, strict=True)
-
-
-def predict_frames(model: torch.nn.Module, cfg, output_dir: str | Path) -> Path:
-    """``mode=predict`` with ``predict.input``: load ``cfg.ckpt_path`` and clean the frames of the file.
-
-    Config keys (``predict:``): ``input``, ``dataset``, ``output`` (default
-    ``<output_dir>/<input stem>_cleaned.h5``; a relative name is placed in ``output_dir``; an existing
-    file is never overwritten), ``batch_size``, ``patch_size`` (default ``data.patch_size`` or 128),
-    ``offsets`` (default the study's, scaled to the patch size), ``device`` (default cpu),
-    ``negative_tolerance`` (keV, default 10).
-    """
-    p = cfg.predict
-    input_path = Path(p.input)
-    require_file(input_path, "predict.input frames file")
-    name = p.get("output") or f"{input_path.stem}_cleaned.h5"
-    output_path = Path(name) if Path(name).is_absolute() else Path(output_dir) / name
-    if output_path.exists():
-        raise FileExistsError(f"{output_path}: output file exists; refusing to overwrite it "
-                              "(remove it or choose another predict.output)")
-    if not (cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file()):
-        raise FileNotFoundError(f"ckpt_path={cfg.get('ckpt_path')}: no such checkpoint file")
-    patch_size = p.get("patch_size") or (cfg.get("data") or {}).get("patch_size") or 128
-    patch_size = int(patch_size)
-    offsets = p.get("offsets")
-    offsets = [[int(v) for v in off] for off in offsets] if offsets else _scaled_offsets(patch_size)
-    load_module_weights(model, cfg.ckpt_path)
-    out = clean_frames(model, input_path, output_path, dataset=str(p.get("dataset") or "data"),
-                       patch_size=patch_size, offsets=offsets, batch_size=int(p.get("batch_size") or 16),
-                       device=p.get("device") or "cpu",
-                       negative_tolerance=float(p.get("negative_tolerance", 10.0)), overwrite=False)
-    logging.getLogger("lit_sr").info("Wrote cleaned frames (keV) to %s", out)
-    return out
