@@ -14,13 +14,14 @@ import torch
 from conftest import TINY, calo_overrides, compose_config, run_py
 from lit_sr.cli import run
 from lit_sr.models.classifier import load_frozen_classifier
+from lit_sr.nets.classifier import CNNClassifier
 
 # Tiny nets: seconds per run on one CPU core.
-TINY_CLASSIFIER = ["model.channels=[8]", "model.feature_dim=16"]
+TINY_CLASSIFIER = ["model.net.channels=[8]", "model.net.feature_dim=16"]
 TINY_GAN = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.growth_channels=8",
             "model.critic.channels=[8,8,8,8,8,8]", "model.critic.hidden=16"]
 # calo_srgan's own classifier pre-training, tiny
-TINY_PRETRAIN = ["classifier.model.channels=[8]", "classifier.model.feature_dim=16",
+TINY_PRETRAIN = ["classifier.model.net.channels=[8]", "classifier.model.net.feature_dim=16",
                  "classifier.trainer.max_epochs=1", "classifier.trainer.limit_train_batches=3",
                  "+classifier.trainer.limit_val_batches=2"]
 PRETRAIN_LOG = "No classifier checkpoint given (model.classifier_ckpt=null): training one first"
@@ -47,8 +48,13 @@ def classifier_ckpt(calo_data_dir, tmp_path_factory) -> Path:
     return ckpt
 
 
+def _tiny_classifier():
+    return CNNClassifier(channels=(8,), feature_dim=16)
+
+
 def test_calo_classifier_experiment_checkpoint_loads_frozen(classifier_ckpt):
-    net = load_frozen_classifier(str(classifier_ckpt), domain="calorimeter", image_size=24)
+    net = load_frozen_classifier(str(classifier_ckpt), _tiny_classifier(), class_names=["photon", "pion"],
+                                 image_size=24)
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert net.input_transform is not None and net.image_size == 24
     assert net.features(torch.rand(2, 1, 24, 24)).shape == (2, 16)
@@ -67,7 +73,7 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
     assert sum(PRETRAIN_LOG in r.getMessage() for r in caplog.records) == 1
     clf = run_dir / "classifier" / "classifier.ckpt"
     assert clf.is_file()
-    load_frozen_classifier(str(clf), image_size=24)
+    load_frozen_classifier(str(clf), _tiny_classifier(), image_size=24)
     m = _metrics(run_dir)
     assert value == pytest.approx(m["test/barycentre_res_cm/sr"], rel=1e-5)
     for stage in ("val", "test"):
@@ -94,7 +100,7 @@ def test_calo_srgan_file_without_impact_trains_with_a_note(calo_data_dir, classi
             fout.create_dataset(key, data=fin[key][:])
     caplog.set_level(logging.INFO)
     cfg = compose_config(["experiment=calo_srgan", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                          "trainer.devices=1", *TINY_GAN, f"data.file={user}",
+                          "trainer.devices=1", *TINY_GAN, *TINY_PRETRAIN, f"data.file={user}",
                           f"model.classifier_ckpt={classifier_ckpt}"], tmp_path)
     run(cfg)
     notes = [r.getMessage() for r in caplog.records if "has no impact_cm" in r.getMessage()]
@@ -106,18 +112,15 @@ def test_calo_srgan_file_without_impact_trains_with_a_note(calo_data_dir, classi
 
 
 def test_calo_srgan_wrong_classifier_checkpoint_is_named(calo_data_dir, classifier_ckpt, tmp_path):
-    ckpt = torch.load(classifier_ckpt, map_location="cpu", weights_only=False)
-    ckpt["hyper_parameters"]["domain"] = "saxs"
-    wrong_domain = tmp_path / "saxs_classifier.ckpt"
-    torch.save(ckpt, wrong_domain)
-    ckpt["hyper_parameters"]["domain"] = "calorimeter"
-    ckpt["hyper_parameters"]["channels"] = [16]  # weights of [8] under an architecture of [16]
-    wrong_arch = tmp_path / "wrong_arch.ckpt"
-    torch.save(ckpt, wrong_arch)
-    for path, found in [(wrong_domain, "domain='saxs'"), (wrong_arch, "state dict")]:
+    ckpt = torch.load(classifier_ckpt, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["class_names"] = ["no_sub", "cdm", "vortex"]  # a lensing classifier's
+    wrong_task = tmp_path / "lensing_classifier.ckpt"
+    torch.save(ckpt, wrong_task)
+    for path, extra, found in [(wrong_task, [], "class_names=['no_sub', 'cdm', 'vortex']"),
+                               (classifier_ckpt, ["classifier.model.net.channels=[16]"], "state dict")]:
         cfg = compose_config(["experiment=calo_srgan", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                              *TINY_GAN, f"model.classifier_ckpt={path}"], tmp_path)
-        with pytest.raises(Exception, match="not a usable photon/pion classifier checkpoint") as err:
+                              *TINY_GAN, *TINY_PRETRAIN, *extra, f"model.classifier_ckpt={path}"], tmp_path)
+        with pytest.raises(Exception, match="not a usable classifier checkpoint") as err:
             run(cfg)
         assert str(path) in str(err.value) and found in str(err.value)
 

@@ -1,5 +1,8 @@
 """OmegaConf resolvers the configs use, registered when :mod:`lit_sr` is imported.
 
+``${lit_sr.div:a,b}`` / ``${lit_sr.mul:a,b}`` derive sizes from others (e.g. the SR scale from the HR
+and LR image sizes), so no yaml holds a number computed by hand.
+
 ``${lit_sr.cwd:}`` is the launch directory. ``${hydra:runtime.cwd}`` gives the same in a job but is
 not set when Hydra's sweeper resolves ``hydra.sweep.dir`` before the first job of a ``-m`` run, so
 ``python run.py -m ...`` failed with "HydraConfig was not set" when the paths used it.
@@ -23,6 +26,30 @@ def _register(name: str, fn) -> None:
         OmegaConf.register_new_resolver(name, fn)
 
 
+def _exact_div(a: int, b: int) -> int:
+    """``${lit_sr.div:24,6}`` -> 4; refuses a non-integer ratio (sizes that must divide)."""
+    a, b = int(a), int(b)
+    if b == 0 or a % b:
+        raise ValueError(f"lit_sr.div: {a} is not a multiple of {b}")
+    return a // b
+
+
+def _mul(*values: float) -> float | int:
+    """``${lit_sr.mul:6,4}`` -> 24 (ints stay ints)."""
+    out: float | int = 1
+    for v in values:
+        out = out * v
+    return out
+
+
+def _num_logits(class_names) -> int:
+    """``${lit_sr.num_logits:${..class_names}}``: 1 logit for two classes (binary), else one per class."""
+    n = len(class_names)
+    return 1 if n == 2 else n
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("lit_sr.cwd"):
-        _register("lit_sr.cwd", os.getcwd)
+    for name, fn in (("lit_sr.cwd", os.getcwd), ("lit_sr.div", _exact_div), ("lit_sr.mul", _mul),
+                     ("lit_sr.num_logits", _num_logits)):
+        if not OmegaConf.has_resolver(name):
+            _register(name, fn)
