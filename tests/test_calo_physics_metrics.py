@@ -1,6 +1,5 @@
 """Analytic checks of the calorimeter physics metrics."""
 
-import math
 
 import matplotlib.figure
 import pytest

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from conftest import TINY, calo_overrides, compose_config, run_py
-from lit_sr.cli import instantiate_list, run
+from lit_sr.cli import run
 
 TINY_RRDB = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.growth_channels=8"]
 

@@ -3,7 +3,7 @@
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lit_sr.models.classifier import ClassifierModule, load_frozen_classifier
 from lit_sr.nets.classifier import CNNClassifier

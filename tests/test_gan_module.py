@@ -1,12 +1,10 @@
 """GANSRModule on the adversarial engine: each adversarial loss and penalty; step counting; pre-training;
 EMA; the energy-conserving generator; a critic conditioned on the LR input."""
 
-import copy
 
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.transforms import IntensityTransform
