@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -40,8 +41,9 @@ from lit_sr.data.validate import DataFileError, require_file
 log = logging.getLogger("lit_sr")
 
 SPLITS = ("train", "val", "test")
-# h5py chunk cache per open file, for files read lazily batch by batch.
-CHUNK_CACHE_BYTES = 256 * 1024**2
+# h5py chunk cache per open dataset, and our cache of decoded chunks, for files read lazily.
+CHUNK_CACHE_BYTES = 64 * 1024**2
+LAZY_CACHE_BYTES = 256 * 1024**2
 
 BatchBuilder = Callable[[Mapping[str, np.ndarray], np.ndarray, "np.random.Generator | None"], dict]
 
@@ -79,12 +81,20 @@ class LitSRDataModule(L.LightningDataModule):
         self.splits: dict[str, Dataset] = {}
 
     def dataloader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        """A loader of ``splits[split]``. A lazily read HDF5 split is shuffled chunk-wise
+        (:class:`ChunkShuffleSampler`); one held in memory is preloaded here, before workers start."""
         ds = self.splits[split]
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         batched = callable(getattr(ds, "__getitems__", None))
-        return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=self.num_workers,
+        sampler = None
+        if isinstance(ds, H5RowsDataset):
+            if ds.in_memory:
+                ds.preload()  # forked workers share these arrays instead of reading their own copies
+            elif shuffle:
+                sampler, shuffle = ChunkShuffleSampler(len(ds), ds.chunk_rows()), False
+        return DataLoader(ds, batch_size=bs, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
-                          drop_last=shuffle and len(ds) > bs, collate_fn=pass_batch if batched else None)
+                          drop_last=split == "train" and len(ds) > bs, collate_fn=pass_batch if batched else None)
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", True)
@@ -112,21 +122,33 @@ class LitSRDataModule(L.LightningDataModule):
 
 
 class OpenH5File:
-    """An HDF5 handle opened on first use in each process and kept open (its chunk cache with it)."""
+    """An HDF5 file and its datasets, opened on first use in each process and kept open.
+
+    Keeping the *dataset* objects open matters: HDF5's chunk cache belongs to an open dataset, so
+    ``file[name]`` per batch (a new dataset handle each time) decompresses every touched chunk again.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._h5: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._pid: int | None = None
 
     def get(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=100_003)
+            self._datasets = {}
             self._pid = os.getpid()
         return self._h5
 
+    def dataset(self, name: str) -> h5py.Dataset:
+        h5 = self.get()
+        if name not in self._datasets:
+            self._datasets[name] = h5[name]
+        return self._datasets[name]
+
     def __getstate__(self) -> dict:  # an open handle cannot cross into a worker process
-        return {"path": self.path, "_h5": None, "_pid": None}
+        return {"path": self.path, "_h5": None, "_datasets": {}, "_pid": None}
 
 
 class H5RowsDataset(Dataset):
@@ -137,9 +159,10 @@ class H5RowsDataset(Dataset):
     (vectorised transforms and augmentation). ``rng`` is a stream that differs per DDP rank and per
     DataLoader worker and changes every epoch in workers (None when ``augment`` is off).
 
-    A split whose fields fit in ``max_memory_mb`` is read into memory on first use, in the process
-    that reads (chunks decompressed once); larger splits are read batch by batch with one sorted read
-    per dataset from a handle kept open.
+    A split whose fields fit in ``max_memory_mb`` is read into memory once (chunk by chunk straight into
+    the final arrays; :meth:`preload` does it in the main process so forked DataLoader workers share
+    it); larger splits are read lazily from a handle kept open, whole chunks at a time (pair them with
+    :class:`ChunkShuffleSampler` so a batch touches few chunks).
     """
 
     def __init__(self, path: str | Path, rows: Sequence[int], fields: Sequence[str], builder: BatchBuilder,
@@ -152,6 +175,8 @@ class H5RowsDataset(Dataset):
         self.seed = int(seed)
         self.max_memory_mb = float(max_memory_mb)
         self._cache: dict[str, np.ndarray] | None = None
+        self._chunks: OrderedDict | None = None  # lazy path: decoded chunks, per process
+        self._chunks_pid: int | None = None
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple | None = None
 
@@ -164,7 +189,9 @@ class H5RowsDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_cache"] = None  # each worker fills its own (see the class docstring)
+        if not state["_cache"]:
+            state["_cache"] = None  # lazy, or not read yet: each process decides and reads for itself
+        state["_chunks"] = None
         return state
 
     def _generator(self) -> np.random.Generator | None:
@@ -183,11 +210,27 @@ class H5RowsDataset(Dataset):
         return sum(h5[n].dtype.itemsize * int(np.prod(h5[n].shape[1:], dtype=np.int64)) for n in self.fields) \
             * len(self.indices)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether this split is (or will be) held in memory (decided by ``max_memory_mb``)."""
+        return self.nbytes() <= self.max_memory_mb * 1024**2
+
+    def chunk_rows(self) -> int:
+        """Samples per HDF5 chunk along the sample axis (1 if unchunked)."""
+        ds = self.file.get()[self.fields[0]]
+        return int(ds.chunks[0]) if ds.chunks else 1
+
+    def preload(self) -> None:
+        """Read the split into memory now if it fits (e.g. in the main process before DataLoader workers
+        fork, so they share the arrays instead of each reading its own copy)."""
+        if self._cache is None:
+            self._fill_cache()
+
     def _fill_cache(self) -> None:
-        h5 = self.file.get()
-        if self.nbytes() > self.max_memory_mb * 1024**2:
+        if not self.in_memory:
             self._cache = {}
             return
+        h5 = self.file.get()
         lo, hi = int(self.indices.min()), int(self.indices.max()) + 1
         cache = {}
         for name in self.fields:
@@ -195,36 +238,89 @@ class H5RowsDataset(Dataset):
             out = np.empty((len(self.indices), *ds.shape[1:]), dtype=ds.dtype)
             # read chunk-sized row ranges straight into the output: no second copy of the split
             step = max(1, (ds.chunks or (4096,))[0])
-            for start in range(lo, hi, step):
-                stop = min(start + step, hi)
-                sel = (self.indices >= start) & (self.indices < stop)
-                if sel.any():
-                    out[sel] = ds[start:stop][self.indices[sel] - start]
+            for start in range(lo - lo % step, hi, step):
+                a, b = np.searchsorted(self.indices, [start, start + step])  # indices are sorted
+                if b > a:
+                    out[a:b] = ds[start:min(start + step, hi)][self.indices[a:b] - start]
             cache[name] = out
         self._cache = cache
-        self._position = {int(r): k for k, r in enumerate(self.indices)}
 
-    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The given file rows of every field (in the given order)."""
+    def read(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Every field at the given positions of the split (in the given order)."""
         if self._cache is None:
             self._fill_cache()
         if self._cache:
-            pos = np.fromiter((self._position[int(r)] for r in rows), dtype=np.int64, count=len(rows))
-            return {n: self._cache[n][pos] for n in self.fields}
-        h5 = self.file.get()
-        order = np.argsort(rows, kind="stable")
-        unique_rows, inverse = np.unique(rows[order], return_inverse=True)
-        restore = np.empty_like(order)
-        restore[order] = np.arange(len(order))
-        return {n: h5[n][unique_rows][inverse][restore] for n in self.fields}
+            return {n: self._cache[n][positions] for n in self.fields}
+        return self._read_chunks(self.indices[positions])
+
+    def _read_chunks(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Lazy read: every touched chunk is decompressed once into a small LRU of decoded chunks (all
+        fields of a chunk together, ``LAZY_CACHE_BYTES`` at most), then the rows are picked in numpy:
+        far cheaper than an h5py point selection of scattered rows, which inflates a chunk per row."""
+        step = self.chunk_rows()
+        chunk_of = rows // step
+        out = {name: np.empty((len(rows), *self.file.dataset(name).shape[1:]), self.file.dataset(name).dtype)
+               for name in self.fields}
+        for c in np.unique(chunk_of):
+            chunk = self._decoded_chunk(int(c), step)
+            sel = chunk_of == c
+            local = rows[sel] - int(c) * step
+            for name in self.fields:
+                out[name][sel] = chunk[name][local]
+        return out
+
+    def _decoded_chunk(self, c: int, step: int) -> dict[str, np.ndarray]:
+        if self._chunks is None or self._chunks_pid != os.getpid():
+            self._chunks, self._chunks_pid = OrderedDict(), os.getpid()
+        if c in self._chunks:
+            self._chunks.move_to_end(c)
+            return self._chunks[c]
+        chunk = {name: self.file.dataset(name)[c * step:(c + 1) * step] for name in self.fields}
+        self._chunks[c] = chunk
+        size = sum(a.nbytes for a in chunk.values())
+        while len(self._chunks) > 1 and size * len(self._chunks) > LAZY_CACHE_BYTES:
+            self._chunks.popitem(last=False)
+        return chunk
 
     def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        rows = self.indices[np.asarray(positions, dtype=np.int64)]
-        return self.builder(self.read(rows), rows, self._generator())
+        positions = np.asarray(positions, dtype=np.int64)
+        return self.builder(self.read(positions), self.indices[positions], self._generator())
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         """One sample (the batch of one, without its batch axis)."""
         return {k: v[0] for k, v in self.__getitems__([position]).items()}
+
+
+class ChunkShuffleSampler(torch.utils.data.Sampler[int]):
+    """Shuffled order that reads an HDF5 file chunk by chunk: windows of ``window`` consecutive chunks (in
+    a random order of windows) with the samples of each window shuffled together.
+
+    A batch then touches at most ``window`` chunks instead of one chunk per sample, so lazily read data
+    (larger than memory) costs one decompression per chunk per epoch. Samples mix within windows of
+    ``window * chunk_rows`` consecutive rows; the simulators write shuffled events, so classes and
+    parameters are mixed in every window. A fresh order every epoch (``set_epoch`` or the global torch
+    RNG, as RandomSampler).
+    """
+
+    def __init__(self, n: int, chunk_rows: int, window: int = 8, seed: int | None = None) -> None:
+        self.n, self.chunk_rows, self.window = int(n), max(1, int(chunk_rows)), max(1, int(window))
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if self.seed is None:
+            g = np.random.default_rng(int(torch.empty((), dtype=torch.int64).random_().item()))
+        else:
+            g = np.random.default_rng([self.seed, self.epoch])
+        span = self.chunk_rows * self.window
+        starts = np.arange(0, self.n, span)
+        for start in g.permutation(starts):
+            yield from (start + g.permutation(min(span, self.n - start))).tolist()
 
 
 class SimulatedH5DataModule(LitSRDataModule):

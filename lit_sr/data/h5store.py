@@ -178,8 +178,8 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
     """Write simulated samples, arriving as blocks of arrays, atomically to ``path``.
 
     ``n``: samples of the file (one group) or ``{group: samples}``. ``shapes`` gives per-sample shapes
-    the schema leaves open (None). Every field is created before the first block (so an empty group
-    still has its datasets), chunked along the sample axis (``chunk_rows`` samples per chunk) and,
+    the schema leaves open (None). Required fields are created before the first block (so an empty
+    group still has its datasets), optional ones when a block first carries them; all are chunked along the sample axis (``chunk_rows`` samples per chunk) and,
     unless ``compression=None``, gzip-compressed with the shuffle filter. A block holds arrays for any
     subset of fields; each field is appended in order. ``attrs`` (simulator, version, seed, config, ...;
     dicts and lists stored as JSON) are written, then ``complete = True`` last. The file appears at
@@ -189,24 +189,32 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
     shapes = dict(shapes or {})
     counts = dict(n) if isinstance(n, Mapping) else {group: int(n) for group in {f.group for f in schema.fields}}
     total = sum(counts.values())
+    opts = dict(compression="gzip", compression_opts=4, shuffle=True) if compression == "gzip" else {}
+
+    def create(h5: h5py.File, f: Field, shape: tuple[int, ...]) -> None:
+        rows = counts.get(f.group, 0)
+        ds = h5.create_dataset(f.name, shape=(rows, *shape), dtype=f.dtype,
+                               chunks=(min(rows, chunk_rows), *shape) if rows else None, **(opts if rows else {}))
+        if f.units:
+            ds.attrs["units"] = f.units
+
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         cursor: dict[str, int] = {}
-        for f in schema.fields:
-            shape = tuple(shapes.get(f.name, f.shape))
-            if any(s is None for s in shape):
-                raise ValueError(f"write_h5: the per-sample shape of {f.name!r} is open ({f.shape}); pass shapes=")
-            rows = counts.get(f.group, 0)
-            opts = dict(compression="gzip", compression_opts=4, shuffle=True) if compression == "gzip" else {}
-            ds = h5.create_dataset(f.name, shape=(rows, *shape), dtype=f.dtype,
-                                   chunks=(min(rows, chunk_rows), *shape) if rows else None, **(opts if rows else {}))
-            if f.units:
-                ds.attrs["units"] = f.units
-            cursor[f.name] = 0
+        for f in schema.fields:  # required fields exist even when their group is empty
+            if f.required:
+                shape = tuple(shapes.get(f.name, f.shape))
+                if any(s is None for s in shape):
+                    raise ValueError(f"write_h5: the per-sample shape of {f.name!r} is open ({f.shape}); pass shapes=")
+                create(h5, f, shape)
+                cursor[f.name] = 0
         for block in track(blocks, total, description or f"writing {path.name}", unit="samples", enabled=progress,
                            weight=lambda b: len(next(iter(b.values())))):
             for name, arr in block.items():
                 if name not in cursor:
-                    raise ValueError(f"simulated block has {name!r}, which is not in the schema {schema.names}")
+                    if name not in schema.names:
+                        raise ValueError(f"simulated block has {name!r}, which is not in the schema {schema.names}")
+                    create(h5, schema[name], tuple(np.asarray(arr).shape[1:]))  # optional, created when first given
+                    cursor[name] = 0
                 ds = h5[name]
                 start = cursor[name]
                 stop = start + len(arr)

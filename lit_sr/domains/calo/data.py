@@ -53,41 +53,45 @@ class CaloBatchBuilder:
 
     def __call__(self, raw: Mapping[str, np.ndarray], rows: np.ndarray,
                  rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        hr = torch.from_numpy(np.asarray(raw["hr"], dtype=np.float32))[:, None]
-        lr = torch.from_numpy(np.asarray(raw["lr"], dtype=np.float32))[:, None]
-        impact = torch.from_numpy(np.array(raw["impact_cm"], dtype=np.float32)) if "impact_cm" in raw else None
+        hr = np.asarray(raw["hr"], dtype=np.float32)[:, None]
+        lr = np.asarray(raw["lr"], dtype=np.float32)[:, None]
+        impact = np.array(raw["impact_cm"], dtype=np.float32) if "impact_cm" in raw else None
         if self.augment and rng is not None:
-            flips = torch.from_numpy(rng.integers(0, 2, size=(len(rows), 3)).astype(bool))
-            hr, lr, impact = _d4(hr, lr, impact, flips)
-        batch = {"input": self.transform(lr.contiguous()), "target": self.transform(hr.contiguous()),
+            flips = rng.integers(0, 2, size=(len(rows), 3)).astype(bool)
+            hr, lr, impact = d4_augment(hr, lr, impact, flips)
+        # numpy above, one torch op per image below: small batches stay cheap even where torch's
+        # thread pool competes with other processes
+        batch = {"input": self.transform(torch.from_numpy(np.ascontiguousarray(lr))),
+                 "target": self.transform(torch.from_numpy(np.ascontiguousarray(hr))),
                  "index": torch.from_numpy(rows.astype(np.int64))}
         if "label" in raw:
             batch["label"] = torch.from_numpy(np.asarray(raw["label"]).astype(np.int64))
         if impact is not None:
-            batch["impact_cm"] = impact
+            batch["impact_cm"] = torch.from_numpy(impact)
         if "energy_gev" in raw:
             batch["energy_gev"] = torch.from_numpy(np.asarray(raw["energy_gev"], dtype=np.float32))
         return batch
 
 
-def _d4(hr: torch.Tensor, lr: torch.Tensor, impact: torch.Tensor | None,
-        flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def d4_augment(hr: np.ndarray, lr: np.ndarray, impact: np.ndarray | None,
+               flips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-event transposition (x <-> y), then column flip (x -> -x), then row flip (y -> -y).
 
-    ``flips`` [B, 3] bool holds (flip_x, flip_y, transpose) per event: the order the draws are made in.
+    Images [B, 1, H, W]; ``impact`` [B, 2] (x, y) cm; ``flips`` [B, 3] bool holds (flip_x, flip_y,
+    transpose) per event: the order the draws are made in.
     """
     flip_x, flip_y, transpose = flips[:, 0], flips[:, 1], flips[:, 2]
 
-    def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+    def where(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(mask.reshape(-1, *([1] * (a.ndim - 1))), a, b)
 
-    hr, lr = where(transpose, hr.transpose(-1, -2), hr), where(transpose, lr.transpose(-1, -2), lr)
-    hr, lr = where(flip_x, hr.flip(-1), hr), where(flip_x, lr.flip(-1), lr)
-    hr, lr = where(flip_y, hr.flip(-2), hr), where(flip_y, lr.flip(-2), lr)
+    hr, lr = where(transpose, hr.swapaxes(-1, -2), hr), where(transpose, lr.swapaxes(-1, -2), lr)
+    hr, lr = where(flip_x, hr[..., ::-1], hr), where(flip_x, lr[..., ::-1], lr)
+    hr, lr = where(flip_y, hr[..., ::-1, :], hr), where(flip_y, lr[..., ::-1, :], lr)
     if impact is not None:
-        impact = where(transpose, impact.flip(-1), impact)
-        sign = torch.stack([1.0 - 2.0 * flip_x.float(), 1.0 - 2.0 * flip_y.float()], dim=1)
-        impact = impact * sign
+        impact = where(transpose, impact[:, ::-1], impact)
+        sign = np.stack([1.0 - 2.0 * flip_x, 1.0 - 2.0 * flip_y], axis=1).astype(np.float32)
+        impact = np.ascontiguousarray(impact * sign)
     return hr, lr, impact
 
 
