@@ -190,3 +190,16 @@ def test_optuna_search_space_composes(tmp_path):
     assert cfg.optimized_metric == "val/psnr" and cfg.monitor.metric == "val/psnr"
     assert "model.optimizer.lr" in cfg.hydra.sweeper.params
     assert cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_progress_lines_without_a_terminal(calo_data_dir, tmp_path):
+    """stdout to a file (as under SLURM or CI): plain progress lines replace the Rich bar."""
+    args = [a for a in _calo_rrdb(calo_data_dir) if not a.startswith("callbacks.rich_progress_bar")]
+    res = run_py([*args, f"paths.root_dir={tmp_path}", "callbacks.rich_progress_bar.every_n_steps=2",
+                  "test_after_training=false"], cwd=tmp_path, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:]
+    lines = [line for line in res.stdout.splitlines() if "lit_sr" in line and " step " in line]
+    assert any("epoch 0 step 2/6 (33 %)" in line and "it/s" in line and "ETA" in line and "train/loss=" in line
+               for line in lines), res.stdout[-3000:]
+    assert any("epoch 1 step 6/6 (100 %)" in line for line in lines)
+    assert any("validation after epoch 1 step 6: " in line and "val/psnr=" in line for line in res.stdout.splitlines())
