@@ -141,6 +141,18 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
     return [instantiate(sub) for sub in node.values() if sub is not None and "_target_" in sub]
 
 
+def resume_in_place(cfg: DictConfig, output_dir: Path) -> None:
+    """``resume: auto``: a training job started again in a folder that holds ``checkpoints/last.ckpt`` (a
+    requeued SLURM job, a re-run after preemption) continues from it instead of starting over."""
+    if cfg.mode != "train" or cfg.get("ckpt_path") or cfg.get("resume", "auto") != "auto":
+        return
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("Resuming from %s (found in this run's folder; resume=never starts over)", last)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+
+
 def check_mode(cfg: DictConfig) -> None:
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r} is not a mode; expected one of {', '.join(MODES)}")
@@ -201,6 +213,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
         L.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(
         cfg.paths.output_dir)
+    resume_in_place(cfg, output_dir)
     prepare_wandb(cfg)
     prepare_components(cfg)
     print_config(cfg, output_dir)

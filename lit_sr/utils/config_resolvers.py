@@ -48,8 +48,40 @@ def _num_logits(class_names) -> int:
     return 1 if n == 2 else n
 
 
+def _loader_workers(accelerator: str, devices) -> int:
+    """``${lit_sr.loader_workers:${trainer.accelerator},${trainer.devices}}``: DataLoader workers per rank.
+
+    0 on CPU (workers would compete with the training step for the same cores); on GPUs the CPUs of
+    this task (SLURM_CPUS_PER_TASK) or of the machine shared by the ranks, minus one for the rank
+    itself, at most 8.
+    """
+    if str(accelerator) not in ("gpu", "cuda", "mps", "auto"):
+        return 0
+    if str(accelerator) == "auto":
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return 0
+        except ImportError:
+            return 0
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK")
+    try:
+        n_dev = max(1, int(devices))
+    except (TypeError, ValueError):  # "auto" or a list of ids
+        n_dev = 1
+    cpus = int(per_task) if per_task else (os.cpu_count() or 1) // n_dev
+    return max(0, min(8, cpus - 1))
+
+
+def _on_gpu(accelerator: str) -> bool:
+    """``${lit_sr.on_gpu:${trainer.accelerator}}``: pin host memory only when batches go to a GPU."""
+    return str(accelerator) in ("gpu", "cuda")
+
+
 def register_resolvers() -> None:
     for name, fn in (("lit_sr.cwd", os.getcwd), ("lit_sr.div", _exact_div), ("lit_sr.mul", _mul),
-                     ("lit_sr.num_logits", _num_logits)):
+                     ("lit_sr.num_logits", _num_logits), ("lit_sr.loader_workers", _loader_workers),
+                     ("lit_sr.on_gpu", _on_gpu)):
         if not OmegaConf.has_resolver(name):
             _register(name, fn)
