@@ -159,3 +159,32 @@ def test_stretch_transform_matches_the_paper_formulas_and_inverts(stretch):
     assert t(torch.tensor([5.0, -1.0])).tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="stretch must be"):
         StretchTransform(1.0, "gamma")
+
+
+@pytest.mark.slow
+def test_gpu_fast_path_options_compile_and_channels_last_on_cpu(tmp_path):
+    """model.compile compiles the net in place (same state-dict keys, same outputs); model.channels_last
+    puts weights and batches in NHWC. Both train a few steps on CPU."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from lit_sr.models.supervised import SupervisedSRModule
+
+    torch.manual_seed(0)
+    data = [{"input": torch.rand(1, 6, 6), "target": torch.rand(1, 12, 12)} for _ in range(8)]
+    ref = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2)
+    module = SupervisedSRModule(RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2), scale=2,
+                                data_range=1.0, compile=True, channels_last=True)
+    module.net.load_state_dict(ref.state_dict())
+    keys = list(module.state_dict())
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    assert module.net._compiled_call_impl is not None and list(module.state_dict()) == keys
+    conv = module.net.conv_first.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 1, 6, 6)
+    ref.load_state_dict(module.net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(module.net(x), ref(x), rtol=1e-4, atol=1e-5)

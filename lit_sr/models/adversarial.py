@@ -79,15 +79,20 @@ class AdversarialModule(LitSRModule):
         ema_decay: keep an EMA of the generator for evaluation and sampling (None: off).
         gradient_clip_val / gradient_clip_algorithm: clipping applied by hand before each step.
         ddp_step: 'toggle' or 'touch' (see the module docstring).
+        channels_last / compile: the GPU fast path (see :meth:`LitSRModule.configure_model`; compiles the
+            generator and the critic).
     """
+
+    compile_targets = ("net", "critic")
 
     def __init__(self, net: nn.Module, critic: nn.Module, adversarial_loss: str | AdversarialLoss = "wgan-gp",
                  penalty: str = "auto", gp_weight: float = 10.0, drift_weight: float = 0.0,
                  generator_optimizer: OptimizerFactory | None = None, critic_optimizer: OptimizerFactory | None = None,
                  n_critic: int = 1, generator_adversarial_weight: float = 1.0, critic_adversarial_weight: float = 1.0,
                  pretrain_steps: int = 0, ema_decay: float | None = None, gradient_clip_val: float | None = None,
-                 gradient_clip_algorithm: str = "norm", ddp_step: str = "toggle") -> None:
-        super().__init__(optimizer=generator_optimizer)
+                 gradient_clip_algorithm: str = "norm", ddp_step: str = "toggle", channels_last: bool = False,
+                 compile: bool | dict = False) -> None:
+        super().__init__(optimizer=generator_optimizer, channels_last=channels_last, compile=compile)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         if penalty not in PENALTIES:

@@ -94,10 +94,15 @@ class LitSRModule(L.LightningModule):
     """
 
     frame_predictor: Callable | None = None
+    #: submodules that ``compile=true`` compiles (subclasses with several trained nets extend it)
+    compile_targets: tuple[str, ...] = ("net",)
 
     def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch") -> None:
+                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
+                 channels_last: bool = False, compile: bool | Mapping[str, Any] = False) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
+        self.compile_options = dict(compile) if isinstance(compile, Mapping) else ({} if compile else None)
         self._optimizer_factory = optimizer
         self._scheduler_factory = scheduler
         self._scheduler_monitor = scheduler_monitor
@@ -107,6 +112,27 @@ class LitSRModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self.parameters(), self._optimizer_factory, self._scheduler_factory,
                                self._scheduler_monitor, self._scheduler_interval)
+
+    # ------------------------------------------------------------------ GPU fast path
+    def configure_model(self) -> None:
+        """``channels_last``: NHWC weights (and batches, see ``on_after_batch_transfer``), what tensor cores
+        want for convolutions; ``compile``: ``torch.compile`` the trained nets in place (their state dict
+        keys stay the same, so checkpoints are interchangeable with uncompiled runs)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_options is not None and not getattr(self, "_compiled", False):
+            for name in self.compile_targets:
+                module = getattr(self, name, None)
+                if isinstance(module, nn.Module):
+                    module.compile(**self.compile_options)
+            self._compiled = True
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.channels_last and isinstance(batch, dict):
+            batch = {k: v.contiguous(memory_format=torch.channels_last)
+                     if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v
+                     for k, v in batch.items()}
+        return batch
 
     # ------------------------------------------------------------------ EMA
     def init_ema(self, net: nn.Module, decay: float | None) -> None:

@@ -40,8 +40,9 @@ class ClassifierModule(LitSRModule):
     def __init__(self, net: nn.Module, class_names: Sequence[str] = ("0", "1"), image_size: int | None = None,
                  image_key: str = "target", transform: nn.Module | None = None,
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch") -> None:
-        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
+                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
+                 channels_last: bool = False, compile: bool | dict = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         class_names = [str(c) for c in class_names]
         if len(class_names) < 2:
             raise ValueError(f"a classifier needs at least two class names, got {class_names}")

@@ -53,8 +53,9 @@ class DecompositionModule(LitSRModule):
                  scheduler: SchedulerFactory | None = None, scheduler_monitor: str | None = "val/loss",
                  scheduler_interval: str = "epoch", hit_threshold: float = 0.05, median_k: float = 5.0,
                  median_size: int = 3, data_range: float = 1.0, loss: str = "l1",
-                 warmup_loss: str | None = None, warmup_epochs: int = 0, units: str = "") -> None:
-        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
+                 warmup_loss: str | None = None, warmup_epochs: int = 0, units: str = "",
+                 channels_last: bool = False, compile: bool | dict = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         if loss not in ("l1", "mse"):
             raise ValueError(f"decomposition loss must be 'l1' (the study's) or 'mse', got {loss!r}")
         if warmup_loss not in (None, "l1", "mse"):

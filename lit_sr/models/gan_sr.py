@@ -53,14 +53,16 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
                  pixel_weight: float = 0.0, critic_adversarial_weight: float = 10.0, penalty: str = "auto",
                  gp_weight: float = 10.0, drift_weight: float = 0.0, pretrain_steps: int = 0,
                  gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
-                 condition_on_input: bool = False, ddp_step: str = "toggle", classifier_ckpt: str | None = None) -> None:
+                 condition_on_input: bool = False, ddp_step: str = "toggle", classifier_ckpt: str | None = None,
+                 channels_last: bool = False, compile: bool | dict = False) -> None:
         super().__init__(net=net, critic=critic, adversarial_loss=adversarial_loss, penalty=penalty, gp_weight=gp_weight,
                          drift_weight=drift_weight, generator_optimizer=generator_optimizer,
                          critic_optimizer=critic_optimizer, n_critic=n_critic,
                          generator_adversarial_weight=generator_adversarial_weight,
                          critic_adversarial_weight=critic_adversarial_weight, pretrain_steps=pretrain_steps,
                          ema_decay=ema_decay, gradient_clip_val=gradient_clip_val,
-                         gradient_clip_algorithm=gradient_clip_algorithm, ddp_step=ddp_step)
+                         gradient_clip_algorithm=gradient_clip_algorithm, ddp_step=ddp_step,
+                         channels_last=channels_last, compile=compile)
         # Plain values only (checkpoints load with weights_only=True).
         self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator", "transform",
                                           "generator_optimizer", "critic_optimizer", "adversarial_loss"])

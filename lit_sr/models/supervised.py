@@ -33,6 +33,7 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
             optional ``figures()``), fed physical-unit images on val/test.
         image_channels: input channels that form the image (None: all); the rest are auxiliary.
         units: name of the physical units (prediction files).
+        channels_last / compile: the GPU fast path (see :meth:`LitSRModule.configure_model`).
     """
 
     def __init__(self, net: nn.Module, loss: nn.Module | None = None, scale: int = 4,
@@ -41,8 +42,9 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
                  flux_conserving_baseline: bool = True, ema_decay: float | None = None,
                  evaluator: nn.Module | None = None, image_channels: Sequence[int] | None = None, units: str = "",
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch") -> None:
-        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval)
+                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
+                 channels_last: bool = False, compile: bool | dict = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "loss", "evaluator", "optimizer", "scheduler", "transform"])
         self.hparams["transform"] = transform_hparams(transform)
