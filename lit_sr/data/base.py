@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_sr.data.h5store import FileInfo, H5Schema, ensure_simulated, is_complete
 from lit_sr.data.rng import stream_rng
 from lit_sr.data.validate import DataFileError, require_file
+from lit_sr.utils.parallel import ordered_map
 
 log = logging.getLogger("lit_sr")
 
@@ -216,9 +217,9 @@ class H5RowsDataset(Dataset):
         return self.nbytes() <= self.max_memory_mb * 1024**2
 
     def chunk_rows(self) -> int:
-        """Samples per HDF5 chunk along the sample axis (1 if unchunked)."""
-        ds = self.file.get()[self.fields[0]]
-        return int(ds.chunks[0]) if ds.chunks else 1
+        """Samples per HDF5 chunk along the sample axis (of the shards for a sharded file; 1 if unchunked)."""
+        ds = self.file.dataset(self.fields[0])
+        return int(ds.chunks[0]) if ds.chunks else int(ds.attrs.get("chunk_rows", 1))
 
     def preload(self) -> None:
         """Read the split into memory now if it fits (e.g. in the main process before DataLoader workers
@@ -237,7 +238,7 @@ class H5RowsDataset(Dataset):
             ds = h5[name]
             out = np.empty((len(self.indices), *ds.shape[1:]), dtype=ds.dtype)
             # read chunk-sized row ranges straight into the output: no second copy of the split
-            step = max(1, (ds.chunks or (4096,))[0])
+            step = max(1, self.chunk_rows() if ds.chunks or "chunk_rows" in ds.attrs else 4096)
             for start in range(lo - lo % step, hi, step):
                 a, b = np.searchsorted(self.indices, [start, start + step])  # indices are sorted
                 if b > a:
@@ -342,14 +343,20 @@ class SimulatedH5DataModule(LitSRDataModule):
         max_memory_mb: a split up to this size is held in memory per reading process.
         augment: random augmentation of the training split (what it is: the subclass's builder).
         augment_seed: base seed of the augmentation streams (mixed with rank and worker).
+        sim_workers: processes that simulate the default files (same file as one process).
+        shard_gb: a default single file larger than this is written as shards of about this size behind
+            one index file (HDF5 virtual datasets), read as one dataset; null: never shard.
     """
 
     what = "data file"
 
     def __init__(self, data_dir: str = "data", file: str | Mapping[str, str | None] | None = None,
                  split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, max_samples: int | None = None,
-                 max_memory_mb: float = 1024.0, augment: bool = False, augment_seed: int = 0, **kwargs: Any) -> None:
+                 max_memory_mb: float = 1024.0, augment: bool = False, augment_seed: int = 0, sim_workers: int = 1,
+                 shard_gb: float | None = 4.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.sim_workers = max(1, int(sim_workers))
+        self.shard_gb = shard_gb
         if len(split) != 3 or abs(sum(split) - 1.0) > 1e-6 or min(split) < 0:
             raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
         self.data_dir = Path(data_dir)
@@ -375,7 +382,19 @@ class SimulatedH5DataModule(LitSRDataModule):
         raise NotImplementedError
 
     def simulate(self, key: str) -> Iterator[Mapping[str, np.ndarray]]:
-        raise NotImplementedError
+        """Blocks of the default file ``key`` in order. Default: :meth:`simulate_blocks` computed in
+        ``sim_workers`` processes (results in order, so the file is the serial one)."""
+        blocks = self.simulate_blocks(key)
+        if blocks is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither simulate() nor simulate_blocks()")
+        fn, n_blocks = blocks
+        return ordered_map(fn, range(n_blocks), self.sim_workers)
+
+    def simulate_blocks(self, key: str) -> tuple[Callable[[int], Mapping[str, np.ndarray]], int] | None:
+        """``(block function, number of blocks)``: block ``b`` computed on its own random streams, so
+        blocks can be simulated in parallel processes (a picklable function, e.g. a functools.partial of
+        a module-level one). None: only ``simulate`` (serial)."""
+        return None
 
     def simulation_attrs(self, key: str) -> dict[str, Any]:
         """Provenance written into a default file (simulator, version, seed, config, units)."""
@@ -421,9 +440,19 @@ class SimulatedH5DataModule(LitSRDataModule):
             if key in user:
                 require_file(path, f"{self.what} (data.file{'' if key == 'all' else '.' + key})")
                 continue
-            ensure_simulated(path, self.schema(), self.n_default(key), lambda key=key: self.simulate(key),
-                             self.simulation_attrs(key), description=f"simulating the default {self.what} ({key})",
-                             **self.write_options())
+            n = self.n_default(key)
+            ensure_simulated(path, self.schema(), n, lambda key=key: self.simulate(key), self.simulation_attrs(key),
+                             description=f"simulating the default {self.what} ({key})",
+                             shard_samples=self.shard_samples(n), **self.write_options())
+
+    def shard_samples(self, n: int | Mapping[str, int]) -> int | None:
+        """Samples per shard so a shard stays under ``shard_gb`` (None: one file)."""
+        if not self.shard_gb or not isinstance(n, int):
+            return None
+        per_sample = sum(int(np.prod([d for d in f.shape if d], dtype=np.int64)) * np.dtype(f.dtype).itemsize
+                         for f in self.schema().fields)
+        limit = int(self.shard_gb * 1024**3 // max(1, per_sample))
+        return limit if n > limit else None
 
     def setup(self, stage: str | None = None) -> None:
         user = self.user_files()

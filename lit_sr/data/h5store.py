@@ -10,6 +10,7 @@ for a dataset (:func:`is_complete`), and :func:`ensure_simulated` re-simulates s
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
     path = Path(path)
     shapes = dict(shapes or {})
     counts = dict(n) if isinstance(n, Mapping) else {group: int(n) for group in {f.group for f in schema.fields}}
+    blocks = _started(blocks)
     total = sum(counts.values())
     opts = dict(compression="gzip", compression_opts=4, shuffle=True) if compression == "gzip" else {}
 
@@ -231,6 +233,72 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
     return path
 
 
+def _started(blocks: Iterable[Mapping[str, np.ndarray]]) -> Iterator[Mapping[str, np.ndarray]]:
+    """The blocks with the first one computed now, before any output file is opened: a simulator that
+    forks worker processes on its first block must not fork while an HDF5 file is open (the children
+    would keep its descriptor and its lock)."""
+    blocks = iter(blocks)
+    first = next(blocks, None)
+    return iter(()) if first is None else itertools.chain([first], blocks)
+
+
+def _take(blocks: Iterator[Mapping[str, np.ndarray]], n: int, carry: list) -> Iterator[dict[str, np.ndarray]]:
+    """Exactly ``n`` samples from a stream of blocks; what is left of the last block goes to ``carry``."""
+    left = n
+    while left > 0:
+        block = carry.pop() if carry else next(blocks, None)
+        if block is None:
+            return
+        m = len(next(iter(block.values())))
+        if m > left:
+            yield {k: v[:left] for k, v in block.items()}
+            carry.append({k: v[left:] for k, v in block.items()})
+            return
+        yield dict(block)
+        left -= m
+
+
+def write_sharded_h5(path: str | Path, schema: H5Schema, n: int, blocks: Iterable[Mapping[str, np.ndarray]],
+                     shard_samples: int, attrs: Mapping[str, Any] | None = None, description: str | None = None,
+                     progress: bool = True, **write_kwargs: Any) -> Path:
+    """Write ``n`` samples as shards of ``shard_samples`` (``<stem>.shard000.h5``, ...), each complete on its
+    own, plus ``path``: an index file whose HDF5 virtual datasets map the shards into one dataset per
+    field, so readers open ``path`` as if it were one file. One group of fields only.
+    """
+    if len({f.group for f in schema.fields}) != 1:
+        raise ValueError("write_sharded_h5: one group of fields only")
+    path = Path(path)
+    stream = iter(track(_started(blocks), n, description or f"writing {path.name}", unit="samples",
+                        enabled=progress, weight=lambda b: len(next(iter(b.values())))))
+    carry: list = []
+    shards: list[tuple[Path, int]] = []
+    for k, start in enumerate(range(0, n, shard_samples)):
+        m = min(shard_samples, n - start)
+        shard = path.with_name(f"{path.stem}.shard{k:03d}{path.suffix}")
+        write_h5(shard, schema, m, _take(stream, m, carry), attrs={**(attrs or {}), "shard": k},
+                 progress=False, **write_kwargs)
+        shards.append((shard, m))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        with h5py.File(shards[0][0], "r") as first:
+            layouts = {name: (first[name].shape[1:], first[name].dtype, first[name].chunks) for name in first}
+        for name, (shape, dtype, chunks) in layouts.items():
+            layout = h5py.VirtualLayout(shape=(n, *shape), dtype=dtype)
+            start = 0
+            for shard, m in shards:
+                # relative source names: the library finds them beside the index file
+                layout[start:start + m] = h5py.VirtualSource(shard.name, name, shape=(m, *shape))
+                start += m
+            ds = h5.create_virtual_dataset(name, layout)
+            ds.attrs["chunk_rows"] = int(chunks[0]) if chunks else 1
+            if name in schema.names and schema[name].units:
+                ds.attrs["units"] = schema[name].units
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+        h5.attrs["shards"] = json.dumps([s.name for s, _ in shards])
+        h5.attrs[COMPLETE_ATTR] = True
+    return path
+
+
 def is_complete(path: str | Path, schema: H5Schema | None = None) -> bool:
     """True if ``path`` opens as HDF5, has ``complete`` == True and (with a schema) every required
     dataset, with one length per group."""
@@ -241,6 +309,9 @@ def is_complete(path: str | Path, schema: H5Schema | None = None) -> bool:
         with h5py.File(path, "r") as h5:
             if not bool(h5.attrs.get(COMPLETE_ATTR, False)):
                 return False
+            shards = json.loads(h5.attrs["shards"]) if "shards" in h5.attrs else []
+            if not all(is_complete(path.with_name(name)) for name in shards):
+                return False  # a missing shard would read as fill values: never train on that
             if schema is None:
                 return True
             lengths: dict[str, set[int]] = {}
@@ -258,8 +329,11 @@ def is_complete(path: str | Path, schema: H5Schema | None = None) -> bool:
 
 def ensure_simulated(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
                      simulate: Callable[[], Iterator[Mapping[str, np.ndarray]]], attrs: Mapping[str, Any],
-                     description: str, **write_kwargs: Any) -> Path:
-    """Simulate ``path`` once: nothing to do if complete; an incomplete file (killed run) is replaced."""
+                     description: str, shard_samples: int | None = None, **write_kwargs: Any) -> Path:
+    """Simulate ``path`` once: nothing to do if complete; an incomplete file (killed run) is replaced.
+
+    With ``shard_samples`` (and more samples than that) the data go to shards behind one index file
+    (:func:`write_sharded_h5`)."""
     path = Path(path)
     if is_complete(path, schema):
         return path
@@ -267,4 +341,7 @@ def ensure_simulated(path: str | Path, schema: H5Schema, n: int | Mapping[str, i
         log.warning("%s is incomplete (interrupted simulation?); simulating it again", path)
         path.unlink()
     log.info("%s -> %s", description, path)
+    if shard_samples and isinstance(n, int) and n > shard_samples:
+        return write_sharded_h5(path, schema, n, simulate(), shard_samples, attrs=attrs, description=description,
+                                **write_kwargs)
     return write_h5(path, schema, n, simulate(), attrs=attrs, description=description, **write_kwargs)

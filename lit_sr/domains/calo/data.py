@@ -9,9 +9,10 @@ metrics that need them are then skipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import fields
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from lit_sr.data.base import SimulatedH5DataModule
 from lit_sr.data.h5store import Field, FileInfo, H5Schema
 from lit_sr.data.validate import DataFileError
 from lit_sr.data.transforms import IntensityTransform
-from lit_sr.domains.calo.sim import LABEL_NAMES, SIMULATOR_VERSION, CaloSimConfig, iter_event_blocks
+from lit_sr.domains.calo.sim import LABEL_NAMES, SIMULATOR_VERSION, CaloSimConfig, event_block, n_event_blocks
 
 OPTIONAL_FIELDS = ("label", "impact_cm", "energy_gev")
 
@@ -162,8 +163,9 @@ class CaloDataModule(SimulatedH5DataModule):
     def n_default(self, key: str = "all") -> int:
         return 2 * self.n_per_class
 
-    def simulate(self, key: str = "all") -> Iterator[dict[str, np.ndarray]]:
-        return iter_event_blocks(self.n_per_class, self.n_per_class, self.sim_seed, self.sim_config(), noise=True)
+    def simulate_blocks(self, key: str = "all"):
+        fn = functools.partial(event_block, self.n_per_class, self.n_per_class, self.sim_seed, self.sim_config(), True)
+        return fn, n_event_blocks(self.n_per_class, self.n_per_class)
 
     def check_file(self, key: str, info: FileInfo) -> None:
         for name, size in (("hr", self.hr_pixels), ("lr", self.lr_pixels)):

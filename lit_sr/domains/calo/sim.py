@@ -388,31 +388,51 @@ def _event_labels(n_photons: int, n_pions: int, seed: int) -> np.ndarray:
     return _stream(seed, _KEY_LABELS).permutation(labels)
 
 
-def iter_event_blocks(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
-                      noise: bool = True) -> Iterator[dict[str, np.ndarray]]:
-    """Yield consecutive blocks (<= BLOCK_EVENTS events) of the shuffled event sequence."""
+def _check_counts(n_photons: int, n_pions: int, seed: int) -> None:
     if n_photons < 0 or n_pions < 0:
         raise ValueError(f"event counts must be >= 0, got n_photons={n_photons}, n_pions={n_pions}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    labels = _event_labels(n_photons, n_pions, seed)
+
+
+def n_event_blocks(n_photons: int, n_pions: int) -> int:
+    """Number of blocks of the event sequence (the last may hold fewer than BLOCK_EVENTS events)."""
+    return -(-(n_photons + n_pions) // BLOCK_EVENTS)
+
+
+def event_block(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig, noise: bool, b: int,
+                labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Block ``b`` of the shuffled event sequence, on its own random streams (seed, block): blocks can be
+    simulated in any order or in parallel processes and give the same events."""
+    _check_counts(n_photons, n_pions, seed)
+    if labels is None:
+        labels = _event_labels(n_photons, n_pions, seed)
+    start = b * BLOCK_EVENTS
+    lab = labels[start:start + BLOCK_EVENTS]
     npix = config.geometry.hr_pixels
-    for b, start in enumerate(range(0, labels.shape[0], BLOCK_EVENTS)):
-        lab = labels[start:start + BLOCK_EVENTS]
-        rng = _stream(seed, _KEY_SHOWERS, b)
-        is_ph = lab == 0
-        dep = np.empty((lab.shape[0], npix, npix))
-        impact = np.empty((lab.shape[0], 2))
-        dep[is_ph], impact[is_ph] = _photon_events(int(is_ph.sum()), rng, config)
-        dep[~is_ph], impact[~is_ph] = _pion_events(int((~is_ph).sum()), rng, config)
-        hr, lr = _detector_response(dep, _stream(seed, _KEY_NOISE, b), config, noise)
-        yield {
-            "hr": hr.astype(np.float32),
-            "lr": lr.astype(np.float32),
-            "label": lab.copy(),
-            "impact_cm": impact.astype(np.float32),
-            "energy_gev": np.full(lab.shape[0], config.energy_gev, np.float32),
-        }
+    rng = _stream(seed, _KEY_SHOWERS, b)
+    is_ph = lab == 0
+    dep = np.empty((lab.shape[0], npix, npix))
+    impact = np.empty((lab.shape[0], 2))
+    dep[is_ph], impact[is_ph] = _photon_events(int(is_ph.sum()), rng, config)
+    dep[~is_ph], impact[~is_ph] = _pion_events(int((~is_ph).sum()), rng, config)
+    hr, lr = _detector_response(dep, _stream(seed, _KEY_NOISE, b), config, noise)
+    return {
+        "hr": hr.astype(np.float32),
+        "lr": lr.astype(np.float32),
+        "label": lab.copy(),
+        "impact_cm": impact.astype(np.float32),
+        "energy_gev": np.full(lab.shape[0], config.energy_gev, np.float32),
+    }
+
+
+def iter_event_blocks(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
+                      noise: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Yield consecutive blocks (<= BLOCK_EVENTS events) of the shuffled event sequence."""
+    _check_counts(n_photons, n_pions, seed)
+    labels = _event_labels(n_photons, n_pions, seed)
+    for b in range(n_event_blocks(n_photons, n_pions)):
+        yield event_block(n_photons, n_pions, seed, config, noise, b, labels)
 
 
 def simulate_showers(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
