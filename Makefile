@@ -9,8 +9,10 @@ STAMP := $(VENV)/.lit_sr-installed
 # Extra Hydra overrides for `make train`, e.g. make train ARGS="trainer=ddp_sim"
 ARGS ?=
 PYTEST_ARGS ?=
+# make bench QUICK=1: the same table with smaller sizes (under 5 minutes on 2 cores)
+QUICK ?=
 
-.PHONY: setup train test clean-outputs
+.PHONY: setup train test bench figures clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,9 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py
 
 clean-outputs:
 	rm -rf outputs multirun
