@@ -33,5 +33,12 @@ test: setup
 bench: setup
 	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py
 
+# Regenerate every README figure and results table from runs on this machine (docs/figures/)
+figures: setup
+	for f in lit_sr/domains/*/figures.py; do \
+		d=$$(basename $$(dirname $$f)); \
+		echo "== $$d"; $(BIN)/python -m lit_sr.domains.$$d.figures --out docs/figures || exit 1; \
+	done
+
 clean-outputs:
 	rm -rf outputs multirun
