@@ -72,13 +72,19 @@ def check_patch_fits(shape: Sequence[int], patch_size: int, where: str = "frame"
 def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size: int = 128,
                   offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, batch_size: int = 16,
                   normaliser: Normaliser | None = None, device: str | torch.device | None = None, scale: int | None = None,
-                  output_keys: Sequence[str] | None = None, where: str = "frame"):
+                  output_keys: Sequence[str] | None = None, where: str = "frame", min_edge_cell: int | None = None):
     """Blended prediction of one frame [H, W] or [C, H, W] (see module doc).
 
     Returns a Tensor [C', sH, sW] (CPU, float32; [sH, sW] if the input was 2-D and C' = 1) or a
     dict / tuple of them mirroring the model output. ``scale`` is inferred from the first batch if not
     given. ``output_keys`` restricts a dict output to some keys. ``normaliser=None`` feeds the patches
     as they are (no per-patch normalisation).
+
+    ``min_edge_cell`` (default a quarter patch; 0 keeps every cell): grids after the first do not
+    predict the slivers at the frame border no wider than this. Such a sliver costs a whole patch for a
+    few rows or columns (for a 512 x 1024 frame and 128 px patches the study's offsets need 4.8 plain
+    passes of patches, 4.2 without the 32 px slivers); its pixels blend the grids that do cover them,
+    always including the first (complete) grid.
     """
     x = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame).float()
     squeeze = x.ndim == 2
@@ -98,10 +104,17 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
             device = torch.device("cpu")
     # cells of every offset grid, grouped by the patch that predicts them: grids share some patches
     # (the frame corners and edges), which are then predicted once
+    min_edge = P // 4 if min_edge_cell is None else int(min_edge_cell)
+
+    def kept(cells: list, size: int, k: int) -> list:
+        if k == 0:
+            return cells
+        return [c for c in cells if not ((c[0] == 0 or c[1] == size) and c[1] - c[0] <= min_edge)]
+
     by_patch: dict[tuple[int, int], list] = {}
     for k, (oy, ox) in enumerate(offsets):
-        for cy in _cells(H, P, int(oy)):
-            for cx in _cells(W, P, int(ox)):
+        for cy in kept(_cells(H, P, int(oy)), H, k):
+            for cx in kept(_cells(W, P, int(ox)), W, k):
                 by_patch.setdefault((cy[2], cx[2]), []).append((k, cy, cx))
     patches_at = list(by_patch)
     K = len(offsets)
@@ -121,7 +134,8 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
                 s = first.shape[-1] // P
             if s < 1 or first.shape[-1] != s * P or first.shape[-2] != s * P:
                 raise ValueError(f"model output {tuple(first.shape)} is not {s} x the patch size {P}")
-            buffers = {name: torch.empty(K, o.shape[1], s * H, s * W) for name, o in raw.items()}
+            # NaN marks pixels a grid does not predict (border slivers, see min_edge_cell)
+            buffers = {name: torch.full((K, o.shape[1], s * H, s * W), float("nan")) for name, o in raw.items()}
         for name, o in raw.items():
             y = o.detach().float().cpu()
             if normaliser is not None:
@@ -132,8 +146,10 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
                         y[j, :, s * (y0 - py):s * (y1 - py), s * (x0 - px):s * (x1 - px)]
     outs = {}
     for name, preds in buffers.items():
-        m = preds.mean(0)
-        w = 1.0 / ((preds - m).abs() / 2.0 + 2.0)
+        valid = ~torch.isnan(preds)
+        preds = torch.nan_to_num(preds)
+        m = preds.sum(0) / valid.sum(0)
+        w = torch.where(valid, 1.0 / ((preds - m).abs() / 2.0 + 2.0), 0.0)
         out = (w * preds).sum(0) / w.sum(0)
         outs[name] = out[0] if squeeze and out.shape[0] == 1 else out
     return _restore(outs, kind)
