@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,17 @@ def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
     with pytest.raises(FileExistsError):
         with atomic_path(target, overwrite=False):
             pass
+
+
+def test_atomic_path_gives_the_umask_permissions_of_a_plain_open(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "a.h5") as tmp:
+            tmp.write_bytes(b"x")
+        (tmp_path / "b.h5").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.h5").stat().st_mode & 0o777 == (tmp_path / "b.h5").stat().st_mode & 0o777 == 0o640
 
 
 def test_atomic_checkpoint_io_never_truncates(tmp_path, monkeypatch):

@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class AtomicFile:
     """A temporary file beside ``path`` that becomes ``path`` on :meth:`commit` (or vanishes on :meth:`abort`).
 
@@ -34,6 +40,9 @@ class AtomicFile:
         if not self.overwrite and self.path.exists():
             self.abort()
             raise FileExistsError(f"{self.path}: appeared while writing; refusing to overwrite it")
+        # mkstemp creates 0600; give the file the permissions a plain open() would (umask), so colleagues
+        # sharing a project folder on a cluster can read checkpoints and outputs
+        os.chmod(self.tmp, 0o666 & ~_umask())
         os.replace(self.tmp, self.path)
         return self.path
 
