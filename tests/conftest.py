@@ -22,7 +22,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 # Options that make any experiment a seconds-long CPU run; tests add their own on top.
 TINY = ["trainer.accelerator=cpu", "trainer.enable_model_summary=false", "print_config=false",
-        "callbacks.rich_progress_bar=null"]
+        "callbacks.progress_bar=null"]
 
 
 def compose_config(overrides: list[str], root: Path, output_dir: Path | None = None) -> DictConfig:

@@ -194,8 +194,8 @@ def test_optuna_search_space_composes(tmp_path):
 
 def test_progress_lines_without_a_terminal(calo_data_dir, tmp_path):
     """stdout to a file (as under SLURM or CI): plain progress lines replace the Rich bar."""
-    args = [a for a in _calo_rrdb(calo_data_dir) if not a.startswith("callbacks.rich_progress_bar")]
-    res = run_py([*args, f"paths.root_dir={tmp_path}", "callbacks.rich_progress_bar.every_n_steps=2",
+    args = [a for a in _calo_rrdb(calo_data_dir) if not a.startswith("callbacks.progress_bar")]
+    res = run_py([*args, f"paths.root_dir={tmp_path}", "callbacks.progress_bar.every_n_steps=2",
                   "test_after_training=false"], cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:]
     lines = [line for line in res.stdout.splitlines() if "lit_sr" in line and " step " in line]

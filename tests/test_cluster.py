@@ -44,10 +44,10 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
 
 
 def _train_args(data_dir: Path, run_dir: Path) -> list[str]:
-    tiny = [a for a in TINY if "rich_progress_bar" not in a]  # keep the (plain-line) progress callback
+    tiny = [a for a in TINY if "progress_bar" not in a]  # keep the (plain-line) progress callback
     return ["experiment=calo_rrdb", *tiny, *calo_overrides(data_dir), *TINY_RRDB, "trainer.max_epochs=1",
             "trainer.limit_train_batches=1.0", "+trainer.limit_val_batches=1", "test_after_training=false",
-            "callbacks.rich_progress_bar.every_n_steps=1", f"hydra.run.dir={run_dir}"]
+            "callbacks.progress_bar.every_n_steps=1", f"hydra.run.dir={run_dir}"]
 
 
 @pytest.mark.slow
