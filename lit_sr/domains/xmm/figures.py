@@ -1,0 +1,333 @@
+"""Every figure and table of the X-ray README section, regenerated from runs on the reader's machine.
+
+    python -m lit_sr.domains.xmm.figures --out docs/figures               # 3 experiments x seeds 0, 1, 2
+    python -m lit_sr.domains.xmm.figures --out docs/figures --seeds 0     # one seed
+
+For each experiment (xmm_dn, xmm_sr, xmm_srgan) and seed it runs ``python run.py experiment=<e> seed=<s>``
+(train, then test of the best checkpoint on the held-out simulated test split; a finished run folder is
+reused), then ``mode=predict predict=fits`` of the seed-0 checkpoint on every test-split input FITS (the
+hallucination-map summaries) and draws the panel input | model | target | LR consistency | ensemble spread
+of one test field from the written FITS files. Outputs: ``xmm_results.md`` (mean +- std over seeds, wall
+times) and ``xmm_panel_<experiment>.png`` in ``--out``; runs go to ``<root>/outputs/xmm_figures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lit_sr.inference.runs import REPO, best_checkpoint, run_py, read_test_metrics
+
+EXPERIMENTS = ("xmm_dn", "xmm_sr", "xmm_srgan")
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+def train_and_test(experiment: str, seed: int, work: Path, root: Path, extra: Sequence[str] = ()) -> dict:
+    """Train + test one experiment/seed (reused if done); returns {"metrics", "seconds", "run_dir"}."""
+    run_dir = work / f"{experiment}_seed{seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    seconds = run_py([f"experiment={experiment}", f"seed={seed}", f"paths.root_dir={root}", *extra], run_dir)
+    result = {"metrics": read_test_metrics(run_dir), "seconds": seconds, "run_dir": str(run_dir)}
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+
+def predict_test_split(experiment: str, ckpt: Path, inputs: Path, work: Path, root: Path) -> tuple[Path, float]:
+    """``mode=predict predict=fits`` of every test input; returns (output folder, wall time)."""
+    out_dir = work / f"{experiment}_predict"
+    if (out_dir / "done").is_file():
+        return out_dir, float((out_dir / "done").read_text())
+    seconds = run_py([f"experiment={experiment}", "mode=predict", f"ckpt_path={ckpt}", "predict=fits",
+                      f"predict.input={inputs}", f"paths.root_dir={root}"], out_dir)
+    (out_dir / "done").write_text(f"{seconds:.1f}")
+    return out_dir, seconds
+
+
+def prediction_summaries(out_dir: Path) -> dict[str, float]:
+    """Mean over the written FITS of their LR-consistency and self-ensemble header cards."""
+    from astropy.io import fits
+
+    cards = {"LRDEVRAT": [], "LRDEVFRA": [], "LRDEVFEX": [], "ENSRELSD": []}
+    for path in sorted(out_dir.glob("*.fits")):
+        hdr = fits.getheader(path)
+        for k in cards:
+            if k in hdr and hdr[k] >= 0:
+                cards[k].append(float(hdr[k]))
+    return {k: float(np.mean(v)) for k, v in cards.items() if v} | {"n_files": float(len(list(out_dir.glob("*.fits"))))}
+
+
+# ------------------------------------------------------------------------------------------------ panel
+
+def _rate(path: Path) -> tuple[np.ndarray, float]:
+    """Count rate per arcsec^2 of a counts FITS (its EXPOSURE extension) and its pixel size (arcsec)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from lit_sr.domains.xmm.predict import pixel_scale_arcsec
+
+    with fits.open(path) as h:
+        counts, expo = h[0].data.astype(np.float64), h["EXPOSURE"].data.astype(np.float64)
+        pix = pixel_scale_arcsec(WCS(h[0].header).celestial)
+    rate = np.divide(counts, expo, out=np.zeros_like(counts), where=expo > 0)
+    return rate / pix**2, pix
+
+
+def panel_figure(input_fits: Path, target_fits: Path, prediction_fits: Path, title: str, out_png: Path) -> Path:
+    """input | model | target (count rate per arcsec^2, square-root scale) | LR_DEV | ENS_STD, from FITS files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from lit_sr.domains.xmm.predict import pixel_scale_arcsec
+    from lit_sr.utils.atomic import atomic_path
+
+    lr, _ = _rate(input_fits)
+    tgt, _ = _rate(target_fits)
+    with fits.open(prediction_fits) as h:
+        pix = pixel_scale_arcsec(WCS(h[0].header).celestial)
+        model = h[0].data.astype(np.float64) / pix**2
+        dev = h["LR_DEV"].data.astype(np.float64)
+        ens = h["ENS_STD"].data.astype(np.float64) / pix**2 if "ENS_STD" in h else None
+        ratio = h[0].header.get("LRDEVRAT", float("nan"))
+    vmax = float(np.percentile(tgt, 99.9)) or 1.0
+    cols = [("input (20 ks)", lr, "sqrt"), ("model", model, "sqrt"), ("target", tgt, "sqrt"),
+            (f"LR deviance (ratio {ratio:.2f})", dev, "dev")]
+    if ens is not None:
+        cols.append(("ensemble std", ens, "std"))
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 3.4))
+    for ax, (name, img, kind) in zip(axes, cols):
+        if kind == "dev":
+            im = ax.imshow(img, origin="lower", cmap="viridis", vmin=0, vmax=9)
+            label = "Poisson deviance"
+        else:
+            top = math.sqrt(vmax) if kind == "sqrt" else math.sqrt(float(np.percentile(img, 99.9)) or 1e-30)
+            im = ax.imshow(np.sqrt(np.clip(img, 0, None)), origin="lower", cmap="magma", vmin=0, vmax=top)
+            label = "sqrt(count/s/arcsec$^2$)"
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(label, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def brightest_field(root: Path, split: str = "test") -> str:
+    """Name of the test field with the brightest point source inside the image (a telling panel)."""
+    from astropy.io import fits
+
+    best, name = -1.0, ""
+    for path in sorted((root / split / "sources").glob("*.fits")):
+        t = fits.getdata(path, "SOURCES")
+        kind = np.char.strip(np.asarray(t["KIND"]).astype(str))
+        inside = (kind == "point") & np.asarray(t["IN_FIELD"], bool)
+        if inside.any() and float(t["RATE"][inside].max()) > best:
+            best, name = float(t["RATE"][inside].max()), path.name
+    return name
+
+
+# ------------------------------------------------------------------------------------------------ studies
+
+POISSON = ["model.loss._target_=lit_sr.losses.combined.PhysicalSpaceLoss", "~model.loss.kind",
+           "+model.loss.loss._target_=lit_sr.losses.pixel.PixelLoss", "+model.loss.loss.kind=poisson",
+           "+model.loss.transform=${data.transform}"]
+# Pixel-loss comparison on xmm_dn (uniform crops, seed 0): the paper's L1, the Poisson likelihood of the count
+# rate, and the squared error of the scaled images.
+LOSS_STUDY = {"L1 (paper)": ["model.loss.kind=l1", "data.crop_bias=0"],
+              "Poisson NLL (count rate)": [*POISSON, "data.crop_bias=0"],
+              "squared error": ["model.loss.kind=mse", "data.crop_bias=0"]}
+
+
+def psnr_ceilings(data_root: Path, task: str, max_rate: float = 2e-3, stretch: str = "sqrt") -> dict[str, float]:
+    """PSNR (data range 1, model space) on the test split of (a) the noiseless target rate and (b) the best
+    possible prediction of the *noisy* target with perfect knowledge of the rates, E[scaled(k / exposure)] for
+    k ~ Poisson(expected counts): the ceiling of a squared-error-trained model (it exceeds (a) because the
+    square-root stretch of Poisson counts has a mean below the stretch of the mean)."""
+    import torch
+    from astropy.io import fits
+    from scipy import stats
+
+    from lit_sr.data.transforms import StretchTransform
+
+    t = StretchTransform(max_rate, stretch)
+    folder = data_root / "test" / ("target_50ks" if task == "dn" else "target_100ks_x2")
+    se = {"truth": 0.0, "bayes": 0.0}
+    n = 0
+    k = np.arange(0, 400, dtype=np.float64)[:, None]
+    for path in sorted(folder.glob("*.fits")):
+        with fits.open(path) as h:
+            counts, expo, mu = (h[x].data.astype(np.float64).ravel() for x in (0, "EXPOSURE", "EXPECTED"))
+        live = expo > 0
+        rate = np.zeros_like(mu)
+        rate[live] = mu[live] / expo[live]
+        observed = np.zeros_like(mu)
+        observed[live] = counts[live] / expo[live]
+        y_obs = t(torch.from_numpy(observed)).numpy()
+        bayes = np.zeros_like(mu)
+        pmf = stats.poisson.pmf(k, mu[live][None])
+        bayes[live] = (pmf * t(torch.from_numpy(k / expo[live][None])).numpy()).sum(axis=0)
+        se["truth"] += float(((t(torch.from_numpy(rate)).numpy() - y_obs) ** 2).sum())
+        se["bayes"] += float(((bayes - y_obs) ** 2).sum())
+        n += mu.size
+    return {k_: 10.0 * math.log10(n / v) for k_, v in se.items()}
+
+
+def losses_markdown(runs: dict[str, dict]) -> str:
+    keys = [("PSNR (dB)", "psnr", "{:.2f}"), ("input PSNR", "input_psnr", "{:.2f}"),
+            ("flux median", "flux_median/model", "{:.2f}"), ("completeness", "completeness/model", "{:.3f}"),
+            ("false / field", "false_per_field/model", "{:.2f}"), ("FWHM (\")", "fwhm_arcsec/model", "{:.1f}"),
+            ("LR consistency", "lr_consistency/model", "{:.2f}"), ("min", None, "{:.1f}")]
+    lines = ["| xmm_dn, seed 0, uniform crops | " + " | ".join(k for k, _, _ in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name, r in runs.items():
+        m = r["metrics"]
+        cells = [fmt.format(r["seconds"] / 60) if key is None else (fmt.format(m[key]) if key in m else "")
+                 for _, key, fmt in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+ROWS = [  # (label, metric key template, sources, format)
+    ("PSNR (dB)", "psnr/{}", ("input", "bicubic", "model", "target", "truth"), "{:.2f}"),
+    ("SSIM (7x7, module)", "{}ssim", ("input", "bicubic", "model"), "{:.3f}"),
+    ("L1 (scaled)", "l1/{}", ("input", "bicubic", "model", "truth"), "{:.4f}"),
+    ("Poisson deviance vs target / px", "deviance/{}", ("bicubic", "model", "truth"), "{:.3f}"),
+    ("flux recovered / true (median)", "flux_median/{}", ("input", "bicubic", "model", "target", "truth"), "{:.3f}"),
+    ("flux scatter (16-84 %/2)", "flux_scatter/{}", ("input", "bicubic", "model", "target", "truth"), "{:.3f}"),
+    ("completeness (5 sigma, >= 5e-4 ct/s)", "completeness/{}", ("input", "bicubic", "model", "target", "truth"),
+     "{:.3f}"),
+    ("false detections / field", "false_per_field/{}", ("input", "bicubic", "model", "target", "truth"), "{:.2f}"),
+    ("FWHM of bright point sources (arcsec)", "fwhm_arcsec/{}", ("input", "bicubic", "model", "target", "truth"),
+     "{:.2f}"),
+    ("LR consistency (deviance / expectation)", "lr_consistency/{}", ("bicubic", "model", "target", "truth"),
+     "{:.3f}"),
+]
+
+
+def _value(metrics: dict[str, float], template: str, source: str) -> float | None:
+    if template == "{}ssim":
+        key = "ssim" if source == "model" else f"{source}_ssim"
+    elif template == "psnr/{}" and source in ("input", "bicubic") and f"{source}_psnr" in metrics:
+        key = f"{source}_psnr"
+    else:
+        key = template.format(source)
+    return metrics.get(key)
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return ""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(float(np.mean(values)))} ± {fmt.format(float(np.std(values, ddof=1)))}"
+
+
+def results_markdown(results: dict[str, list[dict]], predictions: dict[str, dict], seeds: Sequence[int]) -> str:
+    lines = [f"<!-- generated by python -m lit_sr.domains.xmm.figures (seeds {', '.join(map(str, seeds))}) -->", ""]
+    for exp, runs in results.items():
+        metrics = [r["metrics"] for r in runs]
+        scale_sr = any("bicubic_psnr" in m for m in metrics)
+        base = "bicubic" if scale_sr else "input"
+        gain = [m["psnr"] - m[f"{base}_psnr"] for m in metrics if "psnr" in m and f"{base}_psnr" in m]
+        lines += [f"### {exp}", "",
+                  f"PSNR gain of the model over {base}: **{_cell(gain, '{:+.2f}')} dB** "
+                  f"(model {_cell([m.get('psnr') for m in metrics], '{:.2f}')} dB, {base} "
+                  f"{_cell([m.get(base + '_psnr') for m in metrics], '{:.2f}')} dB); "
+                  f"train + test wall time {_cell([r['seconds'] / 60 for r in runs], '{:.1f}')} min per run.", ""]
+        sources = [s for s in ("input", "bicubic", "model", "target", "truth")
+                   if any(_value(m, t, s) is not None for m in metrics for _, t, srcs, _ in ROWS if s in srcs)]
+        lines.append("| metric | " + " | ".join(sources) + " |")
+        lines.append("|---|" + "---|" * len(sources))
+        for label, template, srcs, fmt in ROWS:
+            cells = [_cell([_value(m, template, s) for m in metrics], fmt) if s in srcs else "" for s in sources]
+            if any(cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        n_flux = metrics[0].get("flux_n/model")
+        n_comp = metrics[0].get("completeness_n/model")
+        n_fwhm = metrics[0].get("fwhm_n/model")
+        lines += ["", f"Sources per test split: {n_flux:.0f} for flux (point, >= 1e-3 ct/s), {n_comp:.0f} for "
+                      f"completeness, {n_fwhm:.0f} for FWHM (isolated, >= 2e-3 ct/s)." if n_flux is not None else ""]
+        if exp in predictions and "ceilings" in predictions[exp]:
+            c = predictions[exp]["ceilings"]
+            lines += ["", f"PSNR of the noiseless target rate: {c['truth']:.2f} dB; ceiling of a squared-error model "
+                          f"(perfect knowledge of the rates, E[scaled noisy target]): {c['bayes']:.2f} dB."]
+        if exp in predictions:
+            p = predictions[exp]
+            lines += ["", f"`mode=predict predict=fits` on the {p.get('n_files', 0):.0f} test-split input FITS "
+                          f"(seed-0 checkpoint, {p['seconds']:.0f} s): mean LR consistency "
+                          f"{p.get('LRDEVRAT', float('nan')):.3f}, pixels above deviance 9: "
+                          f"{p.get('LRDEVFRA', float('nan')):.4f} (expected {p.get('LRDEVFEX', float('nan')):.4f}), "
+                          f"self-ensemble relative std {p.get('ENSRELSD', float('nan')):.3f}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/figures", help="folder of the figures and xmm_results.md")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
+    parser.add_argument("--root", default=os.environ.get("LIT_SR_ROOT", str(REPO)),
+                        help="paths.root_dir of the runs (data and outputs); default $LIT_SR_ROOT or the repository")
+    parser.add_argument("--extra", nargs="*", default=[], help="extra overrides for every training run")
+    parser.add_argument("--no-loss-study", action="store_true", help="skip the xmm_dn pixel-loss comparison")
+    args = parser.parse_args(argv)
+    out, root = Path(args.out), Path(args.root)
+    out.mkdir(parents=True, exist_ok=True)
+    work = root / "outputs" / "xmm_figures"
+    results: dict[str, list[dict]] = {}
+    predictions: dict[str, dict] = {}
+    for exp in args.experiments:
+        results[exp] = []
+        for seed in args.seeds:
+            r = train_and_test(exp, seed, work, root, args.extra)
+            print(f"{exp} seed {seed}: psnr {r['metrics'].get('psnr', float('nan')):.2f} dB in {r['seconds'] / 60:.1f} min",
+                  flush=True)
+            results[exp].append(r)
+        # the data folder of the run (simulated default) -> the test inputs and targets
+        from lit_sr.domains.xmm.data import XMMDataModule
+
+        task = "dn" if exp == "xmm_dn" else "sr"
+        dm = XMMDataModule(data_dir=str(root / "data" / "xmm"), task=task)
+        data_root, tags = dm.default_root, dm.folder_tags()
+        ckpt = best_checkpoint(Path(results[exp][0]["run_dir"]))
+        pred_dir, seconds = predict_test_split(exp, ckpt, data_root / "test" / tags["input"], work, root)
+        predictions[exp] = prediction_summaries(pred_dir) | {"seconds": seconds}
+        predictions[exp]["ceilings"] = psnr_ceilings(data_root, task, dm.max_rate)
+        field = brightest_field(data_root)
+        stem = field[:-len(".fits")]
+        panel_figure(data_root / "test" / tags["input"] / field, data_root / "test" / tags[task] / field,
+                     pred_dir / f"{stem}_{task}.fits", f"{exp}: test {stem} (mode=predict on the FITS)",
+                     out / f"xmm_panel_{exp}.png")
+    md = results_markdown(results, predictions, args.seeds)
+    if not args.no_loss_study:
+        study = {name: train_and_test("xmm_dn", 0, work / "loss_study" / name.split()[0].lower(), root, overrides)
+                 for name, overrides in LOSS_STUDY.items()}
+        md += "\n### Pixel losses (xmm_dn)\n\n" + losses_markdown(study) + "\n"
+    (out / "xmm_results.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

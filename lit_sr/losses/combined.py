@@ -1,0 +1,71 @@
+"""Loss combinators configurable from yaml: weighted sums, and a loss evaluated in physical units.
+
+``WeightedSumLoss`` adds named terms, e.g. ``0.84 * MS-SSIM + 0.16 * L1``. ``PhysicalSpaceLoss`` maps
+prediction and target back through the data's invertible transform before its loss: a Poisson
+likelihood, for instance, is meaningful for count rates, not for square-root-stretched values.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+
+class WeightedSumLoss(nn.Module):
+    """sum_k weights[k] * losses[k](pred, target); terms of weight 0 are not evaluated.
+
+    ``last_terms`` keeps the (detached) value of every term of the latest call, for logging.
+    """
+
+    def __init__(self, losses: Mapping[str, nn.Module], weights: Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        if not losses:
+            raise ValueError("WeightedSumLoss needs at least one loss")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(losses))
+        if unknown:
+            raise ValueError(f"WeightedSumLoss: weights for unknown term(s) {unknown}; terms are {sorted(losses)}")
+        self.losses = nn.ModuleDict(dict(losses))
+        self.weights = {k: float(weights.get(k, 1.0)) for k in losses}
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = pred.new_zeros(())
+        self.last_terms = {}
+        for name, loss in self.losses.items():
+            w = self.weights[name]
+            if w == 0.0:
+                continue
+            value = loss(pred, target)
+            self.last_terms[name] = value.detach()
+            total = total + w * value
+        return total
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}: {w:g}" for k, w in self.weights.items())
+
+
+class PhysicalSpaceLoss(nn.Module):
+    """``loss(inverse(pred) / unit, inverse(target) / unit)`` with ``inverse`` the data transform's inverse.
+
+    ``unit`` (physical units) keeps the values O(1); None takes the transform's ``max_value`` if it has
+    one (the stretch transform maps [0, max_value] to [0, 1]), else 1.
+    """
+
+    def __init__(self, loss: nn.Module, transform: nn.Module, unit: float | None = None) -> None:
+        super().__init__()
+        if not hasattr(transform, "inverse"):
+            raise ValueError(f"PhysicalSpaceLoss needs an invertible transform, got {type(transform).__name__}")
+        self.loss = loss
+        self.transform = transform
+        self.unit = float(unit if unit is not None else getattr(transform, "max_value", 1.0))
+        if not self.unit > 0:
+            raise ValueError(f"PhysicalSpaceLoss unit must be > 0, got {self.unit}")
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.transform.inverse(pred) / self.unit, self.transform.inverse(target) / self.unit)
+
+    def extra_repr(self) -> str:
+        return f"unit={self.unit:g}"
