@@ -1,0 +1,240 @@
+"""Figures and the results table of the galaxy ProGAN, and the command that regenerates them for the README.
+
+    python -m lit_sr.domains.galaxy.figures --out docs/figures [--seeds 0 1 2] [--work DIR]
+
+trains ``experiment=galaxy_progan`` (CPU recipe) once per seed (default seed 0 only: one run takes
+longer than the ~6 min under which the README reports three seeds) with ``python run.py`` in subprocesses,
+reads each run's test metrics (held-out real test split), samples the final generator with
+``mode=predict``, and writes
+
+* ``galaxy_results.md``: per statistic the model / real-real W1 ratio (overall and per class) and the
+  Frechet-distance ratio, mean +- std over the seeds;
+* ``galaxy_samples.png``: real vs generated galaxies per class, PSF-free and convolved (+ noise);
+* ``galaxy_morphology.png``: distributions of the five statistics, real vs generated (first seed);
+* ``galaxy_phases.png``: the fixed-latent sample grids logged at the end of each resolution phase (first seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from lit_sr.domains.galaxy.morphology import STATISTICS
+from lit_sr.inference.runs import run_py, read_test_metrics
+
+STAT_LABELS = {"flux": "flux [ADU]", "hlr": "half-light radius [arcsec]", "e": "ellipticity |g| (HSM)",
+               "C": "concentration C", "A": "asymmetry A"}
+
+
+def _asinh(img: np.ndarray, softening: float = 10.0) -> np.ndarray:
+    """asinh(x / 10 ADU): the display stretch (sky noise +-0.9, galaxy cores 3-7)."""
+    return np.arcsinh(np.asarray(img, dtype=np.float64) / softening)
+
+
+def statistic_histograms(real: Mapping[str, np.ndarray], fake: Mapping[str, np.ndarray]):
+    """One panel per morphology statistic: histograms of real and generated values."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(STATISTICS), figsize=(3.0 * len(STATISTICS), 2.6))
+    for ax, s in zip(axes, STATISTICS):
+        r = np.asarray(real[s], dtype=np.float64)
+        f = np.asarray(fake[s], dtype=np.float64)
+        label = STAT_LABELS[s]
+        if s == "flux":  # log-normal fluxes: compare log10 values
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r, f = np.log10(r), np.log10(f)
+            label = "log10 flux [ADU]"
+        r, f = r[np.isfinite(r)], f[np.isfinite(f)]
+        both = np.concatenate([r, f]) if r.size + f.size else np.zeros(1)
+        lo, hi = np.percentile(both, [1, 99]) if both.size > 1 else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
+        ax.hist(r, bins=bins, density=True, histtype="step", lw=1.5, label=f"real ({r.size})")
+        ax.hist(f, bins=bins, density=True, histtype="step", lw=1.5, label=f"generated ({f.size})")
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def example_grid(examples: Mapping[str, Mapping[int, Sequence[np.ndarray]]], class_names: Sequence[str],
+                 columns: int = 4):
+    """Rows per class: real (PSF-free, observed) and generated (PSF-free, convolved, observed) stamps.
+
+    ``examples[kind][label]`` holds ADU stamps; kinds ``target_psf_free``, ``target``, ``output_psf_free``,
+    ``output_convolved``, ``output`` (absent kinds are skipped). Shown as asinh(x / 10 ADU) on one colour scale [-1, 7].
+    """
+    import matplotlib.pyplot as plt
+
+    kinds = [("target_psf_free", "real, PSF-free"), ("target", "real, observed"),
+             ("output_psf_free", "generated, PSF-free"), ("output_convolved", "generated, convolved"),
+             ("output", "generated, observed")]
+    kinds = [(k, t) for k, t in kinds if examples.get(k)]
+    labels = sorted({lab for k, _ in kinds for lab in examples[k]})
+    rows = [(lab, k, t) for lab in labels for k, t in kinds]
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.25 * columns + 1.6, 1.25 * len(rows)), squeeze=False)
+    for r, (lab, k, title) in enumerate(rows):
+        stamps = list(examples[k].get(lab, []))[:columns]
+        name = class_names[lab] if 0 <= lab < len(class_names) else "all"
+        for j in range(columns):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(stamps):
+                ax.imshow(_asinh(stamps[j]), cmap="magma", vmin=-1.0, vmax=7.0, origin="lower", interpolation="nearest")
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(f"{name}\n{title}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- README
+def _finished(run_dir: Path) -> bool:
+    try:
+        return bool(read_test_metrics(run_dir))
+    except (OSError, ValueError):
+        return False
+
+
+def _fmt(values: Sequence[float]) -> str:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return "n/a"
+    if v.size == 1:
+        return f"{v[0]:.2f}"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
+def results_table(metrics: Sequence[Mapping[str, float]], class_names: Sequence[str], seeds: Sequence[int],
+                  commands: Sequence[str], timings: Sequence[float]) -> str:
+    """Markdown: W1 ratios (model / real-real) per statistic, overall and per class, and the FD ratio."""
+    cols = ["all", *class_names]
+    over = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} (one run)"
+    lines = [f"W1(generated, real) / W1(real, real) on the held-out test split (1.0 = as close as independent real "
+             f"data; goal <= 2), {over}.", "",
+             "| statistic | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for s in STATISTICS:
+        row = [_fmt([m.get(f"w1_ratio/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+        lines.append(f"| {STAT_LABELS[s]} | " + " | ".join(row) + " |")
+    row = [_fmt([m.get("fd_ratio" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+    lines.append("| Frechet distance (classifier features), ratio | " + " | ".join(row) + " |")
+    pairs = [_fmt([m.get("n_pairs" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+    lines.append("| images per compared set (m) | " + " | ".join(pairs) + " |")
+    lines += ["", "Commands (one per seed; the run trains the classifier, the GAN through all phases, then tests):", ""]
+    lines += [f"    {c}" for c in commands]
+    lines += ["", "Wall time per run (training + test, measured on a 2-core machine shared with other jobs): "
+              + ", ".join(f"{t / 60:.1f} min" for t in timings)]
+    return "\n".join(lines) + "\n"
+
+
+def samples_figure(samples_h5: Path, data_file: Path, test_rows: np.ndarray, class_names: Sequence[str],
+                   columns: int = 4, seed: int = 0):
+    """Real (test split) vs generated stamps per class: PSF-free, convolved / observed."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    examples: dict[str, dict[int, list[np.ndarray]]] = {k: {} for k in
+                                                        ("target_psf_free", "target", "output_psf_free",
+                                                         "output_convolved", "output")}
+    with h5py.File(data_file, "r") as h5:
+        labels = h5["label"][np.sort(test_rows)]
+        rows = np.sort(test_rows)
+        for c in range(len(class_names)):
+            pick = np.sort(rng.choice(rows[labels == c], columns, replace=False))
+            examples["target"][c] = list(h5["image"][pick])
+            if "image_psf_free" in h5:
+                examples["target_psf_free"][c] = list(h5["image_psf_free"][pick])
+    with h5py.File(samples_h5, "r") as h5:
+        lab = h5["label"][()]
+        for c in range(len(class_names)):
+            idx = np.flatnonzero(lab == c)[:columns]
+            examples["output_psf_free"][c] = list(h5["psf_free"][idx][:, 0])
+            examples["output_convolved"][c] = list(h5["convolved"][idx][:, 0])
+            if "observed" in h5:
+                examples["output"][c] = list(h5["observed"][idx][:, 0])
+    return example_grid({k: v for k, v in examples.items() if v}, class_names, columns)
+
+
+def phases_figure(run_dir: Path):
+    """The phase-end sample grids of one run side by side (PNG files logged during training)."""
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    files = sorted((run_dir / "figures").glob("train_samples_phase*.png"),
+                   key=lambda p: int(p.name.split("phase")[1].split("_")[0]))
+    fig, axes = plt.subplots(1, max(1, len(files)), figsize=(4.0 * max(1, len(files)), 6.0), squeeze=False)
+    for ax, path in zip(axes[0], files):
+        ax.imshow(mpimg.imread(path))
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("docs/figures"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--work", type=Path, default=None, help="folder of the runs and data (default <out>/../../outputs/galaxy_figures)")
+    ap.add_argument("--extra", nargs="*", default=[], help="extra Hydra overrides for every run")
+    args = ap.parse_args(argv)
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    repo = Path(__file__).resolve().parents[3]
+    out = args.out.resolve()
+    work = (args.work or repo / "outputs" / "galaxy_figures").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    common = ["experiment=galaxy_progan", f"paths.root_dir={work}", "trainer.accelerator=cpu", *args.extra]
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    metrics, commands, timings, run_dirs = [], [], [], []
+    for seed in args.seeds:
+        run_dir = work / f"galaxy_progan_seed{seed}"
+        cmd = [*common, f"seed={seed}"]
+        if not _finished(run_dir):
+            timings.append(run_py(cmd, run_dir, threads=threads))
+        else:
+            timings.append(float(json.loads((run_dir / "wall_time.json").read_text())["seconds"])
+                           if (run_dir / "wall_time.json").is_file() else float("nan"))
+        (run_dir / "wall_time.json").write_text(json.dumps({"seconds": timings[-1]}))
+        commands.append("python run.py " + " ".join(c for c in cmd if not c.startswith("paths.")))
+        metrics.append(read_test_metrics(run_dir))
+        run_dirs.append(run_dir)
+    class_names = ["disk", "bulge", "irregular"]
+    (out / "galaxy_results.md").write_text(results_table(metrics, class_names, args.seeds, commands, timings))
+
+    first = run_dirs[0]
+    samples = first / "predict" / "samples.h5"
+    if not samples.is_file():
+        run_py([*common, "mode=predict", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", "predict.num_samples=60",
+                "predict.seed=0"], first / "predict", threads=threads)
+    data_file = next((work / "data").glob("galaxy_*.h5"))
+    with h5py.File(data_file, "r") as h5:
+        n = h5["label"].shape[0]
+    perm = np.random.default_rng(0).permutation(n)  # the data module's split (split_seed 0, fractions 0.5/0.1/0.4)
+    test_rows = perm[int(round(0.5 * n)) + int(round(0.1 * n)):]
+    fig = samples_figure(samples, data_file, test_rows, class_names)
+    fig.savefig(out / "galaxy_samples.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    morph = sorted((first / "figures").glob("test_morphology_epoch*.png"))
+    if morph:
+        img = plt.imread(morph[-1])
+        plt.imsave(out / "galaxy_morphology.png", img)
+    fig = phases_figure(first)
+    fig.savefig(out / "galaxy_phases.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    print((out / "galaxy_results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
