@@ -23,7 +23,7 @@ def image_quality(data_range: float, prefix: str = "") -> MetricCollection:
 
 
 def upsample_baseline(lr: torch.Tensor, scale: int, mode: str, flux_conserving: bool = False) -> torch.Tensor:
-    """Classical upsampling baseline: 'nearest' or 'bicubic' (bicubic clamped at zero for intensities).
+    """Classical upsampling baseline: 'nearest', 'bilinear' or 'bicubic' (bicubic clamped at zero for intensities).
 
     ``flux_conserving``: the LR pixel holds the *sum* over scale x scale HR pixels (calorimeter
     energies, photon counts), so the upsampled value is divided by scale**2 to stay per HR pixel.
@@ -32,8 +32,10 @@ def upsample_baseline(lr: torch.Tensor, scale: int, mode: str, flux_conserving: 
         return lr
     if mode == "nearest":
         up = F.interpolate(lr, scale_factor=scale, mode="nearest")
+    elif mode == "bilinear":  # a convex combination of neighbours: no negative lobes to clamp
+        up = F.interpolate(lr, scale_factor=scale, mode="bilinear", align_corners=False)
     elif mode == "bicubic":
         up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp_min(0.0)
     else:
-        raise ValueError(f"unknown baseline {mode!r}; expected 'nearest' or 'bicubic'")
+        raise ValueError(f"unknown baseline {mode!r}; expected 'nearest', 'bilinear' or 'bicubic'")
     return up / scale**2 if flux_conserving else up

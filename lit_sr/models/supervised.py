@@ -34,6 +34,8 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
         image_channels: input channels that form the image (None: all); the rest are auxiliary.
         units: name of the physical units (prediction files).
         channels_last / compile: the GPU fast path (see :meth:`LitSRModule.configure_model`).
+        classifier_ckpt: provenance only: the checkpoint the evaluator's classifier was loaded from (recorded in
+            the hyperparameters, as for ``GANSRModule``; ``ensure_classifier`` sets it).
     """
 
     def __init__(self, net: nn.Module, loss: nn.Module | None = None, scale: int = 4,
@@ -43,7 +45,7 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
                  evaluator: nn.Module | None = None, image_channels: Sequence[int] | None = None, units: str = "",
                  optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
                  scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
-                 channels_last: bool = False, compile: bool | dict = False) -> None:
+                 channels_last: bool = False, compile: bool | dict = False, classifier_ckpt: str | None = None) -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         # Only plain values go into hparams so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["net", "loss", "evaluator", "optimizer", "scheduler", "transform"])

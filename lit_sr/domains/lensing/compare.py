@@ -1,0 +1,231 @@
+"""Collect lensing runs (a sweep) into one comparison table and a panel figure.
+
+    python run.py -m experiment=lensing_rdn,lensing_srresnet,lensing_srgan,lensing_esrgan
+    python -m lit_sr.domains.lensing.compare outputs/multirun/<date_time>            # -> table + panels in that folder
+    python -m lit_sr.domains.lensing.compare <folder> --out docs/figures --lenses 4
+
+Every run folder below the given folder(s) that holds ``config_resolved.yaml`` and a ``metrics.csv`` with ``test/``
+metrics is one run; runs of one experiment (several seeds) are averaged (mean ± standard deviation). The table has
+two parts: image quality of every model beside bilinear and bicubic (fixed-range PSNR/SSIM, PSNR gain over
+bicubic, DeepLense-style min-max PSNR) and the downstream tests -- substructure accuracy / AUC of the HR-trained
+classifier and the ring-fit Einstein-radius error -- for LR-up, the baselines, each model's SR and HR. The panel
+figure shows test lenses: LR | bicubic | each model | HR, then each model's residual SR - HR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from lit_sr.inference.runs import load_run, read_test_metrics
+
+#: experiment name -> label, in table order
+MODELS: dict[str, str] = {"lensing_rdn": "RDN", "lensing_srresnet": "SRResNet", "lensing_srgan": "SRGAN",
+                          "lensing_esrgan": "ESRGAN"}
+BASELINES = (("bilinear", "bilinear"), ("bicubic", "bicubic"))
+CLASS_NAMES = ("no_sub", "cdm", "vortex")
+
+
+# ----------------------------------------------------------------------------- runs
+
+def find_runs(*folders: Path) -> list[dict[str, Any]]:
+    """Finished runs below ``folders``: dicts with ``dir``, ``experiment``, ``seed`` and ``metrics``."""
+    from omegaconf import OmegaConf
+
+    runs = []
+    for folder in folders:
+        for cfg_path in sorted(Path(folder).rglob("config_resolved.yaml")):
+            run_dir = cfg_path.parent
+            if not (run_dir / "metrics.csv").is_file():
+                continue
+            try:
+                metrics = read_test_metrics(run_dir)
+            except ValueError:
+                continue
+            cfg = OmegaConf.load(cfg_path)
+            runs.append({"dir": run_dir, "experiment": str(cfg.experiment_name), "seed": cfg.get("seed"),
+                         "metrics": metrics})
+    if not runs:
+        raise FileNotFoundError(f"no finished run (config_resolved.yaml + metrics.csv with test/ metrics) below "
+                                f"{', '.join(str(f) for f in folders)}")
+    return runs
+
+
+def by_experiment(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """Test metrics grouped by experiment, in :data:`MODELS` order (other experiments after)."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        groups.setdefault(r["experiment"], []).append(r["metrics"])
+    order = [e for e in MODELS if e in groups] + sorted(e for e in groups if e not in MODELS)
+    return {e: groups[e] for e in order}
+
+
+# ----------------------------------------------------------------------------- table
+def _cell(values: Sequence[float | None], digits: int) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals or len(vals) != len(values) or not all(math.isfinite(v) for v in vals):
+        return "–"
+    a = np.asarray(vals, dtype=np.float64)
+    if len(a) == 1:
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+
+
+def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: image quality per model and baseline, then downstream metrics per image source.
+
+    Baseline rows use all runs (every run evaluates the same test lenses, so their spread is 0 unless the data
+    differ); model rows the runs of that experiment. Cells are mean ± std over runs (seeds).
+    """
+    groups = by_experiment(runs)
+    everything = [m for ms in groups.values() for m in ms]
+    label = {e: MODELS.get(e, e) for e in groups}
+    lines = ["| image quality (test) | PSNR (dB) | Δ PSNR vs bicubic (dB) | SSIM | min-max PSNR (dB) | runs |",
+             "|---|---|---|---|---|---|"]
+    for key, name in BASELINES:
+        lines.append(f"| {name} | {_cell([m.get(f'{key}_psnr') for m in everything], 2)} | "
+                     f"{_cell([m.get(f'{key}_psnr', math.nan) - m.get('bicubic_psnr', math.nan) for m in everything], 2)}"
+                     f" | {_cell([m.get(f'{key}_ssim') for m in everything], 4)} | "
+                     f"{_cell([m.get(f'psnr_minmax/{key}') for m in everything], 2)} | {len(everything)} |")
+    for e, ms in groups.items():
+        lines.append(f"| **{label[e]}** | {_cell([m.get('psnr') for m in ms], 2)} | "
+                     f"{_cell([m.get('psnr', math.nan) - m.get('bicubic_psnr', math.nan) for m in ms], 2)} | "
+                     f"{_cell([m.get('ssim') for m in ms], 4)} | {_cell([m.get('psnr_minmax/sr') for m in ms], 2)} | "
+                     f"{len(ms)} |")
+    lines += ["", "| downstream (test) | accuracy | AUC macro | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
+              + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
+              "|---|---|---|" + "---|" * len(CLASS_NAMES) + "---|---|---|"]
+
+    def row(name: str, ms: Sequence[Mapping[str, float]], src: str) -> str:
+        cells = [_cell([m.get(f"acc/{src}") for m in ms], 3), _cell([m.get(f"auc/{src}") for m in ms], 3)]
+        cells += [_cell([m.get(f"auc_{c}/{src}") for m in ms], 3) for c in CLASS_NAMES]
+        cells += [_cell([m.get(f"theta_e_abs_err_arcsec/{src}") for m in ms], 4),
+                  _cell([m.get(f"theta_e_bias_arcsec/{src}") for m in ms], 4),
+                  _cell([m.get(f"theta_e_fail_frac/{src}") for m in ms], 3)]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    lines.append(row("LR, nearest-upsampled", everything, "lr_up"))
+    for key, name in BASELINES:
+        lines.append(row(f"LR, {name}", everything, key))
+    for e, ms in groups.items():
+        lines.append(row(f"**SR {label[e]}**", ms, "sr"))
+    lines.append(row("HR (truth)", everything, "hr"))
+    seeds = sorted({len(ms) for ms in groups.values()})
+    lines += ["", f"Mean ± standard deviation over {'/'.join(map(str, seeds))} run(s) per experiment (seeds); "
+                  "baselines, LR and HR over all runs."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- panels
+
+
+@torch.no_grad()
+def test_examples(run_dirs: Mapping[str, Path], n_lenses: int = 3) -> dict[str, torch.Tensor]:
+    """Physical images of the first ``n_lenses`` test lenses of each class (no_sub, cdm, vortex): ``input`` (LR),
+    ``bicubic``, ``target`` (HR), ``label`` and one SR entry per run (key: the run's label)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, run_dir in run_dirs.items():
+        module, dm = load_run(run_dir)
+        dm.prepare_data()
+        dm.setup("test")
+        batch = next(iter(dm.dataloader("test", shuffle=False, batch_size=len(dm.splits["test"]))))
+        pick = torch.cat([torch.nonzero(batch["label"] == c).flatten()[:n_lenses] for c in range(3)])
+        batch = {k: v[pick] for k, v in batch.items()}
+        sr = module.eval_net(batch["input"])
+        images = module.physical_images(batch, sr, {"bicubic": module.baseline(batch["input"], "bicubic")})
+        if not out:
+            out = {"input": images["input"], "bicubic": images["bicubic"], "target": images["target"],
+                   "label": batch["label"], "index": batch["index"]}
+        elif not torch.equal(out["index"], batch["index"]):
+            raise ValueError(f"{run_dir}: its test split differs from the first run's (other data or split seed)")
+        out[name] = images["output"]
+    return out
+
+
+def panel_figure(examples: Mapping[str, torch.Tensor], models: Sequence[str], class_names: Sequence[str] = CLASS_NAMES):
+    """Rows of lenses; columns LR | bicubic | each model | HR | each model's residual SR - HR (counts/s per HR
+    pixel). Images share the HR's colour range per row; residuals a symmetric range per row."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    columns = [("input", "LR"), ("bicubic", "bicubic")] + [(m, m) for m in models] + [("target", "HR")]
+    n_rows, n_cols = len(examples["label"]), len(columns) + len(models)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.55 * n_cols + 0.6, 1.55 * n_rows), squeeze=False,
+                             constrained_layout=True)
+    for r in range(n_rows):
+        hr = examples["target"][r, 0].numpy()
+        vmax = float(hr.max())
+        res_max = max(float((examples[m][r, 0] - examples["target"][r, 0]).abs().max()) for m in models) or 1.0
+        for c, (key, title) in enumerate(columns):
+            im = axes[r, c].imshow(examples[key][r, 0].numpy(), vmin=0.0, vmax=vmax, cmap="magma",
+                                   interpolation="nearest", origin="lower")
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=9)
+        for j, m in enumerate(models):
+            res = (examples[m][r, 0] - examples["target"][r, 0]).numpy()
+            rim = axes[r, len(columns) + j].imshow(res, vmin=-res_max, vmax=res_max, cmap="RdBu_r",
+                                                    interpolation="nearest", origin="lower")
+            if r == 0:
+                axes[r, len(columns) + j].set_title(f"{m} − HR", fontsize=9)
+        axes[r, 0].set_ylabel(class_names[int(examples["label"][r])], fontsize=9)
+        fig.colorbar(im, ax=axes[r, len(columns) - 1], fraction=0.046)
+        fig.colorbar(rim, ax=axes[r, -1], fraction=0.046)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def first_run_per_experiment(runs: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
+    """Label -> folder of the lowest-seed run of each experiment (table order)."""
+    chosen: dict[str, Mapping[str, Any]] = {}
+    for r in runs:
+        e = r["experiment"]
+        if e not in chosen or (r["seed"] or 0) < (chosen[e]["seed"] or 0):
+            chosen[e] = r
+    order = [e for e in MODELS if e in chosen] + sorted(e for e in chosen if e not in MODELS)
+    return {MODELS.get(e, e): Path(chosen[e]["dir"]) for e in order}
+
+
+def write_outputs(runs: Sequence[Mapping[str, Any]], out: Path, n_lenses: int = 2,
+                  prefix: str = "lensing_") -> list[Path]:
+    """``<prefix>comparison.md`` (the table) and ``<prefix>panels.png`` in ``out``."""
+    import matplotlib.pyplot as plt
+
+    from lit_sr.utils.atomic import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / f"{prefix}comparison.md"
+    with atomic_path(table_path) as tmp:
+        Path(tmp).write_text(comparison_table(runs) + "\n")
+    chosen = first_run_per_experiment(runs)
+    fig = panel_figure(test_examples(chosen, n_lenses), list(chosen))
+    fig_path = out / f"{prefix}panels.png"
+    with atomic_path(fig_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return [table_path, fig_path]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", type=Path, nargs="+", help="multirun folder(s) (or run folders) to collect")
+    p.add_argument("--out", type=Path, default=None, help="where to write the table and figure (default: the first "
+                                                          "folder)")
+    p.add_argument("--lenses", type=int, default=2, help="test lenses per class in the panel figure")
+    a = p.parse_args(argv)
+    runs = find_runs(*a.folders)
+    print(comparison_table(runs))
+    for path in write_outputs(runs, a.out or a.folders[0], a.lenses):
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""README figures and tables of the strong-lensing SR slice, regenerated from runs on the reader's machine.
+
+    python -m lit_sr.domains.lensing.figures --out docs/figures                 # 3 seeds x 4 experiments
+    python -m lit_sr.domains.lensing.figures --out docs/figures --seeds 0       # one seed
+    python -m lit_sr.domains.lensing.figures --out docs/figures --reuse         # reuse finished runs in --work
+
+What it does:
+  1. ``lensing_ceiling.md``: how much any SR can gain over bicubic/bilinear on the default data and two variants
+     (LR with the HR PSF; the 150 px field). A perfect SR returns the noiseless HR image, whose error is the HR
+     noise, so PSNR(clean HR vs HR) is the ceiling. Simulated here (240 lenses each, seed 99, not the run data).
+  2. for each seed: ``python run.py experiment=lensing_rdn seed=S`` (trains the substructure classifier first),
+     then lensing_srresnet, lensing_srgan and lensing_esrgan with that run's classifier
+     (``model.classifier_ckpt=...``), each in a subprocess;
+  3. ``lensing_results.md``: the comparison table of :mod:`lit_sr.domains.lensing.compare` (mean ± std over the
+     seeds) and the wall time of every run; ``lensing_panels.png``: LR | bicubic | models | HR | residuals of the
+     seed-0 runs; ``lensing_roc.png`` and ``lensing_theta_e_error.png``: the evaluator's plots for the seed-0 RDN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lit_sr.domains.lensing.compare import MODELS, find_runs, write_outputs
+from lit_sr.inference.runs import REPO, load_run, run_py
+
+EXPERIMENTS = tuple(MODELS)
+
+
+# ----------------------------------------------------------------------------- ceiling
+def psnr_ceiling(n: int = 240, seed: int = 99, image_size: int = 96, physical_max: float = 10.0,
+                 **sim: object) -> dict[str, float]:
+    """PSNR (dB, range ``physical_max``) against the noisy HR of bicubic, bilinear and the noiseless HR image
+    (the best any SR can do), for ``n`` lenses simulated with ``LensSimConfig(**sim)``."""
+    import torch
+
+    from lit_sr.domains.lensing.sim import LensSimConfig, concatenate_blocks, simulate_lenses
+    from lit_sr.metrics.image import upsample_baseline
+
+    config = LensSimConfig(image_size=image_size, **sim)
+    d = concatenate_blocks(simulate_lenses(n, seed, config, return_clean=True))
+    hr = torch.from_numpy(d["hr"])[:, None].double()
+    lr = torch.from_numpy(d["lr"])[:, None].double()
+
+    def psnr(x: torch.Tensor) -> float:
+        return float(10 * torch.log10(physical_max**2 / (x - hr).pow(2).mean()))
+
+    return {"bilinear": psnr(upsample_baseline(lr, 2, "bilinear")), "bicubic": psnr(upsample_baseline(lr, 2, "bicubic")),
+            "clean HR": psnr(torch.from_numpy(d["hr_clean"])[:, None].double())}
+
+
+CEILING_CASES = (("default: 96 px, LR PSF 0.18\"", {}),
+                 ("LR PSF = HR PSF 0.09\" (2x2 binning only)", {"lr_psf_fwhm_arcsec": None}),
+                 ("150 px field, LR PSF 0.18\"", {"image_size": 150}))
+
+
+def default_sim_options() -> dict[str, object]:
+    """The simulator options of ``conf/data/lensing.yaml`` (image size and ``sim`` overrides)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.load(REPO / "conf" / "data" / "lensing.yaml")
+    sim = {k: tuple(v) if isinstance(v, list) else v for k, v in OmegaConf.to_container(data.sim).items()}
+    return {"image_size": int(data.image_size), **sim}
+
+
+def ceiling_table() -> str:
+    lines = ["| data | bilinear PSNR | bicubic PSNR | noiseless HR PSNR (ceiling) | max gain over bicubic |",
+             "|---|---|---|---|---|"]
+    for name, change in CEILING_CASES:
+        c = psnr_ceiling(**{**default_sim_options(), **change})
+        lines.append(f"| {name} | {c['bilinear']:.2f} | {c['bicubic']:.2f} | {c['clean HR']:.2f} | "
+                     f"{c['clean HR'] - c['bicubic']:.2f} dB |")
+    lines += ["", "PSNR in dB against the noisy HR images, range 10 counts/s per HR pixel; 240 lenses (seed 99) per row, "
+                  "simulator options of conf/data/lensing.yaml except the change named."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- runs
+def run_experiment(run_dir: Path, experiment: str, seed: int, overrides: Sequence[str] = (),
+                   threads: int | None = None) -> float:
+    """``python run.py experiment=<experiment> seed=<seed> <overrides>`` into ``run_dir``; returns wall seconds
+    (also written to ``seconds.txt``, which marks the run finished for ``--reuse``)."""
+    seconds = run_py([f"experiment={experiment}", f"seed={seed}", *overrides], run_dir, threads=threads)
+    (run_dir / "seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "seconds.txt").is_file() and (run_dir / "metrics.csv").is_file()
+
+
+def _write(path: Path, text: str) -> None:
+    from lit_sr.utils.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text + "\n")
+
+
+def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> list[Path]:
+    """The evaluator's plots (ROC per class, Einstein-radius errors) of one run on its test split."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import torch
+
+    from lit_sr.utils.atomic import atomic_path
+
+    module, dm = load_run(run_dir)
+    dm.prepare_data()
+    dm.setup("test")
+    ev = module.evaluator
+    ev.reset()
+    with torch.no_grad():
+        for batch in dm.dataloader("test", shuffle=False):
+            sr = module.eval_net(batch["input"])
+            ev.update(batch, module.physical_images(batch, sr, {b: module.baseline(batch["input"], b)
+                                                                  for b in module.baselines}))
+    ev.compute()
+    written = []
+    for name, fig in ev.figures().items():
+        path = out / f"{prefix}{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_lensing or ./outputs/figures_lensing)")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work instead of training again")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
+    p.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the PSNR-ceiling table")
+    a = p.parse_args(argv)
+    root = Path(os.environ.get("LIT_SR_ROOT", REPO))
+    work = a.work or root / "outputs" / "figures_lensing"
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    if a.ceiling:
+        table = ceiling_table()
+        _write(a.out / "lensing_ceiling.md", table)
+        print(table, flush=True)
+
+    times: dict[str, list[float]] = {e: [] for e in EXPERIMENTS}
+    for seed in a.seeds:
+        clf = work / f"seed{seed}" / EXPERIMENTS[0] / "classifier" / "classifier.ckpt"
+        for experiment in EXPERIMENTS:
+            run_dir = work / f"seed{seed}" / experiment
+            overrides = [] if experiment == EXPERIMENTS[0] else [f"model.classifier_ckpt={clf}"]
+            if a.reuse and _finished(run_dir):
+                seconds = float((run_dir / "seconds.txt").read_text())
+            else:
+                print(f"python run.py experiment={experiment} seed={seed} {' '.join(overrides)} -> {run_dir}",
+                      flush=True)
+                seconds = run_experiment(run_dir, experiment, seed, overrides, a.threads)
+            times[experiment].append(seconds)
+            print(f"  {experiment} seed {seed}: {seconds:.0f} s", flush=True)
+
+    runs = [r for r in find_runs(*(work / f"seed{s}" for s in a.seeds)) if r["experiment"] in EXPERIMENTS]
+    written = write_outputs(runs, a.out, n_lenses=2)
+    table = (a.out / "lensing_comparison.md").read_text()
+    timing = ("Wall time of `python run.py` per experiment (seeds " + ", ".join(map(str, a.seeds)) + "; "
+              + f"{EXPERIMENTS[0]} includes training the classifier, the others reuse it): "
+              + "; ".join(f"{MODELS[e]} {np.mean(t):.0f} s" for e, t in times.items() if t) + ".")
+    _write(a.out / "lensing_results.md", table.rstrip() + "\n\n" + timing)
+    written.append(a.out / "lensing_results.md")
+    written += evaluator_figures(work / f"seed{a.seeds[0]}" / EXPERIMENTS[0], a.out)
+    for path in written:
+        print("wrote", path)
+    print((a.out / "lensing_results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Lensing evaluator: AUC numerics, min-max PSNR, ring-fit errors per source, the evaluator contract; the classifier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAUROC
+
+from lit_sr.domains.lensing.metrics import LensingEvaluator, one_vs_rest_auc, psnr_minmax, roc_points
+from lit_sr.domains.lensing.nets import LensClassifier, PolarResample
+
+PIX = 0.05
+
+
+# ---------------------------------------------------------------------------------------------- AUC
+
+def test_auc_perfect_inverted_and_uninformative():
+    labels = np.repeat([0, 1, 2], 5)
+    perfect = np.eye(3)[labels]
+    np.testing.assert_allclose(one_vs_rest_auc(perfect, labels), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(one_vs_rest_auc(-perfect, labels), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(one_vs_rest_auc(np.ones((15, 3)), labels), [0.5, 0.5, 0.5])   # ties count half
+
+
+def test_auc_hand_example_with_a_tie():
+    # class 0 scores: positives {0.9, 0.4}, negatives {0.4, 0.1}: pairs (0.9>0.4, 0.9>0.1, 0.4=0.4, 0.4>0.1) = 3.5/4
+    scores = np.array([[0.9, 0], [0.4, 0], [0.4, 0], [0.1, 0]])
+    labels = np.array([0, 0, 1, 1])
+    assert one_vs_rest_auc(scores, labels)[0] == pytest.approx(3.5 / 4)
+
+
+def test_auc_matches_torchmetrics_and_missing_class_is_nan():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3)) + 1.5 * np.eye(3)[labels]
+    probs = torch.softmax(torch.from_numpy(logits), 1)
+    ours = one_vs_rest_auc(probs, labels)
+    ref = MulticlassAUROC(3, average=None, thresholds=None)(probs.float(), torch.from_numpy(labels)).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert 0.7 < ours.min() < 1.0
+    assert np.isnan(one_vs_rest_auc(probs[labels < 2], labels[labels < 2])[2])
+
+
+def test_roc_points_end_at_corners_and_area_is_auc():
+    rng = np.random.default_rng(1)
+    positive = rng.random(200) < 0.4
+    scores = rng.normal(size=200) + positive
+    fpr, tpr = roc_points(scores, positive)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    auc = one_vs_rest_auc(np.stack([scores, -scores], 1), (~positive).astype(int))[0]
+    assert area == pytest.approx(auc, abs=1e-9)
+
+
+def test_psnr_minmax_known_value():
+    target = torch.linspace(0, 2, 100).view(1, 1, 10, 10).repeat(2, 1, 1, 1)   # range 2
+    pred = target + torch.tensor([0.2, 0.02]).view(2, 1, 1, 1)                # MSE 0.04 and 4e-4
+    np.testing.assert_allclose(psnr_minmax(pred, target).numpy(), [10 * math.log10(4 / 0.04), 10 * math.log10(4 / 4e-4)],
+                               rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- evaluator
+
+def _ring(radius_arcsec: float, size: int = 64, width_arcsec: float = 0.06, amp: float = 5.0) -> torch.Tensor:
+    x = (np.arange(size) - (size - 1) / 2) * PIX
+    r = np.hypot(x[None, :], x[:, None])
+    return torch.from_numpy(amp * np.exp(-0.5 * ((r - radius_arcsec) / width_arcsec) ** 2)).float()[None]
+
+
+class BrightnessClassifier(nn.Module):
+    """Toy 'classifier': class k for total flux near (k + 1) x the unit ring's flux."""
+
+    def __init__(self, unit_flux: float) -> None:
+        super().__init__()
+        self.unit_flux = unit_flux
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level = x.flatten(1).sum(1) / self.unit_flux - 1                      # 0, 1, 2 for the three classes
+        return -self.scale * (level[:, None] - torch.arange(3.0)[None]) ** 2
+
+
+def test_evaluator_scores_sources_against_truth():
+    radii = torch.tensor([0.8, 1.0, 1.2, 0.9, 1.1, 1.3])
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    unit = float(_ring(1.0).sum())
+    # HR: class k has (k + 1) x the flux of a ring with the unit flux (flux scaled to undo the radius dependence)
+    hr = torch.stack([_ring(float(r)) * (k + 1) * unit / float(_ring(float(r)).sum()) for r, k in zip(radii, labels)])
+    sr = hr.clone()
+    lr_up = hr[torch.tensor([1, 2, 0, 4, 5, 3])]                         # every lens given another class's flux
+    bicubic = torch.stack([_ring(float(r) + 0.1) for r in radii])        # rings 0.1" too large
+    ev = LensingEvaluator(classifier=BrightnessClassifier(unit), pixel_scale_arcsec=PIX,
+                          sources=("lr_up", "bicubic", "sr", "hr"))
+    batch = {"label": labels, "theta_e_arcsec": radii, "lens_x_arcsec": torch.zeros(6), "lens_y_arcsec": torch.zeros(6)}
+    for half in (slice(0, 3), slice(3, 6)):                              # two batches accumulate
+        ev.update({k: v[half] for k, v in batch.items()},
+                  {"input_up": lr_up[half], "bicubic": bicubic[half], "output": sr[half], "target": hr[half],
+                   "input": hr[half, :, ::2, ::2]})
+    out = ev.compute()
+    assert out["acc/hr"] == 1.0 and out["auc/hr"] == 1.0 and out["acc/sr"] == 1.0
+    assert out["auc_cdm/hr"] == out["auc_vortex/hr"] == out["auc_no_sub/hr"] == 1.0
+    assert out["acc/lr_up"] == 0.0 and out["auc/lr_up"] < 0.5
+    assert out["theta_e_abs_err_arcsec/hr"] < PIX / 2                   # the ring fit finds the ring radius
+    assert out["theta_e_bias_arcsec/bicubic"] == pytest.approx(0.1, abs=PIX / 2)
+    assert out["theta_e_fail_frac/hr"] == 0.0
+    assert out["psnr_minmax/sr"] > 200 and "psnr_minmax/hr" not in out   # identical images: MSE 0
+    assert ev.values["hr"].theta_fit[0].shape == (3,)
+    figs = ev.figures()
+    assert set(figs) == {"roc", "theta_e_error"}
+    ev.reset()
+    assert ev.compute() == {}
+
+
+def test_evaluator_without_labels_or_truth_reports_psnr_only():
+    ev = LensingEvaluator(classifier=None, sources=("bicubic", "sr", "hr"))
+    hr = torch.rand(4, 1, 16, 16)
+    ev.update({}, {"output": hr + 0.01, "bicubic": hr, "target": hr})
+    out = ev.compute()
+    assert set(out) == {"psnr_minmax/sr", "psnr_minmax/bicubic"}
+    with pytest.raises(ValueError, match="unknown"):
+        LensingEvaluator(sources=("lr",))
+
+
+# ---------------------------------------------------------------------------------------------- classifier net
+
+def test_classifier_is_brightness_invariant_and_any_size():
+    net = LensClassifier(channels=(4, 8, 8), feature_dim=8).eval()
+    x = torch.rand(3, 1, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(7.5 * x))                 # peak normalisation
+        assert net(torch.rand(2, 1, 64, 48)).shape == (2, 3)
+        assert net.features(x).shape == (3, 8)
+    assert LensClassifier(num_classes=1, channels=(4, 8), polar=False).eval()(x).shape == (3,)
+
+
+def test_polar_resampling_maps_a_ring_to_a_band_and_rotation_to_a_shift():
+    polar = PolarResample(n_radius=19, n_angle=64, r_min=0.1, r_max=1.0)
+    size = 64
+    ring = _ring(0.55 * size / 2 * PIX, size=size, width_arcsec=0.1)[None]   # radius 0.55 half-widths
+    p = polar(ring)[0, 0]
+    assert p.shape == (19, 64)
+    peak_rows = p.argmax(0)
+    assert (peak_rows == 9).all()                       # r = 0.1 + 9 * 0.05 = 0.55: the ring's radius
+    assert float(p.std(1)[9] / p.mean(1)[9]) < 0.02     # and uniform along the angle
+    blob = torch.rand(1, 1, size, size)
+    shifts = {k: torch.allclose(polar(torch.rot90(blob, 1, (-2, -1))), polar(blob).roll(k, -1), atol=1e-5)
+              for k in (16, -16)}
+    assert sum(shifts.values()) == 1, shifts            # a quarter turn is a shift by a quarter of the angles
+
+
+def test_polar_classifier_is_invariant_to_quarter_turns():
+    """Circular padding along the angle and shifts by multiples of the strides: exact invariance under rot90."""
+    torch.manual_seed(0)
+    net = LensClassifier(channels=(4, 8, 8, 8), feature_dim=8, n_radius=24, n_angle=64).eval()
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():
+        ref = net(x)
+        for k in (1, 2, 3):
+            torch.testing.assert_close(net(torch.rot90(x, k, (-2, -1))), ref, atol=1e-5, rtol=1e-5)
