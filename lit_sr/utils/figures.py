@@ -5,12 +5,21 @@ CSV has no image channel, so PNGs under ``<log_dir>/figures/`` keep every run's 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Mapping
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless: clusters and CI have no display
+
+def headless_backend() -> None:
+    """Agg for scripts and batch jobs (clusters and CI have no display); a Jupyter kernel keeps its inline
+    backend, so notebooks show the figures that plt.show() draws."""
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+
+
+headless_backend()
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lit_sr.utils.atomic import atomic_path  # noqa: E402

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import matplotlib
+from lit_sr.utils.figures import headless_backend
 
-matplotlib.use("Agg", force=False)
+headless_backend()
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lit_sr.domains.galaxy.morphology import STATISTICS
-from lit_sr.inference.runs import run_py, read_test_metrics
+from lit_sr.inference.runs import read_test_metrics, run_py
+from lit_sr.utils.figures import headless_backend
 
 STAT_LABELS = {"flux": "flux [ADU]", "hlr": "half-light radius [arcsec]", "e": "ellipticity |g| (HSM)",
                "C": "concentration C", "A": "asymmetry A"}
@@ -185,9 +186,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--extra", nargs="*", default=[], help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
     import h5py
-    import matplotlib
 
-    matplotlib.use("Agg")
+    headless_backend()
     import matplotlib.pyplot as plt
 
     repo = Path(__file__).resolve().parents[3]

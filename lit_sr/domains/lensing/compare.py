@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lit_sr.inference.runs import load_run, read_test_metrics
+from lit_sr.utils.figures import headless_backend
 
 #: experiment name -> label, in table order
 MODELS: dict[str, str] = {"lensing_rdn": "RDN", "lensing_srresnet": "SRResNet", "lensing_srgan": "SRGAN",
@@ -150,9 +151,8 @@ def test_examples(run_dirs: Mapping[str, Path], n_lenses: int = 3) -> dict[str, 
 def panel_figure(examples: Mapping[str, torch.Tensor], models: Sequence[str], class_names: Sequence[str] = CLASS_NAMES):
     """Rows of lenses; columns LR | bicubic | each model | HR | each model's residual SR - HR (counts/s per HR
     pixel). Images share the HR's colour range per row; residuals a symmetric range per row."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    headless_backend()
     import matplotlib.pyplot as plt
 
     columns = [("input", "LR"), ("bicubic", "bicubic")] + [(m, m) for m in models] + [("target", "HR")]

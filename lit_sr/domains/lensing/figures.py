@@ -27,6 +27,7 @@ import numpy as np
 
 from lit_sr.domains.lensing.compare import MODELS, find_runs, write_outputs
 from lit_sr.inference.runs import REPO, load_run, run_py
+from lit_sr.utils.figures import headless_backend
 
 EXPERIMENTS = tuple(MODELS)
 
@@ -38,7 +39,11 @@ def psnr_ceiling(n: int = 240, seed: int = 99, image_size: int = 96, physical_ma
     (the best any SR can do), for ``n`` lenses simulated with ``LensSimConfig(**sim)``."""
     import torch
 
-    from lit_sr.domains.lensing.sim import LensSimConfig, concatenate_blocks, simulate_lenses
+    from lit_sr.domains.lensing.sim import (
+        LensSimConfig,
+        concatenate_blocks,
+        simulate_lenses,
+    )
     from lit_sr.metrics.image import upsample_baseline
 
     config = LensSimConfig(image_size=image_size, **sim)
@@ -102,9 +107,8 @@ def _write(path: Path, text: str) -> None:
 
 def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> list[Path]:
     """The evaluator's plots (ROC per class, Einstein-radius errors) of one run on its test split."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    headless_backend()
     import matplotlib.pyplot as plt
     import torch
 

@@ -29,11 +29,16 @@ import numpy as np
 import torch
 
 from lit_sr.data.normalise import PercentileNormaliser
-from lit_sr.domains.saxs.radial_profile import log_radial_edges, radial_profile, usable_radius
+from lit_sr.domains.saxs.radial_profile import (
+    log_radial_edges,
+    radial_profile,
+    usable_radius,
+)
 from lit_sr.inference.frames import FramePredictor
-from lit_sr.inference.runs import REPO, run_py, read_test_metrics
+from lit_sr.inference.runs import REPO, read_test_metrics, run_py
 from lit_sr.metrics.background import median_hit_filter
 from lit_sr.nets.decomposition import DecompositionNet
+from lit_sr.utils.figures import headless_backend
 
 EXPERIMENTS = ("saxs_unet", "saxs_equnet")
 LABELS = {"saxs_unet": "UNet", "saxs_equnet": "C4-equivariant UNet"}
@@ -181,9 +186,8 @@ def _log_img(a: np.ndarray, floor: float = 1.0) -> np.ndarray:
 def frame_figure(full: np.ndarray, signal_est: np.ndarray, background_est: np.ndarray, truth: np.ndarray,
                  title: str = ""):
     """One frame: input | cleaned signal | true signal | removed background (log10 keV)."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    headless_backend()
     import matplotlib.pyplot as plt
 
     panels = (("input (full shot)", full), ("cleaned signal", signal_est), ("true signal", truth),
@@ -203,9 +207,8 @@ def frame_figure(full: np.ndarray, signal_est: np.ndarray, background_est: np.nd
 
 def profile_figure(edges: np.ndarray, profiles: Mapping[str, np.ndarray], truth: np.ndarray):
     """I(r) of every estimator (top) and its relative error to the true profile (bottom)."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    headless_backend()
     import matplotlib.pyplot as plt
 
     r = np.sqrt(edges[:-1] * edges[1:])
@@ -227,9 +230,8 @@ def profile_figure(edges: np.ndarray, profiles: Mapping[str, np.ndarray], truth:
 
 def residual_figure(residuals: Mapping[str, np.ndarray], scale_kev: float = 50.0):
     """Maps of (estimate - true signal) in keV for several estimators, symmetric log colour scale."""
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    headless_backend()
     import matplotlib.pyplot as plt
     from matplotlib.colors import SymLogNorm
 

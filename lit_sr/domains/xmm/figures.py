@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from lit_sr.inference.runs import REPO, best_checkpoint, run_py, read_test_metrics
+from lit_sr.inference.runs import REPO, best_checkpoint, read_test_metrics, run_py
+from lit_sr.utils.figures import headless_backend
 
 EXPERIMENTS = ("xmm_dn", "xmm_sr", "xmm_srgan")
 
@@ -84,9 +85,8 @@ def _rate(path: Path) -> tuple[np.ndarray, float]:
 
 def panel_figure(input_fits: Path, target_fits: Path, prediction_fits: Path, title: str, out_png: Path) -> Path:
     """input | model | target (count rate per arcsec^2, square-root scale) | LR_DEV | ENS_STD, from FITS files."""
-    import matplotlib
 
-    matplotlib.use("Agg")
+    headless_backend()
     import matplotlib.pyplot as plt
     from astropy.io import fits
     from astropy.wcs import WCS
