@@ -118,6 +118,18 @@ def rebuild_transform(stored: Any) -> nn.Module | None:
     return cls(**params)
 
 
+def frozen(classifier: nn.Module | None, transform=None) -> tuple[nn.Module | None, Any]:
+    """An evaluator's classifier, frozen for good (eval mode, no gradients), and the transform of GeV /
+    physical images into its input space: ``transform`` if given, else its ``input_transform``
+    attribute (set by :func:`load_frozen_classifier`), else None."""
+    if classifier is None:
+        return None, transform
+    classifier.eval()
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    return classifier, transform if transform is not None else getattr(classifier, "input_transform", None)
+
+
 def _bad(path: str, found: str, expected: str) -> ValueError:
     return ValueError(f"{path}: not a usable classifier checkpoint: found {found}; expected {expected}")
 

@@ -53,3 +53,18 @@ def log_figures(trainer, figures: Mapping[str, "plt.Figure"], prefix: str = "") 
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
         plt.close(fig)
+
+
+def save_figure(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (tight bounding box), close it, return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_figures(figures: Mapping[str, "plt.Figure"], out_dir: str | Path, prefix: str = "",
+                 dpi: int = 110) -> list[Path]:
+    """:func:`save_figure` for each named figure: ``<out_dir>/<prefix><name>.png``."""
+    return [save_figure(fig, Path(out_dir) / f"{prefix}{name}.png", dpi) for name, fig in figures.items()]

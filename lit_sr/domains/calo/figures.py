@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lit_sr.inference.runs import REPO, load_run, mean_std, read_test_metrics, run_py
-from lit_sr.utils.figures import headless_backend
+from lit_sr.utils.figures import headless_backend, save_figures
 
 #: (metric key without the stage, label, unit, digits) of the results table; LR/SR/HR columns.
 TABLE_ROWS: tuple[tuple[str, str, str, int], ...] = (
@@ -241,22 +241,11 @@ def panel_figure(examples: Mapping[str, torch.Tensor], columns: Sequence[tuple[s
     return fig
 
 
-def save_figures(evaluator, examples: Mapping[str, torch.Tensor], out: Path, prefix: str = "calo_") -> list[Path]:
+def write_figures(evaluator, examples: Mapping[str, torch.Tensor], out: Path, prefix: str = "calo_") -> list[Path]:
     """The panels and the evaluator's physics plots as PNG files in ``out``."""
-    import matplotlib.pyplot as plt
-
-    from lit_sr.utils.atomic import atomic_path
-
     out.mkdir(parents=True, exist_ok=True)
     figs = {"panels": panel_figure(examples), **evaluator.figures()}
-    written = []
-    for name, fig in figs.items():
-        path = out / f"{prefix}{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-    return written
+    return save_figures(figs, out, prefix)
 
 
 def _write(path: Path, text: str) -> None:
@@ -317,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     first = work / f"seed{a.seeds[0]}"
     module, datamodule = load_run(first)
     evaluator, examples = evaluate_run(module, datamodule)
-    for path in save_figures(evaluator, examples, a.out):
+    for path in write_figures(evaluator, examples, a.out):
         print("wrote", path)
 
     if a.ablation and ABLATION:

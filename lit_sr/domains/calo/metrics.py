@@ -20,6 +20,8 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lit_sr.models.classifier import frozen
+
 WINDOW_CM = 13.2
 SOURCES = ("lr_up", "sr", "hr")
 
@@ -340,14 +342,7 @@ class CaloPhysicsEvaluator(nn.Module):
         super().__init__()
         self.sources = tuple(sources)
         self.factor = factor
-        self.classifier = classifier
-        if classifier is not None:
-            classifier.eval()
-            for p in classifier.parameters():
-                p.requires_grad_(False)
-        if classifier_transform is None and classifier is not None:
-            classifier_transform = getattr(classifier, "input_transform", None)
-        self.classifier_transform = classifier_transform
+        self.classifier, self.classifier_transform = frozen(classifier, classifier_transform)
         self.bary_log = nn.ModuleDict({s: BarycentreResolution("log", w0, window_cm) for s in self.sources})
         self.bary_energy = nn.ModuleDict({s: BarycentreResolution("energy", w0, window_cm) for s in self.sources})
         self.width = nn.ModuleDict({s: ShowerWidth(window_cm) for s in self.sources})

@@ -35,6 +35,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_sr.domains.galaxy.morphology import STATISTICS, _compare, morphology_statistics
 from lit_sr.domains.galaxy.sim import LABEL_NAMES
+from lit_sr.models.classifier import frozen
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -99,11 +100,7 @@ class GalaxyGenerationEvaluator(nn.Module):
                  class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.2, seed: int = 0,
                  figure_images: int = 6) -> None:
         super().__init__()
-        self.classifier = classifier
-        if classifier is not None:
-            classifier.eval()
-            for p in classifier.parameters():
-                p.requires_grad_(False)
+        self.classifier, _ = frozen(classifier)
         self.transform = transform
         self.class_names = [str(c) for c in class_names]
         self.pixel_scale = float(pixel_scale_arcsec)

@@ -27,7 +27,7 @@ import numpy as np
 
 from lit_sr.domains.lensing.compare import MODELS, find_runs, write_outputs
 from lit_sr.inference.runs import REPO, load_run, run_py
-from lit_sr.utils.figures import headless_backend
+from lit_sr.utils.figures import headless_backend, save_figures
 
 EXPERIMENTS = tuple(MODELS)
 
@@ -107,12 +107,8 @@ def _write(path: Path, text: str) -> None:
 
 def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> list[Path]:
     """The evaluator's plots (ROC per class, Einstein-radius errors) of one run on its test split."""
-
     headless_backend()
-    import matplotlib.pyplot as plt
     import torch
-
-    from lit_sr.utils.atomic import atomic_path
 
     module, dm = load_run(run_dir)
     dm.prepare_data()
@@ -125,14 +121,7 @@ def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> lis
             ev.update(batch, module.physical_images(batch, sr, {b: module.baseline(batch["input"], b)
                                                                   for b in module.baselines}))
     ev.compute()
-    written = []
-    for name, fig in ev.figures().items():
-        path = out / f"{prefix}{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-    return written
+    return save_figures(ev.figures(), out, prefix)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_sr.domains.lensing.ring_fit import einstein_radius_from_image
 from lit_sr.domains.lensing.sim import LABEL_NAMES
+from lit_sr.models.classifier import frozen
 
 #: evaluator-contract image keys -> source names, in table order
 IMAGE_SOURCES = {"input_up": "lr_up", "bilinear": "bilinear", "bicubic": "bicubic", "output": "sr", "target": "hr"}
@@ -133,14 +134,7 @@ class LensingEvaluator(nn.Module):
         self.class_names = tuple(str(c) for c in class_names)
         self.pixel_scale_arcsec = float(pixel_scale_arcsec)
         self.ring_fit = dict(ring_fit or {})
-        self.classifier = classifier
-        if classifier is not None:
-            classifier.eval()
-            for p in classifier.parameters():
-                p.requires_grad_(False)
-        if classifier_transform is None and classifier is not None:
-            classifier_transform = getattr(classifier, "input_transform", None)
-        self.classifier_transform = classifier_transform
+        self.classifier, self.classifier_transform = frozen(classifier, classifier_transform)
         self.values = nn.ModuleDict({s: LensSourceValues() for s in self.sources})
         self._cache: dict[str, dict[str, torch.Tensor]] | None = None
 
