@@ -47,8 +47,13 @@ def main() -> None:
         base = [f"experiment={name}", "trainer.accelerator=cpu", f"paths.data_dir={ROOT / 'data'}"]
         cfg = compose(base)
         extra = []
+        # no trained classifier here: drop whatever would load one (evaluator, perceptual and feature terms)
+        if "classifier_ckpt" in cfg.model:
+            extra += ["model.evaluator=null", "setup_hook=null"]
         if "perceptual_net" in cfg.model:
-            extra += ["model.perceptual_net=null", "model.evaluator=null", "setup_hook=null"]
+            extra += ["model.perceptual_net=null"]
+        if "feature_net" in cfg.model.get("loss", {}):
+            extra += ["model.loss.feature_net=null", "model.loss.feature_weight=0"]
         modes = {"memory": []}
         dm = instantiate(cfg.data)
         dm.prepare_data()
