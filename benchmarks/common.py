@@ -59,7 +59,9 @@ def lightning_step_seconds(module, loader, steps: int, warmup: int = 5) -> float
         t0 = None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == warmup:
+            # global_step, not batch_idx: batch_idx restarts every epoch, which restarted the clock and
+            # made Lightning look several times faster than the bare loop on short loaders
+            if self.t0 is None and trainer.global_step == warmup:
                 self.t0 = time.perf_counter()
 
         def on_train_end(self, trainer, pl_module):
