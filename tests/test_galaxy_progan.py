@@ -19,13 +19,12 @@ from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator, frechet_dis
 from lit_sr.domains.galaxy.morphology import morphology_report
 from lit_sr.inference.samples import SamplesH5Writer, SamplingDataModule, resolve_psf
 from lit_sr.models.progan import (
-    FFTPSFConv,
     ProGANModule,
     ProgressiveSchedule,
     soft_clamp,
 )
 from lit_sr.nets.progan import ProCritic, ProGenerator
-from lit_sr.nets.psf import FixedPSFConv, moffat_psf
+from lit_sr.nets.psf import FFTPSFConv, FixedPSFConv, moffat_psf
 
 STAMP, PSF = 16, 7
 CHANNELS = (8, 8, 8)  # 4x4, 8x8, 16x16
