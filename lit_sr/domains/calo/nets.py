@@ -46,10 +46,11 @@ class EnergyConservingGenerator(nn.Module):
         return self.transform(out)
 
 
-class BlockSoftmaxGenerator(nn.Module):
+class BlockSoftmaxGenerator(EnergyConservingGenerator):
     """Energy-conserving generator: each LR crystal's energy shared out over its scale x scale block.
 
-    The wrapped net's output (no output activation) are logits; within every block
+    Same constructor as :class:`EnergyConservingGenerator`; the wrapped net's output (no output
+    activation) are logits; within every block
     E_HR = E_LR * softmax(logits over the block), so the block sums to the LR crystal exactly (GeV,
     through ``transform``) and every pixel keeps a gradient. The rescaling wrapper
     (:class:`EnergyConservingGenerator`) on a ReLU output can die: a block whose pixels are all 0 is
@@ -57,12 +58,6 @@ class BlockSoftmaxGenerator(nn.Module):
     SR image was exactly the upsampled LR image. With ``input_skip`` the logits start uniform within
     each block, so the net starts as the flux-conserving nearest-neighbour upsampling.
     """
-
-    def __init__(self, net: nn.Module, scale: int, transform: nn.Module | None = None) -> None:
-        super().__init__()
-        self.net = net
-        self.scale = int(scale)
-        self.transform = transform
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         logits = self.net(lr)
