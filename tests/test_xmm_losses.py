@@ -80,7 +80,7 @@ def test_physical_space_poisson_is_the_count_rate_likelihood():
 def test_adversarial_phase_lr_switches_after_pretraining():
     from types import SimpleNamespace
 
-    from lit_sr.domains.xmm.training import AdversarialPhaseLR
+    from lit_sr.callbacks.adversarial_phase import AdversarialPhaseLR
 
     w = torch.nn.Parameter(torch.zeros(1))
     g, d = torch.optim.Adam([w], lr=1e-3), torch.optim.Adam([w], lr=5e-4)

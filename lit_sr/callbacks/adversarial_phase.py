@@ -1,7 +1,7 @@
-"""Training helpers of the X-ray recipes.
+"""Learning rates of a GAN's adversarial phase (any :class:`~lit_sr.models.adversarial.AdversarialModule`).
 
 :class:`AdversarialPhaseLR` sets the learning rates of a GAN's optimisers once its pixel-loss pre-training
-ends. The CPU recipe of ``xmm_srgan`` pre-trains the generator with a large step (1e-3, few batches) and
+ends. Why it exists: the CPU recipe of ``xmm_srgan`` pre-trains the generator with a large step (1e-3, few batches) and
 must then continue with a small one: with 1e-3 in the adversarial phase the generator's output fell below
 zero everywhere within 50 batches (the [0, 1] output clamp then passes no gradient; measured: PSNR 24.9 dB,
 no source detected, LR consistency 1e5).
