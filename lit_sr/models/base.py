@@ -7,13 +7,17 @@ config names the class and its arguments while the module supplies the parameter
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import lightning as L
 import torch
 from torch import nn
 
+from lit_sr.metrics.evaluator import Evaluator
 from lit_sr.models.ema import EMA
+
+log = logging.getLogger("lit_sr")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -78,6 +82,27 @@ def with_batch_keys(outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[s
     for k, v in per_sample_keys(batch).items():
         merged[f"{k}_true" if k in outputs else k] = v
     return merged
+
+
+def log_evaluation(module: L.LightningModule, evaluator: Evaluator | None, stage: str) -> None:
+    """Compute ``evaluator`` (collective under DDP), log its finite values as ``<stage>/<name>`` (every
+    rank logs the same reduced value), its figures after validation, then reset it. Sanity-check passes
+    only reset."""
+    if evaluator is None:
+        return
+    if module.trainer.sanity_checking:
+        evaluator.reset()
+        return
+    values, skipped = evaluator.results()
+    if skipped:  # too few events of a class, no successful fit: not a number to log
+        log.info("%s: not logged (not finite): %s", stage, ", ".join(skipped))
+    module.log_dict({f"{stage}/{k}": v for k, v in values.items()})
+    figures = evaluator.figures()
+    if figures:
+        from lit_sr.utils.figures import log_figures  # matplotlib only when figures are due
+
+        log_figures(module.trainer, figures, prefix=f"{stage}/")
+    evaluator.reset()
 
 
 class LitSRModule(L.LightningModule):

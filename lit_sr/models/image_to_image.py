@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lit_sr.metrics.image import image_quality, upsample_baseline
-from lit_sr.models.base import resolve_data_range, with_batch_keys
+from lit_sr.models.base import log_evaluation, resolve_data_range, with_batch_keys
 
 STAGES = ("val", "test")
 
@@ -87,27 +87,35 @@ class ImageToImageTask:
             self.evaluator.update(batch, self.physical_images(batch, sr, baselines))
         return sr
 
-    def physical_images(self, batch: dict[str, torch.Tensor], sr: torch.Tensor,
+    def physical_images(self, batch: dict[str, torch.Tensor], sr: torch.Tensor | None = None,
                         baselines: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The evaluator's ``images``: input, input_up, output, target and baselines in physical units."""
+        """The evaluator's ``images``: input, input_up, output (when ``sr`` is given), target and
+        baselines in physical units."""
         lr = self.to_physical(self.image_of(batch["input"]))
-        images = {"input": lr, "input_up": upsample_baseline(lr, self.scale, "nearest", self.flux_conserving),
-                  "output": self.to_physical(sr), "target": self.to_physical(batch["target"])}
+        images = {"input": lr, "input_up": upsample_baseline(lr, self.scale, "nearest", self.flux_conserving)}
+        if "target" in batch:
+            images["target"] = self.to_physical(batch["target"])
+        if sr is not None:
+            images["output"] = self.to_physical(sr)
         for b, est in (baselines or {}).items():
             if b != "input":
                 images[b] = self.to_physical(est)
         return images
 
-    def _log_evaluator(self, stage: str) -> None:
-        if self.evaluator is None:
+    def _prepare_evaluator(self) -> None:
+        """Tune the evaluator's baselines on the validation split, once, before the first val/test pass."""
+        if self.evaluator is None or self.evaluator.prepared:
             return
-        values = self.evaluator.compute()
-        # compute() already reduced over ranks, so every rank logs the same value
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()})
-        if stage == "val" and not self.trainer.sanity_checking and hasattr(self.evaluator, "figures"):
-            from lit_sr.utils.figures import log_figures  # matplotlib only when figures are due
-            log_figures(self.trainer, self.evaluator.figures(), prefix=f"{stage}/")
-        self.evaluator.reset()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = datamodule.val_dataloader() if datamodule is not None else None
+
+        def pairs():
+            for batch in loader or ():
+                batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                yield batch, self.physical_images(batch)
+
+        with torch.no_grad():
+            self.evaluator.prepare(pairs())
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -115,11 +123,17 @@ class ImageToImageTask:
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def on_validation_start(self) -> None:
+        self._prepare_evaluator()
+
+    def on_test_start(self) -> None:
+        self._prepare_evaluator()
+
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluator("val")
+        log_evaluation(self, self.evaluator, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_evaluator("test")
+        log_evaluation(self, self.evaluator, "test")
 
     # ------------------------------------------------------------------ prediction
     def predict_samples(self, batch: dict[str, Any]) -> dict[str, Any]:

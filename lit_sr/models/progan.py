@@ -55,7 +55,6 @@ Sampling (``predict_samples``): batches of ``index`` and ``seed`` (and ``label``
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -65,7 +64,7 @@ from torch import nn
 
 from lit_sr.losses.adversarial import AdversarialLoss
 from lit_sr.models.adversarial import AdversarialModule
-from lit_sr.models.base import OptimizerFactory, transform_hparams
+from lit_sr.models.base import OptimizerFactory, log_evaluation, transform_hparams
 from lit_sr.nets.psf import FFTPSFConv
 
 log = logging.getLogger("lit_sr")
@@ -448,31 +447,14 @@ class ProGANModule(AdversarialModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
-    def _log_evaluator(self, stage: str) -> None:
-        if self.evaluator is None:
-            return
-        if self.trainer.sanity_checking:
-            self.evaluator.reset()
-            return
-        values = {f"{stage}/{k}": float(v) for k, v in self.evaluator.compute().items()}
-        skipped = sorted(k for k, v in values.items() if not math.isfinite(v))
-        if skipped:  # too few images of a class, or no successful fit: not a number to log
-            log.info("%s: not logged (not finite): %s", stage, ", ".join(skipped))
-        self.log_dict({k: v for k, v in values.items() if math.isfinite(v)})
-        if hasattr(self.evaluator, "figures"):
-            from lit_sr.utils.figures import log_figures
-
-            log_figures(self.trainer, self.evaluator.figures(), prefix=f"{stage}/")
-        self.evaluator.reset()
-
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluator("val")
+        log_evaluation(self, self.evaluator, "val")
         if not self.trainer.sanity_checking:
             phase, alpha = self.phase_state
             self._log_grid("val/samples", phase, alpha)
 
     def on_test_epoch_end(self) -> None:
-        self._log_evaluator("test")
+        log_evaluation(self, self.evaluator, "test")
 
     # ------------------------------------------------------------------ pictures
     @torch.no_grad()

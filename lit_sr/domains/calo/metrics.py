@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_sr.models.classifier import frozen
+from lit_sr.metrics.evaluator import Evaluator
 
 WINDOW_CM = 13.2
 SOURCES = ("lr_up", "sr", "hr")
@@ -315,7 +316,7 @@ class EnergyConservation(Metric):
 
 
 # ----------------------------------------------------------------------------- container
-class CaloPhysicsEvaluator(nn.Module):
+class CaloPhysicsEvaluator(Evaluator):
     """All calorimeter physics metrics for the image sources ``lr_up``, ``sr`` and ``hr``.
 
     Args:

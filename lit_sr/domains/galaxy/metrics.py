@@ -36,6 +36,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_sr.domains.galaxy.morphology import STATISTICS, _compare, morphology_statistics
 from lit_sr.domains.galaxy.sim import LABEL_NAMES
 from lit_sr.models.classifier import frozen
+from lit_sr.metrics.evaluator import Evaluator
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -84,7 +85,7 @@ class _Samples(Metric):
                 ("real", "fake", "label_real", "label_fake", "feat_real", "feat_fake")}
 
 
-class GalaxyGenerationEvaluator(nn.Module):
+class GalaxyGenerationEvaluator(Evaluator):
     """Morphology W1 ratios and Frechet distances of generated vs real stamps (see the module docstring).
 
     Args:

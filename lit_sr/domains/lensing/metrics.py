@@ -27,6 +27,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_sr.domains.lensing.ring_fit import einstein_radius_from_image
 from lit_sr.domains.lensing.sim import LABEL_NAMES
 from lit_sr.models.classifier import frozen
+from lit_sr.metrics.evaluator import Evaluator
 
 #: evaluator-contract image keys -> source names, in table order
 IMAGE_SOURCES = {"input_up": "lr_up", "bilinear": "bilinear", "bicubic": "bicubic", "output": "sr", "target": "hr"}
@@ -105,7 +106,7 @@ class LensSourceValues(Metric):
         return self.values()
 
 
-class LensingEvaluator(nn.Module):
+class LensingEvaluator(Evaluator):
     """Substructure classification, Einstein-radius recovery and min-max PSNR for LR-up / baselines / SR / HR.
 
     Args:

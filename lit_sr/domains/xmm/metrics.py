@@ -61,6 +61,7 @@ from lit_sr.domains.xmm.hallucination import forward_model_to_input, lr_consiste
 from lit_sr.domains.xmm.photometry import (aperture_flux_ratio, detection_stats, estimate_background_rate,
                                            point_source_fwhm, poisson_deviance)
 from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
+from lit_sr.metrics.evaluator import Evaluator
 
 SOURCES = ("input", "bicubic", "model", "target", "truth")
 SUM_STATS = ("l1_sum", "sq_sum", "pix", "dev_sum", "dev_pix", "cons_dev", "cons_exp", "cons_above", "cons_above_exp",
@@ -113,7 +114,7 @@ def gap_mask(exposure_in: np.ndarray, margin: int, deficit: float = 0.9) -> np.n
     return ~low
 
 
-class XMMEvaluator(nn.Module):
+class XMMEvaluator(Evaluator):
     """The X-ray evaluator (see the module docstring for the metrics and their keys).
 
     Args:
