@@ -22,6 +22,16 @@ def test_import_contracts_hold():
     assert "BROKEN" not in res.stdout and res.stdout.count("KEPT") >= 2
 
 
+def test_independence_contract_lists_every_domain_folder():
+    """A new folder under lit_sr/domains/ must join the independence contract, or it could import others."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    listed = {m for c in contracts if c["type"] == "independence" for m in c["modules"]}
+    folders = {f"lit_sr.domains.{p.parent.name}" for p in (ROOT / "lit_sr" / "domains").glob("*/__init__.py")}
+    assert folders and folders <= listed, f"add {sorted(folders - listed)} to the independence contract in pyproject.toml"
+
+
 def test_every_domain_lives_in_one_folder():
     generic = ["nets", "losses", "metrics", "models", "data", "inference", "callbacks", "utils"]
     for name in generic:

@@ -1,6 +1,6 @@
 """DataModule bases: the batch contract, and simulated HDF5 data with lazy or in-memory reading.
 
-Batch contract (DESIGN.md): ``{"input": [B, Cin, h, w], "target": [B, Cout, H, W], <per-sample keys>}``
+Batch contract: ``{"input": [B, Cin, h, w], "target": [B, Cout, H, W], <per-sample keys>}``
 in model space, ``H = scale * h``. A :class:`LitSRDataModule` declares, as constructor arguments that
 model configs interpolate (``${data.scale}``, ``${data.in_channels}``, ...):
 

@@ -5,7 +5,7 @@ one evaluation: the loss, PSNR/SSIM of the model beside classical baselines (``v
 ``val/bicubic_psnr``, with a fixed ``data_range`` in model space), the domain evaluator, prediction
 in physical units and image panels.
 
-Batch contract (DESIGN.md): ``input`` [B, Cin, h, w] may carry auxiliary channels (an exposure map):
+Batch contract (``lit_sr.data.base``): ``input`` [B, Cin, h, w] may carry auxiliary channels (an exposure map):
 ``image_channels`` picks the image, which baselines and metrics compare with ``target`` [B, Cout, H, W].
 The evaluator gets ``update(batch, images)`` with ``images`` a dict of physical-unit tensors:
 ``input`` (the image channels), ``input_up`` (flux-conserving nearest upsampling to the target grid),

@@ -1,6 +1,6 @@
 """Supervised image-to-image LightningModule: SR (scale > 1) and denoising (scale 1).
 
-Batches follow the contract of DESIGN.md: ``{"input": [B,Cin,h,w], "target": [B,Cout,H,W], ...}`` in the
+Batches follow the contract of ``lit_sr.data.base``: ``{"input": [B,Cin,h,w], "target": [B,Cout,H,W], ...}`` in the
 model's space; ``transform.inverse`` returns physical units for metrics and prediction. Evaluation,
 baselines and prediction come from :class:`~lit_sr.models.image_to_image.ImageToImageTask`.
 """
