@@ -9,6 +9,8 @@ STAMP := $(VENV)/.lit_sr-installed
 # Extra Hydra overrides for `make train`, e.g. make train ARGS="trainer=ddp_sim"
 ARGS ?=
 PYTEST_ARGS ?=
+# make test runs the suite in this many pytest-xdist processes (one torch thread each; tests/conftest.py)
+TEST_WORKERS ?= 2
 # make bench QUICK=1: the same table with smaller sizes (under 5 minutes on 2 cores)
 QUICK ?=
 
@@ -28,7 +30,7 @@ train: setup
 	$(BIN)/python run.py $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: setup
 	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py

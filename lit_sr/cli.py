@@ -15,11 +15,13 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lit_sr.utils.atomic import atomic_path
+from lit_sr.utils.errors import ConfigError, UserError
 
 log = logging.getLogger("lit_sr")
 
@@ -155,11 +157,11 @@ def resume_in_place(cfg: DictConfig, output_dir: Path) -> None:
 
 def check_mode(cfg: DictConfig) -> None:
     if cfg.mode not in MODES:
-        raise ValueError(f"mode={cfg.mode!r} is not a mode; expected one of {', '.join(MODES)}")
+        raise ConfigError(f"mode={cfg.mode!r} is not a mode; expected one of {', '.join(MODES)}")
     if cfg.mode in ("test", "predict") and not cfg.get("ckpt_path"):
-        raise ValueError(f"mode={cfg.mode} needs a trained model: add ckpt_path=/path/to/checkpoint.ckpt")
+        raise ConfigError(f"mode={cfg.mode} needs a trained model: add ckpt_path=/path/to/checkpoint.ckpt")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
 
 
 def prepare_components(cfg: DictConfig) -> None:
@@ -224,7 +226,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     callbacks = instantiate_list(cfg.get("callbacks"))
     if cfg.mode == "predict":
         if not (cfg.get("predict") and cfg.predict.get("writer")):
-            raise ValueError("mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
+            raise ConfigError("mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
                              "predict=frames (predict.input=<file>)")
         callbacks.append(instantiate(cfg.predict.writer, _convert_="all"))
     loggers = instantiate_list(cfg.get("logger"))
@@ -251,7 +253,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     optimized = cfg.get("optimized_metric")
     if optimized:
         if optimized not in metrics:
-            raise KeyError(f"optimized_metric={optimized!r} was not logged; logged: {sorted(metrics)}")
+            raise ConfigError(f"optimized_metric={optimized!r} was not logged; logged: {sorted(metrics)}")
         return metrics[optimized]
     return metrics
 
@@ -260,6 +262,41 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+# ---------------------------------------------------------------------------- user errors
+class UserInputError(CompactHydraException):
+    """What ``main`` raises for a user's input or config error: Hydra prints a compact exception's message
+    alone (no traceback) and exits with code 1, in single runs, multirun jobs and DDP child processes."""
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The error behind ``exc`` that the user fixes in their input or config, or None (a bug: keep the trace).
+
+    User errors: :class:`~lit_sr.utils.errors.UserError` (``DataFileError``, ``ConfigError``), refusals to
+    overwrite (``FileExistsError``), missing mandatory config values and failed interpolations, and what
+    Hydra's ``instantiate`` reports (a constructor's config check, an unknown keyword, a target that does
+    not exist: Hydra itself prints these as compact messages). Only explicit causes (``raise ... from``)
+    are followed, never an error raised while handling another one.
+    """
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (UserError, FileExistsError, MissingMandatoryValue, InterpolationResolutionError)):
+            return exc
+        if isinstance(exc, InstantiationException):
+            return exc.__cause__ if isinstance(exc.__cause__, UserError) else exc
+        exc = exc.__cause__
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | dict[str, float]:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a bug (or the full trace asked for): Hydra prints the traceback
+        raise UserInputError(str(error)) from None

@@ -16,6 +16,14 @@ from omegaconf import DictConfig, open_dict
 
 import lit_sr  # noqa: F401  (registers the config resolvers, as run.py does)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs 2 xdist workers on 2 cores: one thread each (and in every run.py they start), not 2 x 2
+    # threads fighting over the cores. A plain `pytest` keeps torch's default.
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -1,9 +1,10 @@
 """Every experiment file of conf/experiment/, discovered from the folder: one batch of fit/val/test with
-its own default data (simulated once per session) and its own nets, then mode=predict.
+its own simulated default data and its own nets, then mode=predict.
 
-A new experiment is covered the day it lands. The default datasets are simulated at their real sizes
-(tens of seconds per domain, once per session), so these runs exercise exactly what a user's first
-``python run.py experiment=<name> debug=fdr`` does.
+A new experiment is covered the day it lands. The data are the experiment's own domain defaults at
+``data_size=tiny`` (conf/data/size/<domain>_tiny.yaml: the same simulators and files, tens of samples,
+simulated once per session), so these runs exercise what a user's first
+``python run.py experiment=<name> debug=fdr`` does, in seconds instead of minutes of simulation.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def default_data_dir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_fast_dev_run_then_predict(experiment, default_data_dir, tmp_path):
-    common = [f"experiment={experiment}", *TINY, f"paths.data_dir={default_data_dir}"]
+    common = [f"experiment={experiment}", *TINY, "data_size=tiny", f"paths.data_dir={default_data_dir}"]
     cfg = compose_config([*common, "debug=fdr"], tmp_path, tmp_path / "fdr")
     assert cfg.experiment_name == experiment, "an experiment file must set experiment_name"
     metrics = run(cfg)  # fast_dev_run logs nowhere: the runner returns the final metrics

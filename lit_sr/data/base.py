@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_sr.data.h5store import FileInfo, H5Schema, ensure_simulated, is_complete
 from lit_sr.data.rng import stream_rng
 from lit_sr.data.validate import DataFileError, require_file
+from lit_sr.utils.errors import ConfigError
 from lit_sr.utils.parallel import ordered_map
 
 log = logging.getLogger("lit_sr")
@@ -115,11 +116,11 @@ class LitSRDataModule(L.LightningDataModule):
         if x is None or y is None:
             return
         if x.shape[1] != self.in_channels or y.shape[1] != self.out_channels:
-            raise ValueError(f"{where}: input has {x.shape[1]} channels and target {y.shape[1]}; the data config "
-                             f"declares in_channels={self.in_channels}, out_channels={self.out_channels}")
+            raise ConfigError(f"{where}: input has {x.shape[1]} channels and target {y.shape[1]}; the data config "
+                              f"declares in_channels={self.in_channels}, out_channels={self.out_channels}")
         if tuple(y.shape[-2:]) != (x.shape[-2] * self.scale, x.shape[-1] * self.scale):
-            raise ValueError(f"{where}: target {tuple(y.shape[-2:])} is not scale={self.scale} x input "
-                             f"{tuple(x.shape[-2:])}")
+            raise ConfigError(f"{where}: target {tuple(y.shape[-2:])} is not scale={self.scale} x input "
+                              f"{tuple(x.shape[-2:])}")
 
 
 class OpenH5File:
@@ -416,7 +417,7 @@ class SimulatedH5DataModule(LitSRDataModule):
         keys = set(self.default_file_names())
         unknown = sorted(set(self.user_file) - keys)
         if unknown:
-            raise ValueError(f"data.file: unknown key(s) {unknown}; expected some of {sorted(keys)}")
+            raise ConfigError(f"data.file: unknown key(s) {unknown}; expected some of {sorted(keys)}")
         return {k: Path(v) for k, v in self.user_file.items() if v}
 
     @property
@@ -424,8 +425,8 @@ class SimulatedH5DataModule(LitSRDataModule):
         """The file of every key: the user's where given, else the simulated default under ``data_dir``."""
         user = self.user_files()
         if "all" in user and "all" not in self.default_file_names():
-            raise ValueError(f"data.file: this data module reads one file per split; give "
-                             f"{{{', '.join(self.default_file_names())}}} instead of one file")
+            raise ConfigError(f"data.file: this data module reads one file per split; give "
+                              f"{{{', '.join(self.default_file_names())}}} instead of one file")
         return {k: user.get(k, self.data_dir / name) for k, name in self.default_file_names().items()}
 
     @property

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_sr.data.validate import DataFileError, require_dataset, require_file
 from lit_sr.inference.blend import Normaliser, blend_predict, scaled_offsets
 from lit_sr.utils.atomic import AtomicFile
+from lit_sr.utils.errors import ConfigError
 from lit_sr.utils.progress import track
 
 
@@ -156,7 +157,7 @@ class FramesH5Output:
                  units: Mapping[str, str] | None = None, overwrite: bool = False) -> None:
         path, input_path = Path(path), Path(input_path)
         if input_path.exists() and path.resolve() == input_path.resolve():
-            raise ValueError(f"{path}: output must differ from the input file (the input is never modified)")
+            raise ConfigError(f"{path}: output must differ from the input file (the input is never modified)")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: output file exists; refusing to overwrite it "
                                   "(remove it or choose another output path, predict.output=...)")
@@ -246,17 +247,17 @@ def clean_frames(model: Callable, input_path: str | Path, output_path: str | Pat
 def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Load the ``state_dict`` of a Lightning checkpoint into ``model`` (``weights_only=True``).
 
-    A checkpoint of another architecture raises a ValueError naming the checkpoint and the differing
-    tensors (before any prediction starts).
+    A checkpoint of another architecture raises a DataFileError (a ValueError) naming the checkpoint and
+    the differing tensors (before any prediction starts).
     """
     ckpt_path = Path(ckpt_path)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or pickled objects that weights_only refuses
-        raise ValueError(f"{ckpt_path}: cannot load the checkpoint with weights_only=True ({err})") from err
+        raise DataFileError(ckpt_path, None, f"cannot load the checkpoint with weights_only=True ({err})") from err
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{ckpt_path}: no state_dict in the checkpoint (expected a Lightning checkpoint)")
+        raise DataFileError(ckpt_path, None, "no state_dict in the checkpoint (expected a Lightning checkpoint)")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -271,7 +272,7 @@ def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
             k = shapes[0]
             parts.append(f"{len(shapes)} tensors of another shape (e.g. {k}: checkpoint {tuple(state[k].shape)}, "
                          f"model {tuple(own[k].shape)})")
-        raise ValueError(f"{ckpt_path}: checkpoint does not match the configured model ({'; '.join(parts)}); "
-                         "use the experiment and model overrides (e.g. model.net.backend, model.net.features) "
-                         "the checkpoint was trained with")
+        raise DataFileError(ckpt_path, None, f"checkpoint does not match the configured model ({'; '.join(parts)}); "
+                            "use the experiment and model overrides (e.g. model.net.backend, model.net.features) "
+                            "the checkpoint was trained with")
     model.load_state_dict(state, strict=True)
