@@ -300,6 +300,10 @@ def results_markdown(results: dict[str, list[dict]], predictions: dict[str, dict
             cells = []
             for s in sources:
                 c = _cell([_value(m, template, s) for m in metrics], fmt)
+                if c and template == "completeness_at_input_fdr/{}" and any(
+                        m.get(f"threshold_at_input_fdr/{s}", math.inf) <= m.get("detection_floor", -math.inf) + 1e-9
+                        for m in metrics):
+                    c = "≥ " + c         # the curve reached its floor with fewer false detections: a lower bound
                 cells.append(f"**{c}**" if c and s == best else c)
             if any(cells):
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -48,7 +48,9 @@ Metrics (``compute()`` keys, ``<metric>/<source>``):
   ``completeness_at_input_fdr`` is each product's completeness at the false-detection rate of the input at
   ``detection_significance`` (the curve over thresholds >= ``detection_floor``, interpolated; see
   :func:`~lit_sr.domains.xmm.photometry.completeness_at_false_rate`), ``threshold_at_input_fdr`` the
-  threshold it needs, ``input_false_per_field`` that rate.
+  threshold it needs, ``input_false_per_field`` that rate. A product with fewer false detections than that
+  even at the floor gets its completeness at the floor, a lower bound (``threshold_at_input_fdr`` equals
+  ``detection_floor``, also logged).
 
 States are torchmetrics sums and concatenations, so ``compute()`` reduces across devices.
 """
@@ -166,7 +168,7 @@ class XMMEvaluator(Evaluator):
                  aperture_radius_lr: float = 2.0, aperture_fwhm_factor: float = 1.5,
                  aperture_radii_lr: Sequence[float] = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5),
                  annulus_lr: Sequence[float] = (5.0, 8.0), detection_significance: float = 5.0,
-                 detection_floor: float = 3.0, cell_radius_lr: float = 1.5, match_radius_lr: float = 2.0,
+                 detection_floor: float = 2.0, cell_radius_lr: float = 1.5, match_radius_lr: float = 2.0,
                  isolation_lr: float = 5.0, fwhm_box_lr: int = 9, consistency_threshold: float = 9.0,
                  gap_margin_lr: int = 3) -> None:
         super().__init__()
@@ -455,6 +457,7 @@ class XMMEvaluator(Evaluator):
         if "input" in curves:
             f0 = out["false_per_field/input"]
             out["input_false_per_field"] = f0
+            out["detection_floor"] = self.detection_floor
             for source, curve in curves.items():
                 comp, thr = completeness_at_false_rate(curve, f0)
                 out[f"completeness_at_input_fdr/{source}"] = comp
