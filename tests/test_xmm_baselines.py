@@ -7,7 +7,11 @@ import pytest
 import torch
 from scipy import ndimage, special
 
-from lit_sr.domains.xmm.baselines import gaussian_smooth_rate, smoothing_matrix, tune_sigma
+from lit_sr.domains.xmm.baselines import (
+    gaussian_smooth_rate,
+    smoothing_matrix,
+    tune_sigma,
+)
 
 
 def _field(n: int = 48, seed: int = 0) -> np.ndarray:

@@ -287,8 +287,8 @@ def _synthetic_batch(scale: int, n: int = 2, size: int = 24, seed: int = 0):
     expo_in[:, :, 10] = 0.0
     counts_in = rng.poisson(truth_lr * expo_in)
     counts_t = rng.poisson(truth * expo_t)
-    rate = lambda c, e: np.divide(c, e, out=np.zeros(c.shape), where=e > 0)   # noqa: E731
-    t = lambda a: torch.tensor(a[:, None], dtype=torch.float32)               # noqa: E731
+    rate = lambda c, e: np.divide(c, e, out=np.zeros(c.shape), where=e > 0)
+    t = lambda a: torch.tensor(a[:, None], dtype=torch.float32)
     batch = {"counts_in": t(counts_in), "exposure_in": t(expo_in), "counts_target": t(counts_t),
              "exposure_target": t(expo_t), "rate_true": t(np.where(expo_t > 0, truth, 0.0))}
     images = {"input": t(rate(counts_in, expo_in)), "target": t(rate(counts_t, expo_t))}
@@ -383,12 +383,15 @@ def test_completeness_at_a_matched_false_detection_rate():
     """Hand-made significances over 2 fields: at the nominal 5 sigma product B (a smooth image, over-significant)
     finds more sources but with 4 false detections; at the input's rate of 0.5 per field its threshold rises
     to 7 sigma and its completeness is read off the curve, interpolated between 6 and 7."""
-    from lit_sr.domains.xmm.photometry import completeness_at_false_rate, detection_curve
+    from lit_sr.domains.xmm.photometry import (
+        completeness_at_false_rate,
+        detection_curve,
+    )
 
     inp = detection_curve(np.array([9.0, 6.0, 5.5, 4.0, -np.inf]), np.array([5.2, 3.5]), n_fields=2, floor=3.0)
     b = detection_curve(np.array([12.0, 10.0, 8.0, 6.5, 5.9]), np.array([7.0, 6.0, 5.8, 5.1]), n_fields=2, floor=3.0)
-    at5 = lambda c: c.completeness[np.searchsorted(-c.thresholds, -5.0, side="right") - 1]   # noqa: E731
-    at5_false = lambda c: c.false_per_field[np.searchsorted(-c.thresholds, -5.0, side="right") - 1]   # noqa: E731
+    at5 = lambda c: c.completeness[np.searchsorted(-c.thresholds, -5.0, side="right") - 1]
+    at5_false = lambda c: c.false_per_field[np.searchsorted(-c.thresholds, -5.0, side="right") - 1]
     assert at5(inp) == pytest.approx(0.6) and at5(b) == pytest.approx(1.0)
     assert at5_false(inp) == pytest.approx(0.5) and at5_false(b) == pytest.approx(2.0)
     f0 = 0.5                              # input: 1 false detection above 5 sigma in 2 fields
