@@ -107,6 +107,9 @@ class ImageToImageTask:
         if self.evaluator is None or self.evaluator.prepared:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
+        splits = getattr(datamodule, "splits", None)
+        if splits is not None and "val" not in splits:     # mode=test sets up the test split only
+            datamodule.setup("validate")
         loader = datamodule.val_dataloader() if datamodule is not None else None
 
         def pairs():

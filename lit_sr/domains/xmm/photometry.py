@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from photutils.aperture import CircularAnnulus, CircularAperture
@@ -100,14 +101,62 @@ def aperture_flux_ratio(rate_image: np.ndarray, positions_xy: np.ndarray, true_r
     with np.errstate(divide="ignore", invalid="ignore"):
         bkg = an_sum / an_area
         net = ap_sum - bkg * ap_area
-        factor = 1.0
-        if psf is not None:
-            k = np.asarray(psf, dtype=np.float64)
-            c = ((k.shape[1] - 1) / 2.0, (k.shape[0] - 1) / 2.0)
-            ee_ap = float(CircularAperture(c, r=radius_pix).do_photometry(k, method="exact")[0][0])
-            ee_an = float(CircularAnnulus(c, r_in=annulus[0], r_out=annulus[1]).do_photometry(k, method="exact")[0][0])
-            factor = ee_ap - math.pi * radius_pix ** 2 / (math.pi * (annulus[1] ** 2 - annulus[0] ** 2)) * ee_an
+        factor = 1.0 if psf is None else aperture_recovery_fraction(psf, radius_pix, annulus)
         return net / (factor * np.asarray(true_rates, dtype=np.float64))
+
+
+def aperture_recovery_fraction(psf: np.ndarray, radius_pix: float, annulus: tuple[float, float]) -> float:
+    """Fraction of a source's flux that aperture photometry with an annulus background recovers for a
+    source of PSF ``psf`` (a centred kernel on the image's pixel grid, summing to one):
+    EE(r) - (A_ap / A_ann) EE(r_in..r_out), the encircled energy minus the PSF light in the annulus that
+    is subtracted as background."""
+    k = np.asarray(psf, dtype=np.float64)
+    c = ((k.shape[1] - 1) / 2.0, (k.shape[0] - 1) / 2.0)
+    ee_ap = float(CircularAperture(c, r=radius_pix).do_photometry(k, method="exact")[0][0])
+    ee_an = float(CircularAnnulus(c, r_in=annulus[0], r_out=annulus[1]).do_photometry(k, method="exact")[0][0])
+    return ee_ap - radius_pix ** 2 / (annulus[1] ** 2 - annulus[0] ** 2) * ee_an
+
+
+def aperture_net_ratios(rate_image: np.ndarray, positions_xy: np.ndarray, true_rates: np.ndarray,
+                        radii_pix: Sequence[float], annulus: tuple[float, float],
+                        mask: np.ndarray | None = None) -> np.ndarray:
+    """Background-subtracted aperture flux / true rate at several radii, no PSF correction: [N, len(radii)].
+    The correction for the PSF of the product (:func:`aperture_recovery_fraction`) is applied later, once
+    the product's PSF is known (see :func:`broadened_psf_kernel`)."""
+    cols = [aperture_flux_ratio(rate_image, positions_xy, true_rates, float(r), annulus, psf=None, mask=mask)
+            for r in radii_pix]
+    return np.stack(cols, axis=-1) if cols else np.zeros((len(_positions(positions_xy)), 0))
+
+
+def broadened_psf_kernel(kernel: np.ndarray, fwhm_pix: float, box: int, oversample: int = 4,
+                         tolerance_pix: float = 0.01) -> tuple[np.ndarray, float]:
+    """The nominal PSF ``kernel`` (centred, odd side, summing to one) convolved with the circular Gaussian that
+    makes its FWHM, measured as the products' FWHM is measured (:func:`point_source_fwhm`: pixel-integrated
+    King fit, beta 1.5, ``box`` pixels), equal ``fwhm_pix``; and that Gaussian's sigma (pixels).
+
+    A product that broadens sources while conserving their flux (smoothing, a network's blur) then gets the
+    aperture correction of its own PSF, so broadening is not read as flux loss. Products no broader than
+    the nominal PSF get the nominal kernel (sigma 0). Sum conserved (reflect boundary, see
+    :func:`lit_sr.domains.xmm.baselines.gaussian_smooth_rate`)."""
+    from lit_sr.domains.xmm.baselines import gaussian_smooth_rate
+
+    k = np.asarray(kernel, np.float64)
+    centre = np.array([[(k.shape[1] - 1) / 2.0, (k.shape[0] - 1) / 2.0]])
+
+    def fwhm_of(sigma: float) -> float:
+        return float(point_source_fwhm(gaussian_smooth_rate(k, sigma), centre, box=box, beta=1.5,
+                                       oversample=oversample)[0])
+
+    if not (math.isfinite(fwhm_pix) and fwhm_pix > fwhm_of(0.0)):
+        return k, 0.0
+    lo, hi = 0.0, max(fwhm_pix / 2.0, 0.5)
+    while fwhm_of(hi) < fwhm_pix and hi < k.shape[0]:
+        hi *= 2.0
+    while hi - lo > tolerance_pix:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fwhm_of(mid) < fwhm_pix else (lo, mid)
+    sigma = 0.5 * (lo + hi)
+    return gaussian_smooth_rate(k, sigma), sigma
 
 
 def summarize_ratios(ratios: np.ndarray) -> dict[str, float]:
@@ -249,6 +298,53 @@ def detection_stats(image_counts_or_rate: np.ndarray, background: np.ndarray | f
         per_deg2 = n_false / (exposed * (pixel_arcsec / 3600.0) ** 2)
     return DetectionResult(det_pos, det_sig, matched, taken, completeness, int(sel.sum()), edges, bin_comp,
                            bin_counts, n_false, per_deg2, exposed)
+
+
+@dataclass
+class DetectionCurve:
+    """Completeness and false detections per field as functions of the detection threshold (Gaussian sigma)."""
+
+    thresholds: np.ndarray            # descending
+    completeness: np.ndarray          # at each threshold
+    false_per_field: np.ndarray       # at each threshold (non-decreasing along the array)
+
+
+def detection_curve(true_best_significance: np.ndarray, false_significance: np.ndarray, n_fields: int,
+                    floor: float = 0.0) -> DetectionCurve:
+    """The completeness / false-detection curve of one product over every threshold >= ``floor``.
+
+    ``true_best_significance``: per true source, the significance of the detection matched to it (one-to-one,
+    most significant first; 0 or -inf if none). ``false_significance``: every unmatched detection. Because
+    matching runs in decreasing significance, the detections above a threshold and their matches are a prefix
+    of the full list, so both numbers at any threshold follow from these two arrays (one detection pass at
+    the floor)."""
+    t_sig = np.asarray(true_best_significance, np.float64).ravel()
+    f_sig = np.sort(np.asarray(false_significance, np.float64).ravel())
+    steps = np.concatenate([t_sig[t_sig >= floor], f_sig[f_sig >= floor], [floor]])
+    thresholds = np.unique(steps)[::-1]
+    top = np.nextafter(thresholds[0], np.inf)        # above everything: nothing detected
+    thresholds = np.concatenate([[top], thresholds])
+    t_sorted = np.sort(t_sig)
+    comp = (len(t_sorted) - np.searchsorted(t_sorted, thresholds, side="left")) / max(len(t_sorted), 1)
+    false = (len(f_sig) - np.searchsorted(f_sig, thresholds, side="left")) / max(int(n_fields), 1)
+    if len(t_sorted) == 0:
+        comp = np.full(len(thresholds), np.nan)
+    return DetectionCurve(thresholds, comp, false)
+
+
+def completeness_at_false_rate(curve: DetectionCurve, false_per_field: float) -> tuple[float, float]:
+    """Completeness at a given false-detection rate (per field), linearly interpolated along the curve between
+    its two thresholds that bracket the rate (a product more conservative than the rate everywhere returns
+    its completeness at the floor, a lower bound); and the stricter bracketing threshold."""
+    f, c, t = curve.false_per_field, curve.completeness, curve.thresholds
+    # for each distinct false rate the loosest threshold (highest completeness) reaching it
+    uniq, idx = np.unique(f, return_index=True)
+    best_c = np.array([c[f == u].max() for u in uniq])
+    best_t = np.array([t[f == u].min() for u in uniq])
+    comp = float(np.interp(false_per_field, uniq, best_c))
+    at_or_below = uniq <= false_per_field + 1e-12
+    threshold = float(best_t[at_or_below][-1]) if at_or_below.any() else float(t[0])
+    return comp, threshold
 
 
 def estimate_background_rate(counts: np.ndarray, exposure_s: np.ndarray, clip_sigma: float = 3.0,
