@@ -73,3 +73,23 @@ def test_parse_run_errors(tmp_path) -> None:
     assert parse_run(f"UNet={tmp_path}") == ("UNet", tmp_path, None)
     with pytest.raises(FileNotFoundError, match="not found"):
         parse_run(f"UNet={tmp_path / 'checkpoints' / 'x.ckpt'}")
+
+
+def test_flat_pedestal_from_the_far_field_is_removed_exactly() -> None:
+    """An estimate = truth + a constant c everywhere: the pedestal taken beyond a radius where the truth
+    is zero is c, and the truth comes back; a real flat offset of the frames is what it removes."""
+    f = synthetic_frames(3)
+    y, x = np.mgrid[:64, :128] + 0.5
+    r = np.hypot(y - CENTRE[0], x - CENTRE[1])
+    truth = np.where(r < 60.0, f.signal, 0.0).astype(np.float32)
+    frames = Frames(full=truth + 5.0, signal=truth, centre=CENTRE, r_stop=3.0)
+    from lit_sr.domains.saxs.frames_eval import with_pedestal
+
+    est = with_pedestal(input_estimator, CENTRE, 60.0)
+    for frame, t in zip(frames.full, frames.signal):
+        s, n = est(frame)
+        np.testing.assert_allclose(s, t, atol=1e-4)
+        np.testing.assert_allclose(n, 5.0, atol=1e-4)
+    got, exact = score(est, frames, spot=False), score(truth_estimator(frames), frames, spot=False)
+    assert got["radius_05"] == exact["radius_05"] and got["background_left"] == pytest.approx(0.0, abs=1e-6)
+    assert score(input_estimator, frames, spot=False)["background_left"] == pytest.approx(1.0)
