@@ -259,9 +259,10 @@ def _fmt(values: Sequence[float], digits: int) -> str:
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return "n/a"
+    mean = v.mean() if abs(v.mean()) >= 0.5 * 10.0 ** -digits else 0.0   # no "-0.000"
     if v.size == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 COLUMNS = (("radius_10", "usable radius ±10 % (px)", 0), ("radius_05", "usable radius ±5 % (px)", 0),
