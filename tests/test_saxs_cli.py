@@ -102,14 +102,33 @@ def test_train_and_test_both(trained):
     assert "state_dict" in ckpt
 
 
-def _write_frames(path: Path, n: int = 2, shape=(64, 96)) -> None:
+def _write_frames(path: Path, n: int = 2, shape=(64, 96), geometry: bool = True) -> tuple[tuple[float, float], float]:
+    """Simulated full shots (keV) with the beam centre and beam-stop radius as file attributes (as the
+    simulator writes them) unless ``geometry`` is False; returns (centre, beam-stop radius)."""
     cfg = SAXSSimConfig(height=shape[0], width=shape[1])
     rng = np.random.default_rng(3)
     geom = make_geometry(cfg, rng)
     frames = np.stack([simulate_xray_frame(cfg, geom, rng) + simulate_background(cfg, rng) for _ in range(n)])
+    stop = max(2.0, cfg.beamstop_radius * cfg.scale())
     with h5py.File(path, "w") as h5:
         h5.create_dataset("shots", data=frames.astype(np.float32))
         h5.create_dataset("single", data=frames[0].astype(np.float32))
+        if geometry:
+            h5.attrs["beam_center"] = np.asarray(geom.center)
+            h5.attrs["beamstop_radius_px"] = stop
+    return geom.center, stop
+
+
+def _profile_by_hand(frame: np.ndarray, centre, edges) -> np.ndarray:
+    """Mean of the pixels whose centre (i + 0.5, j + 0.5) lies in [edge_k, edge_k+1) from the beam."""
+    h, w = frame.shape
+    out = np.full(len(edges) - 1, np.nan)
+    for k in range(len(edges) - 1):
+        vals = [frame[i, j] for i in range(h) for j in range(w)
+                if edges[k] <= np.hypot(i + 0.5 - centre[0], j + 0.5 - centre[1]) < edges[k + 1]]
+        if vals:
+            out[k] = np.mean(np.asarray(vals, np.float64))
+    return out
 
 
 def _predict_cfg(experiment, ckpt, data_dir, root, frames, dataset, *extra, out="run"):
@@ -128,7 +147,7 @@ def test_predict_frames_writes_kev_and_keeps_input(trained, saxs_data_dir, tmp_p
     assert out.is_file()
     with h5py.File(frames, "r") as src, h5py.File(out, "r") as h5:
         x = src["shots"][()]
-        assert set(h5) == {"shots_signal", "shots_background"}
+        assert {"shots_signal", "shots_background", "shots_signal_profile", "shots_background_profile"} <= set(h5)
         s, b = h5["shots_signal"][()], h5["shots_background"][()]
         assert s.shape == b.shape == x.shape == (2, 64, 96)
         assert h5.attrs["units"] == "keV" and h5.attrs["patch_size"] == 32
@@ -148,6 +167,57 @@ def test_predict_frames_writes_kev_and_keeps_input(trained, saxs_data_dir, tmp_p
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
         run(_predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "shots"))
     assert out.stat().st_mtime_ns == stamp and _sha256(frames) == before
+
+
+def test_predict_jungfrau_frame_writes_kev_and_the_radial_profiles(trained, saxs_data_dir, tmp_path):
+    """A full 512 x 1024 Jungfrau-size frame: signal and background in keV and the I(r) of both about the
+    beam centre of the file's attributes (or the one given), bin by bin as recomputed by hand."""
+    frames = tmp_path / "jungfrau.h5"
+    centre, stop = _write_frames(frames, n=1, shape=(512, 1024))
+    run(_predict_cfg("saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, frames, "shots",
+                     "predict.batch_size=64"))
+    with h5py.File(tmp_path / "run" / "jungfrau_cleaned.h5", "r") as h5:
+        s, b = h5["shots_signal"][0], h5["shots_background"][0]
+        edges = h5["radial_edges_px"][()]
+        prof_s, prof_b = h5["shots_signal_profile"][()], h5["shots_background_profile"][()]
+        assert s.shape == b.shape == (512, 1024) and h5["shots_signal"].attrs["units"] == "keV"
+        assert prof_s.shape == prof_b.shape == (1, len(edges) - 1)
+        assert h5["shots_signal_profile"].attrs["units"] == "keV/px"
+        np.testing.assert_allclose(h5.attrs["beam_center"], centre)
+        assert h5.attrs["beamstop_radius_px"] == pytest.approx(stop)
+        pixels = h5["radial_pixels"][()]
+    # bins from the beam-stop (+ 2 px of beam jitter) to the farthest corner of the frame
+    assert edges[0] == pytest.approx(round(stop + 2.0))
+    far = np.hypot(max(centre[0], 512 - centre[0]), max(centre[1], 1024 - centre[1]))
+    assert edges[-1] == pytest.approx(round(far)) and np.all(np.diff(edges) > 0)
+    r = np.hypot(np.arange(512)[:, None] + 0.5 - centre[0], np.arange(1024)[None, :] + 0.5 - centre[1])
+    assert pixels.sum() == ((r >= edges[0]) & (r < edges[-1])).sum()
+    for got, frame in ((prof_s[0], s), (prof_b[0], b)):
+        # the six innermost bins lie inside a box about the beam: recounted pixel by pixel there
+        half = int(edges[6]) + 2
+        r0, c0 = int(centre[0]) - half, int(centre[1]) - half
+        box = frame[r0:r0 + 2 * half, c0:c0 + 2 * half]
+        np.testing.assert_allclose(got[:6], _profile_by_hand(box, (centre[0] - r0, centre[1] - c0), edges[:7]), rtol=1e-5)
+        full = [frame[(r >= lo) & (r < hi)].mean(dtype=np.float64) for lo, hi in zip(edges[:-1], edges[1:])]
+        np.testing.assert_allclose(got, full, rtol=1e-5)
+    # keV per pixel: near the beam the Porod signal is thousands of keV per pixel, far out a few
+    assert prof_s[0, 0] > 1e3 > prof_s[0, -1]
+    # a file without the attributes: the given beam centre and beam-stop radius are used
+    small = tmp_path / "small.h5"
+    _write_frames(small, n=1, geometry=False)
+    run(_predict_cfg("saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, small, "shots",
+                     "predict.output=given.h5", "predict.beam_center=[30.0,20.0]", "predict.beamstop_radius_px=3"))
+    with h5py.File(tmp_path / "run" / "given.h5", "r") as h5:
+        np.testing.assert_allclose(h5.attrs["beam_center"], (30.0, 20.0))
+        assert h5["radial_edges_px"][0] == 5.0 and h5["radial_edges_px"][-1] == round(np.hypot(34.0, 76.0))
+
+
+def test_predict_frames_without_beam_geometry_refused(trained, saxs_data_dir, tmp_path):
+    frames = tmp_path / "nogeom.h5"
+    _write_frames(frames, n=1, geometry=False)
+    with pytest.raises(DataFileError, match=r"attribute 'beam_center' missing.*predict.beam_center"):
+        run(_predict_cfg("saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, frames, "shots"))
+    assert not list((tmp_path / "run").glob("*.h5*")), "no (partial) output without the beam geometry"
 
 
 def test_predict_wrong_checkpoint(trained, saxs_data_dir, tmp_path):

@@ -7,8 +7,9 @@ longer than the ~6 min under which the README reports three seeds) with ``python
 reads each run's test metrics (held-out real test split), samples the final generator with
 ``mode=predict``, and writes
 
-* ``galaxy_results.md``: per statistic the model / real-real W1 ratio (overall and per class) and the
-  Frechet-distance ratio, mean +- std over the seeds;
+* ``galaxy_results.md``: per statistic the W1 *ratio* W1(generated, real) / W1(real, real) (overall and per
+  class) and the Frechet-distance *ratio*, mean +- std over the seeds, and the real/real denominators
+  (means over random splits) with their spread over the splits;
 * ``galaxy_samples.png``: real vs generated galaxies per class, PSF-free and convolved (+ noise);
 * ``galaxy_morphology.png``: distributions of the five statistics, real vs generated (first seed);
 * ``galaxy_phases.png``: the fixed-latent sample grids logged at the end of each resolution phase (first seed).
@@ -104,30 +105,62 @@ def _finished(run_dir: Path) -> bool:
         return False
 
 
-def _fmt(values: Sequence[float]) -> str:
+def _fmt(values: Sequence[float], digits: int = 2) -> str:
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return "n/a"
     if v.size == 1:
-        return f"{v[0]:.2f}"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (a literal | would end the cell)."""
+    return text.replace("|", "\\|")
+
+
+def _fmt_spread(means: Sequence[float], spreads: Sequence[float]) -> str:
+    """A denominator: its mean over the splits (averaged over seeds) ± its spread over the splits."""
+    m = np.asarray([x for x in means if np.isfinite(x)], dtype=np.float64)
+    s = np.asarray([x for x in spreads if np.isfinite(x)], dtype=np.float64)
+    if m.size == 0:
+        return "n/a"
+    mean = m.mean()
+    digits = 3 if abs(mean) < 10 else 0
+    return f"{mean:.{digits}f} ± {s.mean():.{digits}f}" if s.size else f"{mean:.{digits}f}"
 
 
 def results_table(metrics: Sequence[Mapping[str, float]], class_names: Sequence[str], seeds: Sequence[int],
                   commands: Sequence[str], timings: Sequence[float]) -> str:
-    """Markdown: W1 ratios (model / real-real) per statistic, overall and per class, and the FD ratio."""
+    """Markdown: the ratios (model distance / real-real distance) per statistic, overall and per class, the
+    Frechet-distance ratio, and the real/real denominators with their spread over the random splits."""
     cols = ["all", *class_names]
     over = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} (one run)"
-    lines = [f"W1(generated, real) / W1(real, real) on the held-out test split (1.0 = as close as independent real "
-             f"data; goal <= 2), {over}.", "",
-             "| statistic | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    n_splits = next((int(m["n_splits"]) for m in metrics if np.isfinite(m.get("n_splits", np.nan))), None)
+    splits = f"{n_splits} random real/real splits" if n_splits else "random real/real splits"
+    lines = [f"**Ratios**, not distances: W1(generated, real_a) / W1(real_b, real_a) and FD(generated, real_a) / "
+             f"FD(real_b, real_a) on the held-out test split, real_a and real_b two disjoint random halves of the "
+             f"real stamps, numerator and denominator each averaged over {splits} (1.0 = as close as independent "
+             f"real data; goal <= 2); {over}.", "",
+             "| ratio to real/real | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for s in STATISTICS:
         row = [_fmt([m.get(f"w1_ratio/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
-        lines.append(f"| {STAT_LABELS[s]} | " + " | ".join(row) + " |")
+        lines.append(f"| W1 ratio, {_cell(STAT_LABELS[s])} | " + " | ".join(row) + " |")
     row = [_fmt([m.get("fd_ratio" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
-    lines.append("| Frechet distance (classifier features), ratio | " + " | ".join(row) + " |")
-    pairs = [_fmt([m.get("n_pairs" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+    lines.append("| Frechet-distance ratio (classifier features) | " + " | ".join(row) + " |")
+    pairs = [_fmt([m.get("n_pairs" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics], 0) for c in cols]
     lines.append("| images per compared set (m) | " + " | ".join(pairs) + " |")
+    lines += ["", f"The denominators: W1(real_b, real_a) in the statistic's units and FD(real_b, real_a), mean over "
+                  f"the {splits} ± their standard deviation over the splits (both averaged over the seeds).",
+              "", "| real/real denominator | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for s in STATISTICS:
+        row = [_fmt_spread([m.get(f"w1_real/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+                           [m.get(f"w1_real_std/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics])
+               for c in cols]
+        lines.append(f"| W1(real_b, real_a), {_cell(STAT_LABELS[s])} | " + " | ".join(row) + " |")
+    row = [_fmt_spread([m.get("fd_real" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+                       [m.get("fd_real_std" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+    lines.append("| FD(real_b, real_a), classifier features | " + " | ".join(row) + " |")
     lines += ["", "Commands (one per seed; the run trains the classifier, the GAN through all phases, then tests):", ""]
     lines += [f"    {c}" for c in commands]
     lines += ["", "Wall time per run (training + test, measured on a 2-core machine shared with other jobs): "

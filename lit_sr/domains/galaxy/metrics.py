@@ -1,21 +1,27 @@
-"""Generated vs real galaxies: morphology W1 ratios and a Frechet distance on our own classifier's features.
+"""Generated vs real galaxies: morphology W1 ratios and a Frechet-distance ratio on our own classifier's features.
 
-:class:`GalaxyGenerationEvaluator` follows the evaluator contract of the generative module
-(:class:`lit_sr.models.progan.ProGANModule`): ``update(batch, images)`` with physical-unit (ADU)
-``images["output"]`` (generated, PSF-convolved and noisy: what a telescope would record) and
-``images["target"]`` (held-out real stamps of the val/test split), ``batch["label"]`` (real labels)
-and ``batch["label_generated"]`` (conditional models). ``compute()`` returns floats:
+:class:`GalaxyGenerationEvaluator` (an :class:`lit_sr.metrics.evaluator.Evaluator`) follows the evaluator
+contract of the generative module (:class:`lit_sr.models.progan.ProGANModule`): ``update(batch, images)``
+with physical-unit (ADU) ``images["output"]`` (generated, PSF-convolved and noisy: what a telescope would
+record) and ``images["target"]`` (held-out real stamps of the val/test split), ``batch["label"]`` (real
+labels) and ``batch["label_generated"]`` (conditional models). Every distance is reported as a **ratio**
+to the same distance between two independent real samples of the same size: real_a and real_b are two
+disjoint random halves of the real images, m = min(N_generated, N_real // 2) each, drawn ``n_splits``
+times (default 10); numerator and denominator are means over the splits, and the denominator's spread
+(sample std over the splits) is reported. ``compute()`` returns floats:
 
-* ``w1_ratio/<s>`` for s in flux (ADU), hlr (arcsec), e (HSM |g|), C (concentration), A (asymmetry):
-  W1(generated, real_a) / W1(real_b, real_a), real_a and real_b two disjoint random halves of the
-  real images, m = min(N_generated, N_real // 2) each (1.0 = as close as independent real data;
-  as :func:`lit_sr.domains.galaxy.morphology.morphology_report`, same random draws); ``w1/<s>``, ``w1_real/<s>`` the two
-  distances; ``w1_ratio/<s>/<class>`` per class (conditional models); ``w1_ratio/max`` the largest
-  overall ratio; ``mean/<s>/fake|real``, ``hsm_failures/fake|real``;
-* ``fd``: Frechet distance between Gaussian fits of the classifier features of generated and real_a
-  stamps, ``fd_real`` the same for real_b vs real_a, ``fd_ratio`` = fd / fd_real (also per class).
-  The classifier is our own (:class:`lit_sr.nets.classifier.CNNClassifier` trained on the real
-  stamps, frozen; no downloaded Inception); features are its penultimate layer on model-space stamps.
+* ``w1_ratio/<s>`` (a ratio) for s in flux (ADU), hlr (arcsec), e (HSM |g|), C (concentration),
+  A (asymmetry): mean W1(generated, real_a) / mean W1(real_b, real_a) (1.0 = as close as independent
+  real data); ``w1/<s>`` the numerator, ``w1_real/<s>`` the denominator (in the statistic's units),
+  ``w1_real_std/<s>`` its spread over the splits; the same per class with a ``/<class>`` suffix
+  (conditional models); ``w1_ratio/max`` the largest overall ratio; ``mean/<s>/fake|real``,
+  ``hsm_failures/fake|real``, ``n_pairs`` (m), ``n_splits``;
+* ``fd_ratio`` (a ratio) = mean FD(generated, real_a) / mean FD(real_b, real_a), the Frechet distance
+  between Gaussian fits of the classifier features, on the same splits; ``fd`` the numerator,
+  ``fd_real`` the denominator, ``fd_real_std`` its spread (also per class). The classifier is our own
+  (:class:`lit_sr.nets.classifier.CNNClassifier` trained on the real stamps), registered as the frozen
+  judge ``classifier`` (no downloaded Inception; the GAN's critic never sees it); features are its
+  penultimate layer on model-space stamps.
 
 All statistics are computed on PSF-convolved images (HSM fails on a quarter of the PSF-free bulges).
 Per-image values are kept as torchmetrics ``cat`` states, so the numbers gather across DDP processes.
@@ -33,10 +39,11 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_sr.domains.galaxy.morphology import STATISTICS, _compare, morphology_statistics
+from lit_sr.domains.galaxy.morphology import N_SPLITS, STATISTICS, compare_statistics, morphology_statistics, ratio_over_splits
 from lit_sr.domains.galaxy.sim import LABEL_NAMES
-from lit_sr.models.classifier import frozen
 from lit_sr.metrics.evaluator import Evaluator
+
+JUDGE = "classifier"
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -86,42 +93,42 @@ class _Samples(Metric):
 
 
 class GalaxyGenerationEvaluator(Evaluator):
-    """Morphology W1 ratios and Frechet distances of generated vs real stamps (see the module docstring).
+    """Morphology W1 ratios and Frechet-distance ratios of generated vs real stamps (see the module docstring).
 
     Args:
-        classifier: frozen classifier with ``features(x)`` (``load_frozen_classifier``); None = no FD.
+        classifier: frozen classifier with ``features(x)`` (``load_frozen_classifier``), the judge of
+            the Frechet distance; None = no FD.
         transform: ADU -> the classifier's input space (the data transform it was trained in).
         class_names: label names (keys of the per-class metrics).
         pixel_scale_arcsec: arcsec per pixel (half-light radii in arcsec).
-        seed: seed of the random real halves.
+        seed: seed of the random real/real splits.
+        n_splits: random real/real splits the ratios are averaged over (at least 2).
         figure_images: stamps per class kept for the figure.
     """
 
     def __init__(self, classifier: nn.Module | None = None, transform: nn.Module | None = None,
                  class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.2, seed: int = 0,
-                 figure_images: int = 6) -> None:
+                 n_splits: int = N_SPLITS, figure_images: int = 6) -> None:
         super().__init__()
-        self.classifier, _ = frozen(classifier)
-        self.transform = transform
+        if int(n_splits) < 2:
+            raise ValueError(f"GalaxyGenerationEvaluator: n_splits must be >= 2, got {n_splits}")
+        self.transform = transform  # a submodule, so it follows the evaluator across devices
+        self.add_judge(JUDGE, classifier, transform)
         self.class_names = [str(c) for c in class_names]
         self.pixel_scale = float(pixel_scale_arcsec)
         self.seed = int(seed)
+        self.n_splits = int(n_splits)
         self.figure_images = int(figure_images)
         self.samples = _Samples()
         self._examples: dict[str, dict[int, list[np.ndarray]]] = {}
         self._cache: dict[str, Any] | None = None
 
-    def train(self, mode: bool = True) -> "GalaxyGenerationEvaluator":
-        super().train(mode)
-        if self.classifier is not None:
-            self.classifier.eval()
-        return self
-
+    @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.classifier is None:
+        if not self.has_judge(JUDGE):
             return torch.zeros(x.shape[0], 0, device=x.device)
-        x = self.transform(x) if self.transform is not None else x
-        return self.classifier.features(x.float()).float()
+        t = self.judge_transform(JUDGE)
+        return self.judges[JUDGE].features((t(x) if t is not None else x).float()).float()
 
     @torch.no_grad()
     def update(self, batch: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> None:
@@ -140,68 +147,33 @@ class GalaxyGenerationEvaluator(Evaluator):
                 if len(store.setdefault(int(lab), [])) < self.figure_images:
                     store[int(lab)].append(img.float().cpu().numpy())
 
-    def _gathered(self) -> dict[str, np.ndarray]:
-        if self.samples._update_count == 0:
-            return {}
-        with self.samples.sync_context(should_sync=True, should_unsync=True):
-            return self.samples.compute()
-
     def _name(self, c: int) -> str:
         return self.class_names[c] if 0 <= c < len(self.class_names) else f"class{c}"
 
     def compute(self) -> dict[str, float]:
-        data = self._gathered()
-        if not data or data["real"].shape[0] < 4 or data["fake"].shape[0] < 2:
+        if self.samples._update_count == 0:
+            return {}
+        data = self.synced(self.samples, self.samples.compute)
+        if data["real"].shape[0] < 4 or data["fake"].shape[0] < 2:
             return {}
         conditional = bool((data["label_fake"] >= 0).all()) and bool((data["label_real"] >= 0).all())
         fake_stats, fake_fail = morphology_statistics(data["fake"], self.pixel_scale)
         real_stats, real_fail = morphology_statistics(data["real"], self.pixel_scale)
-        report = self._report(fake_stats, real_stats, fake_fail, real_fail,
-                              data["label_fake"] if conditional else None, data["label_real"] if conditional else None)
+        report, splits = compare_statistics(fake_stats, real_stats, fake_fail, real_fail,
+                                            data["label_fake"] if conditional else None,
+                                            data["label_real"] if conditional else None, self.seed, self.n_splits)
+        if data["feat_real"].shape[1]:
+            for suffix, sp in splits.items():
+                r = ratio_over_splits(frechet_distance, data["feat_fake"], data["feat_real"], sp)
+                report.update({f"fd{suffix}": r["model"], f"fd_real{suffix}": r["real"],
+                               f"fd_real_std{suffix}": r["real_std"], f"fd_ratio{suffix}": r["ratio"]})
         out: dict[str, float] = {}
         for key, value in report.items():
             out[re.sub(r"/class(\d+)", lambda m: f"/{self._name(int(m.group(1)))}", key)] = float(value)
         ratios = [out[f"w1_ratio/{s}"] for s in STATISTICS if np.isfinite(out.get(f"w1_ratio/{s}", np.nan))]
         out["w1_ratio/max"] = max(ratios) if ratios else float("nan")
-        if data["feat_real"].shape[1]:
-            rng = np.random.default_rng(self.seed + 1)
-            out.update(self._fd(data["feat_fake"], data["feat_real"], np.arange(len(data["feat_fake"])),
-                                np.arange(len(data["feat_real"])), rng, ""))
-            if conditional:
-                for c in np.union1d(data["label_fake"], data["label_real"]):
-                    out.update(self._fd(data["feat_fake"], data["feat_real"], np.flatnonzero(data["label_fake"] == c),
-                                        np.flatnonzero(data["label_real"] == c), rng, f"/{self._name(int(c))}"))
         self._cache = {"data": data, "report": out, "fake_stats": fake_stats, "real_stats": real_stats}
         return out
-
-    def _report(self, fake: dict[str, np.ndarray], real: dict[str, np.ndarray], fake_fail: int, real_fail: int,
-                labels_fake: np.ndarray | None, labels_real: np.ndarray | None) -> dict[str, float]:
-        """``morphology_report`` from statistics already computed (the figures reuse them)."""
-        out: dict[str, float] = {"hsm_failures/fake": float(fake_fail), "hsm_failures/real": float(real_fail)}
-        for s in STATISTICS:
-            for name, stats in (("fake", fake), ("real", real)):
-                v = stats[s]
-                out[f"mean/{s}/{name}"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-        rng = np.random.default_rng(self.seed)
-        _compare(fake, real, np.arange(fake["flux"].size), np.arange(real["flux"].size), rng, "", out)
-        if labels_fake is not None:
-            for c in np.union1d(labels_fake, labels_real):
-                _compare(fake, real, np.flatnonzero(labels_fake == c), np.flatnonzero(labels_real == c), rng,
-                         f"/class{int(c)}", out)
-        return out
-
-    @staticmethod
-    def _fd(feat_fake: np.ndarray, feat_real: np.ndarray, fake_idx: np.ndarray, real_idx: np.ndarray,
-            rng: np.random.Generator, suffix: str) -> dict[str, float]:
-        m = min(fake_idx.size, real_idx.size // 2)
-        if m < 2:
-            return {f"fd{suffix}": float("nan"), f"fd_real{suffix}": float("nan"), f"fd_ratio{suffix}": float("nan")}
-        f = rng.choice(fake_idx, m, replace=False)
-        perm = rng.permutation(real_idx)
-        a, b = feat_real[perm[:m]], feat_real[perm[m:2 * m]]
-        fd, fd_real = frechet_distance(feat_fake[f], a), frechet_distance(b, a)
-        return {f"fd{suffix}": fd, f"fd_real{suffix}": fd_real,
-                f"fd_ratio{suffix}": fd / fd_real if fd_real > 0 else float("nan")}
 
     def reset(self) -> None:
         self.samples.reset()

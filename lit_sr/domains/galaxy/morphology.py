@@ -30,20 +30,27 @@ Use PSF-convolved images (e.g. generator output after the fixed PSF layer vs the
 symmetric bulge-dominated galaxies had a median A of 0.24, against 0.0002 for their PSF-convolved
 images (seed 5, measured at the true centre).
 
-``wasserstein_ratio`` and ``morphology_report`` compare a statistic's distribution over generated
-images with its distribution over two disjoint real splits of the same size (1.0 = as close as an
-independent real sample; the finite-sample floor of W1 is divided out).
+``morphology_report`` compares a statistic's distribution over generated images with real data as a
+**ratio**: W1(generated, real_a) / W1(real_b, real_a), real_a and real_b two disjoint random halves of
+the real set of the same size m, numerator and denominator each averaged over ``n_splits`` random
+splits (default 10) and the denominator's spread over the splits reported (1.0 = as close as an
+independent real sample; the finite-sample floor of W1 is divided out). ``wasserstein_ratio`` is the
+same ratio for one given split.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+
+from lit_sr.metrics.stats import wasserstein_1d
 
 STATISTICS = ("flux", "hlr", "e", "C", "A")
+#: Random real/real splits the denominators are averaged over.
+N_SPLITS = 10
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:
@@ -225,53 +232,114 @@ def morphology_statistics(images: np.ndarray, pixel_scale_arcsec: float) -> tupl
 
 
 def wasserstein_ratio(stat_fake: np.ndarray, stat_real_a: np.ndarray, stat_real_b: np.ndarray) -> float:
-    """W1(fake, real_a) / W1(real_b, real_a); NaNs are dropped (1.0 = as close as independent real data)."""
-    w_fake, w_real = _w1(stat_fake, stat_real_a), _w1(stat_real_b, stat_real_a)
-    if not np.isfinite(w_fake) or not np.isfinite(w_real):
+    """Ratio W1(fake, real_a) / W1(real_b, real_a) for one split; NaNs are dropped (1.0 = as close as
+    independent real data)."""
+    return _ratio(wasserstein_1d(stat_fake, stat_real_a), wasserstein_1d(stat_real_b, stat_real_a))
+
+
+def _ratio(model: float, real: float) -> float:
+    if not np.isfinite(model) or not np.isfinite(real):
         return float("nan")
-    if w_real == 0:
-        return 1.0 if w_fake == 0 else float("inf")
-    return w_fake / w_real
+    if real == 0:
+        return 1.0 if model == 0 else float("inf")
+    return model / real
 
 
-def _w1(u: np.ndarray, v: np.ndarray) -> float:
-    u = np.asarray(u, dtype=np.float64).ravel()
-    v = np.asarray(v, dtype=np.float64).ravel()
-    u, v = u[np.isfinite(u)], v[np.isfinite(v)]
-    if u.size == 0 or v.size == 0:
-        return float("nan")
-    return float(sps.wasserstein_distance(u, v))
+@dataclass(frozen=True)
+class RealSplits:
+    """``n`` random real/real splits of one comparison: per split, m generated indices and two disjoint
+    random halves ``a`` (the reference) and ``b`` (the independent real sample) of m real indices."""
+
+    m: int
+    fake: tuple[np.ndarray, ...]
+    a: tuple[np.ndarray, ...]
+    b: tuple[np.ndarray, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.a)
 
 
-def _compare(fake: dict[str, np.ndarray], real: dict[str, np.ndarray], fake_idx: np.ndarray, real_idx: np.ndarray,
-             rng: np.random.Generator, suffix: str, out: dict[str, float]) -> None:
+def draw_splits(fake_idx: np.ndarray, real_idx: np.ndarray, n_splits: int, rng: np.random.Generator) -> RealSplits | None:
+    """``n_splits`` independent random splits with m = min(N_fake, N_real // 2); None if m < 2.
+
+    Each split draws a fresh permutation of the real indices (halves a, b) and, when N_fake > m, a fresh
+    random subset of m generated indices.
+    """
+    fake_idx, real_idx = np.asarray(fake_idx), np.asarray(real_idx)
     m = min(fake_idx.size, real_idx.size // 2)
-    out[f"n_pairs{suffix}"] = float(m)
     if m < 2:
-        for s in STATISTICS:
-            out[f"w1/{s}{suffix}"] = out[f"w1_real/{s}{suffix}"] = out[f"w1_ratio/{s}{suffix}"] = float("nan")
-        return
-    f = rng.choice(fake_idx, m, replace=False) if fake_idx.size > m else fake_idx
-    perm = rng.permutation(real_idx)
-    a, b = perm[:m], perm[m:2 * m]
+        return None
+    fake, a, b = [], [], []
+    for _ in range(int(n_splits)):
+        fake.append(rng.choice(fake_idx, m, replace=False) if fake_idx.size > m else fake_idx)
+        perm = rng.permutation(real_idx)
+        a.append(perm[:m])
+        b.append(perm[m:2 * m])
+    return RealSplits(m, tuple(fake), tuple(a), tuple(b))
+
+
+def ratio_over_splits(distance: Callable[[np.ndarray, np.ndarray], float], fake: np.ndarray, real: np.ndarray,
+                      splits: RealSplits) -> dict[str, float]:
+    """A distance of generated to real data as a ratio to its real/real value, averaged over the splits.
+
+    Returns ``model`` = mean over splits of distance(fake_k, real_a_k), ``real`` = mean over splits of
+    distance(real_b_k, real_a_k) (the denominator), ``real_std`` its spread (sample std over the
+    splits), and ``ratio`` = model / real (1.0 = as close as independent real data of the same size).
+    """
+    num = np.array([distance(fake[f], real[a]) for f, a in zip(splits.fake, splits.a)], dtype=np.float64)
+    den = np.array([distance(real[b], real[a]) for a, b in zip(splits.a, splits.b)], dtype=np.float64)
+    model = float(np.mean(num)) if np.isfinite(num).all() else float("nan")
+    ref = float(np.mean(den)) if np.isfinite(den).all() else float("nan")
+    spread = float(np.std(den, ddof=1)) if den.size > 1 and np.isfinite(den).all() else float("nan")
+    return {"model": model, "real": ref, "real_std": spread, "ratio": _ratio(model, ref)}
+
+
+def compare_statistics(fake: dict[str, np.ndarray], real: dict[str, np.ndarray], fake_fail: int, real_fail: int,
+                       labels_fake: np.ndarray | None = None, labels_real: np.ndarray | None = None, seed: int = 0,
+                       n_splits: int = N_SPLITS) -> tuple[dict[str, float], dict[str, RealSplits]]:
+    """The report of :func:`morphology_report` from statistics already computed, and the splits used
+    (key "" overall, "/class<c>" per class) so other distances (the Frechet distance) share them."""
+    if n_splits < 2:
+        raise ValueError(f"n_splits must be >= 2 (the denominator's spread needs two splits), got {n_splits}")
+    out: dict[str, float] = {"hsm_failures/fake": float(fake_fail), "hsm_failures/real": float(real_fail),
+                             "n_splits": float(n_splits)}
     for s in STATISTICS:
-        w_fake, w_real = _w1(fake[s][f], real[s][a]), _w1(real[s][b], real[s][a])
-        out[f"w1/{s}{suffix}"] = w_fake
-        out[f"w1_real/{s}{suffix}"] = w_real
-        out[f"w1_ratio/{s}{suffix}"] = wasserstein_ratio(fake[s][f], real[s][a], real[s][b])
+        for name, stats in (("fake", fake), ("real", real)):
+            v = stats[s]
+            out[f"mean/{s}/{name}"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    rng = np.random.default_rng(seed)
+    groups = [("", np.arange(fake["flux"].size), np.arange(real["flux"].size))]
+    if labels_fake is not None:
+        for c in np.union1d(labels_fake, labels_real):
+            groups.append((f"/class{int(c)}", np.flatnonzero(labels_fake == c), np.flatnonzero(labels_real == c)))
+    used: dict[str, RealSplits] = {}
+    for suffix, fake_idx, real_idx in groups:
+        splits = draw_splits(fake_idx, real_idx, n_splits, rng)
+        out[f"n_pairs{suffix}"] = float(min(fake_idx.size, real_idx.size // 2))
+        for s in STATISTICS:
+            r = ratio_over_splits(wasserstein_1d, fake[s], real[s], splits) if splits else dict.fromkeys(
+                ("model", "real", "real_std", "ratio"), float("nan"))
+            out[f"w1/{s}{suffix}"], out[f"w1_real/{s}{suffix}"] = r["model"], r["real"]
+            out[f"w1_real_std/{s}{suffix}"], out[f"w1_ratio/{s}{suffix}"] = r["real_std"], r["ratio"]
+        if splits:
+            used[suffix] = splits
+    return out, used
 
 
 def morphology_report(fake_images: np.ndarray, real_images: np.ndarray, pixel_scale: float,
                       labels_fake: np.ndarray | None = None, labels_real: np.ndarray | None = None,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, n_splits: int = N_SPLITS) -> dict[str, float]:
     """Flat dict of floats comparing generated and real morphology.
 
-    The real set is split into two disjoint random parts real_a, real_b of m = min(N_fake, N_real // 2)
-    images; m fakes are drawn at random when N_fake > m. Keys per statistic s in ``STATISTICS``:
-    ``w1/s`` = W1(fake, real_a), ``w1_real/s`` = W1(real_b, real_a), ``w1_ratio/s``; with labels
-    the same with a ``/class{c}`` suffix for every class present in either set; ``mean/s/fake``,
-    ``mean/s/real`` (NaN-ignoring, all images), ``hsm_failures/fake``, ``hsm_failures/real`` (counts)
-    and ``n_pairs`` (m, per class too). ``pixel_scale`` is in arcsec per pixel (hlr in arcsec).
+    ``n_splits`` times, the real set is split into two disjoint random halves real_a, real_b of
+    m = min(N_fake, N_real // 2) images (m fakes drawn at random when N_fake > m). Keys per statistic s
+    in ``STATISTICS``: ``w1/s`` = mean over splits of W1(fake, real_a), ``w1_real/s`` = mean over splits
+    of W1(real_b, real_a) (the denominator), ``w1_real_std/s`` its sample std over the splits, and the
+    ratio ``w1_ratio/s`` = w1/s / w1_real/s; with labels the same with a ``/class{c}`` suffix for every
+    class present in either set; ``mean/s/fake``, ``mean/s/real`` (NaN-ignoring, all images),
+    ``hsm_failures/fake``, ``hsm_failures/real`` (counts), ``n_pairs`` (m, per class too) and
+    ``n_splits``. ``pixel_scale`` is in arcsec per pixel (hlr in arcsec).
     """
     if (labels_fake is None) != (labels_real is None):
         raise ValueError("morphology_report: give labels for both fake and real images, or for neither")
@@ -280,19 +348,11 @@ def morphology_report(fake_images: np.ndarray, real_images: np.ndarray, pixel_sc
     n_fake, n_real = fake_stats["flux"].size, real_stats["flux"].size
     if n_fake < 2 or n_real < 4:
         raise ValueError(f"morphology_report needs >= 2 fake and >= 4 real images, got {n_fake} and {n_real}")
-    out: dict[str, float] = {"hsm_failures/fake": float(fake_fail), "hsm_failures/real": float(real_fail)}
-    for s in STATISTICS:
-        out[f"mean/{s}/fake"] = float(np.nanmean(fake_stats[s])) if np.isfinite(fake_stats[s]).any() else float("nan")
-        out[f"mean/{s}/real"] = float(np.nanmean(real_stats[s])) if np.isfinite(real_stats[s]).any() else float("nan")
-    rng = np.random.default_rng(seed)
-    _compare(fake_stats, real_stats, np.arange(n_fake), np.arange(n_real), rng, "", out)
+    lf = lr = None
     if labels_fake is not None:
         lf = np.asarray(labels_fake).reshape(-1)
         lr = np.asarray(labels_real).reshape(-1)
         if lf.size != n_fake or lr.size != n_real:
             raise ValueError(f"morphology_report: labels_fake has {lf.size} entries for {n_fake} images, "
                              f"labels_real {lr.size} for {n_real}")
-        for c in np.union1d(lf, lr):
-            _compare(fake_stats, real_stats, np.flatnonzero(lf == c), np.flatnonzero(lr == c), rng,
-                     f"/class{int(c)}", out)
-    return out
+    return compare_statistics(fake_stats, real_stats, fake_fail, real_fail, lf, lr, seed, n_splits)[0]

@@ -148,6 +148,13 @@ def _splat_bilinear(img: np.ndarray, yy: np.ndarray, xx: np.ndarray, ee: np.ndar
 
 def simulate_background(cfg: SAXSSimConfig, rng: np.random.Generator) -> np.ndarray:
     """Bremsstrahlung background in keV (float32 [H, W], non-negative)."""
+    sparse, fog = background_parts(cfg, rng)
+    return (sparse + fog).astype(np.float32)
+
+
+def background_parts(cfg: SAXSSimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The background's compact deposits (hits, clusters, tracks) and its diffuse fog, float64 [H, W]
+    each in keV (their sum, cast to float32, is :func:`simulate_background`'s frame, same draws)."""
     h, w = cfg.height, cfg.width
     npix = h * w
     f = _loguniform(rng, *cfg.background_intensity_range)
@@ -181,13 +188,28 @@ def simulate_background(cfg: SAXSSimConfig, rng: np.random.Generator) -> np.ndar
         de = rng.uniform(*cfg.track_dedx_range) * length / m * rng.gamma(4.0, 0.25, m)
         _splat_bilinear(bg, y0 + t * np.sin(theta), x0 + t * np.cos(theta), de)
     # diffuse fog: smooth positive field with mean fog_level
+    fog_term = np.zeros((h, w), np.float64)
     if cfg.fog_level > 0:
         sm = max(2.0, cfg.fog_smoothness * cfg.scale())
         field_ = ndimage.gaussian_filter(rng.normal(size=(h, w)), sm, mode="wrap")
         field_ /= field_.std() + 1e-12
         fog = np.exp(0.5 * field_)
-        bg += cfg.fog_level * fog / fog.mean()
-    return bg.astype(np.float32)
+        fog_term = cfg.fog_level * fog / fog.mean()
+    return bg, fog_term
+
+
+def fog_of_frames(n_xray: int, n_full: int, seed: int, cfg: SAXSSimConfig) -> np.ndarray:
+    """The diffuse fog [n_full, H, W] (keV, float64) of the full shots :func:`iter_saxs_frames` simulates
+    with these arguments (the same random stream replayed): what no estimator of compact deposits removes."""
+    rng = _experiment_rng(seed)
+    geom = make_geometry(cfg, rng)
+    for _ in range(n_xray):
+        simulate_xray_frame(cfg, geom, rng)
+    fogs = []
+    for _ in range(n_full):
+        simulate_xray_frame(cfg, geom, rng)
+        fogs.append(background_parts(cfg, rng)[1])
+    return np.stack(fogs) if fogs else np.zeros((0, cfg.height, cfg.width))
 
 
 def saxs_schema() -> H5Schema:

@@ -1,0 +1,95 @@
+"""Whole-frame SAXS scores with known answers: the truth and the raw input as estimators, the spot, and
+the median filter's floor tuned on validation frames where single photons must survive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lit_sr.domains.saxs.frames_eval import (
+    Frames,
+    input_estimator,
+    median_estimator,
+    parse_run,
+    score,
+    spot_fractions,
+    tune_median,
+)
+
+PHOTON_KEV = 8.0
+CENTRE = (32.0, 20.0)
+
+
+def synthetic_frames(seed: int, n: int = 2) -> Frames:
+    """Porod-like signal of 8 keV photons (sparse single photons in the far field) plus 300 keV hits."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:64, :128] + 0.5
+    r = np.hypot(y - CENTRE[0], x - CENTRE[1])
+    lam = 400.0 / (1.0 + (r / 4.0) ** 2) ** 2 + 0.08
+    signal = rng.poisson(lam, (n, 64, 128)) * PHOTON_KEV
+    hits = (rng.random((n, 64, 128)) < 0.003) * 300.0
+    return Frames(full=(signal + hits).astype(np.float32), signal=signal.astype(np.float32), centre=CENTRE, r_stop=3.0)
+
+
+def truth_estimator(frames: Frames):
+    lookup = {f.tobytes(): (s, f - s) for f, s in zip(frames.full, frames.signal)}
+    return lambda frame: lookup[np.asarray(frame, np.float32).tobytes()]
+
+
+def test_truth_and_raw_input_scores() -> None:
+    f = synthetic_frames(0)
+    truth = score(truth_estimator(f), f, spot=False)
+    assert truth["radius_10"] == truth["radius_05"] == f.edges[-1]
+    assert truth["signal_kept"] == 1.0 and truth["background_left"] == 0.0
+    raw = score(input_estimator, f)
+    assert raw["signal_kept"] == 1.0 and raw["background_left"] == pytest.approx(1.0)
+    assert raw["spot_in_signal"] == raw["spot_in_total"] == pytest.approx(1.0)
+    # 300 keV hits on 0.3 % of the pixels outweigh a far field of 0.08 photons (0.64 keV) per pixel
+    assert raw["radius_10"] < f.edges[-1]
+
+
+def test_median_floor_tuned_on_validation_keeps_single_photons() -> None:
+    val, test = synthetic_frames(1), synthetic_frames(2)
+    tuned, tried = tune_median(val)
+    # with a floor below one photon the filter removes every isolated photon of the far field (MAD 0)
+    assert tuned["median_floor_keV"] >= PHOTON_KEV
+    assert len(tried) > 10
+    best = score(median_estimator(tuned["median_k"], tuned["median_floor_keV"]), test, spot=False)
+    no_floor = score(median_estimator(5.0, 0.0), test, spot=False)
+    raw = score(input_estimator, test, spot=False)
+    assert best["radius_10"] > max(no_floor["radius_10"], raw["radius_10"])
+    assert best["background_left"] < 0.2 and no_floor["signal_kept"] < best["signal_kept"]
+    # a 2x2 spot is a compact bright cluster: the 3x3 median replaces it by its dim surroundings
+    s, total = spot_fractions(median_estimator(tuned["median_k"], tuned["median_floor_keV"]), test.full[0], CENTRE)
+    assert s < 0.01 and total == pytest.approx(1.0, rel=1e-5)
+
+
+def test_parse_run_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="LABEL=PATH"):
+        parse_run(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="config_resolved.yaml missing"):
+        parse_run(f"UNet={tmp_path}")
+    (tmp_path / "config_resolved.yaml").write_text("{}")
+    assert parse_run(f"UNet={tmp_path}") == ("UNet", tmp_path, None)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        parse_run(f"UNet={tmp_path / 'checkpoints' / 'x.ckpt'}")
+
+
+def test_flat_pedestal_from_the_far_field_is_removed_exactly() -> None:
+    """An estimate = truth + a constant c everywhere: the pedestal taken beyond a radius where the truth
+    is zero is c, and the truth comes back; a real flat offset of the frames is what it removes."""
+    f = synthetic_frames(3)
+    y, x = np.mgrid[:64, :128] + 0.5
+    r = np.hypot(y - CENTRE[0], x - CENTRE[1])
+    truth = np.where(r < 60.0, f.signal, 0.0).astype(np.float32)
+    frames = Frames(full=truth + 5.0, signal=truth, centre=CENTRE, r_stop=3.0)
+    from lit_sr.domains.saxs.frames_eval import with_pedestal
+
+    est = with_pedestal(input_estimator, CENTRE, 60.0)
+    for frame, t in zip(frames.full, frames.signal):
+        s, n = est(frame)
+        np.testing.assert_allclose(s, t, atol=1e-4)
+        np.testing.assert_allclose(n, 5.0, atol=1e-4)
+    got, exact = score(est, frames, spot=False), score(truth_estimator(frames), frames, spot=False)
+    assert got["radius_05"] == exact["radius_05"] and got["background_left"] == pytest.approx(0.0, abs=1e-6)
+    assert score(input_estimator, frames, spot=False)["background_left"] == pytest.approx(1.0)
