@@ -116,3 +116,19 @@ def test_real_observations_smoothing_beats_the_raw_rate_in_held_out_deviance():
         assert 51e3 <= p.slice_exposure_s + p.heldout_exposure_s <= 125e3 and p.slice_exposure_s == pytest.approx(2e4, rel=1e-3)
         raw, sm = score(p.raw_rate, p), score(smoothed(p, 1.5), p)
         assert sm["deviance"] < raw["deviance"]
+
+
+def test_image_statistics_of_a_flat_poisson_field_match_the_truth():
+    from lit_sr.domains.xmm.real import image_statistics
+
+    rng = np.random.default_rng(2)
+    lam, pix = 0.4, 4.0                                   # counts per pixel in 20 ks, 4" pixels
+    counts = [rng.poisson(lam, (96, 96)).astype(np.float64) for _ in range(3)]
+    exps = [np.full((96, 96), 2e4) for _ in range(3)]
+    st = image_statistics(counts, exps, pix)
+    assert st["frac_pixels_0"] == pytest.approx(np.exp(-lam), abs=0.01)
+    assert st["frac_pixels_1"] == pytest.approx(lam * np.exp(-lam), abs=0.01)
+    truth = lam / 2e4 / (pix / 60) ** 2                  # counts/s/arcmin^2
+    assert st["background_per_arcmin2_s"] == pytest.approx(truth, rel=0.03)
+    assert st["detections"] <= 1 and st["bright_area_fraction"] < 0.01 and st["source_count_fraction"] < 0.02
+    assert st["exposed_arcmin2_per_image"] == pytest.approx(96 * 96 * (pix / 60) ** 2)

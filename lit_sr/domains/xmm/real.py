@@ -262,6 +262,85 @@ def model_rate(model: LoadedModel, pair: RealPair, self_ensemble: bool = False, 
     return phys, lr
 
 
+# ------------------------------------------------------------------------------------------------ sim-to-real
+
+COUNT_BINS = (0, 1, 2, 3, 6, 21, 41, np.inf)      # counts-per-pixel histogram edges: 0, 1, 2, 3-5, 6-20, 21-40, >40
+
+
+def image_statistics(counts: Sequence[np.ndarray], exposures_s: Sequence[np.ndarray], pixel_arcsec: float
+                     ) -> dict[str, float]:
+    """Statistics of 20 ks counts images (pooled over the images) for the simulator-vs-real comparison:
+    field size, counts-per-pixel histogram of the exposed pixels, flat background (counts/s/arcmin^2, sources
+    clipped), 5-sigma detections per deg^2 and their net counts in a 3-pixel radius, and extended emission
+    (fraction of the exposed area whose 4-pixel-smoothed rate exceeds 3x the background; fraction of all
+    counts above the background)."""
+    from scipy import ndimage
+
+    from lit_sr.domains.xmm.photometry import detect_sources, estimate_background_rate
+
+    pix_arcmin2 = (pixel_arcsec / 60.0) ** 2
+    hist = np.zeros(len(COUNT_BINS) - 1)
+    n_pix = area = src_counts = total = bright_area = 0.0
+    net_counts: list[float] = []
+    n_det = 0
+    bkg_rates = []
+    disk = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3.0
+    for c, e in zip(counts, exposures_s):
+        c, e = np.asarray(c, np.float64), np.asarray(e, np.float64)
+        live = e > 0
+        v = c[live]
+        hist += np.histogram(v, bins=COUNT_BINS)[0]
+        n_pix += v.size
+        area += v.size * pix_arcmin2
+        b = estimate_background_rate(c, e)                       # counts/s/pixel
+        bkg_rates.append(b / pix_arcmin2)
+        bc = b * e
+        total += v.sum()
+        src_counts += max(v.sum() - bc[live].sum(), 0.0)
+        sm = ndimage.gaussian_filter(np.where(live, c, 0.0), 4.0) / np.maximum(ndimage.gaussian_filter(live * 1.0, 4.0), 1e-6)
+        bright_area += float((sm[live] > 3 * b * e[live]).sum()) * pix_arcmin2
+        pos, _ = detect_sources(c * live, bc * live, 5.0)
+        n_det += len(pos)
+        net = ndimage.convolve(c - bc, disk.astype(float), mode="constant")
+        for x, y in pos:
+            net_counts.append(float(net[int(round(y)), int(round(x))]))
+    net_counts_arr = np.asarray(net_counts) if net_counts else np.zeros(1)
+    out = {"images": float(len(counts)), "field_px": float(np.mean([np.asarray(c).shape[0] for c in counts])),
+           "pixel_arcsec": pixel_arcsec, "exposed_arcmin2_per_image": area / len(counts),
+           "mean_counts_per_pixel": total / n_pix, "background_per_arcmin2_s": float(np.median(bkg_rates)),
+           "detections_per_deg2": n_det / (area / 3600.0), "detections": float(n_det),
+           "det_net_counts_median": float(np.median(net_counts_arr)),
+           "det_net_counts_p90": float(np.percentile(net_counts_arr, 90)),
+           "bright_area_fraction": bright_area / area, "source_count_fraction": src_counts / total}
+    labels = ["0", "1", "2", "3-5", "6-20", "21-40", ">40"]
+    out.update({f"frac_pixels_{lab}": float(h / n_pix) for lab, h in zip(labels, hist)})
+    return out
+
+
+def sim_to_real_table(sim_root: str | Path, pairs: Sequence[RealPair], sim_pixel_arcsec: float = 4.1) -> str:
+    """Markdown table: simulated validation inputs (20 ks) against the real 20 ks slices, per row a statistic."""
+    rates, exps, _, _ = simulated_validation(sim_root)
+    sim_counts = [r * e for r, e in zip(rates, exps)]
+    sim = image_statistics(sim_counts, exps, sim_pixel_arcsec)
+    real = {p.obsid: image_statistics([p.slice_counts], [p.slice_exposure_map], p.pixel_arcsec) for p in pairs}
+    cols = ["simulated (val, pooled)", *real]
+    stats_all = [sim, *real.values()]
+    rows = [("field (pixels a side)", "field_px", ".0f"), ("pixel (arcsec)", "pixel_arcsec", ".2f"),
+            ("exposed area per image (arcmin^2)", "exposed_arcmin2_per_image", ".1f"),
+            ("mean counts per exposed pixel", "mean_counts_per_pixel", ".3f"),
+            *[(f"pixels with {lab} counts", f"frac_pixels_{lab}", ".3f") for lab in ("0", "1", "2", "3-5", "6-20", "21-40", ">40")],
+            ("background (counts/s/arcmin^2)", "background_per_arcmin2_s", ".2e"),
+            ("5-sigma detections per deg^2", "detections_per_deg2", ".0f"),
+            ("detections: median net counts (r = 3 px)", "det_net_counts_median", ".0f"),
+            ("detections: 90th percentile net counts", "det_net_counts_p90", ".0f"),
+            ("area brighter than 3x background (4 px smoothing)", "bright_area_fraction", ".3f"),
+            ("fraction of counts above the background", "source_count_fraction", ".3f")]
+    lines = ["| statistic (20 ks) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for label, key, fmt in rows:
+        lines.append(f"| {label} | " + " | ".join(format(st[key], fmt) for st in stats_all) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 def evaluate(pairs: Sequence[RealPair], predictions: Mapping[str, Mapping[str, np.ndarray]],
@@ -338,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
     ap.add_argument("--out", default="docs", help="folder for xmm_real.md / .json and figures/")
     ap.add_argument("--panels", default="0085110101,0781350101", help="ObsIDs to draw as panels")
+    ap.add_argument("--sim-to-real", action="store_true", help="also compare simulated and real 20 ks images")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -346,13 +426,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     log.info("real pairs: %s", ", ".join(f"{p.obsid} ({p.slice_exposure_s / 1e3:.1f} + {p.heldout_exposure_s / 1e3:.1f} ks)"
                                           for p in pairs))
     grid = list(DEFAULT_SIGMA_GRID_PX)
+    sim = Path(args.sim)
+    if not (sim / "val").is_dir():
+        found = sorted(sim.glob("*/val"))
+        if not found and (args.sim_sigma is None or args.sim_to_real):
+            raise DataFileError(sim, None, "no simulated dataset (<folder>/val/input_20ks) for the sim-tuned sigma")
+        sim = found[0].parent if found else sim
     if args.sim_sigma is None:
-        sim = Path(args.sim)
-        if not (sim / "val").is_dir():
-            found = sorted(sim.glob("*/val"))
-            if not found:
-                raise DataFileError(sim, None, "no simulated dataset (<folder>/val/input_20ks) for the sim-tuned sigma")
-            sim = found[0].parent
         sigma_sim, curve_sim = tune_sigma_simulated(sim, grid)
         log.info("sigma tuned on the simulated validation split (%s): %.2f px", sim, sigma_sim)
     else:
@@ -418,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           "PSNR (dB) in the scaled space (clip at max_rate, sqrt) against the held-out rate image:", "",
           markdown_table(table, obsids, "psnr", ".2f"), "",
           "Input pixels above the scaling's clip (max_rate): " + ", ".join(f"{k} {v:.1%}" for k, v in clip.items())]
+    if args.sim_to_real:
+        md += ["", "Simulator (validation inputs, 20 ks) against the real 20 ks slices:", "", sim_to_real_table(sim, pairs)]
     with open(out / "xmm_real.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     with open(out / "xmm_real.json", "w") as fh:
