@@ -234,7 +234,7 @@ def load_model(checkpoint: str | Path) -> LoadedModel:
     model_cfg["evaluator"] = None
     module = instantiate(model_cfg, _convert_="all")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["state_dict"], strict=False)
+    module.load_state_dict(state["state_dict"], strict=True)
     module.eval()
     transform = instantiate(OmegaConf.to_container(cfg.data.transform, resolve=True))
     return LoadedModel(module, transform, int(cfg.data.scale), int(cfg.data.patch_size),
