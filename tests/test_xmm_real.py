@@ -82,6 +82,10 @@ def test_scores_rank_the_truth_first_and_have_their_expected_values():
     # raw rate: its squared-error ratio is 1 by definition, the truth's ~0 (Poisson variance subtracted)
     assert raw["se_ratio"] == pytest.approx(1.0) and abs(truth["se_ratio"]) < 0.1
     assert truth["deviance"] < raw["deviance"] and truth["psnr"] > raw["psnr"]
+    # summed counts: unbiased for the truth and (in expectation) for the raw rate, within 3 Poisson sigma
+    k = pair.heldout_counts[pair.mask].sum()
+    assert abs(truth["count_ratio"] - 1) < 3 / np.sqrt(k)
+    assert abs(raw["count_ratio"] - 1) < 3 * np.sqrt(1 / k + 1 / pair.slice_counts[pair.mask].sum())
     # smoothing of a smooth sky beats the raw rate, and the truth beats the smoothing
     sm = score(smoothed(pair, 1.5), pair, t)
     assert truth["deviance"] < sm["deviance"] < raw["deviance"] and sm["se_ratio"] < 1

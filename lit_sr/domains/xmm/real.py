@@ -18,6 +18,7 @@ estimated from the full observation) against the held-out counts:
   rate's, with the held-out Poisson variance sum k / (T - T_slice)^2 subtracted from both (its expectation):
   an estimate of the true squared-error ratio (< 1: closer to the sky than the raw 20 ks rate). The
   difference of the two raw squared errors needs no subtraction (the reference noise cancels in it);
+* ``count_ratio``: predicted / held-out counts summed over the exposed pixels (1 = no overall bias);
 * ``psnr``: PSNR (dB) in the model's scaled space (the data transform: clip at max_rate, sqrt stretch, data
   range 1) against the held-out rate image, as the reference study reports it (its reference is noisy).
 
@@ -146,7 +147,7 @@ def score(rate: np.ndarray, pair: RealPair, transform: Callable[[torch.Tensor], 
     noise = float(np.mean(k)) / t_h**2                       # E[(k/T - lambda)^2] estimated by k / T^2
     r_raw = pair.raw_rate[m]
     se, se_raw = float(np.mean((r - r_h) ** 2)), float(np.mean((r_raw - r_h) ** 2))
-    out = {"deviance": float(np.mean(dev)),
+    out = {"deviance": float(np.mean(dev)), "count_ratio": float(np.sum(r) * t_h / max(np.sum(k), 1.0)),
            "se_ratio": (se - noise) / (se_raw - noise) if se_raw > noise else float("nan"),
            "se_minus_raw": se - se_raw}
     if transform is not None:
@@ -497,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           markdown_table(table, obsids, "se_ratio", ".3f"), "",
           "PSNR (dB) in the scaled space (clip at max_rate, sqrt) against the held-out rate image:", "",
           markdown_table(table, obsids, "psnr", ".2f"), "",
+          "Predicted / held-out counts summed over the exposed pixels:", "",
+          markdown_table(table, obsids, "count_ratio", ".3f"), "",
           "Input pixels above the scaling's clip (max_rate): " + ", ".join(f"{k} {v:.1%}" for k, v in clip.items())]
     if args.sim_to_real:
         md += ["", "Simulator (validation inputs, 20 ks) against the real 20 ks slices:", "", sim_to_real_table(sim, pairs)]
