@@ -136,3 +136,17 @@ def test_image_statistics_of_a_flat_poisson_field_match_the_truth():
     assert st["background_per_arcmin2_s"] == pytest.approx(truth, rel=0.03)
     assert st["detections"] <= 1 and st["bright_area_fraction"] < 0.01 and st["source_count_fraction"] < 0.02
     assert st["exposed_arcmin2_per_image"] == pytest.approx(96 * 96 * (pix / 60) ** 2)
+
+
+def test_denoiser_matches_the_studys_generator_size(tmp_path):
+    """xmm_dn: no HR conv after the trunk, 314,529 parameters (the study's denoiser, small config); xmm_sr keeps
+    the HR conv after the x2 upsampling: 326,129 (the study's architecture table)."""
+    from hydra.utils import instantiate
+
+    from conftest import TINY, compose_config
+
+    for experiment, n_params, has_hr in (("xmm_dn", 314_529, False), ("xmm_sr", 326_129, True)):
+        cfg = compose_config([f"experiment={experiment}", *TINY], tmp_path, tmp_path / experiment)
+        net = instantiate(cfg.model.net)
+        assert sum(p.numel() for p in net.parameters()) == n_params
+        assert (net.conv_hr is not None) == has_hr
