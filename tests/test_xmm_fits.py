@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -9,6 +11,8 @@ from astropy.wcs import WCS
 
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.xmm.fits_io import (
+    check_pixel_scale,
+    estimate_detector_mask,
     read_exposure_map,
     read_observation,
     scaled_wcs,
@@ -121,16 +125,118 @@ def test_no_image_or_cube_in_primary(tmp_path):
         read_observation(cube)
 
 
-def test_no_celestial_wcs(tmp_path):
+def test_no_celestial_wcs_needs_a_known_pixel_size(tmp_path, caplog):
     lin = tmp_path / "linear.fits"
     fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(lin)   # no WCS keywords at all
-    with pytest.raises(DataFileError, match=r"linear.fits \[HDU 0 CTYPE1/CTYPE2\]: no celestial WCS"):
+    with pytest.raises(DataFileError, match=r"linear.fits \[HDU 0 CTYPE1/CTYPE2\]: no celestial WCS and no known "
+                                            r"pixel size.*predict.pixel_arcsec"):
         read_observation(lin, exposure_ks=20)
+    obs = read_observation(lin, exposure_ks=20, pixel_arcsec=4.1)       # the user gives the pixel size
+    assert obs.pixel_arcsec == 4.1 and not obs.celestial
     det = tmp_path / "detector.fits"
     hdr = fits.Header({"CTYPE1": "DETX", "CTYPE2": "DETY", "CRPIX1": 1.0, "CRPIX2": 1.0})
     fits.PrimaryHDU(np.zeros((32, 32), np.float32), header=hdr).writeto(det)
-    with pytest.raises(DataFileError, match=r"no celestial WCS \(CTYPE1, CTYPE2 = \['DETX', 'DETY'\]\)"):
-        read_observation(det, exposure_ks=20)
+    with pytest.raises(DataFileError, match=r"no celestial WCS and no known pixel size \(CTYPE1, CTYPE2 = \['DETX', 'DETY'\]\)"):
+        read_observation(det, exposure_ks=20)          # DETX/DETY without CDELT: the binning is unknown
+    hdr.update({"CDELT1": 80.0, "CDELT2": 80.0, "CRVAL1": -18243.5, "CRVAL2": -17487.5})
+    det80 = tmp_path / "detector80.fits"
+    fits.PrimaryHDU(np.zeros((32, 32), np.float32), header=hdr).writeto(det80)
+    with caplog.at_level("INFO", logger="lit_sr"):
+        obs = read_observation(det80, exposure_ks=20)
+    assert obs.pixel_arcsec == pytest.approx(4.0) and not obs.celestial          # 80 x 0.05 arcsec
+    assert "no celestial WCS" in caplog.text and "detector80.fits" in caplog.text  # a note, not an error
+    assert list(obs.wcs.wcs.ctype) == ["DETX", "DETY"]
+    hdr["CDELT2"] = 40.0
+    rect = tmp_path / "rect.fits"
+    fits.PrimaryHDU(np.zeros((32, 32), np.float32), header=hdr).writeto(rect)
+    with pytest.raises(DataFileError, match=r"rect.fits \[HDU 0 CDELT1/CDELT2\]: non-square pixels"):
+        read_observation(rect, exposure_ks=20)
+
+
+def test_pixel_scale_far_from_training_is_refused_with_the_binning_to_use(tmp_path):
+    check_pixel_scale(4.0, 4.1, tmp_path / "a.fits")                 # 2.4 % off: accepted
+    with pytest.raises(DataFileError, match=r"b.fits \[pixel size\]: pixels of 2 arcsec.*trained on 4.1 arcsec.*"
+                                            r"bin the image by 2"):
+        check_pixel_scale(2.0, 4.1, tmp_path / "b.fits")
+    with pytest.raises(DataFileError, match=r"c.fits \[pixel size\]: pixels of 8 arcsec.*smaller pixels"):
+        check_pixel_scale(8.0, 4.1, tmp_path / "c.fits")
+
+
+# ------------------------------------------------------------------------------------------------ real SAS image
+# tests/data: a 64 x 64 cut-out (rows 180-243, columns 180-243) of the XMM-Newton EPIC-pn 0.5-2 keV images of
+# ObsID 0781350101 as made by SAS evselect in DETX/DETY (bin 80 = 4.0"): the 20 ks slice and the full 124.4 ks
+# observation, headers kept (DETX/DETY WCS and LTV shifted to the cut-out). The EPIC-pn gap between the two CCD
+# rows crosses it at rows 204-205 and a chip gap at columns 200-201 (0 counts in the full observation there).
+
+REAL = Path(__file__).parent / "data"
+GAP_ROWS, GAP_COLS, CUT0 = (204, 205), (200, 201), 180
+
+
+def test_reads_a_real_sas_detector_image_gzipped_with_a_detector_mask():
+    path = REAL / "xmm_0781350101_20ks_cut64.fits.gz"
+    obs = read_observation(path, exposure_ks=20)
+    with fits.open(path) as h:
+        raw = h[0].data
+    np.testing.assert_array_equal(obs.counts, raw)              # BITPIX 32 counts read exactly from .fits.gz
+    assert not obs.celestial and list(obs.wcs.wcs.ctype) == ["DETX", "DETY"]
+    assert obs.pixel_arcsec == pytest.approx(4.0)
+    # the DETX/DETY of a pixel is the full frame's (checked against the evselect header of the full image:
+    # CRVAL -18243.5 / -17487.5 at its pixel 1, 80 units per pixel)
+    x, y = obs.wcs.pixel_to_world_values(3, 5)
+    assert (x, y) == pytest.approx((-18243.5 + 80 * (CUT0 + 3), -17487.5 + 80 * (CUT0 + 5)))
+    # detector mask from the 20 ks counts against the 124 ks observation: every pixel of a line (a column within
+    # one CCD row, or a row) with 0 counts in the full observation is unexposed, the masked pixels hold < 1 % of
+    # the full observation's counts, and the mask agrees with the one estimated from the full observation
+    full = fits.getdata(REAL / "xmm_0781350101_full_cut64.fits.gz").astype(np.float64)
+    mask = obs.exposure_s > 0
+    assert not mask[[r - CUT0 for r in GAP_ROWS]].any() and not mask[:, [c - CUT0 for c in GAP_COLS]].any()
+    for band in (slice(0, GAP_ROWS[0] - CUT0), slice(GAP_ROWS[1] - CUT0 + 1, 64)):
+        empty = full[band].sum(axis=0) == 0
+        assert empty.sum() >= 2 and not mask[band][:, empty].any()
+    assert full[~mask].sum() < 0.01 * full.sum() and 0.7 < mask.mean() < 0.95
+    assert (mask == estimate_detector_mask(full)).mean() > 0.97
+    assert np.all(obs.exposure_s[mask] == 2e4) and "detector mask" in obs.exposure_source
+    flat = read_observation(path, exposure_ks=20, detector_mask="none")
+    assert np.all(flat.exposure_s == 2e4)
+
+
+def test_detector_mask_leaves_a_faint_flat_field_alone_and_finds_a_dead_column():
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(0.3, (72, 88)).astype(np.float64)    # ~22 counts per column: no line is improbable
+    assert estimate_detector_mask(counts).all()
+    counts[:, 40] = rng.poisson(0.3 * 0.05, 72)               # a column at 5 % of the rate (a bad column)
+    counts[10] = 0                                            # an empty row
+    mask = estimate_detector_mask(counts)
+    assert not mask[:, 40].any() and not mask[10].any()
+    assert mask.sum() == (72 - 1) * (88 - 1)
+
+
+def test_full_minus_slice_is_a_poisson_image_and_the_real_files_are_consistent():
+    """The committed cut-outs: the slice's events are a subset of the full observation's."""
+    s = fits.getdata(REAL / "xmm_0781350101_20ks_cut64.fits.gz").astype(np.int64)
+    f = fits.getdata(REAL / "xmm_0781350101_full_cut64.fits.gz").astype(np.int64)
+    assert np.all(f - s >= 0)
+    # counts scale with the exposure: 20 / 124.44 of the events in the slice, within 3 Poisson-binomial sigma
+    p = 20.0 / 124.44
+    n = f.sum()
+    assert abs(s.sum() - p * n) < 3 * np.sqrt(n * p * (1 - p)) + 0.05 * p * n   # + 5 % for rate variations
+
+
+@pytest.mark.skipif(not Path("/work/shared/data/xmm_real").is_dir() and not (Path(__file__).parents[2] / "shared/data/xmm_real").is_dir(),
+                    reason="the real XMM-Newton files (../shared/data/xmm_real) are not on this machine")
+def test_every_real_observation_reads_with_4_arcsec_pixels_and_chip_gaps():
+    root = Path("/work/shared/data/xmm_real")
+    if not root.is_dir():
+        root = Path(__file__).parents[2] / "shared/data/xmm_real"
+    files = sorted(root.glob("*/*.fits.gz"))
+    assert len(files) == 12
+    for path in files:
+        obs = read_observation(path, exposure_ks=20)
+        assert obs.shape == (411, 403) and obs.pixel_arcsec == pytest.approx(4.0) and not obs.celestial
+        mask = obs.exposure_s > 0
+        # the pn gap between the CCD rows and the three full-height chip gaps are unexposed
+        assert not mask[204:206].any() and not mask[:, [132, 133, 134, 200, 201, 267, 268, 269]].any()
+        assert 0.85 < mask.mean() < 0.95 and obs.counts[~mask].sum() < 0.01 * obs.counts.sum()
 
 
 def test_nan_and_negative_pixels(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from hydra.utils import instantiate
 from conftest import TINY, compose_config
 from lit_sr.cli import run
 from lit_sr.data.validate import DataFileError
+from lit_sr.domains.xmm.fits_io import read_observation
 from lit_sr.domains.xmm.predict import FITSFramesDataModule
 from lit_sr.domains.xmm.psf import KingPSF
 
@@ -190,3 +192,51 @@ def test_a_bad_file_in_a_folder_stops_before_anything_is_written(tmp_path):
     with pytest.raises(DataFileError, match="b_nowcs.fits.*no celestial WCS"):
         _predict(tmp_path, "xmm_dn", ckpt, folder, "pred_bad", "predict.self_ensemble=false")
     assert not list((tmp_path / "pred_bad").glob("*.fits"))
+
+
+REAL_CUT = Path(__file__).parent / "data" / "xmm_0781350101_20ks_cut64.fits.gz"
+
+
+def test_real_sas_detector_image_gz_goes_through_and_keeps_its_detector_axes(tmp_path, caplog):
+    """A 64 x 64 cut-out of a real EPIC-pn evselect image (DETX/DETY, 4.0" pixels, no exposure map, .fits.gz):
+    x2 prediction with a flat 20 ks exposure x the estimated detector mask; the output carries the DETX/DETY
+    axes (CDELT 80 -> 40, same detector position of every pixel centre)."""
+    ckpt = _identity_checkpoint(tmp_path, "xmm_sr")
+    with caplog.at_level("INFO", logger="lit_sr"):
+        out_dir = _predict(tmp_path, "xmm_sr", ckpt, REAL_CUT, "pred_real", "predict.self_ensemble=false",
+                           "predict.exposure_ks=20")
+    assert "no celestial WCS" in caplog.text
+    out = out_dir / "xmm_0781350101_20ks_cut64_sr.fits"
+    with fits.open(REAL_CUT) as h:
+        counts, w_in = h[0].data.astype(np.float64), WCS(h[0].header, naxis=2)
+    with fits.open(out) as h:
+        rate, hdr = h[0].data.astype(np.float64), h[0].header
+        w_dev = WCS(h["LR_DEV"].header)
+    w_out = WCS(hdr)
+    assert list(w_out.wcs.ctype) == ["DETX", "DETY"] and w_out.wcs.cdelt[0] == pytest.approx(40.0)
+    # the 2 x 2 block of output pixels (2i, 2i+1) is centred on input pixel i: same DETX/DETY
+    for x, y in ((0, 0), (17, 40), (63, 63)):
+        np.testing.assert_allclose(np.array(w_out.pixel_to_world_values(2 * x + 0.5, 2 * y + 0.5), float),
+                                   np.array(w_in.pixel_to_world_values(x, y), float), atol=1e-6)
+    np.testing.assert_allclose(np.array(w_dev.pixel_to_world_values(5, 9), float),
+                               np.array(w_in.pixel_to_world_values(5, 9), float), atol=1e-9)
+    # this net copies the sqrt-scaled input / 4 to each of the 4 output pixels: each holds rate / 16, the 2x2 sum
+    # is the input rate / 4 where exposed (below the scaling's clip), 0 in the gaps
+    lr = rate.reshape(64, 2, 64, 2).sum(axis=(1, 3))
+    exposed = read_observation(REAL_CUT, exposure_ks=20).exposure_s > 0
+    assert 0.7 < exposed.mean() < 0.95 and counts[~exposed].sum() < 0.01 * counts.sum()
+    assert np.all(lr[~exposed] == 0)
+    ok = exposed & (counts / 2e4 < 2e-3)
+    np.testing.assert_allclose(4 * lr[ok] * 2e4, counts[ok], rtol=1e-4, atol=1e-3)
+    assert "pixel size of the input: 4 arcsec" in "\n".join(str(c) for c in hdr["HISTORY"])
+
+
+def test_pixels_far_from_the_training_pixels_are_refused_before_predicting(tmp_path):
+    with fits.open(REAL_CUT) as h:
+        hdr, data = h[0].header, h[0].data
+    hdr["CDELT1"] = hdr["CDELT2"] = 40.0                    # 2.0" pixels (evselect bin 40)
+    fine = tmp_path / "bin40.fits.gz"
+    fits.PrimaryHDU(data, header=hdr).writeto(fine)
+    with pytest.raises(DataFileError, match=r"bin40.fits.gz \[pixel size\]: pixels of 2 arcsec.*4.1 arcsec.*bin the "
+                                            r"image by 2"):
+        _dm(fine, exposure_ks=20.0, train_pixel_arcsec=4.1)

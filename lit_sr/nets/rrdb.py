@@ -95,12 +95,14 @@ class RRDBNet(nn.Module):
         res_scale: residual scaling of the dense blocks and RRDBs (0.2 in ESRGAN).
         input_skip: add the flux-conserving upsampled input (see above).
         output_range: (lo, hi) clamp of the output, e.g. (0, 1) for images scaled to [0, 1].
+        hr_conv: the conv + activation between the upsampling and the last conv (ESRGAN); false leaves it
+            out (the X-ray study's denoiser: trunk conv + skip -> last conv).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 64, num_blocks: int = 23,
                  growth_channels: int = 32, activation: str = "lrelu", scale: int = 4, upsample: str = "nearest",
                  output_activation: str | None = None, res_scale: float = 0.2, input_skip: bool = False,
-                 output_range: Sequence[float] | None = None) -> None:
+                 output_range: Sequence[float] | None = None, hr_conv: bool = True) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8):
             raise ValueError(f"RRDBNet scale must be 1, 2, 4 or 8, got {scale}")
@@ -120,8 +122,8 @@ class RRDBNet(nn.Module):
         self.upsampling = nn.Sequential(
             *(UpsampleBlock(num_features, upsample, activation) for _ in range(scale.bit_length() - 1))
         )
-        self.conv_hr = nn.Conv2d(num_features, num_features, 3, padding=1)
-        self.act_hr = make_activation(activation)
+        self.conv_hr = nn.Conv2d(num_features, num_features, 3, padding=1) if hr_conv else None
+        self.act_hr = make_activation(activation) if hr_conv else None
         self.conv_last = nn.Conv2d(num_features, out_channels, 3, padding=1)
         self.output_activation = make_activation(output_activation)
         if self.input_skip:
@@ -133,7 +135,9 @@ class RRDBNet(nn.Module):
         feat = self.conv_first(x)
         feat = feat + self.conv_trunk(self.trunk(feat))  # global residual: the trunk learns a correction
         feat = self.upsampling(feat)
-        out = self.conv_last(self.act_hr(self.conv_hr(feat)))
+        if self.conv_hr is not None:
+            feat = self.act_hr(self.conv_hr(feat))
+        out = self.conv_last(feat)
         if self.input_skip:
             skip = x[:, :self.out_channels]
             if self.scale > 1:

@@ -3,16 +3,19 @@
     python run.py mode=predict experiment=xmm_sr ckpt_path=.../last.ckpt predict.input=obs.fits
     python run.py mode=predict experiment=xmm_dn ckpt_path=... predict.input=folder/ predict.exposure_ks=20
 
-* :class:`FITSFramesDataModule` lists the input file(s), validates every one before anything runs
-  (:func:`lit_sr.domains.xmm.fits_io.read_observation`: celestial WCS, exposure map, finite non-negative
-  counts, readable file, at least one patch in size; one :class:`DataFileError` naming the file and the
-  problem) and yields one 2-channel frame per batch in model space (as in training).
+* :class:`FITSFramesDataModule` lists the input file(s) (``.fits``, ``.fits.gz``), validates every one before
+  anything runs (:func:`lit_sr.domains.xmm.fits_io.read_observation`: a WCS that is celestial or SAS DETX/DETY,
+  a known pixel size within 25 % of the training pixels, an exposure map or a flat exposure x a detector
+  mask estimated from the counts, finite non-negative counts, readable file, at least one patch in size; one
+  :class:`DataFileError` naming the file and the problem) and yields one 2-channel frame per batch in model
+  space (as in training).
 * :class:`XMMFramePredictor` blends patch predictions over the whole frame
   (:func:`lit_sr.inference.blend.blend_predict`) and, with ``self_ensemble``, repeats this for the 8
   flips/rotations of the frame, each undone on its output (keys ``output``, ``d4_1`` ... ``d4_7``).
 * :class:`FITSPredictionWriter` writes ``<input stem>_<suffix>.fits`` per input: the prediction as a count
-  rate (counts/s per output pixel, BUNIT 'count/s'), the input's WCS (x2: :func:`scaled_wcs`, so every sky
-  position keeps its place), the hallucination maps as image extensions
+  rate (counts/s per output pixel, BUNIT 'count/s'), the input's WCS, celestial or detector axes (x2:
+  :func:`scaled_wcs`, so every sky / detector position keeps its place), the hallucination maps as image
+  extensions
 
   - ``ENS_STD``  standard deviation of the 8 self-ensemble predictions (count/s, output grid);
   - ``LR_DEV``   Poisson deviance of the observed input counts against the prediction forward-modelled to
@@ -41,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.xmm.data import count_rate, d4, model_input
-from lit_sr.domains.xmm.fits_io import _COPY_KEYS, _image_header, read_observation, scaled_wcs
+from lit_sr.domains.xmm.fits_io import _COPY_KEYS, _image_header, check_pixel_scale, read_observation, scaled_wcs
 from lit_sr.domains.xmm.hallucination import forward_model_to_input, lr_consistency_map
 from lit_sr.domains.xmm.metrics import gap_mask
 from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
@@ -101,9 +104,11 @@ class FITSFramesDataset(Dataset):
     """Item i: ``{"frame": [2, H, W] model space, "index": i}`` from the i-th input observation."""
 
     def __init__(self, files: Sequence[Path], exposure: str | None, exposure_ks: float | None,
-                 transform: torch.nn.Module | None, exposure_norm_ks: float, patch_size: int) -> None:
+                 transform: torch.nn.Module | None, exposure_norm_ks: float, patch_size: int,
+                 detector_mask: str = "auto", pixel_arcsec: float | None = None) -> None:
         self.files, self.exposure, self.exposure_ks = list(files), exposure, exposure_ks
         self.transform, self.exposure_norm_ks, self.patch_size = transform, float(exposure_norm_ks), int(patch_size)
+        self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
 
     def __len__(self) -> int:
         return len(self.files)
@@ -111,7 +116,8 @@ class FITSFramesDataset(Dataset):
     def observation(self, i: int):
         path = self.files[i]
         return read_observation(path, exposure_for(path, self.exposure, len(self.files)), self.exposure_ks,
-                                min_size=self.patch_size)
+                                min_size=self.patch_size, detector_mask=self.detector_mask,
+                                pixel_arcsec=self.pixel_arcsec)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         obs = self.observation(i)
@@ -130,24 +136,30 @@ class FITSFramesDataModule(L.LightningDataModule):
         transform: the data transform (count rate -> model space).
         exposure_norm_ks: exposure (ks) mapped to 1 in the exposure channel (as in training).
         patch_size: the frame predictor's patch (input pixels); smaller images are refused.
-        train_pixel_arcsec: pixel size of the training data; another pixel size is reported in the log.
+        train_pixel_arcsec: pixel size of the training data; more than ``max_pixel_mismatch`` (relative) off
+            is refused, more than 5 % is logged.
+        detector_mask: with ``exposure_ks``: 'auto' (flat exposure x a detector mask estimated from the counts)
+            or 'none' (flat everywhere).
+        pixel_arcsec: pixel size for inputs whose header gives none (no celestial WCS, no SAS DETX/DETY axes).
     """
 
     def __init__(self, input: str, exposure: str | None = None, exposure_ks: float | None = None,
                  transform: torch.nn.Module | None = None, exposure_norm_ks: float = 100.0, patch_size: int = 64,
-                 train_pixel_arcsec: float | None = None) -> None:
+                 train_pixel_arcsec: float | None = None, detector_mask: str = "auto",
+                 pixel_arcsec: float | None = None, max_pixel_mismatch: float = 0.25) -> None:
         super().__init__()
         self.files = list_inputs(input)
-        self.dataset = FITSFramesDataset(self.files, exposure, exposure_ks, transform, exposure_norm_ks, patch_size)
+        self.dataset = FITSFramesDataset(self.files, exposure, exposure_ks, transform, exposure_norm_ks, patch_size,
+                                         detector_mask, pixel_arcsec)
         self.train_pixel_arcsec = train_pixel_arcsec
+        self.max_pixel_mismatch = float(max_pixel_mismatch)
 
     def setup(self, stage: str | None = None) -> None:
         for i, path in enumerate(self.files):   # every input checked before any prediction is written
             obs = self.dataset.observation(i)
-            pix = pixel_scale_arcsec(obs.wcs)
-            if self.train_pixel_arcsec and abs(pix / self.train_pixel_arcsec - 1) > 0.05:
-                log.warning("%s: pixels of %.3g arcsec, the model was trained on %.3g arcsec pixels", path, pix,
-                            self.train_pixel_arcsec)
+            check_pixel_scale(obs.pixel_arcsec, self.train_pixel_arcsec, path, self.max_pixel_mismatch)
+            log.info("%s: %dx%d pixels of %.4g arcsec, exposure %s", path, obs.shape[0], obs.shape[1],
+                     obs.pixel_arcsec, obs.exposure_source)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=0)
@@ -240,9 +252,10 @@ class FITSPredictionWriter(BasePredictionWriter):
                  output: str | None = None, output_dir: str = ".", suffix: str = "pred", scale: int = 2,
                  transform: torch.nn.Module | None = None, psf_fwhm_arcsec: float = 6.0, psf_beta: float = 1.5,
                  consistency_threshold: float = 9.0, gap_margin: int = 3, checkpoint: str | None = None,
-                 experiment: str | None = None) -> None:
+                 experiment: str | None = None, detector_mask: str = "auto", pixel_arcsec: float | None = None) -> None:
         super().__init__(write_interval="batch")
         self.input, self.exposure, self.exposure_ks = input, exposure, exposure_ks
+        self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
         self.output = Path(output) if output else None
         self.output_dir = Path(output_dir)
         self.suffix, self.scale, self.transform = str(suffix), int(scale), transform
@@ -283,9 +296,10 @@ class FITSPredictionWriter(BasePredictionWriter):
     def write_one(self, index: int, images: Mapping[str, torch.Tensor]) -> Path:
         """Write the output of input ``index`` from physical-unit images ``{output, d4_1 ...}`` [C, H, W]."""
         src, dst = self.inputs[index], self.outputs[index]
-        obs = read_observation(src, exposure_for(src, self.exposure, len(self.inputs)), self.exposure_ks)
+        obs = read_observation(src, exposure_for(src, self.exposure, len(self.inputs)), self.exposure_ks,
+                               detector_mask=self.detector_mask, pixel_arcsec=self.pixel_arcsec)
         rate = images["output"][0].detach().float().cpu().numpy().astype(np.float64)
-        pix = pixel_scale_arcsec(obs.wcs)
+        pix = obs.pixel_arcsec
         dev, expected, s = consistency_maps(rate, obs.counts, obs.exposure_s, self.scale, pix, self.psf_fwhm_arcsec,
                                             self.psf_beta, self.consistency_threshold, self.gap_margin)
         out_wcs = scaled_wcs(obs.wcs, self.scale) if self.scale > 1 else obs.wcs
@@ -318,7 +332,9 @@ class FITSPredictionWriter(BasePredictionWriter):
                    f"scaling: {type(self.transform).__name__}({self.transform.extra_repr() if self.transform is not None else ''})"
                    " applied to counts/exposure (count/s); output = inverse scaling of the net output",
                    f"exposure: {obs.exposure_source}",
-                   "BUNIT count/s per output pixel; x2 WCS: CDELT / 2, CRPIX' = 2 CRPIX - 0.5 (sky positions kept)",
+                   f"BUNIT count/s per output pixel; {'celestial' if obs.celestial else 'detector (no celestial)'} "
+                   "WCS of the input; x2: CDELT / 2, CRPIX' = 2 CRPIX - 0.5 (positions kept)",
+                   f"pixel size of the input: {obs.pixel_arcsec:.4g} arcsec",
                    "extensions: ENS_STD (self-ensemble std), LR_DEV (Poisson deviance vs input), LR_EXPCT"]
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_fits(dst, rate, obs.header, out_wcs, "count/s", cards, history, extensions)

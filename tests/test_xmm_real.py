@@ -1,0 +1,152 @@
+"""Real XMM-Newton held-out evaluation (lit_sr.domains.xmm.real): pairs, scores, models summed back, bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+from lit_sr.data.transforms import StretchTransform
+from lit_sr.data.validate import DataFileError
+from lit_sr.domains.xmm.photometry import poisson_deviance_reference
+from lit_sr.domains.xmm.real import MU_FLOOR, LoadedModel, RealPair, load_pairs, model_rate, score, smoothed
+
+FIXTURES = Path(__file__).parent / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "xmm_real"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data/xmm_real")
+
+
+def _fixture_dir(tmp_path: Path) -> Path:
+    """The committed 64x64 cut-outs of ObsID 0781350101 laid out as the real data folder."""
+    for sub, name in (("20ks", "xmm_0781350101_20ks_cut64.fits.gz"), ("full", "xmm_0781350101_full_cut64.fits.gz")):
+        (tmp_path / "real" / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURES / name, tmp_path / "real" / sub / f"0781350101_{sub}.fits.gz")
+    return tmp_path / "real"
+
+
+def _synthetic_pair(rng, shape=(48, 56), t_s=2e4, t_h=8e4) -> tuple[RealPair, np.ndarray]:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    rate = 2e-5 + 4e-4 * np.exp(-((xx - 30) ** 2 + (yy - 20) ** 2) / (2 * 6.0**2))   # counts/s per pixel
+    mask = np.ones(shape, bool)
+    mask[:, 17:19] = False                                                           # a chip gap
+    s = rng.poisson(rate * t_s * mask).astype(np.float64)
+    h = rng.poisson(rate * t_h * mask).astype(np.float64)
+    return RealPair("0000000000", s, h, t_s, t_h, mask, 4.0, Path("s"), Path("f")), rate
+
+
+def test_loads_the_committed_cut_outs_as_a_held_out_pair(tmp_path):
+    pairs = load_pairs(_fixture_dir(tmp_path))
+    assert [p.obsid for p in pairs] == ["0781350101"]
+    p = pairs[0]
+    full = fits.getdata(FIXTURES / "xmm_0781350101_full_cut64.fits.gz").astype(np.float64)
+    np.testing.assert_array_equal(p.slice_counts + p.heldout_counts, full)
+    assert p.slice_exposure_s == pytest.approx(2e4) and p.heldout_exposure_s == pytest.approx(124437.96 - 2e4, abs=1)
+    assert p.pixel_arcsec == pytest.approx(4.0) and 0.7 < p.mask.mean() < 0.95
+    assert full[~p.mask].sum() < 0.01 * full.sum()
+    np.testing.assert_allclose(p.raw_rate[p.mask], p.slice_counts[p.mask] / 2e4)
+
+
+def test_bad_data_folders_give_one_message(tmp_path):
+    with pytest.raises(DataFileError, match=r"expected sub-folders '20ks/'.*'full/'"):
+        load_pairs(tmp_path)
+    d = _fixture_dir(tmp_path)
+    # a "full" observation with fewer counts than its slice somewhere: not a superset of the slice's events
+    path = d / "full" / "0781350101_full.fits.gz"
+    with fits.open(path) as h:
+        hdr, data = h[0].header, h[0].data.copy()
+    sl = fits.getdata(d / "20ks" / "0781350101_20ks.fits.gz")
+    y, x = np.unravel_index(np.argmax(sl), sl.shape)
+    data[y, x] = sl[y, x] - 1
+    path.unlink()
+    fits.PrimaryHDU(data, header=hdr).writeto(path)
+    with pytest.raises(DataFileError, match=r"0781350101_full.fits.gz \[HDU 0\]: \d+ pixels have fewer counts than "
+                                            r"in the slice"):
+        load_pairs(d)
+
+
+def test_scores_rank_the_truth_first_and_have_their_expected_values():
+    rng = np.random.default_rng(0)
+    pair, rate = _synthetic_pair(rng)
+    t = StretchTransform(2e-3, "sqrt")
+    truth, raw = score(rate, pair, t), score(pair.raw_rate, pair, t)
+    # the truth: mean deviance = its expectation under Poisson(rate x T_h) (within 3 standard errors)
+    mu = (rate * pair.heldout_exposure_s)[pair.mask]
+    ed, _ = poisson_deviance_reference(mu)
+    n = mu.size
+    assert abs(truth["deviance"] - ed.mean()) < 3 * np.sqrt(2.0 / n) * 1.2 + 0.02
+    # raw rate: its squared-error ratio is 1 by definition, the truth's ~0 (Poisson variance subtracted)
+    assert raw["se_ratio"] == pytest.approx(1.0) and abs(truth["se_ratio"]) < 0.1
+    assert truth["deviance"] < raw["deviance"] and truth["psnr"] > raw["psnr"]
+    # summed counts: unbiased for the truth and (in expectation) for the raw rate, within 3 Poisson sigma
+    k = pair.heldout_counts[pair.mask].sum()
+    assert abs(truth["count_ratio"] - 1) < 3 / np.sqrt(k)
+    assert abs(raw["count_ratio"] - 1) < 3 * np.sqrt(1 / k + 1 / pair.slice_counts[pair.mask].sum())
+    # smoothing of a smooth sky beats the raw rate, and the truth beats the smoothing
+    sm = score(smoothed(pair, 1.5), pair, t)
+    assert truth["deviance"] < sm["deviance"] < raw["deviance"] and sm["se_ratio"] < 1
+    # the raw rate's zero-count pixels: expected counts floored, not infinite
+    assert np.isfinite(raw["deviance"]) and MU_FLOOR > 0
+
+
+class _Copy(torch.nn.Module):
+    """x2 'model' copying the scaled input channel to 2x2 blocks (model space) -- a known flux mapping."""
+
+    def frame_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x[:, :1], scale_factor=2, mode="nearest")
+
+
+def test_sr_output_is_summed_2x2_back_to_the_input_grid():
+    rng = np.random.default_rng(1)
+    pair, _ = _synthetic_pair(rng)
+    t = StretchTransform(2e-3, "sqrt")
+    model = LoadedModel(_Copy(), t, 2, 32, 100.0, Path("x.ckpt"), "copy")
+    hr, lr = model_rate(model, pair)
+    assert hr.shape == (96, 112) and lr.shape == pair.slice_counts.shape
+    # every HR pixel holds the input rate (the copy in model space), so the 2x2 sum is 4x the input rate
+    np.testing.assert_allclose(lr, 4 * pair.raw_rate, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(lr, hr.reshape(48, 2, 56, 2).sum(axis=(1, 3)))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real XMM-Newton files ({SHARED}) are not on this machine")
+def test_real_observations_smoothing_beats_the_raw_rate_in_held_out_deviance():
+    pairs = load_pairs(SHARED)
+    assert len(pairs) == 6
+    for p in pairs:
+        assert 51e3 <= p.slice_exposure_s + p.heldout_exposure_s <= 125e3 and p.slice_exposure_s == pytest.approx(2e4, rel=1e-3)
+        raw, sm = score(p.raw_rate, p), score(smoothed(p, 1.5), p)
+        assert sm["deviance"] < raw["deviance"]
+
+
+def test_image_statistics_of_a_flat_poisson_field_match_the_truth():
+    from lit_sr.domains.xmm.real import image_statistics
+
+    rng = np.random.default_rng(2)
+    lam, pix = 0.4, 4.0                                   # counts per pixel in 20 ks, 4" pixels
+    counts = [rng.poisson(lam, (96, 96)).astype(np.float64) for _ in range(3)]
+    exps = [np.full((96, 96), 2e4) for _ in range(3)]
+    st = image_statistics(counts, exps, pix)
+    assert st["frac_pixels_0"] == pytest.approx(np.exp(-lam), abs=0.01)
+    assert st["frac_pixels_1"] == pytest.approx(lam * np.exp(-lam), abs=0.01)
+    truth = lam / 2e4 / (pix / 60) ** 2                  # counts/s/arcmin^2
+    assert st["background_per_arcmin2_s"] == pytest.approx(truth, rel=0.03)
+    assert st["detections"] <= 1 and st["bright_area_fraction"] < 0.01 and st["source_count_fraction"] < 0.02
+    assert st["exposed_arcmin2_per_image"] == pytest.approx(96 * 96 * (pix / 60) ** 2)
+
+
+def test_denoiser_matches_the_studys_generator_size(tmp_path):
+    """xmm_dn: no HR conv after the trunk, 314,529 parameters (the study's denoiser, small config); xmm_sr keeps
+    the HR conv after the x2 upsampling: 326,129 (the study's architecture table)."""
+    from hydra.utils import instantiate
+
+    from conftest import TINY, compose_config
+
+    for experiment, n_params, has_hr in (("xmm_dn", 314_529, False), ("xmm_sr", 326_129, True)):
+        cfg = compose_config([f"experiment={experiment}", *TINY], tmp_path, tmp_path / experiment)
+        net = instantiate(cfg.model.net)
+        assert sum(p.numel() for p in net.parameters()) == n_params
+        assert (net.conv_hr is not None) == has_hr
