@@ -96,9 +96,19 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
         assert f"{stage}/psnr" in m and f"{stage}/bicubic_psnr" in m
         # the LR barycentre's w0, tuned on the validation split, is logged
         assert 2.0 <= m[f"{stage}/tuned/lr_native_w0"] <= 7.0
-    # the judge and the LR CNN are other networks than the perceptual net, cached beside the data
+    # the judge and the LR CNN are other networks than the perceptual net (another file, architecture and
+    # seed), cached beside the data
     cfg_judges = [p.name for p in (Path(calo_data_dir) / "judges").glob("*.ckpt")]
     assert any(n.startswith("hr-") for n in cfg_judges) and any(n.startswith("lr_cnn-") for n in cfg_judges)
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.load(run_dir / "config_resolved.yaml")
+    judge_path, perceptual_path = Path(resolved.judges.nets.hr.ckpt), Path(resolved.model.classifier_ckpt)
+    assert judge_path.resolve() != perceptual_path.resolve() and judge_path.is_file()
+    shapes = [{k: tuple(v.shape) for k, v in torch.load(p, map_location="cpu", weights_only=True)["state_dict"].items()}
+              for p in (judge_path, perceptual_path)]
+    assert shapes[0] != shapes[1]  # another architecture
+    assert resolved.judges.nets.hr.seed != resolved.seed
     # 2 pre-training batches then 4 GAN batches; global_step counts batches
     assert m["train/pretraining"] == 0.0 and "train/gp" in m
     gan = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
