@@ -54,15 +54,16 @@ IMAGE_ROWS: tuple[tuple[str, str], ...] = (("psnr", "PSNR (dB)"), ("ssim", "SSIM
 #: which direction is better, for the bold entry of each row (truth columns are references, never bold)
 _LOWER_IS_BETTER = ("barycentre_res_cm", "barycentre_q68_cm", "width_w1", "energy_violation")
 
-_NO_IMPACT = ["model.impact_weight=0", "model.pixel_weight=1e-3"]
-
-#: What was tried on the way to the current recipe (name -> (description, Hydra overrides on top of the
+#: What to try on the way to the resolution goal (name -> (description, Hydra overrides on top of the
 #: current default)); each entry is one `python run.py seed=0` run. The rows measured before the impact
 #: term existed are kept in docs/calo.md with the commit they were measured on.
 ABLATION: dict[str, tuple[str, list[str]]] = {
-    "no_impact": ("previous default: HR-referenced shower terms only, pixel weight 1e-3 in the GAN phase", _NO_IMPACT),
-    "impact10": ("+ impact-point term (weight 10, both phases)", ["model.impact_weight=10", "model.pixel_weight=1e-3"]),
-    "impact30_pix0.1": ("impact term 30 and shower terms at 0.1 in the GAN phase (current default)", []),
+    "default": ("current default: HR-referenced shower terms, no impact term", []),
+    "impact10": ("+ impact-point term (weight 10, both phases)", ["model.impact_weight=10"]),
+    "impact30_pix0.1": ("impact term 30 and shower terms at 0.1 in the GAN phase",
+                        ["model.impact_weight=30", "model.pixel_weight=0.1"]),
+    "impact10_long": ("impact term 10, 600 pre-training + 100 GAN batches",
+                      ["model.impact_weight=10", "model.pretrain_steps=600", "trainer.limit_train_batches=700"]),
 }
 
 
