@@ -104,24 +104,31 @@ def test_energy_conservation_option_is_checked():
         calo_generator(energy_conservation="exact", **TINY)
 
 
-def _metrics(lr: float, sr: float, hr: float, rej: float) -> dict[str, float]:
-    m = {f"barycentre_res_cm/{s}": v for s, v in (("lr_up", lr), ("sr", sr), ("hr", hr))}
-    m.update({"pion_rejection/sr": rej, "psnr": 27.0 + rej / 10, "nearest_psnr": 25.0, "bicubic_psnr": 24.5})
+def _metrics(lr: float, sr: float, hr: float, rej: float, hr_rej: float = 400.0,
+             hr_limit: float = 1.0) -> dict[str, float]:
+    m = {f"barycentre_res_cm/{s}": v for s, v in (("lr_native", lr), ("sr", sr), ("hr", hr))}
+    m.update({"pion_rejection/sr": rej, "pion_rejection_lower_limit/sr": 0.0, "pion_rejection/hr": hr_rej,
+              "pion_rejection_lower_limit/hr": hr_limit, "psnr": 27.0 + rej / 10, "nearest_psnr": 25.0,
+              "bicubic_psnr": 24.5, "barycentre_res_cm/lr_fit": 0.12})
     return m
 
 
 def test_gap_and_results_table_against_numpy():
-    runs = [_metrics(0.46, 0.20, 0.05, 6.0), _metrics(0.46, 0.16, 0.05, 9.0), _metrics(0.46, 0.12, 0.05, 12.0)]
-    assert gap_closed(runs[0]) == pytest.approx((0.46 - 0.20) / (0.46 - 0.05))
+    runs = [_metrics(0.14, 0.20, 0.05, 6.0), _metrics(0.14, 0.16, 0.05, 9.0), _metrics(0.14, 0.12, 0.05, 12.0)]
+    assert gap_closed(runs[0]) == pytest.approx((0.14 - 0.20) / (0.14 - 0.05))  # negative: SR worse than LR
     m, s = mean_std([6.0, 9.0, 12.0])
     assert m == pytest.approx(9.0) and s == pytest.approx(np.std([6.0, 9.0, 12.0], ddof=1))
     table = results_table(runs)
-    assert "| pion rejection at 90 % photon efficiency | – | 9.00 ± 3.00 | – |" in table
+    # HR let no pion pass in any run: a lower limit, printed "> N" (the smallest N); SR is measured
+    assert "| π⁰ rejection at 90 % photon efficiency | – | – | **9.0 ± 3.0** | > 400 |" in table
     res = np.array([0.20, 0.16, 0.12])
-    assert f"{res.mean():.4f} ± {res.std(ddof=1):.4f}" in table
-    gaps = 100 * (0.46 - res) / 0.41
+    # the best non-truth entry is bold: the LR pixel fit (0.12) beats SR's mean (0.16) and the LR barycentre
+    assert f"| {res.mean():.4f} ± {res.std(ddof=1):.4f} |" in table and "| **0.1200 ± 0.0000** |" in table
+    gaps = 100 * (0.14 - res) / 0.09
     assert f"{gaps.mean():.1f} ± {gaps.std(ddof=1):.1f} %" in table
     assert "3 runs: mean ± standard deviation over seeds" in table
+    mixed = results_table([_metrics(0.14, 0.12, 0.05, 6.0, 300.0, 0.0), _metrics(0.14, 0.12, 0.05, 6.0, 400.0, 1.0)])
+    assert "≥ 350.0 ± 70.7" in mixed  # one run measured, one lower limit: the mean is a lower limit too
 
 
 def test_shower_loss_terms_are_the_physical_distances_in_cm():

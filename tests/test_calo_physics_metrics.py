@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_sr.domains.calo.metrics import (BarycentreResolution, CaloPhysicsEvaluator, EnergyConservation,
-                                         PhotonPionSeparation, ShowerWidth, ShowerWidthDistance, barycentre,
-                                         conserve_energy, energy_violation, pion_rejection, pixel_centres,
-                                         roc_auc, shower_width, sum_pool)
+from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
+from lit_sr.domains.calo.metrics import (BarycentreResolution, EnergyConservation, PhotonPionSeparation, ShowerWidth,
+                                         ShowerWidthDistance, barycentre, conserve_energy, energy_violation,
+                                         pion_rejection, pixel_centres, shower_width, sum_pool)
+from lit_sr.metrics.stats import roc_auc
 
 
 def _centre(i: int, n: int) -> float:
@@ -85,17 +86,29 @@ def test_separation_perfect_and_random():
     labels = torch.tensor([0] * 50 + [1] * 50)
     perfect = torch.cat([torch.zeros(50) - 1, torch.ones(50)])
     assert roc_auc(perfect, labels) == 1.0
-    assert pion_rejection(perfect, labels) == 50.0  # capped at the number of pions (no pion passes)
+    # no pion passes the photon selection: not a measurement but a lower limit, "> 50"
+    r = pion_rejection(perfect, labels)
+    assert (r.value, r.lower_limit, str(r)) == (50.0, True, "> 50")
+    m = PhotonPionSeparation()
+    m.update(perfect, labels)
+    assert m.compute()["rejection_lower_limit"].item() == 1.0 and m.compute()["rejection"].item() == 50.0
+    # one pion of 50 passes: a measured rejection of 50
+    one_passes = perfect.clone()
+    one_passes[50] = -1.0
+    r = pion_rejection(one_passes, labels)
+    assert (r.value, r.lower_limit) == (50.0, False)
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (20000,), generator=g)
     scores = torch.rand(20000, generator=g)
     assert roc_auc(scores, labels) == pytest.approx(0.5, abs=0.02)
-    assert pion_rejection(scores, labels) == pytest.approx(1 / 0.9, rel=0.03)
+    # random scores: 90 % of the photons pass the cut and so do ~90 % of the pions
+    assert pion_rejection(scores, labels).value == pytest.approx(1 / 0.9, rel=0.03)
     m = PhotonPionSeparation()
     m.update(scores[:10000], labels[:10000])
     m.update(scores[10000:], labels[10000:])
     r = m.compute()
     assert r["auc"].item() == pytest.approx(roc_auc(scores, labels), abs=1e-6)
+    assert r["rejection_lower_limit"].item() == 0.0
 
 
 def test_auc_matches_torchmetrics():
@@ -149,45 +162,82 @@ class _EnergyClassifier(torch.nn.Module):
         return 1 - flat.max(1).values / flat.sum(1).clamp_min(1e-9)
 
 
-def test_evaluator_keys_and_figures():
-    g = torch.Generator().manual_seed(0)
-    b = 16
-    hr = torch.rand(b, 1, 24, 24, generator=g) ** 8 * 5
-    lr = sum_pool(hr, 4)
-    lr_up = F.interpolate(lr, scale_factor=4, mode="nearest") / 16
-    impact = torch.randn(b, 2, generator=g)
-    labels = torch.randint(0, 2, (b,), generator=g)
-    ev = CaloPhysicsEvaluator(classifier=_EnergyClassifier(), classifier_transform=lambda t: t / 20)
-    # the evaluator contract: batch keys + physical-unit images named input / input_up / output / target
-    batch = {"impact_cm": impact, "label": labels}
-    images = {"input": lr, "input_up": lr_up, "output": hr, "target": hr, "bicubic": lr_up}
-    ev.update(batch, images)
-    ev.update_sources({"lr_up": lr_up, "sr": hr, "hr": hr}, impact, labels, lr)
-    out = ev.compute()
-    for k in ("barycentre_res_cm/sr", "barycentre_q68_cm/lr_up", "width_w1/sr_vs_hr", "width_mean_cm/hr",
-              "auc/hr", "pion_rejection/sr", "energy_violation/sr", "energy_violation/lr_up",
-              "barycentre_energy_res_cm/hr"):
-        assert k in out and isinstance(out[k], float), k
-    assert out["width_w1/sr_vs_hr"] == 0.0
-    assert out["energy_violation/lr_up"] < 1e-5
+def _showers(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Toy events: photons = one Gaussian spot, pions = two spots 2 cm apart; GeV, 24x24 and 6x6."""
+    g = torch.Generator().manual_seed(seed)
+    c = pixel_centres(24)
+    labels = torch.arange(n) % 2
+    impact = (torch.rand(n, 2, generator=g) - 0.5) * 2.2
+    phi = torch.rand(n, generator=g) * 6.283
+    d = torch.stack([torch.cos(phi), torch.sin(phi)], 1) * labels[:, None] * 1.0
+    hr = torch.zeros(n, 1, 24, 24)
+    for p in (impact + d, impact - d):
+        r2 = (c.view(1, 1, -1) - p[:, 0].view(-1, 1, 1)) ** 2 + (c.view(1, -1, 1) - p[:, 1].view(-1, 1, 1)) ** 2
+        hr[:, 0] += torch.exp(-r2 / (2 * 0.8**2))
+    hr = hr / hr.sum((2, 3), keepdim=True) * 20.0
+    return {"hr": hr, "lr": sum_pool(hr, 4), "impact_cm": impact, "label": labels}
+
+
+def _evaluate(ev: CaloPhysicsEvaluator, events: dict[str, torch.Tensor], sr: torch.Tensor | None = None) -> dict:
+    lr_up = F.interpolate(events["lr"], scale_factor=4, mode="nearest") / 16
+    batch = {"impact_cm": events["impact_cm"], "label": events["label"]}
+    images = {"input": events["lr"], "input_up": lr_up, "output": events["hr"] if sr is None else sr,
+              "target": events["hr"]}
+    for i in range(0, len(events["label"]), 100):
+        ev.update({k: v[i:i + 100] for k, v in batch.items()}, {k: v[i:i + 100] for k, v in images.items()})
+    return ev.compute()
+
+
+def test_evaluator_baselines_keys_and_figures():
+    val, test = _showers(600, 0), _showers(400, 1)
+    ev = CaloPhysicsEvaluator(judge=_EnergyClassifier(), lr_classifier=_EnergyClassifier(),
+                              judge_transform=lambda t: t / 20, lr_classifier_transform=lambda t: t / 20)
+    ev.prepare([({"impact_cm": val["impact_cm"], "label": val["label"]}, {"input": val["lr"]})])
+    assert set(ev.tuned) == {"lr_native_w0", "lr_native_val_res_cm", "lr_fit_val_res_cm", "lr_shape_val_auc"}
+    out = _evaluate(ev, test)
+    for src in ("sr", "hr", "lr_native", "lr_fit"):
+        for k in ("barycentre_res_cm/{}", "barycentre_q68_cm/{}", "barycentre_bias_cm/{}_x"):
+            assert isinstance(out[k.format(src)], float), k.format(src)
+    for src in ("sr", "hr", "lr_cnn", "lr_shape"):
+        assert 0.0 <= out[f"auc/{src}"] <= 1.0 and f"pion_rejection_lower_limit/{src}" in out
+    # the two-spot pions are well separated by their LR shape: better than chance
+    assert out["auc/lr_shape"] > 0.9
+    # the pixel fit knows at least what the tuned barycentre knows (it contains it as a feature)
+    assert out["barycentre_res_cm/lr_fit"] <= out["barycentre_res_cm/lr_native"] + 1e-3
+    assert out["width_w1/sr_vs_hr"] == 0.0 and out["energy_violation/sr"] < 1e-5
+    results, _ = ev.results()
+    assert results["tuned/lr_native_w0"] == ev.lr_w0
     figs = ev.figures()
     assert set(figs) == {"barycentre_residuals", "shower_width", "roc"}
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs.values())
     ev.reset()
-    ev.update({}, {"output": hr, "target": hr})  # no impact, no labels
+    ev.update({}, {"output": test["hr"], "target": test["hr"]})  # no impact, no labels
     out = ev.compute()
-    assert not any(k.startswith("barycentre") or k.startswith("auc") for k in out)
+    assert not any(k.startswith(("barycentre", "auc")) for k in out)
     assert "width_w1/sr_vs_hr" in out
-    no_clf = CaloPhysicsEvaluator()
-    no_clf.update_sources({"sr": hr, "hr": hr}, impact, labels, lr)
-    assert not any(k.startswith("auc") for k in no_clf.compute())
+    # without judges and before tuning: no separation rows, no LR baseline rows (nothing untuned is reported)
+    bare = CaloPhysicsEvaluator()
+    out = _evaluate(bare, test)
+    assert not any(k.startswith("auc") for k in out)
+    assert "barycentre_res_cm/lr_native" not in out and "barycentre_res_cm/sr" in out
+
+
+def test_evaluator_judges_stay_frozen_and_are_not_the_perceptual_net():
+    from lit_sr.nets.classifier import CNNClassifier
+
+    judge, perceptual = CNNClassifier(channels=(4,), feature_dim=8), CNNClassifier(channels=(4,), feature_dim=8)
+    ev = CaloPhysicsEvaluator(judge=judge, baselines=())
+    ev.train()
+    assert not ev.judges["hr"].training and not any(p.requires_grad for p in judge.parameters())
+    assert ev.judges["hr"] is judge and ev.judges["hr"] is not perceptual
 
 
 def test_wasserstein_and_q68_against_analytic_values():
     import numpy as np
     from scipy.stats import wasserstein_distance
 
-    from lit_sr.domains.calo.metrics import half_width_68, wasserstein_1d
+    from lit_sr.domains.calo.metrics import half_width_68
+    from lit_sr.metrics.stats import wasserstein_1d
 
     rng = np.random.default_rng(3)
     a = rng.normal(1.0, 0.3, 500)
@@ -198,5 +248,3 @@ def test_wasserstein_and_q68_against_analytic_values():
     # For a Gaussian the central-68 % half-width equals sigma.
     x = torch.from_numpy(rng.normal(0.0, 0.5, 200_000))
     assert float(half_width_68(x)) == pytest.approx(0.5, rel=0.01)
-    lo, hi = np.percentile(x.numpy(), [15.8655, 84.1345])
-    assert float(half_width_68(x)) == pytest.approx((hi - lo) / 2, rel=1e-4)

@@ -234,3 +234,36 @@ def test_incomplete_files_are_detected(tmp_path) -> None:
         del f["lr"]
         f.create_dataset("lr", shape=(3, 6, 6), dtype=np.float32)
     assert not is_complete_calo_file(killed)  # mismatched lengths
+
+
+def test_60gev_config_opening_angles_follow_the_analytic_distribution() -> None:
+    """data=calo_60gev: pi0 photons open by at least 2 arcsin(m / E) (~ 2 m / E = 4.5 mrad, 0.58 cm at 129 cm,
+    inside one 2.2 cm LR crystal), and the opening-angle CDF is the isotropic-decay one: with x = E1 / E
+    uniform on [(1 - b) / 2, (1 + b) / 2], cos(theta) = 1 - m^2 / (2 E^2 x (1 - x)), so
+    P(theta < t) = sqrt(1 - 4 q(t)) / b with q(t) = m^2 / (2 E^2 (1 - cos t)), conditioned on the 2 deg cut."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "data" / "calo_60gev.yaml"
+    energy = float(OmegaConf.load(conf).energy_gev)
+    assert energy == 60.0
+    m = PI0_MASS_GEV
+    d = sample_pion_decays(50_000, energy, np.random.default_rng(5), 2.0)
+    theta = d.opening_angle
+    theta_min = 2 * math.asin(m / energy)
+    assert theta_min == pytest.approx(2 * m / energy, rel=1e-4)
+    assert theta.min() >= theta_min * (1 - 1e-9)
+    assert theta.min() < theta_min * 1.001  # the distribution piles up at the minimum
+    assert 129.0 * math.tan(theta_min) < 0.6 < 2.2  # merged in one LR crystal
+    b = math.sqrt(1 - (m / energy) ** 2)
+
+    def cdf(t: float) -> float:
+        q = m**2 / (2 * energy**2 * (1 - math.cos(t)))
+        return math.sqrt(max(0.0, 1 - 4 * q)) / b
+
+    cut = math.radians(2.0)
+    for factor in (1.05, 1.2, 2.0, 4.0):
+        t = factor * theta_min
+        assert (theta < t).mean() == pytest.approx(cdf(t) / cdf(cut), abs=0.01), factor
+    assert d.invariant_mass_gev() == pytest.approx(np.full(len(theta), m), rel=1e-6)

@@ -23,7 +23,11 @@ TINY_GAN = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.gro
 # calo_srgan's own classifier pre-training, tiny
 TINY_PRETRAIN = ["classifier.model.net.channels=[8]", "classifier.model.net.feature_dim=16",
                  "classifier.trainer.max_epochs=1", "classifier.trainer.limit_train_batches=3",
-                 "+classifier.trainer.limit_val_batches=2"]
+                 "+classifier.trainer.limit_val_batches=2",
+                 # the judge and the LR CNN (trained once per data file, cached under <data_dir>/judges), tiny
+                 "judges.nets.hr.model.net.channels=[8]", "judges.nets.hr.model.net.feature_dim=16",
+                 "judges.nets.lr_cnn.model.net.channels=[8]", "judges.nets.lr_cnn.model.net.feature_dim=16",
+                 "judges.trainer.limit_train_batches=3", "+judges.trainer.limit_val_batches=2"]
 PRETRAIN_LOG = "No classifier checkpoint given (model.classifier_ckpt=null): training one first"
 
 
@@ -77,12 +81,34 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
     m = _metrics(run_dir)
     assert value == pytest.approx(m["test/barycentre_res_cm/sr"], rel=1e-5)
     for stage in ("val", "test"):
-        for src in ("lr_up", "sr", "hr"):
-            for name in ("barycentre_res_cm", "barycentre_q68_cm", "width_mean_cm", "auc", "pion_rejection"):
+        # (lr_fit needs twice as many validation events as its 46 parameters: not on this 60-event split)
+        assert f"{stage}/barycentre_res_cm/lr_fit" not in m
+        for src in ("sr", "hr", "lr_native"):
+            for name in ("barycentre_res_cm", "barycentre_q68_cm", "barycentre_bias_cm"):
+                key = f"{stage}/{name}/{src}" + ("_x" if name == "barycentre_bias_cm" else "")
+                assert key in m, f"{key} not logged"
+        for src in ("sr", "hr", "lr_shape", "lr_cnn"):
+            for name in ("auc", "pion_rejection", "pion_rejection_lower_limit"):
                 assert f"{stage}/{name}/{src}" in m, f"{stage}/{name}/{src} not logged"
-        for src in ("lr_up", "sr"):
-            assert f"{stage}/width_w1/{src}_vs_hr" in m
+        for src in ("sr", "hr"):
+            assert f"{stage}/width_mean_cm/{src}" in m
+        assert f"{stage}/width_w1/sr_vs_hr" in m
         assert f"{stage}/psnr" in m and f"{stage}/bicubic_psnr" in m
+        # the LR barycentre's w0, tuned on the validation split, is logged
+        assert 2.0 <= m[f"{stage}/tuned/lr_native_w0"] <= 7.0
+    # the judge and the LR CNN are other networks than the perceptual net (another file, architecture and
+    # seed), cached beside the data
+    cfg_judges = [p.name for p in (Path(calo_data_dir) / "judges").glob("*.ckpt")]
+    assert any(n.startswith("hr-") for n in cfg_judges) and any(n.startswith("lr_cnn-") for n in cfg_judges)
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.load(run_dir / "config_resolved.yaml")
+    judge_path, perceptual_path = Path(resolved.judges.nets.hr.ckpt), Path(resolved.model.classifier_ckpt)
+    assert judge_path.resolve() != perceptual_path.resolve() and judge_path.is_file()
+    shapes = [{k: tuple(v.shape) for k, v in torch.load(p, map_location="cpu", weights_only=True)["state_dict"].items()}
+              for p in (judge_path, perceptual_path)]
+    assert shapes[0] != shapes[1]  # another architecture
+    assert resolved.judges.nets.hr.seed != resolved.seed
     # 2 pre-training batches then 4 GAN batches; global_step counts batches
     assert m["train/pretraining"] == 0.0 and "train/gp" in m
     gan = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -104,7 +130,8 @@ def test_calo_srgan_file_without_impact_trains_with_a_note(calo_data_dir, classi
                           f"model.classifier_ckpt={classifier_ckpt}"], tmp_path)
     run(cfg)
     notes = [r.getMessage() for r in caplog.records if "has no impact_cm" in r.getMessage()]
-    assert len(notes) == 1 and "metrics that need them are skipped" in notes[0]
+    # (one note per DataModule set up: the setup hook reads a batch to check for labels)
+    assert notes and all("metrics that need them are skipped" in n for n in notes)
     assert not any(PRETRAIN_LOG in r.getMessage() for r in caplog.records)
     m = _metrics(tmp_path / "run")
     assert not any("barycentre" in k for k in m)

@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.losses.adversarial import gradient_penalty
-from lit_sr.domains.calo.metrics import CaloPhysicsEvaluator, sum_pool
+from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
+from lit_sr.domains.calo.metrics import sum_pool
 from lit_sr.models.gan_sr import GANSRModule
 from lit_sr.nets.classifier import CNNClassifier
 from lit_sr.nets.critic import Critic
@@ -120,7 +121,7 @@ def test_pretraining_is_generator_only(ddp_step):
 
 
 def test_validation_with_physics_evaluator_and_clipping(tmp_path):
-    ev = CaloPhysicsEvaluator(classifier=CNNClassifier(channels=(4,), feature_dim=8))
+    ev = CaloPhysicsEvaluator(judge=CNNClassifier(channels=(4,), feature_dim=8), baselines=())
     net = EnergyConservingGenerator(_generator(), 4, IntensityTransform(20.0))
     m = _module(net=net, evaluator=ev, gradient_clip_val=0.5)
     t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -29,44 +29,41 @@ import torch
 from lit_sr.inference.runs import REPO, load_run, mean_std, read_test_metrics, run_py
 from lit_sr.utils.figures import headless_backend, save_figures
 
-#: (metric key without the stage, label, unit, digits) of the results table; LR/SR/HR columns.
-TABLE_ROWS: tuple[tuple[str, str, str, int], ...] = (
-    ("barycentre_res_cm/{s}", "barycentre resolution, std", "cm", 4),
-    ("barycentre_q68_cm/{s}", "barycentre resolution, q68", "cm", 4),
-    ("barycentre_bias_cm/{s}_x", "barycentre bias x", "cm", 4),
-    ("barycentre_bias_cm/{s}_y", "barycentre bias y", "cm", 4),
-    ("width_mean_cm/{s}", "mean shower width", "cm", 3),
-    ("width_w1/{s}_vs_hr", "width distribution W1 to HR", "cm", 4),
-    ("energy_violation/{s}", "energy violation Σ|pool4(SR) − LR| / ΣLR", "", 4),
-    ("auc/{s}", "photon/pion AUC (HR-trained classifier)", "", 4),
-    ("pion_rejection/{s}", "pion rejection at 90 % photon efficiency", "", 2),
+#: position rows: (key with {s}, label, digits); columns POSITION_COLUMNS
+POSITION_ROWS: tuple[tuple[str, str, int], ...] = (
+    ("barycentre_res_cm/{s}", "impact-point resolution, std (cm)", 4),
+    ("barycentre_q68_cm/{s}", "impact-point resolution, q68 (cm)", 4),
+    ("barycentre_bias_cm/{s}_x", "bias x (cm)", 4),
+    ("barycentre_bias_cm/{s}_y", "bias y (cm)", 4),
 )
-SOURCES = (("lr_up", "LR (upsampled)"), ("sr", "SR (GAN)"), ("hr", "HR (truth)"))
+POSITION_COLUMNS = (("lr_native", "LR barycentre (6×6, w0 tuned on val)"), ("lr_fit", "LR pixel fit (reference)"),
+                    ("sr", "SR (GAN), w0 = 4.7"), ("hr", "HR (truth), w0 = 4.7"))
+#: shower rows (SR and HR)
+SHOWER_ROWS: tuple[tuple[str, str, int], ...] = (
+    ("width_mean_cm/{s}", "mean shower width (cm)", 3),
+    ("width_w1/{s}_vs_hr", "width distribution W1 to HR (cm)", 4),
+    ("energy_violation/{s}", "energy violation Σ|pool4(SR) − LR| / ΣLR", 4),
+)
+SEPARATION_ROWS: tuple[tuple[str, str, int], ...] = (
+    ("auc/{s}", "photon/π⁰ AUC", 4),
+    ("pion_rejection/{s}", "π⁰ rejection at 90 % photon efficiency", 1),
+)
+SEPARATION_COLUMNS = (("lr_shape", "LR shape variables (logistic)"), ("lr_cnn", "LR-trained CNN"),
+                      ("sr", "SR (GAN) → HR judge"), ("hr", "HR → HR judge"))
 IMAGE_ROWS: tuple[tuple[str, str], ...] = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"))
+#: which direction is better, for the bold entry of each row (truth columns are references, never bold)
+_LOWER_IS_BETTER = ("barycentre_res_cm", "barycentre_q68_cm", "width_w1", "energy_violation")
 
-_SHORT = ["model.pretrain_steps=150", "trainer.limit_train_batches=250"]   # the previous recipe's length
-_NO_SHOWER = ["model.loss.barycentre_weight=0", "model.loss.width_weight=0"]
-_NO_FEATURES = ["model.loss.feature_weight=0"]
-_UNCONDITIONAL = ["model.condition_on_input=false", "model.critic.condition_channels=0"]
-
-#: What was tried on the way to the current recipe (name -> (description, Hydra overrides on top of the
-#: current default)); each entry is one `python run.py seed=0` run, in the order they were tried.
+#: What to try on the way to the resolution goal (name -> (description, Hydra overrides on top of the
+#: current default)); each entry is one `python run.py seed=0` run. The rows measured before the impact
+#: term existed are kept in docs/calo.md with the commit they were measured on.
 ABLATION: dict[str, tuple[str, list[str]]] = {
-    "previous": ("previous recipe: ReLU generator, L1, unconditional critic, 150 + 100 batches",
-                 ["model.net.energy_conservation=false", *_NO_SHOWER, *_NO_FEATURES, *_UNCONDITIONAL, *_SHORT]),
-    "softmax": ("+ energy-conserving (softmax) generator", [*_NO_SHOWER, *_NO_FEATURES, *_UNCONDITIONAL, *_SHORT]),
-    "softmax_cond": ("softmax + critic conditioned on LR", [*_NO_SHOWER, *_NO_FEATURES, *_SHORT]),
-    "softmax_shower": ("softmax + barycentre/width loss terms (1, 1)", [*_NO_FEATURES, *_UNCONDITIONAL, *_SHORT]),
-    "softmax_shower_cond": ("softmax + shower terms + conditional critic", [*_NO_FEATURES, *_SHORT]),
-    "softmax_shower_bary5": ("… with barycentre weight 5", ["model.loss.barycentre_weight=5", *_NO_FEATURES, *_SHORT]),
-    "softmax_shower_feat1": ("softmax + shower terms + classifier features (1), unconditional",
-                             ["model.loss.feature_weight=1", *_UNCONDITIONAL, *_SHORT]),
-    "softmax_shower_cond_feat5": ("softmax + shower terms + conditional critic + features (5)", [*_SHORT]),
-    "bary2_width2": ("… with barycentre and width weights 2", ["model.loss.barycentre_weight=2",
-                                                             "model.loss.width_weight=2", *_SHORT]),
-    "default": ("… and 250 + 100 batches (**current default**)", []),
-    "default_bary3_width2": ("current default with barycentre weight 3, width weight 2",
-                             ["model.loss.barycentre_weight=3", "model.loss.width_weight=2"]),
+    "default": ("current default: HR-referenced shower terms, no impact term", []),
+    "impact10": ("+ impact-point term (weight 10, both phases)", ["model.impact_weight=10"]),
+    "impact30_pix0.1": ("impact term 30 and shower terms at 0.1 in the GAN phase",
+                        ["model.impact_weight=30", "model.pixel_weight=0.1"]),
+    "impact10_long": ("impact term 10, 600 pre-training + 100 GAN batches",
+                      ["model.impact_weight=10", "model.pretrain_steps=600", "trainer.limit_train_batches=700"]),
 }
 
 
@@ -79,43 +76,94 @@ def run_recipe(run_dir: Path, seed: int, overrides: Sequence[str] = (), root: Pa
 
 
 def gap_closed(m: Mapping[str, float]) -> float:
-    """Fraction of the LR -> HR barycentre-resolution gap closed by SR."""
-    lr, sr, hr = (m[f"barycentre_res_cm/{s}"] for s in ("lr_up", "sr", "hr"))
+    """Fraction of the (native LR barycentre -> HR) resolution gap closed by SR (negative: SR is worse
+    than the LR analysis)."""
+    lr, sr, hr = (m[f"barycentre_res_cm/{s}"] for s in ("lr_native", "sr", "hr"))
     return (lr - sr) / (lr - hr)
 
 
-
-def _cell(values: Sequence[float], digits: int) -> str:
+def _cell(values: Sequence[float | None], digits: int, bold: bool = False) -> str:
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return "–"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+    m, s = mean_std([float(v) for v in values])
+    text = f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def rejection_cell(values: Sequence[float | None], lower_limits: Sequence[float | None], digits: int = 1,
+                   bold: bool = False) -> str:
+    """Rejection over runs; runs where no pion passed give lower limits: all of them -> "> min",
+    some of them -> the mean marked with ≥ (a lower limit on the mean)."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return "–"
+    limits = [bool(f) for f in lower_limits]
+    if all(limits):
+        text = f"> {min(values):.0f}"
+    else:
+        text = _cell(values, digits)
+        if any(limits):
+            text = "≥ " + text
+    return f"**{text}**" if bold else text
+
+
+def _best(runs: Sequence[Mapping[str, float]], key: str, sources: Sequence[str]) -> str | None:
+    """The source (not the HR truth) with the best mean of ``key`` over runs."""
+    means = {}
+    for s in sources:
+        vals = [r.get(key.format(s=s)) for r in runs]
+        if s != "hr" and vals and all(v is not None and math.isfinite(v) for v in vals):
+            means[s] = float(np.mean(vals))
+    if not means:
+        return None
+    if key.startswith("barycentre_bias"):
+        return min(means, key=lambda s: abs(means[s]))
+    lower = key.startswith(_LOWER_IS_BETTER)
+    return (min if lower else max)(means, key=means.get)
 
 
 def results_table(runs: Sequence[Mapping[str, float]]) -> str:
-    """Markdown table, mean ± std over runs (one run: the value) for LR, SR and HR."""
+    """Markdown tables, mean ± std over runs (one run: the value): impact point (LR analyses, SR, HR),
+    shower shape (SR, HR), photon/π⁰ separation (LR analyses, SR, HR), image metrics. The best
+    non-truth entry of each row is bold."""
     n = len(runs)
-    head = "| test metric | " + " | ".join(label for _, label in SOURCES) + " |"
-    lines = [head, "|---|" + "---|" * len(SOURCES)]
-    for key, label, unit, digits in TABLE_ROWS:
+    lines = ["| impact point, test split | " + " | ".join(label for _, label in POSITION_COLUMNS) + " |",
+             "|---|" + "---|" * len(POSITION_COLUMNS)]
+    for key, label, digits in POSITION_ROWS:
+        best = _best(runs, key, [s for s, _ in POSITION_COLUMNS])
+        cells = [_cell([r.get(key.format(s=s)) for r in runs], digits, s == best) for s, _ in POSITION_COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    gaps = [100 * gap_closed(r) for r in runs if all(f"barycentre_res_cm/{s}" in r for s in ("lr_native", "sr", "hr"))]
+    w0s = [r.get("tuned/lr_native_w0") for r in runs]
+    lines.append(f"| LR-barycentre → HR gap closed by SR | | | {_cell(gaps, 1)} % | |")
+    lines.append(f"| tuned LR w0 (validation split) | {_cell(w0s, 1)} | | | |")
+    lines += ["", "| shower shape, test split | SR (GAN) | HR (truth) |", "|---|---|---|"]
+    for key, label, digits in SHOWER_ROWS:
         cells = []
-        for s, _ in SOURCES:
-            k = key.format(s=s)
-            vals = [r.get(k) for r in runs]
-            cells.append("0" if s == "hr" and "w1" in key else
-                         ("–" if all(v is None for v in vals) else _cell(vals, digits)))
-        lines.append(f"| {label}{f' ({unit})' if unit else ''} | " + " | ".join(cells) + " |")
-    gaps = [gap_closed(r) for r in runs]
-    lines.append(f"| LR → HR resolution gap closed by SR | | {_cell([100 * g for g in gaps], 1)} % | |")
-    lines.append("")
-    lines.append("| image metric (log1p(E / 0.1 GeV) space) | SR (GAN) | nearest | bicubic |")
-    lines.append("|---|---|---|---|")
+        for s in ("sr", "hr"):
+            vals = [r.get(key.format(s=s)) for r in runs]
+            cells.append("0" if s == "hr" and "w1" in key else _cell(vals, digits) if any(v is not None for v in vals)
+                         else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| photon/π⁰ separation, test split | " + " | ".join(label for _, label in SEPARATION_COLUMNS) + " |",
+              "|---|" + "---|" * len(SEPARATION_COLUMNS)]
+    for key, label, digits in SEPARATION_ROWS:
+        best = _best(runs, key, [s for s, _ in SEPARATION_COLUMNS])
+        cells = []
+        for s, _ in SEPARATION_COLUMNS:
+            vals = [r.get(key.format(s=s)) for r in runs]
+            if key.startswith("pion_rejection"):
+                flags = [r.get(f"pion_rejection_lower_limit/{s}", 0.0) for r in runs]
+                cells.append(rejection_cell(vals, flags, digits, s == best))
+            else:
+                cells.append(_cell(vals, digits, s == best))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| image metric (log1p(E / 0.1 GeV) space) | SR (GAN) | nearest | bicubic |", "|---|---|---|---|"]
     for key, label in IMAGE_ROWS:
         cells = [_cell([r.get(k) for r in runs], 3 if key == "ssim" else 2)
                  for k in (key, f"nearest_{key}", f"bicubic_{key}")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"{n} run{'s' if n > 1 else ''}: mean ± standard deviation over seeds" if n > 1 else "1 run")
+    lines.append(f"{n} runs: mean ± standard deviation over seeds" if n > 1 else "1 run")
     return "\n".join(lines)
 
 
@@ -152,22 +200,26 @@ def ablation_table(rows: Sequence[tuple[str, str, Mapping[str, float], float]]) 
 @torch.no_grad()
 def evaluate_run(module, datamodule, split: str = "test", n_panel: int = 4,
                  oracle: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Run ``module`` over a split with its physics evaluator (computed); returns (evaluator, examples).
+    """Run ``module`` over a split with its physics evaluator (baselines tuned on the validation split
+    first, as in training; then computed); returns (evaluator, examples).
 
     ``examples``: GeV images of the first ``n_panel`` photons and pions of the split: ``input``
     (LR), ``input_up``, ``output`` (SR), ``target`` (HR), ``bicubic``, ``nearest`` and ``label``.
     ``oracle``: also evaluate the HR image rescaled block by block to the LR crystal energies (the
-    best any exactly energy-conserving SR can do); its evaluator is ``examples["oracle_evaluator"]``.
+    best any exactly energy-conserving SR can do) as the ``output`` of a second evaluator without
+    judges; it is ``examples["oracle_evaluator"]``.
     """
-    from lit_sr.domains.calo.metrics import CaloPhysicsEvaluator, conserve_energy
+    from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
+    from lit_sr.domains.calo.metrics import conserve_energy
 
     datamodule.prepare_data()
-    datamodule.setup("test" if split == "test" else "fit")
-    loader = datamodule.dataloader(split, shuffle=False)
+    datamodule.setup("fit")
     evaluator = module.evaluator
+    if not evaluator.prepared:
+        evaluator.prepare((b, module.physical_images(b)) for b in datamodule.dataloader("val", shuffle=False))
     evaluator.reset()
-    best = CaloPhysicsEvaluator(evaluator.classifier, evaluator.classifier_transform, factor=evaluator.factor,
-                                sources=("sr",), w0=evaluator.bary_log["sr"].w0) if oracle else None
+    loader = datamodule.dataloader(split, shuffle=False)
+    best = CaloPhysicsEvaluator(factor=evaluator.factor, w0=evaluator.w0, baselines=()) if oracle else None
     kept: dict[str, list[torch.Tensor]] = {}
     for batch in loader:
         lr = batch["input"]
@@ -190,26 +242,6 @@ def evaluate_run(module, datamodule, split: str = "test", n_panel: int = 4,
         best.compute()
         examples["oracle_evaluator"] = best
     return evaluator, examples
-
-
-def cross_classifier_separation(sr_run: Path, classifier_run: Path) -> dict[str, float]:
-    """AUC and pion rejection of ``sr_run``'s SR showers judged by the classifier of ``classifier_run``
-    (trained with another seed): the generator was trained to match its own classifier's features, so
-    this is the stricter measure of the separation."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from lit_sr.domains.calo.metrics import CaloPhysicsEvaluator
-    from lit_sr.models.classifier import load_frozen_classifier
-
-    module, datamodule = load_run(sr_run)
-    cfg = OmegaConf.load(Path(sr_run) / "config_resolved.yaml").classifier.model
-    classifier = load_frozen_classifier(str(Path(classifier_run) / "classifier" / "classifier.ckpt"),
-                                        instantiate(cfg.net), list(cfg.class_names), cfg.image_size)
-    own = module.evaluator
-    module.evaluator = CaloPhysicsEvaluator(classifier, None, w0=own.bary_log["sr"].w0, factor=own.factor)
-    evaluator, _ = evaluate_run(module, datamodule)
-    return {k: float(v) for k, v in evaluator.compute().items() if k.startswith(("auc/", "pion_rejection/"))}
 
 
 def panel_figure(examples: Mapping[str, torch.Tensor], columns: Sequence[tuple[str, str]] = (
@@ -284,24 +316,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         m, s = one(work / f"seed{seed}", seed, [])
         runs.append(m)
         times.append(s)
-        print(f"seed {seed}: {s:.0f} s, resolution {m['barycentre_res_cm/sr']:.4f} cm, "
+        print(f"seed {seed}: {s:.0f} s, resolution {m['barycentre_res_cm/sr']:.4f} cm "
+              f"(LR barycentre {m.get('barycentre_res_cm/lr_native', float('nan')):.4f} cm), "
               f"rejection {m['pion_rejection/sr']:.2f}", flush=True)
     table = results_table(runs)
     table += ("\n\nWall time of `python run.py` (simulation of the data file excluded when it existed): "
               + ", ".join(f"seed {s}: {t:.0f} s" for s, t in zip(a.seeds, times)))
     _write(a.out / "calo_results.md", table)
     print(table)
-
-    if len(a.seeds) > 1:
-        lines = ["", "Separation judged by the classifier of another seed (the generator matched its own "
-                     "classifier's features):", ""]
-        for sr_seed, clf_seed in zip(a.seeds, a.seeds[1:] + a.seeds[:1]):
-            m = cross_classifier_separation(work / f"seed{sr_seed}", work / f"seed{clf_seed}")
-            lines.append(f"* SR of seed {sr_seed}, classifier of seed {clf_seed}: pion rejection "
-                         f"{m['pion_rejection/sr']:.2f} (LR {m['pion_rejection/lr_up']:.2f}), AUC {m['auc/sr']:.3f}")
-        table += "\n".join(lines)
-        _write(a.out / "calo_results.md", table)
-        print("\n".join(lines), flush=True)
 
     first = work / f"seed{a.seeds[0]}"
     module, datamodule = load_run(first)

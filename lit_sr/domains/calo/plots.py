@@ -14,8 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-_LABELS = {"lr_up": "LR (upsampled)", "sr": "SR", "hr": "HR"}
-_COLORS = {"lr_up": "tab:blue", "sr": "tab:red", "hr": "black"}
+from lit_sr.metrics.stats import roc_auc, roc_curve  # noqa: E402
+
+_LABELS = {"sr": "SR", "hr": "HR", "lr_native": "LR barycentre (6×6)", "lr_fit": "LR pixel fit",
+           "lr_shape": "LR shape logistic", "lr_cnn": "LR-trained CNN"}
+_COLORS = {"sr": "tab:red", "hr": "black", "lr_native": "tab:blue", "lr_fit": "tab:cyan",
+           "lr_shape": "tab:green", "lr_cnn": "tab:blue"}
 
 
 def _np(x) -> np.ndarray:
@@ -60,14 +64,17 @@ def width_distributions(widths: Mapping[str, torch.Tensor], bins: int = 50) -> "
 def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
                photon_efficiency: float = 0.9) -> "plt.Figure":
     """Pion rejection vs photon efficiency for each source; scores: source -> (pion scores, labels)."""
-    from lit_sr.domains.calo.metrics import roc_auc, roc_curve
-
     fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
     for s, (sc, y) in scores.items():
+        sc, y = _np(sc), _np(y)
         if len(sc) == 0:
             continue
-        eff, rej = roc_curve(sc, y)
-        ax.plot(eff, rej, color=_COLORS.get(s), label=f"{_LABELS.get(s, s)} (AUC {roc_auc(sc, y):.3f})")
+        photon = y == 0
+        # photons are the signal, selected by a low pion score
+        eff_pi, eff_g = roc_curve(-sc, photon)  # (false = pion, true = photon efficiency)
+        with np.errstate(divide="ignore"):
+            rej = np.where(eff_pi > 0, 1.0 / np.maximum(eff_pi, 1e-300), np.nan)
+        ax.plot(eff_g, rej, color=_COLORS.get(s), label=f"{_LABELS.get(s, s)} (AUC {roc_auc(sc, ~photon):.3f})")
     ax.axvline(photon_efficiency, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
     ax.set_xlim(0.0, 1.0)
