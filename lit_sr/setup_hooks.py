@@ -3,15 +3,28 @@
 ``lit_sr.cli`` calls the function named by ``cfg.setup_hook._target_`` with the job's own config
 object (``cfg=cfg``) after seeding and before instantiating ``cfg.data`` / ``cfg.model``, so a hook
 hands results on by filling in config values (here ``model.classifier_ckpt``, which the perceptual
-net and the evaluator interpolate). Generic: any domain whose GAN or evaluator needs its own
-classifier (calorimeter photon/pion, lens substructure) uses :func:`ensure_classifier`.
+net and the evaluator interpolate, and ``judges.nets.<name>.ckpt``). Generic: any domain whose GAN or
+evaluator needs its own classifier (calorimeter photon/pion, lens substructure) uses
+:func:`ensure_classifier`; evaluators with independent judges (networks no model trains against) use
+:func:`ensure_judges`; :func:`ensure_classifiers` runs both.
+
+Data without labels (a user's LR/HR folder): a classifier needs labels. When the user's training batches
+carry no ``label`` the hooks ask the DataModule for a labelled stand-in (``labelled_stand_in()``: overrides
+of ``cfg.data``, typically the built-in simulation at the user's image size); a perceptual classifier is
+trained on it and cached under ``paths.data_dir``. Judges score the user's own test images against
+their labels, so without labels they are not trained and the label-based metrics are skipped (one log
+line says why). Training a classifier leaves the global random state as it was, so a run gives the
+same model whether a classifier was trained or found in the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -56,7 +69,10 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
          child process the parent has trained it already, or a restarted run): reused.
       4. otherwise a classifier is trained on the same datamodule with ``cfg[key].model`` (a
          ``ClassifierModule`` config) and ``cfg[key].trainer`` (Trainer keyword arguments), on
-         one device, and written atomically to that path.
+         one device, and written atomically to that path. With ``cfg[key].cache_dir`` set, or when
+         the data carry no labels (then the classifier is trained on the DataModule's labelled
+         stand-in), it is cached there instead (default ``<paths.data_dir>/classifiers``), named by a
+         hash of the data, net, trainer and seed, and found there by later runs.
     Returns the checkpoint path.
     """
     given = cfg.model.get("classifier_ckpt")
@@ -78,17 +94,153 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
         return str(path)
     from lit_sr.utils.distributed import is_ddp_child
 
-    if is_ddp_child():  # the parent trains it before it starts the children
-        raise FileNotFoundError(f"{path}: the classifier checkpoint the parent process should have written is missing")
     node = cfg.get(key)
     if node is None or node.get("model") is None:
         raise ValueError(f"No classifier checkpoint given (model.classifier_ckpt=null) and no `{key}.model` "
                          "config to train one; set model.classifier_ckpt=/path/to/classifier.ckpt")
+    data_cfg, stand_in = labelled_data(cfg)
+    if data_cfg is None:
+        raise ValueError(f"No classifier checkpoint given (model.classifier_ckpt=null) and the data "
+                         f"({cfg.data.get('file')}) have no labels to train one on, nor a labelled stand-in "
+                         "(DataModule.labelled_stand_in); set model.classifier_ckpt=/path/to/classifier.ckpt")
+    if node.get("cache_dir") or stand_in:
+        cache_dir = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "classifiers")
+        if not _fast_dev_run(cfg):  # a one-batch classifier is never cached
+            path = cache_dir / f"{key}-{_config_hash(data_cfg, node, int(cfg.get('seed') or 0))}.ckpt"
+        if path.is_file():
+            log.info("Using the cached classifier %s", path)
+            _use(cfg, str(path))
+            return str(path)
+    if is_ddp_child():  # the parent trains it before it starts the children
+        raise FileNotFoundError(f"{path}: the classifier checkpoint the parent process should have written is missing")
     log.info("No classifier checkpoint given (model.classifier_ckpt=null): training one first "
-             "(the `%s.model` config, %s) -> %s", key, _describe(node.get("trainer")), path)
-    train_classifier(cfg, node, path)
+             "(the `%s.model` config, %s%s) -> %s", key, _describe(node.get("trainer")),
+             ", on the labelled stand-in: the data have no labels" if stand_in else "", path)
+    train_classifier(cfg, node, path, data_cfg=data_cfg)
     _use(cfg, str(path))
     return str(path)
+
+
+# ---------------------------------------------------------------------------- labels and caching
+def _fast_dev_run(cfg: DictConfig) -> bool:
+    return bool((cfg.get("trainer") or {}).get("fast_dev_run"))
+
+
+def has_labels(data_cfg: DictConfig, label_key: str = "label") -> bool:
+    """Whether the training batches of the DataModule ``data_cfg`` carry ``label_key`` (reads one batch)."""
+    from hydra.utils import instantiate
+
+    with kept_random_state():  # a shuffled loader draws from the global generator
+        datamodule = instantiate(data_cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        return label_key in next(iter(datamodule.train_dataloader()))
+
+
+def labelled_data(cfg: DictConfig, label_key: str = "label") -> tuple[DictConfig | None, bool]:
+    """The data config a classifier is trained on, and whether it is a stand-in.
+
+    ``cfg.data`` itself when its batches carry labels; else ``cfg.data`` with the overrides its
+    DataModule's ``labelled_stand_in()`` returns (e.g. the built-in simulation at the user's image
+    size), or None when it has no such method or returns None.
+    """
+    if has_labels(cfg.data, label_key):
+        return cfg.data, False
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    stand_in = getattr(datamodule, "labelled_stand_in", None)
+    overrides = stand_in() if callable(stand_in) else None
+    if overrides is None:
+        return None, False
+    return OmegaConf.merge(cfg.data, OmegaConf.create(dict(overrides))), True
+
+
+#: data settings that change neither the data nor the training (left out of the cache key)
+_LOADER_KEYS = ("data_dir", "num_workers", "pin_memory", "eval_batch_size", "max_memory_mb", "sim_workers")
+
+
+def _config_hash(data_cfg: DictConfig, node: DictConfig, seed: int) -> str:
+    """12 hex digits naming a classifier by what it is trained on and how: data, model, trainer, seed."""
+    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in _LOADER_KEYS}
+    data.pop("augment_seed", None)  # the classifier's own seed drives its augmentation
+    what = {"data": data, "model": OmegaConf.to_container(node.model, resolve=True),
+            "trainer": OmegaConf.to_container(node.get("trainer") or {}, resolve=True), "seed": seed}
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------- judges
+def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]:
+    """Fill in ``cfg[key].nets.<name>.ckpt`` for every judge: a classifier no model trains against.
+
+    ``cfg[key]``: ``cache_dir`` (default ``<paths.data_dir>/judges``) and ``nets``: name ->
+    ``{model: ClassifierModule config, trainer: Trainer arguments, seed: int, ckpt: path | null}``.
+    A given ``ckpt`` is used as is. Otherwise the judge is trained once on ``cfg.data`` with its own
+    seed (its augmentation too) and cached as ``<cache_dir>/<name>-<hash>.ckpt`` (hash of data, net,
+    trainer and seed, so every experiment and seed on the same data shares it); later runs load it.
+    Under ``debug=fdr`` a one-batch judge goes to ``<output_dir>/judges`` (never into the cache). In
+    ``mode=predict`` nothing is trained (no evaluation). When the data carry no labels the judges are
+    not trained (``ckpt`` stays null): the evaluator skips its label-based metrics, as one log line
+    says. A judge's checkpoint may not be the perceptual classifier's (``model.classifier_ckpt``).
+    Returns name -> checkpoint path (None when skipped).
+    """
+    node = cfg.get(key)
+    if node is None or not node.get("nets"):
+        return {}
+    perceptual = cfg.model.get("classifier_ckpt")
+    out: dict[str, str | None] = {}
+    todo = [name for name, j in node.nets.items() if not j.get("ckpt")]
+    for name in node.nets:
+        given = node.nets[name].get("ckpt")
+        if given:
+            out[name] = str(given)
+    if todo and cfg.get("mode", "train") == "predict":
+        log.info("mode=predict: judges %s not loaded (no evaluation)", ", ".join(todo))
+        todo = []
+    if todo and not has_labels(cfg.data):
+        log.warning("Label-based metrics skipped: the data (%s) carry no labels, so judges %s have nothing to "
+                    "score against; the label-free metrics (PSNR, SSIM, flux, image-to-image comparisons) run.",
+                    cfg.data.get("file"), ", ".join(todo))
+        for name in todo:
+            out[name] = None
+        todo = []
+    from lit_sr.utils.distributed import is_ddp_child
+
+    for name in todo:
+        judge = node.nets[name]
+        seed = int(judge.get("seed") or 0)
+        data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
+        if _fast_dev_run(cfg):
+            path = _output_dir(cfg) / "judges" / f"{name}.ckpt"
+        else:
+            cache_dir = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "judges")
+            path = cache_dir / f"{name}-{_config_hash(data_cfg, judge, seed)}.ckpt"
+        if path.is_file():
+            log.info("Judge %r: cached %s", name, path)
+        elif is_ddp_child():
+            raise FileNotFoundError(f"{path}: judge {name!r} the parent process should have trained is missing")
+        else:
+            log.info("Judge %r: training it once (the `%s.nets.%s.model` config, seed %d, %s) -> %s", name, key,
+                     name, seed, _describe(judge.get("trainer")), path)
+            train_classifier(cfg, judge, path, data_cfg=data_cfg, seed=seed)
+        out[name] = str(path)
+    for name, path in out.items():
+        if path is not None and perceptual and Path(path).resolve() == Path(str(perceptual)).resolve():
+            raise ValueError(f"{key}.nets.{name}.ckpt={path} is the perceptual classifier (model.classifier_ckpt): "
+                             "a judge must be a network the model never trained against")
+    with open_dict(cfg):
+        for name, path in out.items():
+            cfg[key].nets[name].ckpt = path
+    return out
+
+
+def ensure_classifiers(cfg: DictConfig, perceptual: bool = True, key: str = "classifier",
+                       judges_key: str = "judges") -> None:
+    """The setup stage of an experiment with a perceptual classifier (``perceptual``; see
+    :func:`ensure_classifier`) and/or independent judges (:func:`ensure_judges`)."""
+    if perceptual:
+        ensure_classifier(cfg, key)
+    ensure_judges(cfg, judges_key)
 
 
 def _describe(trainer_node: Any) -> str:
@@ -98,8 +250,34 @@ def _describe(trainer_node: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items() if k in ("max_epochs", "max_steps", "limit_train_batches", "accelerator"))
 
 
-def train_classifier(cfg: DictConfig, node: DictConfig, path: Path) -> dict[str, float]:
-    """Fit ``node.model`` on ``cfg.data`` (one device), validate, save the checkpoint atomically to ``path``."""
+def train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig | None = None,
+                     seed: int | None = None) -> dict[str, float]:
+    """Fit ``node.model`` on ``data_cfg`` (default ``cfg.data``; one device), validate, save the
+    checkpoint atomically to ``path``. ``seed`` seeds the classifier's initialisation and batches; the
+    global random state is restored afterwards either way."""
+    with kept_random_state():
+        return _train_classifier(cfg, node, path, data_cfg if data_cfg is not None else cfg.data, seed)
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """The global random state (python, numpy, torch CPU and CUDA) is restored on exit."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig,
+                      seed: int | None) -> dict[str, float]:
     import time
 
     import lightning as L
@@ -110,7 +288,9 @@ def train_classifier(cfg: DictConfig, node: DictConfig, path: Path) -> dict[str,
 
     out_dir = path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data)
+    if seed is not None:
+        L.seed_everything(int(seed), workers=True, verbose=False)
+    datamodule = instantiate(data_cfg)
     module = instantiate(node.model, _convert_="all")
     kwargs: dict[str, Any] = {"accelerator": "auto", "enable_progress_bar": False, "enable_model_summary": False}
     kwargs.update(OmegaConf.to_container(node.get("trainer") or {}, resolve=True))
@@ -119,7 +299,8 @@ def train_classifier(cfg: DictConfig, node: DictConfig, path: Path) -> dict[str,
         kwargs["fast_dev_run"] = True
     kwargs["devices"] = 1  # single process, also inside a DDP job (rank 0 trains it before the children start)
     trainer = L.Trainer(**kwargs, default_root_dir=str(out_dir), enable_checkpointing=False,
-                        logger=CSVLogger(str(out_dir), name="", version=""), plugins=[AtomicCheckpointIO()])
+                        logger=CSVLogger(str(out_dir), name=path.stem if path.stem != "classifier" else "",
+                                         version=""), plugins=[AtomicCheckpointIO()])
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
