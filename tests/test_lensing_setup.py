@@ -114,3 +114,40 @@ def test_every_lensing_experiment_trains_and_tests_on_an_unlabelled_folder(exper
         assert key in metrics and np.isfinite(metrics[key]), (key, sorted(metrics))
     assert not [k for k in metrics if "auc" in k or "acc/" in k], sorted(metrics)
     assert cfg.judges.nets.hr.ckpt is None and cfg.judges.nets.lr.ckpt is None
+
+
+def test_a_second_run_waits_for_the_checkpoint_another_run_is_training(tmp_path):
+    """Two runs started together share a cached checkpoint: the second waits for the first instead of training
+    it again; a lock left by a dead process is taken over."""
+    import threading
+    import time
+
+    from lit_sr.setup_hooks import _exclusive, _lock_path
+
+    path = tmp_path / "judge.ckpt"
+    events: list = []
+
+    def first():
+        with _exclusive(path, poll_s=0.05):
+            events.append("first trains")
+            time.sleep(0.3)
+            path.write_text("weights")
+
+    def second():
+        time.sleep(0.05)
+        with _exclusive(path, poll_s=0.05):
+            events.append(("second finds it trained", path.is_file()))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events == ["first trains", ("second finds it trained", True)] and not _lock_path(path).exists()
+    import socket
+
+    other = tmp_path / "other.ckpt"
+    _lock_path(other).write_text(f"{socket.gethostname()} 999999999")   # no such process
+    with _exclusive(other, poll_s=0.05):
+        assert _lock_path(other).exists()
+    assert not _lock_path(other).exists()
