@@ -151,3 +151,22 @@ def test_a_second_run_waits_for_the_checkpoint_another_run_is_training(tmp_path)
     with _exclusive(other, poll_s=0.05):
         assert _lock_path(other).exists()
     assert not _lock_path(other).exists()
+
+
+def test_the_gan_starts_from_a_psnr_model_trained_once_and_cached(tmp_path):
+    from lit_sr.setup_hooks import ensure_pretrained
+
+    data_dir = tmp_path / "data"
+    overrides = ["experiment=lensing_srgan", *TINY, *SMALL, f"paths.data_dir={data_dir}",
+                 "generator_init.trainer.max_steps=2", "+generator_init.trainer.limit_val_batches=1"]
+    cfg = compose_config(overrides, tmp_path, tmp_path / "run1")
+    path = ensure_pretrained(cfg)
+    assert Path(path).parent == data_dir / "pretrained" and cfg.generator_init.ckpt == path
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert any(k.startswith("net.") for k in state)
+    assert OmegaConf.to_container(cfg.callbacks.init_generator, resolve=True)["ckpt_path"] == path
+    mtime = Path(path).stat().st_mtime_ns
+    cfg2 = compose_config(overrides, tmp_path, tmp_path / "run2")
+    assert ensure_pretrained(cfg2) == path and Path(path).stat().st_mtime_ns == mtime   # found, not retrained
+    given = compose_config([*overrides, f"generator_init.ckpt={tmp_path / 'srresnet.ckpt'}"], tmp_path, tmp_path / "r3")
+    assert ensure_pretrained(given) == str(tmp_path / "srresnet.ckpt")
