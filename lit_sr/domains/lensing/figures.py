@@ -10,8 +10,9 @@ What it does:
      noise, so PSNR(clean HR vs HR) is the ceiling. Simulated here (240 lenses each, seed 99, not the run data).
   2. for each seed: ``python run.py experiment=E seed=S`` for lensing_rdn, lensing_srresnet, lensing_srgan and
      lensing_esrgan, each in a subprocess. The first run trains the two judges (HR- and LR-trained substructure
-     classifiers) into the cache under data_dir, the others load them; lensing_srgan trains the GANs'
-     perceptual classifier of that seed into the cache, lensing_esrgan loads it;
+     classifiers) into the cache under data_dir, the others load them; lensing_srgan starts from the
+     lensing_srresnet run of the same seed (its best checkpoint) and trains the GANs' perceptual classifier of
+     that seed into the cache; lensing_esrgan loads it and trains its RRDB-PSNR starting point first (cached);
   3. ``lensing_results.md``: the comparison table of :mod:`lit_sr.domains.lensing.compare` (mean ± std over the
      seeds) and the wall time of every run; ``lensing_panels.png``: LR | bicubic | models | HR | residuals of the
      seed-0 runs; ``lensing_roc.png`` and ``lensing_theta_e_error.png``: the evaluator's plots for the seed-0 RDN.
@@ -149,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for experiment in EXPERIMENTS:
             run_dir = work / f"seed{seed}" / experiment
             overrides: list[str] = []
+            if experiment == "lensing_srgan":  # SRGAN starts from SRResNet: the lensing_srresnet run of this seed
+                found = sorted((work / f"seed{seed}" / "lensing_srresnet" / "checkpoints").glob("epoch*.ckpt"))
+                if found:
+                    overrides.append(f"generator_init.ckpt={found[-1]}")
             if a.reuse and _finished(run_dir):
                 seconds = float((run_dir / "seconds.txt").read_text())
             else:
