@@ -40,11 +40,11 @@ def test_judges_are_not_the_perceptual_net(tmp_path):
     perceptual net; a judge pointed at the perceptual checkpoint is refused."""
     cfg = compose_config(["experiment=lensing_srgan", *TINY], tmp_path)
     raw = OmegaConf.to_container(cfg, resolve=False)
-    assert raw["model"]["perceptual_net"]["ckpt_path"] == "${model.classifier_ckpt}"
+    assert raw["model"]["perceptual_net"]["classifier"]["ckpt_path"] == "${model.classifier_ckpt}"
     assert raw["model"]["evaluator"]["judge"]["ckpt_path"] == "${judges.nets.hr.ckpt}"
     assert raw["model"]["evaluator"]["lr_judge"]["ckpt_path"] == "${judges.nets.lr.ckpt}"
     judge_net = OmegaConf.to_container(cfg.judges.nets.hr.model.net, resolve=True)
-    perceptual_net = OmegaConf.to_container(cfg.model.perceptual_net.net, resolve=True)
+    perceptual_net = OmegaConf.to_container(cfg.model.perceptual_net.classifier.net, resolve=True)
     assert judge_net != perceptual_net and judge_net["channels"] != perceptual_net["channels"]
     assert cfg.judges.nets.hr.model.image_key == "target" and cfg.judges.nets.lr.model.image_key == "input"
     assert len({cfg.seed, cfg.judges.nets.hr.seed, cfg.judges.nets.lr.seed}) == 3
