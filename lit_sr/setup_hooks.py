@@ -19,11 +19,12 @@ same model whether a classifier was trained or found in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -112,10 +113,14 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
             return str(path)
     if is_ddp_child():  # the parent trains it before it starts the children
         raise FileNotFoundError(f"{path}: the classifier checkpoint the parent process should have written is missing")
-    log.info("No classifier checkpoint given (model.classifier_ckpt=null): training one first "
-             "(the `%s.model` config, %s%s) -> %s", key, _describe(node.get("trainer")),
-             ", on the labelled stand-in: the data have no labels" if stand_in else "", path)
-    train_classifier(cfg, node, path, data_cfg=data_cfg)
+    with _exclusive(path):  # another run may be training the same cached classifier: wait for it
+        if path.is_file():
+            log.info("Using the cached classifier %s (another run trained it)", path)
+        else:
+            log.info("No classifier checkpoint given (model.classifier_ckpt=null): training one first "
+                     "(the `%s.model` config, %s%s) -> %s", key, _describe(node.get("trainer")),
+                     ", on the labelled stand-in: the data have no labels" if stand_in else "", path)
+            train_classifier(cfg, node, path, data_cfg=data_cfg)
     _use(cfg, str(path))
     return str(path)
 
@@ -129,10 +134,11 @@ def has_labels(data_cfg: DictConfig, label_key: str = "label") -> bool:
     """Whether the training batches of the DataModule ``data_cfg`` carry ``label_key`` (reads one batch)."""
     from hydra.utils import instantiate
 
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return label_key in next(iter(datamodule.train_dataloader()))
+    with kept_random_state():  # a shuffled loader draws from the global generator
+        datamodule = instantiate(data_cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        return label_key in next(iter(datamodule.train_dataloader()))
 
 
 def labelled_data(cfg: DictConfig, label_key: str = "label") -> tuple[DictConfig | None, bool]:
@@ -165,6 +171,52 @@ def _config_hash(data_cfg: DictConfig, node: DictConfig, seed: int) -> str:
     what = {"data": data, "model": OmegaConf.to_container(node.model, resolve=True),
             "trainer": OmegaConf.to_container(node.get("trainer") or {}, resolve=True), "seed": seed}
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, poll_s: float = 5.0) -> Iterator[None]:
+    """Hold ``<path>.lock`` while the body runs (it trains ``path``): a second run wanting the same cached
+    checkpoint waits for it instead of training it twice. A lock whose process (pid inside) is gone on this
+    host is taken over."""
+    import os
+    import socket
+    import time
+
+    lock = _lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    announced = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if path.is_file():
+                yield
+                return
+            try:
+                host, pid = lock.read_text().split()
+                alive = host != socket.gethostname() or Path(f"/proc/{int(pid)}").exists()
+            except (OSError, ValueError):
+                alive = True  # being written: look again
+            if not alive:
+                lock.unlink(missing_ok=True)
+                continue
+            if not announced:
+                log.info("Waiting for %s: another run (%s) is training it", path, lock.read_text().strip())
+                announced = True
+            time.sleep(poll_s)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+        return
 
 
 # ---------------------------------------------------------------------------- judges
@@ -204,6 +256,7 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
         todo = []
     from lit_sr.utils.distributed import is_ddp_child
 
+    plans = {}
     for name in todo:
         judge = node.nets[name]
         seed = int(judge.get("seed") or 0)
@@ -213,14 +266,27 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
         else:
             cache_dir = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "judges")
             path = cache_dir / f"{name}-{_config_hash(data_cfg, judge, seed)}.ckpt"
-        if path.is_file():
-            log.info("Judge %r: cached %s", name, path)
-        elif is_ddp_child():
+        plans[name] = (judge, seed, data_cfg, path)
+    # judges another run is training right now (its lock file exists) are waited for last, so runs started
+    # together train different judges instead of the same one twice
+    pending = list(plans)
+    while pending:
+        pending.sort(key=lambda n: _lock_path(plans[n][3]).exists())
+        name = pending.pop(0)
+        judge, seed, data_cfg, path = plans[name]
+        if not path.is_file() and is_ddp_child():
             raise FileNotFoundError(f"{path}: judge {name!r} the parent process should have trained is missing")
-        else:
-            log.info("Judge %r: training it once (the `%s.nets.%s.model` config, seed %d, %s) -> %s", name, key,
-                     name, seed, _describe(judge.get("trainer")), path)
-            train_classifier(cfg, judge, path, data_cfg=data_cfg, seed=seed)
+        with _exclusive(path):
+            if path.is_file():
+                log.info("Judge %r: cached %s", name, path)
+            else:
+                log.info("Judge %r: training it once (the `%s.nets.%s.model` config, seed %d, %s) -> %s", name,
+                         key, name, seed, _describe(judge.get("trainer")), path)
+                metrics = train_classifier(cfg, judge, path, data_cfg=data_cfg, seed=seed)
+                if metrics.get("val/auc", 1.0) < 0.6:
+                    log.warning("Judge %r reached only val/auc=%.3f (chance: 0.5): the label-based metrics it "
+                                "gives mean little; train it longer (%s.nets.%s.trainer)", name,
+                                metrics["val/auc"], key, name)
         out[name] = str(path)
     for name, path in out.items():
         if path is not None and perceptual and Path(path).resolve() == Path(str(perceptual)).resolve():
@@ -232,10 +298,57 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
     return out
 
 
+# ---------------------------------------------------------------------------- a model to start from
+def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | None:
+    """Fill in ``cfg[key].ckpt``: the trained model a run starts from (a GAN's PSNR-oriented generator).
+
+    ``cfg[key]``: ``ckpt`` (a given checkpoint, e.g. a finished supervised run of the same net: used as is),
+    ``model`` (the LightningModule config that trains it), ``trainer`` (Trainer arguments), ``seed`` and
+    ``cache_dir`` (default ``<paths.data_dir>/pretrained``). Without ``ckpt`` and in ``mode=train`` the model is
+    trained once on ``cfg.data`` and cached as ``<cache_dir>/<key>-<hash>.ckpt`` (hash of data, model, trainer
+    and seed); later runs load it. ``debug=fdr``: a one-batch model in the run folder, never cached. Other
+    modes: nothing (the run's own checkpoint holds the weights). Returns the path or None.
+    """
+    node = cfg.get(key)
+    if node is None:
+        return None
+    if node.get("ckpt"):
+        log.info("Starting point (%s.ckpt): %s", key, node.ckpt)
+        return str(node.ckpt)
+    if cfg.get("mode", "train") != "train":
+        return None
+    seed = int(node.get("seed") or 0)
+    if _fast_dev_run(cfg):
+        path = _output_dir(cfg) / "pretrained" / f"{key}.ckpt"
+    else:
+        data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
+        path = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "pretrained") / \
+            f"{key}-{_config_hash(data_cfg, node, seed)}.ckpt"
+    from lit_sr.utils.distributed import is_ddp_child
+
+    if not path.is_file() and is_ddp_child():
+        raise FileNotFoundError(f"{path}: the model the parent process should have trained first is missing")
+    with _exclusive(path):
+        if path.is_file():
+            log.info("Starting point (%s): cached %s", key, path)
+        else:
+            log.info("Starting point (%s): training it first (the `%s.model` config, seed %d, %s) -> %s", key, key,
+                     seed, _describe(node.get("trainer")), path)
+            data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
+            train_classifier(cfg, node, path, data_cfg=data_cfg, seed=seed)
+    with open_dict(cfg):
+        cfg[key].ckpt = str(path)
+    return str(path)
+
+
 def ensure_classifiers(cfg: DictConfig, perceptual: bool = True, key: str = "classifier",
-                       judges_key: str = "judges") -> None:
+                       judges_key: str = "judges", pretrained: bool = False,
+                       pretrained_key: str = "generator_init") -> None:
     """The setup stage of an experiment with a perceptual classifier (``perceptual``; see
-    :func:`ensure_classifier`) and/or independent judges (:func:`ensure_judges`)."""
+    :func:`ensure_classifier`), independent judges (:func:`ensure_judges`) and, with ``pretrained``, a trained
+    model to start from (:func:`ensure_pretrained`)."""
+    if pretrained:
+        ensure_pretrained(cfg, pretrained_key)
     if perceptual:
         ensure_classifier(cfg, key)
     ensure_judges(cfg, judges_key)
@@ -253,6 +366,13 @@ def train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: Di
     """Fit ``node.model`` on ``data_cfg`` (default ``cfg.data``; one device), validate, save the
     checkpoint atomically to ``path``. ``seed`` seeds the classifier's initialisation and batches; the
     global random state is restored afterwards either way."""
+    with kept_random_state():
+        return _train_classifier(cfg, node, path, data_cfg if data_cfg is not None else cfg.data, seed)
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """The global random state (python, numpy, torch CPU and CUDA) is restored on exit."""
     import random
 
     import numpy as np
@@ -261,7 +381,7 @@ def train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: Di
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         try:
-            return _train_classifier(cfg, node, path, data_cfg if data_cfg is not None else cfg.data, seed)
+            yield
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -296,7 +416,8 @@ def _train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: D
     trainer.fit(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.save_checkpoint(str(path))  # AtomicCheckpointIO: temp file + rename, never half-written
-    log.info("Classifier trained in %.0f s (%d steps): val/auc=%.4f val/acc=%.4f -> %s",
-             time.perf_counter() - t0, trainer.global_step, metrics.get("val/auc", float("nan")),
-             metrics.get("val/acc", float("nan")), path)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+                      if k in ("val/auc", "val/acc", "val/psnr", "val/ssim"))
+    log.info("%s trained in %.0f s (%d steps): %s -> %s", type(module).__name__, time.perf_counter() - t0,
+             trainer.global_step, shown, path)
     return metrics

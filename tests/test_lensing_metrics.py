@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAUROC
 
-from lit_sr.domains.lensing.metrics import LensingEvaluator, one_vs_rest_auc, psnr_minmax, roc_points
+from lit_sr.domains.lensing.metrics import LensingEvaluator, class_aucs, psnr_minmax
 from lit_sr.domains.lensing.nets import LensClassifier, PolarResample
 
 PIX = 0.05
@@ -18,42 +18,24 @@ PIX = 0.05
 
 # ---------------------------------------------------------------------------------------------- AUC
 
-def test_auc_perfect_inverted_and_uninformative():
+def test_class_aucs_perfect_inverted_uninformative_and_missing_class():
     labels = np.repeat([0, 1, 2], 5)
     perfect = np.eye(3)[labels]
-    np.testing.assert_allclose(one_vs_rest_auc(perfect, labels), [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(one_vs_rest_auc(-perfect, labels), [0.0, 0.0, 0.0])
-    np.testing.assert_allclose(one_vs_rest_auc(np.ones((15, 3)), labels), [0.5, 0.5, 0.5])   # ties count half
+    np.testing.assert_allclose(class_aucs(perfect, labels, 3), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(class_aucs(-perfect, labels, 3), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(class_aucs(np.ones((15, 3)), labels, 3), [0.5, 0.5, 0.5])   # ties count half
+    assert np.isnan(class_aucs(perfect[labels < 2], labels[labels < 2], 3)[2])
 
 
-def test_auc_hand_example_with_a_tie():
-    # class 0 scores: positives {0.9, 0.4}, negatives {0.4, 0.1}: pairs (0.9>0.4, 0.9>0.1, 0.4=0.4, 0.4>0.1) = 3.5/4
-    scores = np.array([[0.9, 0], [0.4, 0], [0.4, 0], [0.1, 0]])
-    labels = np.array([0, 0, 1, 1])
-    assert one_vs_rest_auc(scores, labels)[0] == pytest.approx(3.5 / 4)
-
-
-def test_auc_matches_torchmetrics_and_missing_class_is_nan():
+def test_class_aucs_match_torchmetrics():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 400)
     logits = rng.normal(size=(400, 3)) + 1.5 * np.eye(3)[labels]
     probs = torch.softmax(torch.from_numpy(logits), 1)
-    ours = one_vs_rest_auc(probs, labels)
+    ours = class_aucs(probs, labels, 3)
     ref = MulticlassAUROC(3, average=None, thresholds=None)(probs.float(), torch.from_numpy(labels)).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert 0.7 < ours.min() < 1.0
-    assert np.isnan(one_vs_rest_auc(probs[labels < 2], labels[labels < 2])[2])
-
-
-def test_roc_points_end_at_corners_and_area_is_auc():
-    rng = np.random.default_rng(1)
-    positive = rng.random(200) < 0.4
-    scores = rng.normal(size=200) + positive
-    fpr, tpr = roc_points(scores, positive)
-    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
-    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-    auc = one_vs_rest_auc(np.stack([scores, -scores], 1), (~positive).astype(int))[0]
-    assert area == pytest.approx(auc, abs=1e-9)
 
 
 def test_psnr_minmax_known_value():
@@ -84,30 +66,59 @@ class BrightnessClassifier(nn.Module):
         return -self.scale * (level[:, None] - torch.arange(3.0)[None]) ** 2
 
 
-def test_evaluator_scores_sources_against_truth():
+class SizeGate(nn.Module):
+    """Toy LR judge: the brightness classifier's answer on images of one size, a constant (no information) on
+    any other size -- so its AUC is 1 only when it is given the native-grid LR images."""
+
+    def __init__(self, inner: nn.Module, size: int) -> None:
+        super().__init__()
+        self.inner, self.size = inner, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x * 4)   # LR pixels are 2x2 HR means: 4x the HR flux per pixel sum
+        return out if x.shape[-1] == self.size else torch.zeros_like(out)
+
+
+def _lenses():
     radii = torch.tensor([0.8, 1.0, 1.2, 0.9, 1.1, 1.3])
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     unit = float(_ring(1.0).sum())
     # HR: class k has (k + 1) x the flux of a ring with the unit flux (flux scaled to undo the radius dependence)
     hr = torch.stack([_ring(float(r)) * (k + 1) * unit / float(_ring(float(r)).sum()) for r, k in zip(radii, labels)])
+    return radii, labels, unit, hr
+
+
+def test_evaluator_scores_sources_against_truth_with_the_judge_of_each_grid():
+    radii, labels, unit, hr = _lenses()
     sr = hr.clone()
+    lr = torch.nn.functional.avg_pool2d(hr, 2)                           # native LR grid: 2x2 means
     lr_up = hr[torch.tensor([1, 2, 0, 4, 5, 3])]                         # every lens given another class's flux
     bicubic = torch.stack([_ring(float(r) + 0.1) for r in radii])        # rings 0.1" too large
-    ev = LensingEvaluator(classifier=BrightnessClassifier(unit), pixel_scale_arcsec=PIX,
-                          sources=("lr_up", "bicubic", "sr", "hr"))
+    hr_judge = BrightnessClassifier(unit)
+    ev = LensingEvaluator(judge=hr_judge, lr_judge=SizeGate(BrightnessClassifier(unit), size=32),
+                          pixel_scale_arcsec=PIX, scale=2, sources=("lr", "lr_up", "bicubic", "sr", "hr"))
+    assert all(not p.requires_grad for p in ev.parameters()) and not ev.judges["hr"].training
+    ev.train()
+    assert not ev.judges["hr"].training and not ev.judges["lr"].training   # judges stay frozen
     batch = {"label": labels, "theta_e_arcsec": radii, "lens_x_arcsec": torch.zeros(6), "lens_y_arcsec": torch.zeros(6)}
     for half in (slice(0, 3), slice(3, 6)):                              # two batches accumulate
         ev.update({k: v[half] for k, v in batch.items()},
                   {"input_up": lr_up[half], "bicubic": bicubic[half], "output": sr[half], "target": hr[half],
-                   "input": hr[half, :, ::2, ::2]})
+                   "input": lr[half]})
     out = ev.compute()
     assert out["acc/hr"] == 1.0 and out["auc/hr"] == 1.0 and out["acc/sr"] == 1.0
     assert out["auc_cdm/hr"] == out["auc_vortex/hr"] == out["auc_no_sub/hr"] == 1.0
-    assert out["acc/lr_up"] == 0.0 and out["auc/lr_up"] < 0.5
+    assert out["acc/lr_up"] == 0.0 and out["auc/lr_up"] < 0.5           # the HR judge on the wrong fluxes
+    assert out["auc/lr"] == 1.0                                         # the LR judge saw the 32 px native grid
     assert out["theta_e_abs_err_arcsec/hr"] < PIX / 2                   # the ring fit finds the ring radius
+    assert out["theta_e_abs_err_arcsec/lr"] < PIX                       # ... on the LR grid with 0.1" pixels
     assert out["theta_e_bias_arcsec/bicubic"] == pytest.approx(0.1, abs=PIX / 2)
+    assert out["theta_e_vs_hr_abs_err_arcsec/bicubic"] == pytest.approx(0.1, abs=PIX / 2)   # label-free
+    assert out["theta_e_vs_hr_abs_err_arcsec/sr"] == 0.0
     assert out["theta_e_fail_frac/hr"] == 0.0
     assert out["psnr_minmax/sr"] > 200 and "psnr_minmax/hr" not in out   # identical images: MSE 0
+    assert "psnr_minmax/lr" not in out and "flux_ratio/lr" not in out    # another grid: no pixel comparison
+    assert out["flux_ratio/sr"] == pytest.approx(1.0)
     assert ev.values["hr"].theta_fit[0].shape == (3,)
     figs = ev.figures()
     assert set(figs) == {"roc", "theta_e_error"}
@@ -115,14 +126,32 @@ def test_evaluator_scores_sources_against_truth():
     assert ev.compute() == {}
 
 
-def test_evaluator_without_labels_or_truth_reports_psnr_only():
-    ev = LensingEvaluator(classifier=None, sources=("bicubic", "sr", "hr"))
-    hr = torch.rand(4, 1, 16, 16)
-    ev.update({}, {"output": hr + 0.01, "bicubic": hr, "target": hr})
+def test_evaluator_uses_the_lr_judge_only_for_lr():
+    """Swapping the judges changes the HR-grid rows, not the LR row: each source has its own judge."""
+    _, labels, unit, hr = _lenses()
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    blind = SizeGate(BrightnessClassifier(unit), size=-1)                # constant logits everywhere
+    ev = LensingEvaluator(judge=blind, lr_judge=SizeGate(BrightnessClassifier(unit), size=32), fit_rings=False,
+                          sources=("lr", "sr", "hr"))
+    ev.update({"label": labels}, {"input": lr, "output": hr, "target": hr})
     out = ev.compute()
-    assert set(out) == {"psnr_minmax/sr", "psnr_minmax/bicubic"}
+    assert out["auc/lr"] == 1.0 and out["auc/sr"] == 0.5 and out["auc/hr"] == 0.5
+    with pytest.raises(ValueError, match="two networks"):
+        LensingEvaluator(judge=blind, lr_judge=blind)
+
+
+def test_evaluator_without_labels_or_truth_reports_label_free_metrics_only():
+    _, _, unit, hr = _lenses()
+    ev = LensingEvaluator(judge=BrightnessClassifier(unit), lr_judge=None, pixel_scale_arcsec=PIX,
+                          sources=("lr", "bicubic", "sr", "hr"))
+    ev.update({}, {"input": torch.nn.functional.avg_pool2d(hr, 2), "output": hr * 1.1, "bicubic": hr, "target": hr})
+    out = ev.compute()
+    assert set(out) == {"psnr_minmax/sr", "psnr_minmax/bicubic", "flux_ratio/sr", "flux_ratio/bicubic",
+                        "theta_e_vs_hr_abs_err_arcsec/sr", "theta_e_vs_hr_abs_err_arcsec/bicubic",
+                        "theta_e_vs_hr_abs_err_arcsec/lr"}
+    assert out["flux_ratio/sr"] == pytest.approx(1.1)
     with pytest.raises(ValueError, match="unknown"):
-        LensingEvaluator(sources=("lr",))
+        LensingEvaluator(sources=("lr_native",))
 
 
 # ---------------------------------------------------------------------------------------------- classifier net

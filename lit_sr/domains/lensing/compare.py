@@ -7,8 +7,9 @@
 Every run folder below the given folder(s) that holds ``config_resolved.yaml`` and a ``metrics.csv`` with ``test/``
 metrics is one run; runs of one experiment (several seeds) are averaged (mean ± standard deviation). The table has
 two parts: image quality of every model beside bilinear and bicubic (fixed-range PSNR/SSIM, PSNR gain over
-bicubic, DeepLense-style min-max PSNR) and the downstream tests -- substructure accuracy / AUC of the HR-trained
-classifier and the ring-fit Einstein-radius error -- for LR-up, the baselines, each model's SR and HR. The panel
+bicubic, DeepLense-style min-max PSNR, flux ratio) and the downstream tests -- substructure accuracy / AUC of
+independent judges and the ring-fit Einstein-radius error -- for LR on its native grid (judged by a classifier
+trained on LR), bicubic, each model's SR and HR (judged by a classifier trained on HR). The panel
 figure shows test lenses: LR | bicubic | each model | HR, then each model's residual SR - HR.
 """
 
@@ -67,58 +68,99 @@ def by_experiment(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str,
 
 
 # ----------------------------------------------------------------------------- table
-def _cell(values: Sequence[float | None], digits: int) -> str:
+def _stats(values: Sequence[float | None]) -> tuple[float, float, int] | None:
+    """(mean, std, n) of the values, None when any is missing or not finite."""
     vals = [v for v in values if v is not None]
     if not vals or len(vals) != len(values) or not all(math.isfinite(v) for v in vals):
-        return "–"
+        return None
     a = np.asarray(vals, dtype=np.float64)
-    if len(a) == 1:
-        return f"{a[0]:.{digits}f}"
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, len(a)
+
+
+def _cell(values: Sequence[float | None], digits: int, bold: bool = False) -> str:
+    st = _stats(values)
+    if st is None:
+        return "–"
+    text = f"{st[0]:.{digits}f}" if st[2] == 1 else f"{st[0]:.{digits}f} ± {st[1]:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def _best(rows: Sequence[Sequence[float | None]], higher: bool) -> int | None:
+    """Index of the row whose mean is best (None when no row has a value)."""
+    means = [(st[0], i) for i, vals in enumerate(rows) if (st := _stats(vals)) is not None]
+    if not means:
+        return None
+    return (max(means) if higher else min(means, key=lambda m: (m[0], m[1])))[1]
+
+
+def _table(header: str, names: Sequence[str], columns: Sequence[tuple[list[list[float | None]], int, bool | None]],
+           candidates: Sequence[bool]) -> list[str]:
+    """Markdown rows; in every column with a direction (higher True / lower False) the best mean among the
+    ``candidates`` rows is bold, whether a model or a baseline."""
+    best = []
+    for values, _, higher in columns:
+        if higher is None:
+            best.append(None)
+            continue
+        idx = [i for i, c in enumerate(candidates) if c]
+        b = _best([values[i] for i in idx], higher)
+        best.append(None if b is None else idx[b])
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    for r, name in enumerate(names):
+        cells = [_cell(values[r], digits, bold=best[c] == r) for c, (values, digits, _) in enumerate(columns)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: image quality per model and baseline, then downstream metrics per image source.
 
     Baseline rows use all runs (every run evaluates the same test lenses, so their spread is 0 unless the data
-    differ); model rows the runs of that experiment. Cells are mean ± std over runs (seeds).
+    differ); model rows the runs of that experiment. Cells are mean ± std over runs (seeds); the best entry of
+    each column is bold, model or baseline (downstream: HR, the truth, is not a candidate).
     """
     groups = by_experiment(runs)
     everything = [m for ms in groups.values() for m in ms]
     label = {e: MODELS.get(e, e) for e in groups}
-    lines = ["| image quality (test) | PSNR (dB) | Δ PSNR vs bicubic (dB) | SSIM | min-max PSNR (dB) | runs |",
-             "|---|---|---|---|---|---|"]
-    for key, name in BASELINES:
-        lines.append(f"| {name} | {_cell([m.get(f'{key}_psnr') for m in everything], 2)} | "
-                     f"{_cell([m.get(f'{key}_psnr', math.nan) - m.get('bicubic_psnr', math.nan) for m in everything], 2)}"
-                     f" | {_cell([m.get(f'{key}_ssim') for m in everything], 4)} | "
-                     f"{_cell([m.get(f'psnr_minmax/{key}') for m in everything], 2)} | {len(everything)} |")
-    for e, ms in groups.items():
-        lines.append(f"| **{label[e]}** | {_cell([m.get('psnr') for m in ms], 2)} | "
-                     f"{_cell([m.get('psnr', math.nan) - m.get('bicubic_psnr', math.nan) for m in ms], 2)} | "
-                     f"{_cell([m.get('ssim') for m in ms], 4)} | {_cell([m.get('psnr_minmax/sr') for m in ms], 2)} | "
-                     f"{len(ms)} |")
-    lines += ["", "| downstream (test) | accuracy | AUC macro | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
-              + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
-              "|---|---|---|" + "---|" * len(CLASS_NAMES) + "---|---|---|"]
 
-    def row(name: str, ms: Sequence[Mapping[str, float]], src: str) -> str:
-        cells = [_cell([m.get(f"acc/{src}") for m in ms], 3), _cell([m.get(f"auc/{src}") for m in ms], 3)]
-        cells += [_cell([m.get(f"auc_{c}/{src}") for m in ms], 3) for c in CLASS_NAMES]
-        cells += [_cell([m.get(f"theta_e_abs_err_arcsec/{src}") for m in ms], 4),
-                  _cell([m.get(f"theta_e_bias_arcsec/{src}") for m in ms], 4),
-                  _cell([m.get(f"theta_e_fail_frac/{src}") for m in ms], 3)]
-        return f"| {name} | " + " | ".join(cells) + " |"
+    rows = [(name, everything, key) for key, name in BASELINES] + [(f"{label[e]}", ms, "sr") for e, ms in groups.items()]
 
-    lines.append(row("LR, nearest-upsampled", everything, "lr_up"))
-    for key, name in BASELINES:
-        lines.append(row(f"LR, {name}", everything, key))
-    for e, ms in groups.items():
-        lines.append(row(f"**SR {label[e]}**", ms, "sr"))
-    lines.append(row("HR (truth)", everything, "hr"))
+    def col(metric, rows_, digits, higher):
+        return ([[metric(m, src) for m in ms] for _, ms, src in rows_], digits, higher)
+
+    def psnr_key(src: str) -> str:
+        return "psnr" if src == "sr" else f"{src}_psnr"
+
+    quality = [
+        col(lambda m, src: m.get(psnr_key(src)), rows, 2, True),
+        col(lambda m, src: m.get(psnr_key(src), math.nan) - m.get("bicubic_psnr", math.nan), rows, 2, None),
+        col(lambda m, src: m.get("ssim" if src == "sr" else f"{src}_ssim"), rows, 4, True),
+        col(lambda m, src: m.get(f"psnr_minmax/{src}"), rows, 2, True),
+        col(lambda m, src: m.get(f"flux_ratio/{src}"), rows, 3, None),
+        ([[len(ms)] for _, ms, _ in rows], 0, None),
+    ]
+    lines = _table("| image quality (test) | PSNR (dB) | Δ PSNR vs bicubic (dB) | SSIM | min-max PSNR (dB) | "
+                   "median flux ratio SR/HR | runs |", [r[0] for r in rows], quality, [True] * len(rows))
+
+    down = [("LR, native grid (LR-trained judge)", everything, "lr"),
+            ("bicubic (HR-trained judge)", everything, "bicubic")]
+    down += [(f"SR {label[e]} (HR-trained judge)", ms, "sr") for e, ms in groups.items()]
+    down += [("HR, truth (HR-trained judge)", everything, "hr")]
+    downstream = [col(lambda m, src: m.get(f"acc/{src}"), down, 3, True),
+                  col(lambda m, src: m.get(f"auc/{src}"), down, 3, True)]
+    downstream += [col(lambda m, src, c=c: m.get(f"auc_{c}/{src}"), down, 3, True) for c in CLASS_NAMES]
+    downstream += [col(lambda m, src: m.get(f"theta_e_abs_err_arcsec/{src}"), down, 4, False),
+                   col(lambda m, src: m.get(f"theta_e_bias_arcsec/{src}"), down, 4, None),
+                   col(lambda m, src: m.get(f"theta_e_fail_frac/{src}"), down, 3, None)]
+    lines += [""] + _table("| downstream (test) | accuracy | AUC macro | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
+                           + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
+                           [r[0] for r in down], downstream, [r[2] != "hr" for r in down])
     seeds = sorted({len(ms) for ms in groups.values()})
     lines += ["", f"Mean ± standard deviation over {'/'.join(map(str, seeds))} run(s) per experiment (seeds); "
-                  "baselines, LR and HR over all runs."]
+                  "baselines, LR and HR over all runs. Bold: the best entry of the column (downstream: HR excluded). "
+                  "Judges: substructure classifiers no model trained against (not the GANs' perceptual net); "
+                  "the LR row's judge has the HR judge's architecture and was trained on the LR images on their "
+                  "native grid; the ring fit runs on each image on its own grid."]
     return "\n".join(lines)
 
 

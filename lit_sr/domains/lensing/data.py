@@ -309,6 +309,18 @@ class LensingDataModule(SimulatedH5DataModule):
     def batch_builder(self, augment: bool) -> LensBatchBuilder:
         return LensBatchBuilder(self.transform, augment)
 
+    def labelled_stand_in(self) -> dict[str, Any] | None:
+        """Overrides of this data config giving labelled lenses like the user's: the built-in simulation at the
+        user's HR image size (same pixel scale, simulator options and split). Used by the setup stage to train
+        a classifier (the GANs' perceptual net) when the user's data carry no labels. None for non-square
+        images (the simulator draws square fields)."""
+        self.prepare_data()
+        self.setup("fit")
+        hr_shape = tuple(self.splits["train"][0]["target"].shape[-2:])
+        if hr_shape[0] != hr_shape[1]:
+            return None
+        return {"file": None, "image_size": int(hr_shape[0]), "max_lenses": None}
+
     # ------------------------------------------------------------------ npy folder mode
     @property
     def folder(self) -> Path | None:

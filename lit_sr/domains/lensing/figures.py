@@ -8,9 +8,11 @@ What it does:
   1. ``lensing_ceiling.md``: how much any SR can gain over bicubic/bilinear on the default data and two variants
      (LR with the HR PSF; the 150 px field). A perfect SR returns the noiseless HR image, whose error is the HR
      noise, so PSNR(clean HR vs HR) is the ceiling. Simulated here (240 lenses each, seed 99, not the run data).
-  2. for each seed: ``python run.py experiment=lensing_rdn seed=S`` (trains the substructure classifier first),
-     then lensing_srresnet, lensing_srgan and lensing_esrgan with that run's classifier
-     (``model.classifier_ckpt=...``), each in a subprocess;
+  2. for each seed: ``python run.py experiment=E seed=S`` for lensing_rdn, lensing_srresnet, lensing_srgan and
+     lensing_esrgan, each in a subprocess. The first run trains the two judges (HR- and LR-trained substructure
+     classifiers) into the cache under data_dir, the others load them; lensing_srgan starts from the
+     lensing_srresnet run of the same seed (its best checkpoint) and trains the GANs' perceptual classifier of
+     that seed into the cache; lensing_esrgan loads it and trains its RRDB-PSNR starting point first (cached);
   3. ``lensing_results.md``: the comparison table of :mod:`lit_sr.domains.lensing.compare` (mean ± std over the
      seeds) and the wall time of every run; ``lensing_panels.png``: LR | bicubic | models | HR | residuals of the
      seed-0 runs; ``lensing_roc.png`` and ``lensing_theta_e_error.png``: the evaluator's plots for the seed-0 RDN.
@@ -145,10 +147,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     times: dict[str, list[float]] = {e: [] for e in EXPERIMENTS}
     for seed in a.seeds:
-        clf = work / f"seed{seed}" / EXPERIMENTS[0] / "classifier" / "classifier.ckpt"
         for experiment in EXPERIMENTS:
             run_dir = work / f"seed{seed}" / experiment
-            overrides = [] if experiment == EXPERIMENTS[0] else [f"model.classifier_ckpt={clf}"]
+            overrides: list[str] = []
+            if experiment == "lensing_srgan":  # SRGAN starts from SRResNet: the lensing_srresnet run of this seed
+                found = sorted((work / f"seed{seed}" / "lensing_srresnet" / "checkpoints").glob("epoch*.ckpt"))
+                if found:
+                    overrides.append(f"generator_init.ckpt={found[-1]}")
             if a.reuse and _finished(run_dir):
                 seconds = float((run_dir / "seconds.txt").read_text())
             else:
@@ -162,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     written = write_outputs(runs, a.out, n_lenses=2)
     table = (a.out / "lensing_comparison.md").read_text()
     timing = ("Wall time of `python run.py` per experiment (seeds " + ", ".join(map(str, a.seeds)) + "; "
-              + f"{EXPERIMENTS[0]} includes training the classifier, the others reuse it): "
+              + "the first run trains the judges, lensing_srgan the perceptual classifier; later runs load "
+              + "them from the cache): "
               + "; ".join(f"{MODELS[e]} {np.mean(t):.0f} s" for e, t in times.items() if t) + ".")
     _write(a.out / "lensing_results.md", table.rstrip() + "\n\n" + timing)
     written.append(a.out / "lensing_results.md")

@@ -1,22 +1,30 @@
-"""Downstream metrics of lens super-resolution: substructure classification and Einstein-radius recovery.
+"""Downstream metrics of lens super-resolution: substructure classification, Einstein radius, flux.
 
-For every image source -- ``lr_up`` (LR, nearest-neighbour upsampled), ``bilinear``, ``bicubic``, ``sr`` (the
-model) and ``hr`` (the truth) -- the evaluator records per lens:
+Image sources (evaluator-contract key -> source name): ``input`` -> ``lr`` (the LR image on its native grid),
+``input_up`` -> ``lr_up`` (nearest-upsampled), ``bilinear``, ``bicubic``, ``output`` -> ``sr`` (the model),
+``target`` -> ``hr`` (the truth). Per lens and source the evaluator records:
 
-* the logits of a frozen 3-class substructure classifier trained on HR images (no_sub / cdm / vortex): accuracy and
-  one-vs-rest ROC AUC per class (score = softmax probability of the class), and their mean (macro AUC);
-* the Einstein radius from the ring fit (:func:`lit_sr.domains.lensing.ring_fit.einstein_radius_from_image`) and
-  its error against the simulated ``theta_e_arcsec``: median |error|, median error (bias), failure fraction;
-* PSNR with each lens's own HR min-max range (``psnr_minmax``), the normalisation DeepLense's SR results use,
-  beside the fixed-range PSNR the SR module logs.
+* the logits of a frozen 3-class substructure **judge** (no_sub / cdm / vortex): accuracy and one-vs-rest ROC
+  AUC per class (score = softmax probability of the class) and their mean (macro AUC). Sources on the HR grid
+  are judged by the HR-trained judge (``judge``); ``lr`` by a judge of the same architecture trained on the
+  native LR grid (``lr_judge``): the baseline an expert would use, not the HR judge on upsampled LR. Neither is
+  the GANs' perceptual net (the setup stage trains them with their own seeds; ``lit_sr.setup_hooks``);
+* the Einstein radius from the ring fit (:func:`lit_sr.domains.lensing.ring_fit.einstein_radius_from_image`; on
+  the LR grid with the LR pixel size): its error against the simulated ``theta_e_arcsec`` (median |error|,
+  median error, failure fraction) when the batch has it, and, label-free, its median |difference| from the
+  ring fit of the HR image of the same lens;
+* label-free image metrics against HR: PSNR with each lens's own HR min-max range (``psnr_minmax``, the
+  normalisation of DeepLense's SR results) and the median flux ratio sum(source) / sum(HR) (HR-grid sources).
 
-Per-lens values are torchmetrics states with ``dist_reduce_fx="cat"``, so AUCs and medians are exact across
-devices. Images are physical units (counts/s per HR pixel) on the HR grid, [B, 1, H, W].
+Without labels (a user's folder) the judges are absent or have nothing to score against: the classification
+keys are left out and everything else is computed. Per-lens values are torchmetrics ``cat`` states, gathered
+across devices by :meth:`Evaluator.synced`, so AUCs and medians are exact under DDP. Images are physical units
+(counts/s per HR pixel), [B, 1, H, W] (``lr``: [B, 1, H/scale, W/scale]).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,37 +34,33 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_sr.domains.lensing.ring_fit import einstein_radius_from_image
 from lit_sr.domains.lensing.sim import LABEL_NAMES
-from lit_sr.models.classifier import frozen
 from lit_sr.metrics.evaluator import Evaluator
+from lit_sr.metrics.stats import roc_auc, roc_curve
 
 #: evaluator-contract image keys -> source names, in table order
-IMAGE_SOURCES = {"input_up": "lr_up", "bilinear": "bilinear", "bicubic": "bicubic", "output": "sr", "target": "hr"}
+IMAGE_SOURCES = {"input": "lr", "input_up": "lr_up", "bilinear": "bilinear", "bicubic": "bicubic", "output": "sr",
+                 "target": "hr"}
+DEFAULT_SOURCES = ("lr", "bicubic", "sr", "hr")
+#: the judge of each source: the LR-trained judge for the native LR grid, the HR-trained judge otherwise
+LR_SOURCES = ("lr",)
+
+
+def load_judge(ckpt_path: str | None, net: nn.Module, class_names: Sequence[str] | None = None) -> nn.Module | None:
+    """A frozen judge from a ClassifierModule checkpoint (see ``load_frozen_classifier``), or None when the setup
+    stage trained none (``ckpt_path`` null: data without labels, or mode=predict)."""
+    if not ckpt_path:
+        return None
+    from lit_sr.models.classifier import load_frozen_classifier
+
+    return load_frozen_classifier(ckpt_path, net, class_names=class_names)
 
 
 # ----------------------------------------------------------------------------- pure functions
-def one_vs_rest_auc(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-                    n_classes: int | None = None) -> np.ndarray:
-    """ROC AUC of class k against the rest for every k, from scores [N, K] (higher = more class-k-like).
-
-    Mann-Whitney form with ties counted half: AUC_k = P(score_k of a class-k lens > score_k of another lens).
-    A class absent from ``labels`` (or the only class present) gives NaN.
-    """
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+def class_aucs(probs: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, n_classes: int) -> np.ndarray:
+    """One-vs-rest ROC AUC of every class k (score: column k), NaN for a class absent or alone in ``labels``."""
+    p = np.asarray(probs.detach().cpu().double() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
     y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64).ravel()
-    if s.ndim != 2 or s.shape[0] != y.shape[0]:
-        raise ValueError(f"one_vs_rest_auc: scores must be [N, K] with N = len(labels), got {s.shape} and {y.shape}")
-    k_total = n_classes or s.shape[1]
-    out = np.full(k_total, np.nan)
-    for k in range(k_total):
-        pos = y == k
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos == 0 or n_neg == 0:
-            continue
-        ranks = rankdata(s[:, k])
-        out[k] = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return out
+    return np.array([roc_auc(p[:, k], y == k) for k in range(n_classes)])
 
 
 def psnr_minmax(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -79,79 +83,88 @@ def ring_fit_radii(images: torch.Tensor, pixel_scale_arcsec: float, centers_arcs
 
 
 # ----------------------------------------------------------------------------- per-source state
+STATE_NAMES = ("logits", "labels", "theta_fit", "theta_true", "psnr", "flux_ratio")
+
+
 class LensSourceValues(Metric):
-    """Per-lens values of one image source: classifier logits, labels, ring-fit and true theta_E, PSNR."""
+    """Per-lens values of one image source: judge logits, labels, ring-fit and true theta_E, PSNR, flux ratio."""
 
     full_state_update = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for name in ("logits", "labels", "theta_fit", "theta_true", "psnr"):
+        for name in STATE_NAMES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               theta_fit: torch.Tensor | None = None, theta_true: torch.Tensor | None = None,
-               psnr: torch.Tensor | None = None) -> None:
-        for name, value in (("logits", logits), ("labels", labels), ("theta_fit", theta_fit),
-                            ("theta_true", theta_true), ("psnr", psnr)):
+    def update(self, **values: torch.Tensor | None) -> None:
+        unknown = sorted(set(values) - set(STATE_NAMES))
+        if unknown:
+            raise ValueError(f"LensSourceValues: unknown values {unknown}; expected some of {list(STATE_NAMES)}")
+        for name, value in values.items():
             if value is not None:
                 getattr(self, name).append(value.detach().to(self.device))
 
     def values(self) -> dict[str, torch.Tensor]:
-        return {name: dim_zero_cat(getattr(self, name)).cpu() for name in ("logits", "labels", "theta_fit",
-                                                                            "theta_true", "psnr")
-                if len(getattr(self, name))}
+        return {name: dim_zero_cat(getattr(self, name)).cpu() for name in STATE_NAMES if len(getattr(self, name))}
 
     def compute(self) -> dict[str, torch.Tensor]:
         return self.values()
 
 
 class LensingEvaluator(Evaluator):
-    """Substructure classification, Einstein-radius recovery and min-max PSNR for LR-up / baselines / SR / HR.
+    """Substructure classification, Einstein radius, flux and min-max PSNR for LR / baselines / SR / HR.
 
     Args:
-        classifier: frozen HR-trained 3-class net (logits [B, 3]); None skips the classification metrics.
-        classifier_transform: physical images -> the classifier's input space; None -> the classifier's
+        judge: frozen 3-class net trained on HR (logits [B, 3]) that judges the HR-grid sources; None skips their
+            classification metrics. Never the GANs' perceptual net.
+        lr_judge: the same architecture trained on the native LR grid; judges ``lr``. None skips it.
+        judge_transform, lr_judge_transform: physical images -> each judge's input space; None -> the net's
             ``input_transform`` (set by ``load_frozen_classifier``) if any, else identity.
         class_names: names of labels 0..K-1 (metric keys ``auc_<name>/<source>``).
-        pixel_scale_arcsec: HR pixel size (all sources are on the HR grid).
-        sources: source names evaluated (subset of ``lr_up, bilinear, bicubic, sr, hr``).
+        pixel_scale_arcsec: HR pixel size; the LR pixel is ``scale`` times larger.
+        scale: the SR factor (LR pixel / HR pixel).
+        sources: source names evaluated (subset of ``lr, lr_up, bilinear, bicubic, sr, hr``).
         ring_fit: keyword arguments of ``einstein_radius_from_image`` (e.g. ``threshold_fraction``).
+        fit_rings: run the ring fit (the slowest metric: numpy per lens).
 
-    ``compute()`` keys: ``acc/<src>``, ``auc/<src>`` (macro: mean over classes), ``auc_<class>/<src>``,
-    ``theta_e_abs_err_arcsec/<src>`` (median |fit - true|), ``theta_e_bias_arcsec/<src>`` (median fit - true),
-    ``theta_e_fail_frac/<src>``, ``psnr_minmax/<src>`` (sources other than hr).
+    ``compute()`` keys per source: ``acc``, ``auc`` (macro mean over classes), ``auc_<class>`` (with labels and
+    the source's judge); ``theta_e_abs_err_arcsec`` (median |fit - true|), ``theta_e_bias_arcsec`` (median fit -
+    true), ``theta_e_fail_frac`` (with ``theta_e_arcsec`` in the batch); ``theta_e_vs_hr_abs_err_arcsec`` (median
+    |fit - fit of HR|, label-free); ``psnr_minmax`` and ``flux_ratio`` (HR-grid sources other than hr), as
+    ``<key>/<source>``.
     """
 
-    def __init__(self, classifier: nn.Module | None = None,
-                 classifier_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.05,
-                 sources: Sequence[str] = tuple(IMAGE_SOURCES.values()), ring_fit: dict | None = None) -> None:
+    def __init__(self, judge: nn.Module | None = None, lr_judge: nn.Module | None = None,
+                 judge_transform: Any = None, lr_judge_transform: Any = None,
+                 class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.05, scale: int = 2,
+                 sources: Sequence[str] = DEFAULT_SOURCES, ring_fit: dict | None = None,
+                 fit_rings: bool = True) -> None:
         super().__init__()
         unknown = sorted(set(sources) - set(IMAGE_SOURCES.values()))
         if unknown:
             raise ValueError(f"LensingEvaluator sources {unknown} unknown; expected some of {list(IMAGE_SOURCES.values())}")
+        if judge is not None and judge is lr_judge:
+            raise ValueError("LensingEvaluator: the HR and LR judges must be two networks (one trained on each grid)")
         self.sources = tuple(sources)
         self.class_names = tuple(str(c) for c in class_names)
         self.pixel_scale_arcsec = float(pixel_scale_arcsec)
+        self.scale = int(scale)
         self.ring_fit = dict(ring_fit or {})
-        self.classifier, self.classifier_transform = frozen(classifier, classifier_transform)
+        self.fit_rings = bool(fit_rings)
+        self.add_judge("hr", judge, judge_transform)
+        self.add_judge("lr", lr_judge, lr_judge_transform)
         self.values = nn.ModuleDict({s: LensSourceValues() for s in self.sources})
         self._cache: dict[str, dict[str, torch.Tensor]] | None = None
 
-    def train(self, mode: bool = True) -> "LensingEvaluator":
-        super().train(mode)
-        if self.classifier is not None:
-            self.classifier.eval()
-        return self
+    def judge_of(self, source: str) -> str:
+        return "lr" if source in LR_SOURCES else "hr"
 
     @torch.no_grad()
     def update(self, batch: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> None:
-        """The evaluator contract: physical-unit ``images`` (input_up, output, target, baselines) and the batch's
-        ``label``, ``theta_e_arcsec`` and lens centre (``lens_x_arcsec``, ``lens_y_arcsec``) when present."""
+        """The evaluator contract: physical-unit ``images`` (input, input_up, output, target, baselines) and the
+        batch's ``label``, ``theta_e_arcsec`` and lens centre (``lens_x_arcsec``, ``lens_y_arcsec``) when present."""
         sources = {IMAGE_SOURCES[k]: v for k, v in images.items() if k in IMAGE_SOURCES}
-        self.update_sources(sources, batch.get("label"), batch.get("theta_e_arcsec"),
-                            self._centers(batch))
+        self.update_sources(sources, batch.get("label"), batch.get("theta_e_arcsec"), self._centers(batch))
 
     @staticmethod
     def _centers(batch: dict[str, torch.Tensor]) -> np.ndarray | None:
@@ -168,39 +181,36 @@ class LensingEvaluator(Evaluator):
             if s not in images:
                 continue
             img = images[s].float()
+            judge = self.judge_of(s)
             logits = None
-            if self.classifier is not None and labels is not None:
-                x = self.classifier_transform(img) if self.classifier_transform is not None else img
-                logits = self.classifier(x).float()
+            if labels is not None and self.has_judge(judge):
+                logits = self.judge(judge, img).float()
                 if logits.dim() == 1:  # a binary classifier's single logit -> two columns
                     logits = torch.stack([-logits, logits], 1) / 2
             fit = true = None
-            if theta_true is not None:
-                fit = torch.from_numpy(ring_fit_radii(img, self.pixel_scale_arcsec, centers_arcsec, **self.ring_fit))
-                true = theta_true.detach().double().cpu()
-            psnr = psnr_minmax(img, target.float()) if target is not None and s != "hr" else None
-            self.values[s].update(logits, labels.long() if logits is not None else None, fit, true, psnr)
-
-    @staticmethod
-    def _synced(metric: Metric) -> dict[str, torch.Tensor]:
-        """The per-lens values gathered from all processes (plain local values otherwise)."""
-        if metric._update_count == 0:
-            return {}
-        with metric.sync_context(should_sync=True, should_unsync=True):
-            return metric.values()
+            if self.fit_rings:
+                pixel = self.pixel_scale_arcsec * (self.scale if s in LR_SOURCES else 1)
+                fit = torch.from_numpy(ring_fit_radii(img, pixel, centers_arcsec, **self.ring_fit))
+                if theta_true is not None:
+                    true = theta_true.detach().double().cpu()
+            psnr = flux = None
+            if target is not None and s != "hr" and img.shape[-2:] == target.shape[-2:]:
+                psnr = psnr_minmax(img, target.float())
+                flux = (img.flatten(1).double().sum(1) / target.flatten(1).double().sum(1)).float()
+            self.values[s].update(logits=logits, labels=labels.long() if logits is not None else None,
+                                  theta_fit=fit, theta_true=true, psnr=psnr, flux_ratio=flux)
 
     def compute(self) -> dict[str, float]:
         """Flat dict of floats (collective call in DDP)."""
         out: dict[str, float] = {}
-        cache: dict[str, dict[str, torch.Tensor]] = {}
-        for s in self.sources:
-            v = self._synced(self.values[s])
-            cache[s] = v
+        cache = {s: self.synced(self.values[s], self.values[s].values) for s in self.sources}
+        hr_fit = cache.get("hr", {}).get("theta_fit")
+        for s, v in cache.items():
             if "logits" in v and "labels" in v and len(v["labels"]):
                 probs = torch.softmax(v["logits"].double(), 1)
                 y = v["labels"]
                 out[f"acc/{s}"] = float((probs.argmax(1) == y).double().mean())
-                aucs = one_vs_rest_auc(probs, y, len(self.class_names))
+                aucs = class_aucs(probs, y, len(self.class_names))
                 out[f"auc/{s}"] = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
                 for name, a in zip(self.class_names, aucs):
                     out[f"auc_{name}/{s}"] = float(a)
@@ -210,14 +220,20 @@ class LensingEvaluator(Evaluator):
                 out[f"theta_e_fail_frac/{s}"] = float(1.0 - ok.mean())
                 out[f"theta_e_abs_err_arcsec/{s}"] = float(np.median(np.abs(err[ok]))) if ok.any() else float("nan")
                 out[f"theta_e_bias_arcsec/{s}"] = float(np.median(err[ok])) if ok.any() else float("nan")
+            if s != "hr" and "theta_fit" in v and hr_fit is not None and len(hr_fit) == len(v["theta_fit"]):
+                diff = (v["theta_fit"] - hr_fit).double().numpy()
+                ok = np.isfinite(diff)
+                out[f"theta_e_vs_hr_abs_err_arcsec/{s}"] = (float(np.median(np.abs(diff[ok]))) if ok.any()
+                                                            else float("nan"))
             if "psnr" in v and len(v["psnr"]):
                 out[f"psnr_minmax/{s}"] = float(v["psnr"].double().mean())
+            if "flux_ratio" in v and len(v["flux_ratio"]):
+                out[f"flux_ratio/{s}"] = float(v["flux_ratio"].double().median())
         self._cache = cache
         return out
 
     def reset(self) -> None:
-        for m in self.values.values():
-            m.reset()
+        super().reset()
         self._cache = None
 
     def figures(self) -> dict[str, Any]:
@@ -234,8 +250,8 @@ class LensingEvaluator(Evaluator):
                                      squeeze=False)
             for k, (ax, name) in enumerate(zip(axes[0], self.class_names)):
                 for s, v in with_scores.items():
-                    fpr, tpr = roc_points(torch.softmax(v["logits"].double(), 1)[:, k].numpy(), v["labels"].numpy() == k)
-                    ax.plot(fpr, tpr, label=s)
+                    fpr, tpr = roc_curve(torch.softmax(v["logits"].double(), 1)[:, k], v["labels"] == k)
+                    ax.plot(fpr, tpr, label=f"{s} ({self.judge_of(s)} judge)")
                 ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
                 ax.set_title(f"{name} vs rest", fontsize=9)
                 ax.set_xlabel("false positive rate")
@@ -243,7 +259,7 @@ class LensingEvaluator(Evaluator):
             axes[0, -1].legend(fontsize=7)
             fig.tight_layout()
             figs["roc"] = fig
-        with_theta = {s: v for s, v in cache.items() if "theta_fit" in v}
+        with_theta = {s: v for s, v in cache.items() if "theta_fit" in v and "theta_true" in v}
         if with_theta:
             fig, ax = plt.subplots(figsize=(4.5, 3.2))
             for s, v in with_theta.items():
@@ -254,12 +270,3 @@ class LensingEvaluator(Evaluator):
             fig.tight_layout()
             figs["theta_e_error"] = fig
         return figs
-
-
-def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) at every threshold (scores >= t selected), from (0, 0) to (1, 1)."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    pos = np.asarray(positive, dtype=bool)[order]
-    tp = np.concatenate([[0], np.cumsum(pos)])
-    fp = np.concatenate([[0], np.cumsum(~pos)])
-    return fp / max(1, (~pos).sum()), tp / max(1, pos.sum())
