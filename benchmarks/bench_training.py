@@ -180,7 +180,9 @@ def main() -> None:
         ratio = statistics.median(lit.per_step / bare.per_step for bare, lit in pairs["lazy"])
         lazy_s = min(w.per_step for _, w in pairs["lazy"])
         bare_s = min(b.per_step for b, _ in pairs["lazy"])
-        emit("lazy_end_to_end", ratio, "x", "<= 1.05x", ratio <= 1.05,
+        plausible = ratio >= 1.0 - IMPLAUSIBLE_PERCENT / 100.0   # reading from disk cannot beat pre-loaded batches
+        emit("lazy_end_to_end", ratio, "x", "<= 1.05x", ratio <= 1.05 and plausible,
+             ("" if plausible else "IMPLAUSIBLE: faster than the bare loop on pre-loaded batches, not a pass. ") +
              f"Lightning on the lazy HDF5 path {lazy_s * 1e3:.1f} ms/step vs bare loop on pre-loaded batches "
              f"{bare_s * 1e3:.1f} ms/step (best of {args.repeat}; ratio: median of interleaved pairs), "
              f"{2 * args.events} events")
