@@ -50,29 +50,81 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def lightning_step_seconds(module, loader, steps: int, warmup: int = 5) -> float:
-    """Seconds per training step of ``module`` under a plain Lightning Trainer (CPU, no logging or
-    checkpoints), timed from step ``warmup`` to the end."""
+# ------------------------------------------------------------------------------------------------
+# timing training steps: a window of batches, optimiser steps counted by torch itself
+
+WARMUP = 5  # batches before the timed window (first-call costs, caches, allocator)
+
+
+class StepCounter:
+    """Counts every ``torch.optim`` optimiser step of the process while ``active``."""
+
+    def __init__(self) -> None:
+        self.active, self.steps = False, 0
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(self._hook)
+
+    def _hook(self, optimizer, args, kwargs) -> None:
+        if self.active:
+            self.steps += 1
+
+    def start(self) -> None:
+        self.active, self.steps = True, 0
+
+    def stop(self) -> int:
+        self.active = False
+        return self.steps
+
+
+COUNTER = StepCounter()
+
+
+class Window:
+    """Timed window of a run: from the start of batch ``WARMUP`` to the end of batch ``n_batches - 1``."""
+
+    def __init__(self, n_batches: int) -> None:
+        self.n_batches, self.t0, self.seconds, self.steps = n_batches, None, None, None
+
+    def batch_start(self, i: int) -> None:
+        if i == WARMUP:
+            COUNTER.start()
+            self.t0 = time.perf_counter()
+
+    def batch_end(self, i: int) -> None:
+        if i == self.n_batches - 1:
+            self.seconds = time.perf_counter() - self.t0
+            self.steps = COUNTER.stop()
+
+    @property
+    def per_step(self) -> float:
+        return self.seconds / self.steps
+
+
+def lightning_run(module, loader, n_batches: int, **trainer_kwargs) -> Window:
+    """``n_batches`` training batches of ``module`` under a plain CPU Trainer (no logging, checkpoints or
+    validation; ``trainer_kwargs`` e.g. ``precision``); the timed window of :class:`Window`."""
     import lightning as L
 
-    class Timer(L.Callback):
-        t0 = None
+    class LightningWindow(L.Callback):
+        def __init__(self) -> None:
+            self.batches = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            # global_step, not batch_idx: batch_idx restarts every epoch, which restarted the clock and
-            # made Lightning look several times faster than the bare loop on short loaders
-            if self.t0 is None and trainer.global_step == warmup:
-                self.t0 = time.perf_counter()
+            window.batch_start(self.batches)       # own count: batch_idx restarts every epoch
 
-        def on_train_end(self, trainer, pl_module):
-            self.seconds = (time.perf_counter() - self.t0) / (trainer.global_step - warmup)
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            window.batch_end(self.batches)
+            self.batches += 1
 
-    timer = Timer()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    window = Window(n_batches)
+    trainer = L.Trainer(max_steps=n_batches, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
+                        num_sanity_val_steps=0, callbacks=[LightningWindow()], **trainer_kwargs)
     trainer.fit(module, loader)
-    return timer.seconds
+    if window.seconds is None:
+        raise RuntimeError(f"the Lightning run stopped before batch {n_batches} (max_steps counts something else?)")
+    return window
 
 
 def compose(overrides: list[str]):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCRIPTS = ["bench_training.py", "bench_pipeline.py", "bench_memory.py", "bench_blend.py", "bench_simulators.py",
-           "bench_gpu.py"]
+SCRIPTS = ["bench_training.py", "bench_pipeline.py", "bench_precision.py", "bench_memory.py", "bench_blend.py",
+           "bench_simulators.py", "bench_gpu.py"]
 
 
 def run(script: str) -> tuple[list[dict], float, str]:

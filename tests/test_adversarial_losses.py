@@ -99,3 +99,22 @@ def test_perceptual_loss_frozen_with_gradient_to_sr():
     assert val.item() > 0 and sr.grad is not None and sr.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in net.parameters())
     assert PerceptualLoss(net, "sum")(sr, hr).item() == pytest.approx(val.item() * 8, rel=1e-5)
+
+
+def test_penalties_stay_fp32_under_bf16_autocast():
+    """Under trainer.precision=bf16-mixed the penalties are still computed in fp32: the same value as
+    without autocast, where a bf16 critic is off by bf16's resolution (the test can tell)."""
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(8 * 9, 1))
+    real, fake = torch.rand(4, 1, 5, 5), torch.rand(4, 1, 5, 5)
+    torch.manual_seed(1)
+    ref = gradient_penalty(critic, real, fake)
+    ref_r1 = r1_penalty(critic, real)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        gp = gradient_penalty(critic, real, fake)
+        r1 = r1_penalty(critic, real)
+        naive = critic(real)                     # what the critic gives inside autocast
+    assert gp.dtype == r1.dtype == torch.float32
+    assert gp.item() == pytest.approx(ref.item(), rel=1e-6) and r1.item() == pytest.approx(ref_r1.item(), rel=1e-6)
+    assert naive.dtype == torch.bfloat16 and not torch.equal(naive.float(), critic(real))

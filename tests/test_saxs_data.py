@@ -108,7 +108,99 @@ def test_fresh_noise_each_access_and_fixed_eval(dm, tmp_path):
 
 
 def test_worker_opens_own_handle(dm):
-    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=4, num_workers=2)
+    from lit_sr.data.base import pass_batch
+
+    # the dataset builds whole batches (__getitems__), so the loader passes them on as they are
+    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=4, num_workers=2, collate_fn=pass_batch)
     batches = list(loader)
-    assert len(batches) == 4
+    assert len(batches) == 4 and all(b["input"].shape == (4, 1, 32, 32) for b in batches)
     assert dm.train_set.file._h5 is None or dm.train_set.file._pid is not None
+
+
+def _scipy_patch(frames, rng, patch_size, threshold, amplitude_range):
+    """The one-at-a-time sampler the batched one replaced (scipy rotation), as the reference."""
+    from scipy import ndimage
+
+    n, h, w = frames.shape
+    side = rotation_region(patch_size)
+    while True:
+        i = int(rng.integers(n))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        region = np.asarray(frames[i, top:top + side, left:left + side], np.float32)
+        rot = ndimage.rotate(region, float(rng.uniform(0.0, 360.0)), reshape=False, order=1, mode="nearest")
+        c = (side - patch_size) // 2
+        p = np.clip(rot[c:c + patch_size, c:c + patch_size], 0.0, None)
+        if float(p.sum(dtype=np.float64)) > threshold:
+            lo, hi = amplitude_range
+            return p * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def test_batched_rotation_is_scipys(dm):
+    from lit_sr.domains.saxs.data import cut_rotated_patch, rotated_crops
+    from scipy import ndimage
+
+    with h5py.File(dm.files["train"]) as h5:
+        frames = h5["xray"][:]
+    rng = np.random.default_rng(3)
+    for size in (32, 21):
+        side = rotation_region(size)
+        m = 12
+        i, top = rng.integers(len(frames), size=m), rng.integers(0, frames.shape[1] - side + 1, size=m)
+        left, angle = rng.integers(0, frames.shape[2] - side + 1, size=m), rng.uniform(0, 360, size=m)
+        angle[:3] = (0.0, 90.0, 33.0)
+        got = rotated_crops(frames, i, top, left, angle, size)
+        for k in range(m):
+            region = frames[i[k], top[k]:top[k] + side, left[k]:left[k] + side]
+            c = (side - size) // 2
+            ref = np.clip(ndimage.rotate(region, angle[k], reshape=False, order=1, mode="nearest")
+                          [c:c + size, c:c + size], 0.0, None)
+            np.testing.assert_allclose(got[k], ref, rtol=1e-5, atol=1e-5 * ref.max())
+            np.testing.assert_array_equal(cut_rotated_patch(frames, i[k], top[k], left[k], angle[k], size), got[k])
+    np.testing.assert_array_equal(got[0], np.clip(frames[i[0], top[0]:top[0] + side, left[0]:left[0] + side], 0, None)
+                                  [(side - 21) // 2:(side - 21) // 2 + 21, (side - 21) // 2:(side - 21) // 2 + 21])
+
+
+def test_batch_of_one_is_the_per_item_sampler_and_batches_share_its_distribution(dm):
+    from scipy import stats
+
+    from lit_sr.domains.saxs.data import sample_signal_patches
+
+    with h5py.File(dm.files["train"]) as h5:
+        frames = h5["xray"][:]
+        # the same seed gives the same patches one at a time (scipy reference), in memory and read from the file
+        ref_rng, rng, lazy_rng = (np.random.default_rng(7) for _ in range(3))
+        for _ in range(5):
+            ref = _scipy_patch(frames, ref_rng, 32, 2000.0, (0.5, 2.0))
+            np.testing.assert_allclose(sample_signal_patch(frames, rng, 32, 2000.0, (0.5, 2.0)), ref,
+                                       rtol=1e-5, atol=1e-5 * ref.max())
+            np.testing.assert_allclose(sample_signal_patch(h5["xray"], lazy_rng, 32, 2000.0, (0.5, 2.0)), ref,
+                                       rtol=1e-5, atol=1e-5 * ref.max())
+        lazy = sample_signal_patches(h5["xray"], np.random.default_rng(9), 16, 32, 2000.0, (0.5, 2.0))
+    np.testing.assert_array_equal(sample_signal_patches(frames, np.random.default_rng(9), 16, 32, 2000.0, (0.5, 2.0)),
+                                  lazy)
+    # a batch draws its candidates round by round (another order of the stream): the same distribution
+    one_by_one = np.array([_scipy_patch(frames, ref_rng, 32, 2000.0, (1.0, 1.0)).sum() for _ in range(300)])
+    batched = sample_signal_patches(frames, np.random.default_rng(11), 300, 32, 2000.0, (1.0, 1.0)).sum(axis=(1, 2))
+    assert batched.min() > 2000.0
+    assert stats.ks_2samp(one_by_one, batched).pvalue > 1e-3
+    # while without the threshold the sums are distributed differently (the test can tell)
+    unthresholded = sample_signal_patches(frames, np.random.default_rng(11), 300, 32, -1.0, (1.0, 1.0)).sum(axis=(1, 2))
+    assert stats.ks_2samp(one_by_one, unthresholded).pvalue < 1e-3
+
+
+def test_training_batch_is_built_whole_and_item_is_its_batch_of_one(dm):
+    ds = dm.train_set
+    b = ds.__getitems__(list(range(6)))
+    assert b["input"].shape == (6, 1, 32, 32) and b["bounds"].shape == (6, 2)
+    assert isinstance(ds.frames(), np.ndarray)                        # small frames are held in memory
+    # an item is the per-item path: the one-at-a-time sampler, a noise patch from the pool, make_item
+    from lit_sr.domains.saxs.data import make_item, stream_rng
+
+    ds._rng = None
+    item = ds[0]
+    rng = stream_rng(ds.seed, torch.initial_seed() & 0xFFFFFFFF)
+    with h5py.File(dm.files["train"]) as h5:
+        s = _scipy_patch(h5["xray"][:], rng, 32, ds.signal_threshold, ds.amplitude_range)
+    ref = make_item(s, ds.noise_pool[int(rng.integers(len(ds.noise_pool)))], ds.normaliser)
+    for key in ("input", "target", "noise", "bounds"):
+        torch.testing.assert_close(item[key], ref[key], rtol=1e-4, atol=1e-5)

@@ -226,3 +226,61 @@ def test_evaluator_sr_psf_and_bicubic(data_dir):
     assert out["lr_consistency/model"] == pytest.approx(1.0, abs=0.1)
     assert out["flux_median/model"] == pytest.approx(1.0, abs=0.1)
     assert out["completeness/model"] >= out["completeness/input"]
+
+
+def _one_at_a_time(ds, i):
+    """The per-item path the batched one replaced: rate, transform and exposure channel of the whole field,
+    then the item's crop and flip / quarter turn (the reference for the batched path)."""
+    from lit_sr.domains.xmm.data import count_rate, model_input
+
+    a = ds.read_field(i)
+    rate_in = torch.from_numpy(count_rate(a["counts_in"], a["exposure_in"]))[None]
+    rate_t = torch.from_numpy(count_rate(a["counts_target"], a["exposure_target"]))[None]
+    x = model_input(rate_in, torch.from_numpy(a["exposure_in"])[None], ds.transform, ds.exposure_norm_ks)
+    y = ds.transform(rate_t)
+    rng = ds._generator()
+    p, s = ds.train_patch, ds.scale
+    h, w = x.shape[-2:]
+    top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+    if ds.crop_bias and rng.random() < ds.crop_bias:
+        cdf = ds._bright_cdf(i, a["counts_in"])
+        if cdf[-1] > 0:
+            cy, cx = divmod(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), w)
+            top = min(max(cy - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), h - p)
+            left = min(max(cx - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), w - p)
+    x, y = x[:, top:top + p, left:left + p], y[:, s * top:s * (top + p), s * left:s * (left + p)]
+    k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+    return d4(x, k, flip), d4(y, k, flip)
+
+
+@pytest.mark.parametrize("task", ["dn", "sr"])
+def test_batched_training_items_equal_one_at_a_time_items(data_dir, task):
+    def dataset():
+        dm = _dm(data_dir, task=task, augment=True, train_patch=16, crop_bias=0.5, augment_seed=5)
+        dm.setup("fit")
+        return dm.splits["train"]
+
+    batched, single = dataset(), dataset()
+    order = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1]
+    got = batched.__getitems__(order[:7])
+    got2 = batched.__getitems__(order[7:])
+    assert got["input"].shape == (7, 2, 16, 16) and got["target"].shape == (7, 1, 16 * single.scale, 16 * single.scale)
+    assert torch.equal(got["index"], torch.tensor(order[:7]))
+    refs = [_one_at_a_time(single, i) for i in order]
+    for j, (x, y) in enumerate(refs):                    # the same random stream, the same pixels (bit for bit)
+        b, k = (got, j) if j < 7 else (got2, j - 7)
+        assert torch.equal(b["input"][k], x) and torch.equal(b["target"][k], y)
+    assert len({tuple(r[0][0, 0, :3].tolist()) for r in refs}) > 3   # crops differ from item to item
+
+
+def test_batched_eval_items_are_the_stacked_items(data_dir):
+    dm = _dm(data_dir, task="sr")
+    dm.setup("test")
+    ds = dm.splits["test"]
+    batch = next(iter(dm.test_dataloader()))
+    assert len(batch["index"]) == min(len(ds), dm.eval_batch_size)
+    for j in range(len(batch["index"])):
+        item = ds[j]
+        assert set(item) == set(batch)
+        for key, value in item.items():
+            torch.testing.assert_close(batch[key][j], value, rtol=0, atol=0, equal_nan=True, msg=key)

@@ -84,7 +84,8 @@ class LitSRDataModule(L.LightningDataModule):
 
     def dataloader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         """A loader of ``splits[split]``. A lazily read HDF5 split is shuffled chunk-wise
-        (:class:`ChunkShuffleSampler`); one held in memory is preloaded here, before workers start."""
+        (:class:`ChunkShuffleSampler`); one held in memory, and any dataset with a ``preload()`` method,
+        is preloaded here, before workers start. A dataset with ``__getitems__`` builds whole batches."""
         ds = self.splits[split]
         bs = batch_size or (self.batch_size if split == "train" else self.eval_batch_size)
         batched = callable(getattr(ds, "__getitems__", None))
@@ -94,6 +95,8 @@ class LitSRDataModule(L.LightningDataModule):
                 ds.preload()  # forked workers share these arrays instead of reading their own copies
             elif shuffle:
                 sampler, shuffle = ChunkShuffleSampler(len(ds), ds.chunk_rows()), False
+        elif callable(getattr(ds, "preload", None)):
+            ds.preload()  # any other dataset that caches what it reads: fill the cache before workers fork
         return DataLoader(ds, batch_size=bs, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
                           drop_last=split == "train" and len(ds) > bs, collate_fn=pass_batch if batched else None)

@@ -146,11 +146,13 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
                         y[j, :, s * (y0 - py):s * (y1 - py), s * (x0 - px):s * (x1 - px)]
     outs = {}
     for name, preds in buffers.items():
+        # in place on the K buffers (ours): one temporary of their size instead of five
         valid = ~torch.isnan(preds)
-        preds = torch.nan_to_num(preds)
+        preds.nan_to_num_(0.0)
         m = preds.sum(0) / valid.sum(0)
-        w = torch.where(valid, 1.0 / ((preds - m).abs() / 2.0 + 2.0), 0.0)
-        out = (w * preds).sum(0) / w.sum(0)
+        w = (preds - m).abs_().mul_(0.5).add_(2.0).reciprocal_().mul_(valid)   # 1 / (|p - m| / 2 + 2), 0 if absent
+        den = w.sum(0)
+        out = w.mul_(preds).sum(0).div_(den)
         outs[name] = out[0] if squeeze and out.shape[0] == 1 else out
     return _restore(outs, kind)
 

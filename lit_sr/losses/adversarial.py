@@ -28,21 +28,25 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     the penalty can be back-propagated into the critic's parameters (double backward). ``fake``
     is detached: the penalty only trains the critic.
     """
-    real = real.detach()
-    fake = fake.detach()
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
-    scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norm = grad.flatten(1).norm(2, dim=1)
-    return (norm - target_norm).pow(2).mean()
+    # fp32 even under bf16 autocast (trainer.precision=bf16-mixed): the penalty is a difference of gradient
+    # norms near 1, which bf16's 8-bit mantissa cannot resolve; the critic runs in fp32 for the interpolates
+    with torch.autocast(device_type=real.device.type, enabled=False):
+        real = real.detach().float()
+        fake = fake.detach().float()
+        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+        scores = critic(x_hat).float()
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+        norm = grad.flatten(1).norm(2, dim=1)
+        return (norm - target_norm).pow(2).mean()
 
 
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al., arXiv:1801.04406): E[||grad_x D(x)||^2] on real samples (weight gamma/2 outside)."""
-    x = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
-    return grad.flatten(1).pow(2).sum(1).mean()
+    with torch.autocast(device_type=real.device.type, enabled=False):   # fp32, as gradient_penalty
+        x = real.detach().float().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).float().sum(), x, create_graph=True)
+        return grad.flatten(1).pow(2).sum(1).mean()
 
 
 class AdversarialLoss(nn.Module):

@@ -48,32 +48,93 @@ def rotation_region(patch_size: int) -> int:
     return int(math.ceil(patch_size * math.sqrt(2.0))) + 2
 
 
+def rotated_crops(frames: np.ndarray, index: np.ndarray, top: np.ndarray, left: np.ndarray, angle: np.ndarray,
+                  patch_size: int) -> np.ndarray:
+    """Rotated P x P patches [m, P, P] (float32) of in-memory ``frames`` [n, H, W], all at once.
+
+    Patch k is what :func:`cut_rotated_patch` returns for ``(index[k], top[k], left[k], angle[k])``: the
+    rotation region at (top, left) rotated by ``angle`` degrees about its centre (bilinear, as
+    ``scipy.ndimage.rotate(order=1, reshape=False)``), its central P x P crop, negatives clipped to 0.
+    Only the crop's pixels are interpolated, by gathering the four neighbours from the frames.
+    """
+    side = rotation_region(patch_size)
+    c0 = (side - patch_size) // 2
+    centre = (side - 1) / 2.0
+    o = np.arange(c0, c0 + patch_size, dtype=np.float64) - centre            # crop pixels about the centre
+    rad = np.deg2rad(np.asarray(angle, np.float64))[:, None, None]
+    cos, sin = np.cos(rad), np.sin(rad)
+    oy, ox = o[None, :, None], o[None, None, :]
+    # scipy's rotation: input = centre + [[c, s], [-s, c]] @ (output - centre), clamped ('nearest' mode)
+    y = np.clip(centre + cos * oy + sin * ox, 0.0, side - 1.0)
+    x = np.clip(centre - sin * oy + cos * ox, 0.0, side - 1.0)
+    y0, x0 = np.floor(y), np.floor(x)
+    wy, wx = (y - y0).astype(np.float32), (x - x0).astype(np.float32)
+    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, side - 1), np.minimum(x0 + 1, side - 1)
+    i = np.asarray(index, np.int64)[:, None, None]
+    ty, lx = np.asarray(top, np.int64)[:, None, None], np.asarray(left, np.int64)[:, None, None]
+    y0, y1, x0, x1 = y0 + ty, y1 + ty, x0 + lx, x1 + lx
+    out = (frames[i, y0, x0] * (1 - wx) + frames[i, y0, x1] * wx) * (1 - wy) \
+        + (frames[i, y1, x0] * (1 - wx) + frames[i, y1, x1] * wx) * wy
+    return np.clip(out.astype(np.float32, copy=False), 0.0, None)
+
+
 def cut_rotated_patch(frames, index: int, top: int, left: int, angle: float, patch_size: int) -> np.ndarray:
     """Read the rotation region at (top, left) of frame ``index``, rotate by ``angle`` degrees, crop P x P."""
     side = rotation_region(patch_size)
     region = np.asarray(frames[index, top:top + side, left:left + side], dtype=np.float32)
-    rot = ndimage.rotate(region, angle, reshape=False, order=1, mode="nearest")
-    c = (side - patch_size) // 2
-    return np.clip(rot[c:c + patch_size, c:c + patch_size], 0.0, None)
+    zero = np.zeros(1, np.int64)
+    return rotated_crops(region[None], zero, zero, zero, np.array([angle], np.float64), patch_size)[0]
 
 
-def sample_signal_patch(frames, rng: np.random.Generator, patch_size: int, threshold: float,
-                        amplitude_range: Sequence[float], max_tries: int = 500, path: str = "?") -> np.ndarray:
-    """A random rotated signal patch with sum > threshold (keV), amplitude-rescaled (log-uniform)."""
+def sample_signal_patches(frames, rng: np.random.Generator, n_patches: int, patch_size: int, threshold: float,
+                          amplitude_range: Sequence[float], max_tries: int = 500, path: str = "?") -> np.ndarray:
+    """``n_patches`` random rotated signal patches [N, P, P] (keV), each with sum > threshold (keV) and
+    amplitude-rescaled (log-uniform), drawn together: each round draws a frame, a position and an angle
+    for every patch still missing, cuts them at once and keeps those above the threshold.
+
+    Every patch is, as in a one-at-a-time rejection sampler, the first accepted of independent candidates
+    (the same distribution). ``frames`` is an in-memory array [n, H, W] (one gather for all candidates)
+    or an HDF5 dataset (one region read per candidate). With ``n_patches=1`` the random stream is used
+    exactly as by one call of :func:`sample_signal_patch`.
+    """
     n, h, w = frames.shape
     side = rotation_region(patch_size)
     if h < side or w < side:
         raise DataFileError(path, "xray", f"frames {h}x{w} are too small for rotated {patch_size}x{patch_size} "
                                           f"patches (need at least {side}x{side})")
+    out = np.empty((n_patches, patch_size, patch_size), np.float32)
+    missing = np.arange(n_patches)
+    in_memory = isinstance(frames, np.ndarray)
     for _ in range(max_tries):
-        i = int(rng.integers(n))
-        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        p = cut_rotated_patch(frames, i, top, left, float(rng.uniform(0.0, 360.0)), patch_size)
-        if float(p.sum(dtype=np.float64)) > threshold:
-            lo, hi = amplitude_range
-            return p * np.float32(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    raise RuntimeError(f"{path}: no signal patch with integrated intensity > {threshold} keV in {max_tries} draws; "
-                       "lower signal_threshold")
+        if len(missing) == 0:
+            break
+        m = len(missing)
+        i = rng.integers(n, size=m)
+        top, left = rng.integers(0, h - side + 1, size=m), rng.integers(0, w - side + 1, size=m)
+        angle = rng.uniform(0.0, 360.0, size=m)
+        if in_memory:
+            p = rotated_crops(frames, i, top, left, angle, patch_size)
+        else:
+            regions = np.stack([np.asarray(frames[a, t:t + side, l:l + side], np.float32)
+                                for a, t, l in zip(i.tolist(), top.tolist(), left.tolist())])
+            zero = np.zeros(m, np.int64)
+            p = rotated_crops(regions, np.arange(m), zero, zero, angle, patch_size)
+        ok = p.sum(axis=(1, 2), dtype=np.float64) > threshold
+        out[missing[ok]] = p[ok]
+        missing = missing[~ok]
+    if len(missing):
+        raise RuntimeError(f"{path}: no signal patch with integrated intensity > {threshold} keV in {max_tries} "
+                           "draws; lower signal_threshold")
+    lo, hi = amplitude_range
+    gain = np.exp(rng.uniform(math.log(lo), math.log(hi), size=n_patches)).astype(np.float32)
+    return out * gain[:, None, None]
+
+
+def sample_signal_patch(frames, rng: np.random.Generator, patch_size: int, threshold: float,
+                        amplitude_range: Sequence[float], max_tries: int = 500, path: str = "?") -> np.ndarray:
+    """A random rotated signal patch with sum > threshold (keV), amplitude-rescaled (log-uniform)."""
+    return sample_signal_patches(frames, rng, 1, patch_size, threshold, amplitude_range, max_tries, path)[0]
 
 
 def signal_mask(signal: np.ndarray, threshold: float, dilation: int, smooth: int = 9) -> np.ndarray:
@@ -124,26 +185,41 @@ def extract_noise_pool(path: str | Path, n_patches: int, patch_size: int, rng: n
     return pool
 
 
+def make_batch(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor,
+               normaliser: PercentileNormaliser | None = None) -> dict[str, torch.Tensor]:
+    """Normalised training batch from keV patches [B, P, P]: input = s + n, bounds per patch from the input.
+
+    Keys: ``input``, ``target`` (signal), ``noise`` [B, 1, P, P] and ``bounds`` [B, 2] (keV of 0 and 1)."""
+    normaliser = normaliser or PercentileNormaliser()
+    s = torch.as_tensor(np.asarray(signal, np.float32))[:, None]
+    n = torch.as_tensor(np.asarray(noise, np.float32))[:, None]
+    xn, (lo, hi) = normaliser(s + n)                      # lo, hi: [B, 1]
+    return {"input": xn, "target": apply_bounds(s, lo, hi, normaliser.clip),
+            "noise": apply_bounds(n, lo, hi, normaliser.clip), "bounds": torch.cat([lo, hi], dim=1).float()}
+
+
 def make_item(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor,
               normaliser: PercentileNormaliser | None = None) -> dict[str, torch.Tensor]:
-    """Normalised training item from keV patches [P, P]: input = s + n, bounds from the input."""
-    normaliser = normaliser or PercentileNormaliser()
-    s = torch.as_tensor(np.asarray(signal, np.float32))
-    n = torch.as_tensor(np.asarray(noise, np.float32))
-    xn, (lo, hi) = normaliser(s + n)
-    return {"input": xn[None], "target": apply_bounds(s, lo, hi, normaliser.clip)[None],
-            "noise": apply_bounds(n, lo, hi, normaliser.clip)[None], "bounds": torch.stack([lo, hi]).float()}
+    """Normalised training item from keV patches [P, P] (:func:`make_batch` of one, without the batch axis)."""
+    batch = make_batch(np.asarray(signal, np.float32)[None], np.asarray(noise, np.float32)[None], normaliser)
+    return {k: v[0] for k, v in batch.items()}
 
 
 # --------------------------------------------------------------------------------------------
 # datasets
 # --------------------------------------------------------------------------------------------
 class SAXSTrainDataset(Dataset):
-    """``length`` items; each cuts a fresh signal patch and draws a fresh noise patch from the pool."""
+    """``length`` items; each cuts a fresh signal patch and draws a fresh noise patch from the pool.
+
+    Batches are built whole (``__getitems__``, what the DataLoader calls with the indices of a batch):
+    the signal patches of a batch are cut together (:func:`sample_signal_patches`) and normalised
+    together. The X-ray-only frames are read into memory on first use when they fit in
+    ``max_memory_mb`` (per process), else every candidate region is read from the file.
+    """
 
     def __init__(self, path: str | Path, noise_pool: np.ndarray, length: int, patch_size: int = 128,
                  signal_threshold: float = 2.0e4, amplitude_range: Sequence[float] = (0.1, 10.0), seed: int = 0,
-                 normaliser: PercentileNormaliser | None = None) -> None:
+                 normaliser: PercentileNormaliser | None = None, max_memory_mb: float = 1024.0) -> None:
         self.file = OpenH5File(path)
         self.normaliser = normaliser
         self.noise_pool = noise_pool
@@ -152,11 +228,16 @@ class SAXSTrainDataset(Dataset):
         self.signal_threshold = float(signal_threshold)
         self.amplitude_range = tuple(float(a) for a in amplitude_range)
         self.seed = int(seed)
+        self.max_memory_mb = float(max_memory_mb)
+        self._frames: np.ndarray | None = None
         self._rng = None
         self._rng_pid = None
 
     def __len__(self) -> int:
         return self.length
+
+    def __getstate__(self) -> dict:  # each worker reads (or not) its own copy of the frames
+        return {**self.__dict__, "_frames": None, "_rng": None, "_rng_pid": None}
 
     def _generator(self) -> np.random.Generator:
         # torch.initial_seed() differs per worker and per epoch (fresh DataLoader base seed), so the
@@ -166,17 +247,34 @@ class SAXSTrainDataset(Dataset):
             self._rng_pid = os.getpid()
         return self._rng
 
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+    def preload(self) -> None:
+        """Read the frames into memory now if they fit (before DataLoader workers fork, so they share them)."""
+        self.frames()
+
+    def frames(self):
+        """The X-ray-only frames: an in-memory array if they fit in ``max_memory_mb``, else the HDF5 dataset."""
+        if self._frames is not None:
+            return self._frames
+        ds = self.file.dataset("xray")
+        if ds.dtype.itemsize * int(np.prod(ds.shape, dtype=np.int64)) <= self.max_memory_mb * 1024**2:
+            self._frames = np.asarray(ds[...], np.float32)
+            return self._frames
+        return ds
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         rng = self._generator()
-        frames = self.file.get()["xray"]
-        s = sample_signal_patch(frames, rng, self.patch_size, self.signal_threshold, self.amplitude_range,
-                                path=self.file.path)
-        n = self.noise_pool[int(rng.integers(len(self.noise_pool)))]
-        return make_item(s, n, self.normaliser)
+        s = sample_signal_patches(self.frames(), rng, len(indices), self.patch_size, self.signal_threshold,
+                                  self.amplitude_range, path=self.file.path)
+        n = self.noise_pool[rng.integers(len(self.noise_pool), size=len(indices))]
+        return make_batch(s, n, self.normaliser)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        """One item (the batch of one, without its batch axis)."""
+        return {k: v[0] for k, v in self.__getitems__([idx]).items()}
 
 
 class SAXSPairDataset(Dataset):
-    """Fixed signal/noise patch pairs (keV) for validation and test."""
+    """Fixed signal/noise patch pairs (keV) for validation and test (whole batches via ``__getitems__``)."""
 
     def __init__(self, signal: np.ndarray, noise: np.ndarray, normaliser: PercentileNormaliser | None = None) -> None:
         if signal.shape != noise.shape:
@@ -185,6 +283,10 @@ class SAXSPairDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.signal)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices, np.int64)
+        return make_batch(self.signal[idx], self.noise[idx], self.normaliser)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         return make_item(self.signal[idx], self.noise[idx], self.normaliser)
@@ -301,7 +403,8 @@ class SAXSDataModule(SimulatedH5DataModule):
             pool = extract_noise_pool(paths["train"], self.n_noise_patches, self.patch_size, rng, self.mask_threshold,
                                       self.mask_dilation, self.max_masked_fraction, self.noise_source)
             self.train_set = SAXSTrainDataset(paths["train"], pool, self.n_train_signal_patches, self.patch_size,
-                                              self.signal_threshold, self.amplitude_range, self.seed, self.normaliser)
+                                              self.signal_threshold, self.amplitude_range, self.seed, self.normaliser,
+                                              max_memory_mb=self.max_memory_mb)
             self.splits["train"] = self.train_set
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = fixed_pairs(paths["val"], self.n_val_patches, seed=self.seed * 1000 + 1, **self._pair_kwargs())

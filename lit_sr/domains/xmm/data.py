@@ -56,6 +56,7 @@ TASKS = {"dn": 1, "sr": HR_FACTOR}          # task -> scale
 OPTIONAL_HDUS = ("EXPECTED", "BACKGROUND")
 SOURCE_MARGIN_PIX = 2.0                      # true sources kept this far (input pixels) outside the image
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+RAW_MAPS = ("counts_in", "exposure_in", "counts_target", "exposure_target")   # what a training item is built from
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,21 +271,23 @@ class XMMFieldsDataset(Dataset):
             self._crop_cdf[i] = np.cumsum(np.round(box, 6).ravel() ** 2)
         return self._crop_cdf[i]
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        a = self.read_field(int(i))
+    def preload(self) -> None:
+        """Read every field now when the split is cached (``cache``): e.g. in the main process before
+        DataLoader workers fork, so they share the arrays, and so the first epoch does not wait for files."""
+        if self.cache:
+            for i in range(len(self.files)):
+                self.read_field(i)
 
-        def t(name: str) -> torch.Tensor:      # [1, H, W]
-            return torch.from_numpy(a[name])[None]
-
-        rate_in = torch.from_numpy(count_rate(a["counts_in"], a["exposure_in"]))[None]
-        rate_t = torch.from_numpy(count_rate(a["counts_target"], a["exposure_target"]))[None]
-        x = model_input(rate_in, t("exposure_in"), self.transform, self.exposure_norm_ks)
-        y = self.transform(rate_t) if self.transform is not None else rate_t
+    def _crop_and_turn(self, i: int, a: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The raw maps of item ``i`` (counts and exposure, input and target grids) cut to the item's random
+        crop and given its random flip / quarter turn, as views where possible. The rate, the transform and
+        the exposure channel are pixel-wise, so they are applied to the whole batch after this."""
+        maps = {name: torch.from_numpy(a[name]) for name in RAW_MAPS}
         if self.train_patch or self.augment:
             rng = self._generator()
             if self.train_patch:
                 p, s = self.train_patch, self.scale
-                h, w = x.shape[-2:]
+                h, w = a["counts_in"].shape
                 if p > min(h, w):
                     raise ValueError(f"data.train_patch={p} is larger than the fields ({h}x{w} input pixels)")
                 top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
@@ -294,21 +297,40 @@ class XMMFieldsDataset(Dataset):
                         cy, cx = divmod(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), w)
                         top = min(max(cy - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), h - p)
                         left = min(max(cx - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), w - p)
-                x = x[:, top:top + p, left:left + p]
-                y = y[:, s * top:s * (top + p), s * left:s * (left + p)]
+                for name, m in maps.items():
+                    f = s if name.endswith("_target") else 1
+                    maps[name] = m[f * top:f * (top + p), f * left:f * (left + p)]
             if self.augment:
                 k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
-                x, y = d4(x, k, flip), d4(y, k, flip)
-        item = {"input": x.contiguous(), "target": y.contiguous(), "index": torch.tensor(int(i), dtype=torch.long)}
+                maps = {name: d4(m, k, flip) for name, m in maps.items()}
+        return maps
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A whole batch (what the DataLoader calls with the indices of a batch): every item is cropped and
+        turned on its raw maps, in the order and with the random draws of one-at-a-time items, then the
+        count rates, the transform and the exposure channel are computed once for the stacked batch."""
+        indices = [int(i) for i in indices]
+        fields = [self.read_field(i) for i in indices]
+        per_item = [self._crop_and_turn(i, a) for i, a in zip(indices, fields)]
+        raw = {name: torch.stack([m[name] for m in per_item]).numpy() for name in RAW_MAPS}   # [B, H, W]
+        rate_in = torch.from_numpy(count_rate(raw["counts_in"], raw["exposure_in"]))[:, None]
+        rate_t = torch.from_numpy(count_rate(raw["counts_target"], raw["exposure_target"]))[:, None]
+        x = model_input(rate_in, torch.from_numpy(raw["exposure_in"])[:, None], self.transform, self.exposure_norm_ks)
+        y = self.transform(rate_t) if self.transform is not None else rate_t
+        batch = {"input": x.contiguous(), "target": y.contiguous(), "index": torch.tensor(indices, dtype=torch.long)}
         if self.with_truth:
             for name in ("counts_in", "exposure_in", "counts_target", "exposure_target", "bkg_in", "bkg_target",
                          "rate_true"):
-                if name in a:
-                    item[name] = t(name)
+                if name in fields[0]:
+                    batch[name] = torch.from_numpy(np.stack([a[name] for a in fields]))[:, None]
             for name in ("src_xy", "src_rate", "src_kind", "src_extent"):
-                if name in a:
-                    item[name] = torch.from_numpy(a[name])
-        return item
+                if name in fields[0]:
+                    batch[name] = torch.from_numpy(np.stack([a[name] for a in fields]))
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """One item (the batch of one, without its batch axis)."""
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
 
 # ------------------------------------------------------------------------------------------------
