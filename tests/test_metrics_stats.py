@@ -77,3 +77,20 @@ def test_evaluator_keeps_judges_frozen_tunes_once_and_drops_non_finite():
     ev.update({}, {"output": torch.ones(4, 2)})
     values, skipped = ev.results()
     assert values["tuned/offset"] == 2.0 and "total" in values and skipped == ["undefined"]
+
+
+def test_evaluator_is_not_part_of_the_model_state():
+    """Judges come from their own checkpoints: a model's state_dict leaves the evaluator out, and a
+    checkpoint written with an evaluator's tensors (or without them) loads strictly either way."""
+    class Model(nn.Module):
+        def __init__(self, judge_width: int):
+            super().__init__()
+            self.net = nn.Linear(2, 2)
+            self.evaluator = _MeanEvaluator(nn.Linear(2, judge_width))
+
+    a, b = Model(1), Model(3)
+    assert sorted(a.state_dict()) == ["net.bias", "net.weight"]
+    with_evaluator = {**a.state_dict(), "evaluator.judges.judge.weight": torch.zeros(7, 7)}
+    b.load_state_dict(with_evaluator, strict=True)
+    assert torch.equal(b.net.weight, a.net.weight)
+    assert b.evaluator.judges["judge"].weight.shape == (3, 2)  # the judge keeps its own weights

@@ -16,6 +16,10 @@ Contract (the LightningModules call it; see ``lit_sr.models.image_to_image``):
 Judges (frozen networks: classifiers that score images) are registered with :meth:`add_judge`: they are
 put in eval mode with gradients off, and stay so through ``train()``. A judge must be a network the
 model never trained against; the perceptual net of a GAN is a different object.
+
+An evaluator is not part of the model's state: its judges come from their own checkpoints and its
+baselines are tuned again on every run, so its tensors are left out of the parent module's
+``state_dict()`` and a checkpoint saved with or without them loads either way.
 """
 
 from __future__ import annotations
@@ -43,6 +47,17 @@ class Evaluator(nn.Module):
         self._judge_transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
         self.tuned: dict[str, float] = {}
         self.prepared = False
+        self._state_prefix = ""
+        self._register_state_dict_hook(_leave_out_of_state_dict)
+        self.register_load_state_dict_post_hook(_ignore_in_loaded_state)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # Nothing of a checkpoint is loaded into the evaluator (its children get their keys from this
+        # same dict); the post hook then drops what the key lists say about it.
+        for k in [k for k in state_dict if k.startswith(prefix)]:
+            del state_dict[k]
+        self._state_prefix = prefix
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ judges
     def add_judge(self, name: str, net: nn.Module | None,
@@ -125,3 +140,14 @@ class Evaluator(nn.Module):
         values.update({f"tuned/{k}": v for k, v in self.tuned.items()})
         skipped = sorted(k for k, v in values.items() if not math.isfinite(v))
         return {k: v for k, v in values.items() if math.isfinite(v)}, skipped
+
+
+def _leave_out_of_state_dict(module: Evaluator, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for k in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[k]
+
+
+def _ignore_in_loaded_state(module: Evaluator, incompatible_keys) -> None:  # noqa: ANN001
+    prefix = module._state_prefix
+    for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
+        keys[:] = [k for k in keys if not k.startswith(prefix)]
