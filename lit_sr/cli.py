@@ -217,6 +217,9 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
         cfg.paths.output_dir)
     resume_in_place(cfg, output_dir)
     prepare_wandb(cfg)
+    if cfg.mode == "predict" and cfg.model.get("evaluator") is not None:
+        with open_dict(cfg):
+            cfg.model.evaluator = None  # prediction evaluates nothing: no judges to load or train
     prepare_components(cfg)
     print_config(cfg, output_dir)
 
