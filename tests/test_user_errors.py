@@ -37,9 +37,10 @@ def test_bad_data_file_under_multirun_and_ddp_prints_only_the_message(tmp_path):
 
 
 def _main(monkeypatch, tmp_path: Path, *overrides: str) -> None:
-    """``python run.py OVERRIDES`` in this process (Hydra's own logging left alone)."""
+    """``python run.py OVERRIDES`` in this process. Hydra configures no logging ("none"): its "disabled"
+    config would disable every existing logger, and caplog in later tests of the session with it."""
     monkeypatch.setattr(sys, "argv", ["run.py", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
-                                      "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])
+                                      "hydra/job_logging=none", "hydra/hydra_logging=none"])
     main()
 
 
