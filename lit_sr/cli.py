@@ -62,6 +62,10 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
     names = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
     if not names:
         return
+    # "<metric>_lower_limit/<source>" = 1 flags "<metric>/<source>" as a lower limit (e.g. a rejection when
+    # no background event passed): printed as "> value", the flag itself not as a row
+    limits = {n.replace("_lower_limit/", "/", 1) for n, v in names.items() if "_lower_limit/" in n and v}
+    names = {n: v for n, v in names.items() if "_lower_limit/" not in n}
     sources = ["model", "nearest", "bicubic", "input"]
     base = sorted({n.split("_", 1)[1] if n.split("_", 1)[0] in sources[1:] else n for n in names})
     table = Table(title=title)
@@ -73,7 +77,8 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
         row = [metric]
         for s in present:
             key = metric if s == "model" else f"{s}_{metric}"
-            row.append(f"{names[key]:.4f}" if key in names else "")
+            row.append(("" if key not in names else f"> {names[key]:.0f}" if key in limits
+                        else f"{names[key]:.4f}"))
         table.add_row(*row)
     Console().print(table)
 

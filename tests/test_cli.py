@@ -203,3 +203,12 @@ def test_progress_lines_without_a_terminal(calo_data_dir, tmp_path):
                for line in lines), res.stdout[-3000:]
     assert any("epoch 1 step 6/6 (100 %)" in line for line in lines)
     assert any("validation after epoch 1 step 6: " in line and "val/psnr=" in line for line in res.stdout.splitlines())
+
+
+def test_summary_table_prints_a_lower_limit_as_such(capsys):
+    from lit_sr.cli import print_metrics
+
+    print_metrics({"test/pion_rejection/hr": 2090.0, "test/pion_rejection_lower_limit/hr": 1.0,
+                   "test/pion_rejection/sr": 4.2566, "test/pion_rejection_lower_limit/sr": 0.0}, "t")
+    out = capsys.readouterr().out
+    assert "> 2090" in out and "4.2566" in out and "lower_limit" not in out

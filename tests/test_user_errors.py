@@ -85,3 +85,4 @@ def test_user_errors_are_told_apart_from_bugs():
     assert user_error(ValueError("operands could not be broadcast")) is None
     assert user_error(_raised(RuntimeError("teardown failed"), context=data)) is None
     assert user_error(_raised(RuntimeError("wrapped"), cause=data)) is data
+
