@@ -20,7 +20,7 @@ import argparse
 import statistics
 import time
 
-from common import ROOT, compose, emit, experiments_by_data, quick
+from common import ROOT, classifier_free_overrides, compose, emit, experiments_by_data, quick
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
@@ -88,14 +88,7 @@ def main() -> None:
     for name in names:
         base = [f"experiment={name}", "trainer.accelerator=cpu", f"paths.data_dir={ROOT / 'data'}"]
         cfg = compose(base)
-        extra = []
-        # no trained classifier here: drop whatever would load one (evaluator, perceptual and feature terms)
-        if "classifier_ckpt" in cfg.model:
-            extra += ["model.evaluator=null", "setup_hook=null"]
-        if "perceptual_net" in cfg.model:
-            extra += ["model.perceptual_net=null"]
-        if "feature_net" in cfg.model.get("loss", {}):
-            extra += ["model.loss.feature_net=null", "model.loss.feature_weight=0"]
+        extra = classifier_free_overrides(cfg)  # no trained classifier here
         dm = instantiate(cfg.data)
         dm.prepare_data()
         dm.setup("fit")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import ROOT, WARMUP, Window, compose, emit, lightning_run, quick
+from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick
 
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
@@ -80,13 +80,7 @@ def bench_srresnet(features: int, blocks: int, n_batches: int, repeat: int) -> N
 def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
     base = [f"experiment={name}", "trainer.accelerator=cpu", f"paths.data_dir={ROOT / 'data'}"]
     cfg = compose(base)
-    extra = []
-    if "classifier_ckpt" in cfg.model:
-        extra += ["model.evaluator=null", "setup_hook=null"]
-    if "perceptual_net" in cfg.model:
-        extra += ["model.perceptual_net=null"]
-    if "feature_net" in cfg.model.get("loss", {}):
-        extra += ["model.loss.feature_net=null", "model.loss.feature_weight=0"]
+    extra = classifier_free_overrides(cfg)
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")

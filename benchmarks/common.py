@@ -127,6 +127,19 @@ def lightning_run(module, loader, n_batches: int, **trainer_kwargs) -> Window:
     return window
 
 
+def classifier_free_overrides(cfg) -> list[str]:
+    """Overrides that drop whatever would load a trained classifier (evaluator, perceptual and feature
+    terms): a bench times the training step, not the setup stage."""
+    extra = []
+    if "classifier_ckpt" in cfg.model:
+        extra += ["model.evaluator=null", "setup_hook=null"]
+    if "perceptual_net" in cfg.model:
+        extra += ["model.perceptual_net=null"]
+    if "feature_net" in cfg.model.get("loss", {}):
+        extra += ["model.loss.feature_net=null", "model.loss.feature_weight=0"]
+    return extra
+
+
 def compose(overrides: list[str]):
     """The run.py config for these overrides (conf/ of this checkout), resolved."""
     from hydra import compose as hydra_compose

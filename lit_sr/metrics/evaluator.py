@@ -47,6 +47,7 @@ class Evaluator(nn.Module):
         self._judge_transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {}
         self.tuned: dict[str, float] = {}
         self.prepared = False
+        self._cache: Any = None  # what the last compute() gathered, for figures()
         self._state_prefix = ""
         self._register_state_dict_hook(_leave_out_of_state_dict)
         self.register_load_state_dict_post_hook(_ignore_in_loaded_state)
@@ -125,6 +126,7 @@ class Evaluator(nn.Module):
         for m in self.modules():
             if isinstance(m, Metric):
                 m.reset()
+        self._cache = None
 
     @staticmethod
     def synced(metric: Metric, fn: Callable[[], Any]) -> Any:

@@ -103,7 +103,6 @@ class CaloPhysicsEvaluator(Evaluator):
         self.width = nn.ModuleDict({s: ShowerWidth(window_cm) for s in ("sr", "hr")})
         self.separation = nn.ModuleDict({s: PhotonPionSeparation(photon_efficiency) for s in SEPARATION_SOURCES})
         self.energy = EnergyConservation(factor)
-        self._cache: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ baselines
     def tune(self, pairs: Iterable[tuple[Batch, Images]]) -> dict[str, float]:
@@ -217,10 +216,6 @@ class CaloPhysicsEvaluator(Evaluator):
             out["energy_violation/sr"] = float(self.energy.compute())
         self._cache = cache
         return out
-
-    def reset(self) -> None:
-        super().reset()
-        self._cache = None
 
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures (Agg): barycentre residuals, width distributions, ROC curves (when available).

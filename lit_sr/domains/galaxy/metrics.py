@@ -121,7 +121,6 @@ class GalaxyGenerationEvaluator(Evaluator):
         self.figure_images = int(figure_images)
         self.samples = _Samples()
         self._examples: dict[str, dict[int, list[np.ndarray]]] = {}
-        self._cache: dict[str, Any] | None = None
 
     @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,9 +175,8 @@ class GalaxyGenerationEvaluator(Evaluator):
         return out
 
     def reset(self) -> None:
-        self.samples.reset()
+        super().reset()  # the metric states and the figures' cache
         self._examples = {}
-        self._cache = None
 
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures: distributions of the five statistics (generated vs real) and example stamps."""

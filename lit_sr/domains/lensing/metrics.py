@@ -154,7 +154,6 @@ class LensingEvaluator(Evaluator):
         self.add_judge("hr", judge, judge_transform)
         self.add_judge("lr", lr_judge, lr_judge_transform)
         self.values = nn.ModuleDict({s: LensSourceValues() for s in self.sources})
-        self._cache: dict[str, dict[str, torch.Tensor]] | None = None
 
     def judge_of(self, source: str) -> str:
         return "lr" if source in LR_SOURCES else "hr"
@@ -231,10 +230,6 @@ class LensingEvaluator(Evaluator):
                 out[f"flux_ratio/{s}"] = float(v["flux_ratio"].double().median())
         self._cache = cache
         return out
-
-    def reset(self) -> None:
-        super().reset()
-        self._cache = None
 
     def figures(self) -> dict[str, Any]:
         """ROC curves per class and Einstein-radius error histograms, from the last ``compute()``."""
