@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import torch
-
-from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
 from common import emit, quick  # noqa: F401  (sys.path set up by common)
+
 from lit_sr.data.normalise import PercentileNormaliser
+from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
 from lit_sr.inference.blend import DEFAULT_OFFSETS, blend_predict
 from lit_sr.nets.decomposition import DecompositionNet
 from lit_sr.nets.unet import count_parameters
@@ -43,8 +43,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frame = simulate_xray_frame(cfg, make_geometry(cfg, rng), rng) + simulate_background(cfg, rng)
     net = DecompositionNet("plain" if args.net == "unet" else "c4").eval()
-    print(f"net={args.net} params={count_parameters(net):,} frame={args.height}x{args.width} "
-          f"patch={args.patch} batch={args.batch} threads={torch.get_num_threads()}")
+    print(
+        f"net={args.net} params={count_parameters(net):,} frame={args.height}x{args.width} "
+        f"patch={args.patch} batch={args.batch} threads={torch.get_num_threads()}"
+    )
     patches = []
 
     def counted(x):
@@ -54,25 +56,32 @@ def main() -> None:
     def run(offsets) -> float:
         patches.append(0)
         t = time.perf_counter()
-        out = blend_predict(counted, frame, args.patch, offsets=offsets, batch_size=args.batch,
-                            normaliser=PercentileNormaliser())
+        out = blend_predict(
+            counted, frame, args.patch, offsets=offsets, batch_size=args.batch, normaliser=PercentileNormaliser()
+        )
         assert out["signal"].shape == frame.shape
         return time.perf_counter() - t
 
     with torch.inference_mode():
-        net(torch.zeros(1, 1, args.patch, args.patch))          # warm-up
+        net(torch.zeros(1, 1, args.patch, args.patch))  # warm-up
         pairs = [(run(((0, 0),)), run(DEFAULT_OFFSETS)) for _ in range(args.repeat)]
     floor = patches[1] / patches[0]
     t_plain, t_blend = min(p for p, _ in pairs), min(b for _, b in pairs)
     ratio = statistics.median(b / p for p, b in pairs)
     print(f"plain non-overlapping pass: {t_plain:.2f} s ({patches[0]} patches)")
     print(f"blended ({len(DEFAULT_OFFSETS)} offsets):      {t_blend:.2f} s ({patches[1]} patches)")
-    plausible = ratio >= 0.9 * floor   # far fewer seconds per patch than the plain pass: the load changed
-    emit("blend_vs_plain", ratio, "x", "<= 4.3x", ratio <= 4.3 and plausible,
-         ("" if plausible else "IMPLAUSIBLE: 10 % or more below the patch-count floor (load artefact), not a pass. ") +
-         f"{args.height}x{args.width} frame, {args.net}, patch {args.patch}: plain {t_plain:.2f} s, blended "
-         f"{t_blend:.2f} s (best of {args.repeat}; ratio: median of interleaved pairs); patch-count floor "
-         f"{floor:.2f} ({patches[1]} / {patches[0]} patches)")
+    plausible = ratio >= 0.9 * floor  # far fewer seconds per patch than the plain pass: the load changed
+    emit(
+        "blend_vs_plain",
+        ratio,
+        "x",
+        "<= 4.3x",
+        ratio <= 4.3 and plausible,
+        ("" if plausible else "IMPLAUSIBLE: 10 % or more below the patch-count floor (load artefact), not a pass. ")
+        + f"{args.height}x{args.width} frame, {args.net}, patch {args.patch}: plain {t_plain:.2f} s, blended "
+        f"{t_blend:.2f} s (best of {args.repeat}; ratio: median of interleaved pairs); patch-count floor "
+        f"{floor:.2f} ({patches[1]} / {patches[0]} patches)",
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import time
 
-
 from lit_sr.domains.calo.sim import CaloSimConfig, gflash_spot_count, simulate_showers
 
 

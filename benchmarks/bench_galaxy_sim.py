@@ -39,8 +39,10 @@ def main() -> None:
         last = now
     total = time.perf_counter() - t0
     rate = args.galaxies / total
-    print(f"{args.galaxies} galaxies ({cfg.stamp_size}x{cfg.stamp_size}, noise={cfg.add_noise}) in {total:.1f} s: "
-          f"{rate:.1f} galaxies/s")
+    print(
+        f"{args.galaxies} galaxies ({cfg.stamp_size}x{cfg.stamp_size}, noise={cfg.add_noise}) in {total:.1f} s: "
+        f"{rate:.1f} galaxies/s"
+    )
     counts = np.bincount(np.concatenate(labels), minlength=cfg.n_classes)
     print("per class:", ", ".join(f"{name} {n}" for name, n in zip(LABEL_NAMES, counts)))
     print(f"per-block ms/galaxy: min {1e3 * min(block_times):.1f}, max {1e3 * max(block_times):.1f}")

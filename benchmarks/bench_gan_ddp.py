@@ -35,10 +35,10 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
 
     from lit_sr.data.transforms import IntensityTransform
     from lit_sr.domains.calo.metrics import sum_pool
+    from lit_sr.domains.calo.nets import calo_generator
     from lit_sr.models.gan_sr import GANSRModule
     from lit_sr.nets.classifier import CNNClassifier
     from lit_sr.nets.critic import Critic
-    from lit_sr.domains.calo.nets import calo_generator
 
     torch.set_num_threads(1)
 
@@ -70,16 +70,36 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
             checksum = sum(p.double().sum().item() for p in pl_module.parameters())
             if trainer.is_global_zero:
                 dt = (time.perf_counter() - self.t0) / (trainer.global_step - WARMUP)
-                print(f"RESULT mode={mode} strategy={strategy} s/batch={dt:.4f} "
-                      f"global_step={trainer.global_step}", flush=True)
+                print(
+                    f"RESULT mode={mode} strategy={strategy} s/batch={dt:.4f} global_step={trainer.global_step}",
+                    flush=True,
+                )
             print(f"rank{trainer.global_rank} mode={mode} checksum {checksum:.10f}", flush=True)
 
     torch.manual_seed(0)
-    module = GANSRModule(calo_generator(), Critic(input_size=24), "wgan-gp", perceptual_net=CNNClassifier(),
-                         transform=IntensityTransform(20.0), physical_range=(0.0, 20.0), ddp_step=mode, n_critic=1)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=2, strategy=strategy, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[Timer()], limit_val_batches=0, num_sanity_val_steps=0)
+    module = GANSRModule(
+        calo_generator(),
+        Critic(input_size=24),
+        "wgan-gp",
+        perceptual_net=CNNClassifier(),
+        transform=IntensityTransform(20.0),
+        physical_range=(0.0, 20.0),
+        ddp_step=mode,
+        n_critic=1,
+    )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Timer()],
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, DataLoader(Showers(batch * 2 * (steps + 2)), batch_size=batch))
 
 
@@ -96,8 +116,17 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         for mode, strategy in CONFIGS:
-            cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps), "--batch",
-                   str(args.batch), "--worker", mode, strategy]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--worker",
+                mode,
+                strategy,
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             found = re.search(r"s/batch=([0-9.]+)", proc.stdout)
             if proc.returncode != 0 or not found:
@@ -105,8 +134,10 @@ def main() -> None:
                 continue
             results.setdefault(f"{mode} + {strategy}", []).append(float(found.group(1)))
             sums = sorted(set(re.findall(r"checksum (\S+)", proc.stdout)))
-            print(f"{mode:6s} + {strategy:34s} {float(found.group(1)):.3f} s/batch  "
-                  f"(ranks agree: {len(sums) == 1})", flush=True)
+            print(
+                f"{mode:6s} + {strategy:34s} {float(found.group(1)):.3f} s/batch  (ranks agree: {len(sums) == 1})",
+                flush=True,
+            )
     print(f"\n2 CPU processes (gloo), batch {args.batch}/process, {args.steps} steps, timed from batch {WARMUP}:")
     for name, vals in results.items():
         print(f"  {name:42s} " + " / ".join(f"{v:.3f}" for v in vals) + " s per batch")

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import emit
-
 import torch  # noqa: E402
+from common import emit
 
 
 def step_rate(net, x, y, steps: int, autocast: bool) -> float:
@@ -51,14 +50,30 @@ def main() -> None:
     y = torch.rand(args.batch, 1, 24, 24, device="cuda")
     fp32 = step_rate(net(), x, y, args.steps, autocast=False)
     n = net().to(memory_format=torch.channels_last)
-    fast = step_rate(n, x.contiguous(memory_format=torch.channels_last),
-                     y.contiguous(memory_format=torch.channels_last), args.steps, autocast=True)
-    emit("gpu/bf16_channels_last_speedup", fast / fp32, "x", ">= 2x", fast / fp32 >= 2.0,
-         f"fp32 {fp32:.1f} steps/s, bf16 + channels_last {fast:.1f} steps/s, batch {args.batch}")
+    fast = step_rate(
+        n,
+        x.contiguous(memory_format=torch.channels_last),
+        y.contiguous(memory_format=torch.channels_last),
+        args.steps,
+        autocast=True,
+    )
+    emit(
+        "gpu/bf16_channels_last_speedup",
+        fast / fp32,
+        "x",
+        ">= 2x",
+        fast / fp32 >= 2.0,
+        f"fp32 {fp32:.1f} steps/s, bf16 + channels_last {fast:.1f} steps/s, batch {args.batch}",
+    )
     compiled = net().to(memory_format=torch.channels_last)
     compiled.compile()
-    comp = step_rate(compiled, x.contiguous(memory_format=torch.channels_last),
-                     y.contiguous(memory_format=torch.channels_last), args.steps, autocast=True)
+    comp = step_rate(
+        compiled,
+        x.contiguous(memory_format=torch.channels_last),
+        y.contiguous(memory_format=torch.channels_last),
+        args.steps,
+        autocast=True,
+    )
     emit("gpu/bf16_compile_speedup", comp / fp32, "x", ">= 2x", comp / fp32 >= 2.0, f"{comp:.1f} steps/s")
     n.eval()
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):

@@ -19,7 +19,7 @@ from lit_sr.domains.lensing.sim import LABEL_NAMES, LensSimConfig, LensSimulator
 
 def bench(n: int, config: LensSimConfig, image_size: int, reuse: bool, repeats: int) -> tuple[float, dict]:
     """Best-of-``repeats`` lenses/s and the simulated arrays of the last run."""
-    LensSimulator(config, image_size).block(999, 0, 3)   # import lenstronomy and compile its numba kernels first
+    LensSimulator(config, image_size).block(999, 0, 3)  # import lenstronomy and compile its numba kernels first
     best, out = float("inf"), {}
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -40,13 +40,18 @@ def main() -> None:
     for reuse, n in ((True, args.lenses), (False, args.no_reuse_lenses)):
         rate, out = bench(n, cfg, args.image_size, reuse, args.repeats)
         rates[reuse] = rate
-        subs = {name: round(float(out["n_subhalos"][out["label"] == k].mean()), 1)
-                for k, name in enumerate(LABEL_NAMES)}
-        print(f"reuse={reuse!s:5s} {n:5d} lenses {args.image_size}x{args.image_size}: {rate:6.1f} lenses/s "
-              f"({1e3 / rate:5.1f} ms/lens); mean point masses per class {subs}; "
-              f"median theta_E {np.median(out['theta_e_arcsec']):.2f} arcsec")
-    print(f"reuse speed-up x{rates[True] / rates[False]:.2f}; "
-          f"30k lenses with reuse: {30000 / rates[True] / 60:.1f} min on one core")
+        subs = {
+            name: round(float(out["n_subhalos"][out["label"] == k].mean()), 1) for k, name in enumerate(LABEL_NAMES)
+        }
+        print(
+            f"reuse={reuse!s:5s} {n:5d} lenses {args.image_size}x{args.image_size}: {rate:6.1f} lenses/s "
+            f"({1e3 / rate:5.1f} ms/lens); mean point masses per class {subs}; "
+            f"median theta_E {np.median(out['theta_e_arcsec']):.2f} arcsec"
+        )
+    print(
+        f"reuse speed-up x{rates[True] / rates[False]:.2f}; "
+        f"30k lenses with reuse: {30000 / rates[True] / 60:.1f} min on one core"
+    )
 
 
 if __name__ == "__main__":

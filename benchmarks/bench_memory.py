@@ -35,8 +35,12 @@ def child(events: int, max_memory_mb: float, batches: int) -> None:
 
 
 def measure(events: int, max_memory_mb: float, batches: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(events), str(max_memory_mb), str(batches)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(events), str(max_memory_mb), str(batches)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,9 +57,15 @@ def main() -> None:
         small = measure(args.events, limit, args.batches)
         large = measure(10 * args.events, limit, args.batches)
         ratio = large["peak_mb"] / small["peak_mb"]
-        emit(f"peak_rss_10x/{mode}", ratio, "x", "<= 1.1x", ratio <= 1.1,
-             f"{small['peak_mb']:.0f} MiB at {args.events} events/class, {large['peak_mb']:.0f} MiB at "
-             f"{10 * args.events}")
+        emit(
+            f"peak_rss_10x/{mode}",
+            ratio,
+            "x",
+            "<= 1.1x",
+            ratio <= 1.1,
+            f"{small['peak_mb']:.0f} MiB at {args.events} events/class, {large['peak_mb']:.0f} MiB at "
+            f"{10 * args.events}",
+        )
 
 
 if __name__ == "__main__":

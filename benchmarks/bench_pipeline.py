@@ -20,10 +20,9 @@ import argparse
 import statistics
 import time
 
-from common import ROOT, classifier_free_overrides, compose, emit, experiments_by_data, quick
-
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from common import ROOT, classifier_free_overrides, compose, emit, experiments_by_data, quick
 from hydra.utils import instantiate  # noqa: E402
 
 WARMUP = 3
@@ -67,11 +66,20 @@ def fetch_and_step_seconds(model, dm, steps: int) -> tuple[list[float], list[flo
     t = time.perf_counter()
     timed = TimedLoader(dm.train_dataloader())
     build_s = time.perf_counter() - t
-    dm.train_dataloader = lambda: timed          # the trainer asks the data module (models may read it)
+    dm.train_dataloader = lambda: timed  # the trainer asks the data module (models may read it)
     timer = StepTimer()
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     trainer.fit(model, datamodule=dm)
     n = min(len(timer.step_s), len(timed.fetch_s))
     return timed.fetch_s[:n], timer.step_s[:n], build_s
@@ -104,18 +112,30 @@ def main() -> None:
             try:
                 fetch, step, build_s = fetch_and_step_seconds(model, dmm, args.steps)
             except Exception as err:  # noqa: BLE001  (a model that cannot train like this: say why)
-                emit(f"pipeline/{name}/{mode}", None, "x", ">= 10x", None,
-                     f"skipped: {type(err).__name__}: {str(err)[:120]}")
+                emit(
+                    f"pipeline/{name}/{mode}",
+                    None,
+                    "x",
+                    ">= 10x",
+                    None,
+                    f"skipped: {type(err).__name__}: {str(err)[:120]}",
+                )
                 continue
             fetch, step = fetch[WARMUP:], step[WARMUP:]
             if len(step) < 3:
                 emit(f"pipeline/{name}/{mode}", None, "x", ">= 10x", None, f"skipped: only {len(step)} timed steps")
                 continue
             ratio = statistics.median(s / f for f, s in zip(fetch, step))
-            emit(f"pipeline/{name}/{mode}", ratio, "x", ">= 10x", ratio >= 10.0,
-                 f"median over {len(step)} steps of step/fetch; fetch {statistics.median(fetch) * 1e3:.1f} ms, "
-                 f"step {statistics.median(step) * 1e3:.0f} ms (medians), batch {dmm.batch_size}, "
-                 f"loader built (preload) in {build_s:.1f} s")
+            emit(
+                f"pipeline/{name}/{mode}",
+                ratio,
+                "x",
+                ">= 10x",
+                ratio >= 10.0,
+                f"median over {len(step)} steps of step/fetch; fetch {statistics.median(fetch) * 1e3:.1f} ms, "
+                f"step {statistics.median(step) * 1e3:.0f} ms (medians), batch {dmm.batch_size}, "
+                f"loader built (preload) in {build_s:.1f} s",
+            )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick
-
 import torch  # noqa: E402
+from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick
 from hydra.utils import instantiate  # noqa: E402
 
 VARIANTS = ("fp32", "bf16", "bf16_channels_last")
@@ -56,10 +55,16 @@ def rows(name: str, runs: dict[str, list[Window]], detail: str) -> None:
     for v in VARIANTS[1:]:
         ratio = statistics.median(a.per_step / b.per_step for a, b in zip(fp32, runs[v]))
         best = {k: min(w.per_step for w in runs[k]) * 1e3 for k in ("fp32", v)}
-        emit(f"precision/{name}/{v}", ratio, "x", "", None,
-             f"fp32 {best['fp32']:.0f} ms -> {best[v]:.0f} ms per step (best of {len(fp32)}; ratio: median of "
-             f"interleaved repetitions), {'faster' if ratio > 1.05 else 'not faster' if ratio > 0.95 else 'SLOWER'}"
-             f" in {v}; {detail}")
+        emit(
+            f"precision/{name}/{v}",
+            ratio,
+            "x",
+            "",
+            None,
+            f"fp32 {best['fp32']:.0f} ms -> {best[v]:.0f} ms per step (best of {len(fp32)}; ratio: median of "
+            f"interleaved repetitions), {'faster' if ratio > 1.05 else 'not faster' if ratio > 0.95 else 'SLOWER'}"
+            f" in {v}; {detail}",
+        )
 
 
 def bench_srresnet(features: int, blocks: int, n_batches: int, repeat: int) -> None:
@@ -73,8 +78,11 @@ def bench_srresnet(features: int, blocks: int, n_batches: int, repeat: int) -> N
             torch.manual_seed(0)
             net = SRResNet(1, 1, num_features=features, num_blocks=blocks, scale=2)
             runs[v].append(bare_step_run(net, batches, n_batches, v))
-    rows(f"srresnet_{features}x{blocks}", runs, f"bare step, Adam, L1, batch 16, 48 -> 96 px, "
-                                               f"{torch.get_num_threads()} threads")
+    rows(
+        f"srresnet_{features}x{blocks}",
+        runs,
+        f"bare step, Adam, L1, batch 16, 48 -> 96 px, {torch.get_num_threads()} threads",
+    )
 
 
 def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
@@ -90,12 +98,16 @@ def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
     try:
         for _ in range(repeat):
             for v in VARIANTS:
-                cfg_v = compose(base + extra + ([f"model.channels_last={v.endswith('channels_last')}"]
-                                                if "channels_last" in cfg.model else []))
+                cfg_v = compose(
+                    base
+                    + extra
+                    + ([f"model.channels_last={v.endswith('channels_last')}"] if "channels_last" in cfg.model else [])
+                )
                 torch.manual_seed(0)
                 model = instantiate(cfg_v.model, _convert_="all")
-                runs[v].append(lightning_run(model, loader, n_batches,
-                                             precision="32-true" if v == "fp32" else "bf16-mixed"))
+                runs[v].append(
+                    lightning_run(model, loader, n_batches, precision="32-true" if v == "fp32" else "bf16-mixed")
+                )
     except Exception as err:  # noqa: BLE001  (a model that does not train on a bare loader: say why)
         for v in VARIANTS[1:]:
             emit(f"precision/{name}/{v}", None, "x", "", None, f"skipped: {type(err).__name__}: {str(err)[:120]}")
@@ -105,14 +117,22 @@ def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipes", default="calo_rrdb,lensing_srresnet" if quick() else
-                    "calo_rrdb,calo_srgan,lensing_srresnet,lensing_rdn,lensing_esrgan,saxs_equnet,xmm_dn",
-                    help="comma-separated experiments ('' for none)")
+    ap.add_argument(
+        "--recipes",
+        default="calo_rrdb,lensing_srresnet"
+        if quick()
+        else "calo_rrdb,calo_srgan,lensing_srresnet,lensing_rdn,lensing_esrgan,saxs_equnet,xmm_dn",
+        help="comma-separated experiments ('' for none)",
+    )
     ap.add_argument("--batches", type=int, default=WARMUP + (5 if quick() else 10), help="batches per run")
     ap.add_argument("--repeat", type=int, default=2 if quick() else 3)
     ap.add_argument("--large", action="store_true", default=not quick(), help="also SRResNet 64x16 (slow)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

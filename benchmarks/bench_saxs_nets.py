@@ -19,7 +19,7 @@ from lit_sr.nets.unet import count_parameters
 
 
 def _time(fn, repeat: int) -> float:
-    fn()                                          # warm-up (allocations, kernel choice)
+    fn()  # warm-up (allocations, kernel choice)
     t = time.perf_counter()
     for _ in range(repeat):
         fn()
@@ -53,9 +53,12 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        print(f"{backend:5s} params={count_parameters(net):,} patch={a.patch} threads={torch.get_num_threads()}: "
-              f"forward of 1 patch {_time(infer, a.repeat):.2f} s, "
-              f"training step of {a.batch} {_time(step, a.repeat):.2f} s", flush=True)
+        print(
+            f"{backend:5s} params={count_parameters(net):,} patch={a.patch} threads={torch.get_num_threads()}: "
+            f"forward of 1 patch {_time(infer, a.repeat):.2f} s, "
+            f"training step of {a.batch} {_time(step, a.repeat):.2f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import tempfile
 import time
 
 from common import compose, emit, experiments_by_data, quick
-
 from hydra.utils import instantiate  # noqa: E402
 
 
@@ -44,7 +43,9 @@ def main() -> None:
                 dm.sim_workers = args.workers
             key = next(iter(getattr(dm, "default_file_names", lambda: {"train": ""})()))
             value, done = rate(dm, key, args.samples)
-            emit(f"simulator/{data}", value, "samples/s", detail=f"{done} samples of '{key}', {args.workers} process(es)")
+            emit(
+                f"simulator/{data}", value, "samples/s", detail=f"{done} samples of '{key}', {args.workers} process(es)"
+            )
 
 
 if __name__ == "__main__":

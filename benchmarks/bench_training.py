@@ -27,9 +27,8 @@ import argparse
 import statistics
 import tempfile
 
-from common import WARMUP, Window, emit, lightning_run, quick  # noqa: F401  (sys.path set up by common)
-
 import torch  # noqa: E402
+from common import WARMUP, Window, emit, lightning_run, quick  # noqa: F401  (sys.path set up by common)
 
 IMPLAUSIBLE_PERCENT = 5.0
 
@@ -97,8 +96,10 @@ def bare_gan(net, critic, batches, n_batches: int, lr: float) -> Window:
 
 def check_same_steps(name: str, bare: Window, lit: Window) -> None:
     if bare.steps != lit.steps or bare.steps == 0:
-        raise SystemExit(f"{name}: the bare loop took {bare.steps} optimiser steps in its timed window and Lightning "
-                         f"{lit.steps}; the comparison is void (fix the bench before reading its numbers)")
+        raise SystemExit(
+            f"{name}: the bare loop took {bare.steps} optimiser steps in its timed window and Lightning "
+            f"{lit.steps}; the comparison is void (fix the bench before reading its numbers)"
+        )
 
 
 def overhead_row(name: str, pairs: list[tuple[Window, Window]], batch: int) -> None:
@@ -108,13 +109,21 @@ def overhead_row(name: str, pairs: list[tuple[Window, Window]], batch: int) -> N
     overhead = 100.0 * (statistics.median(ratios) - 1.0)
     bare_s = min(b.per_step for b, _ in pairs)
     lit_s = min(w.per_step for _, w in pairs)
-    detail = (f"bare {bare_s * 1e3:.1f} ms, Lightning {lit_s * 1e3:.1f} ms per optimiser step (best of "
-              f"{len(pairs)}), {pairs[0][0].steps} optimiser steps timed in each run (same count checked), "
-              f"batch {batch}; median of {len(pairs)} interleaved pairs")
+    detail = (
+        f"bare {bare_s * 1e3:.1f} ms, Lightning {lit_s * 1e3:.1f} ms per optimiser step (best of "
+        f"{len(pairs)}), {pairs[0][0].steps} optimiser steps timed in each run (same count checked), "
+        f"batch {batch}; median of {len(pairs)} interleaved pairs"
+    )
     if overhead < -IMPLAUSIBLE_PERCENT:
-        emit(f"lightning_overhead/{name}", overhead, "%", "<= 5 %", False,
-             "IMPLAUSIBLE: Lightning faster than the same bare step; a bench bug or a load change, not a pass. "
-             + detail)
+        emit(
+            f"lightning_overhead/{name}",
+            overhead,
+            "%",
+            "<= 5 %",
+            False,
+            "IMPLAUSIBLE: Lightning faster than the same bare step; a bench bug or a load change, not a pass. "
+            + detail,
+        )
         return
     emit(f"lightning_overhead/{name}", overhead, "%", "<= 5 %", overhead <= 5.0, detail)
 
@@ -125,8 +134,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--events", type=int, default=2000 if quick() else 4000, help="events per class of the file")
     ap.add_argument("--repeat", type=int, default=3 if quick() else 5)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,14 +163,25 @@ def main() -> None:
 
         def supervised():
             torch.manual_seed(0)
-            return SupervisedSRModule(_generator(), scale=4, physical_range=(0, 20), transform=transform,
-                                      optimizer=lambda p: torch.optim.Adam(p, lr=lr, betas=(0.9, 0.99)))
+            return SupervisedSRModule(
+                _generator(),
+                scale=4,
+                physical_range=(0, 20),
+                transform=transform,
+                optimizer=lambda p: torch.optim.Adam(p, lr=lr, betas=(0.9, 0.99)),
+            )
 
         def gan():
             torch.manual_seed(0)
-            return GANSRModule(_generator(), Critic(input_size=24), physical_range=(0, 20), transform=transform,
-                               pixel_weight=1e-3, generator_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)),
-                               critic_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)))
+            return GANSRModule(
+                _generator(),
+                Critic(input_size=24),
+                physical_range=(0, 20),
+                transform=transform,
+                pixel_weight=1e-3,
+                generator_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)),
+                critic_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)),
+            )
 
         # as long as the run: no epoch end (and its hooks) inside the timed window
         preloaded = torch.utils.data.DataLoader([batches[i % len(batches)] for i in range(n)], batch_size=None)
@@ -169,8 +193,9 @@ def main() -> None:
             torch.manual_seed(0)
             bare_g = bare_gan(_generator(), Critic(input_size=24), batches, n, lr)
             pairs["gan"].append((bare_g, lightning_run(gan(), preloaded, n)))
-            lazy_dm = CaloDataModule(data_dir=tmp, n_per_class=args.events, batch_size=args.batch, transform=transform,
-                                     max_memory_mb=0)
+            lazy_dm = CaloDataModule(
+                data_dir=tmp, n_per_class=args.events, batch_size=args.batch, transform=transform, max_memory_mb=0
+            )
             lazy_dm.setup("fit")
             pairs["lazy"].append((bare, lightning_run(supervised(), lazy_dm.train_dataloader(), n)))
         overhead_row("supervised", pairs["supervised"], args.batch)
@@ -180,12 +205,18 @@ def main() -> None:
         ratio = statistics.median(lit.per_step / bare.per_step for bare, lit in pairs["lazy"])
         lazy_s = min(w.per_step for _, w in pairs["lazy"])
         bare_s = min(b.per_step for b, _ in pairs["lazy"])
-        plausible = ratio >= 1.0 - IMPLAUSIBLE_PERCENT / 100.0   # reading from disk cannot beat pre-loaded batches
-        emit("lazy_end_to_end", ratio, "x", "<= 1.05x", ratio <= 1.05 and plausible,
-             ("" if plausible else "IMPLAUSIBLE: faster than the bare loop on pre-loaded batches, not a pass. ") +
-             f"Lightning on the lazy HDF5 path {lazy_s * 1e3:.1f} ms/step vs bare loop on pre-loaded batches "
-             f"{bare_s * 1e3:.1f} ms/step (best of {args.repeat}; ratio: median of interleaved pairs), "
-             f"{2 * args.events} events")
+        plausible = ratio >= 1.0 - IMPLAUSIBLE_PERCENT / 100.0  # reading from disk cannot beat pre-loaded batches
+        emit(
+            "lazy_end_to_end",
+            ratio,
+            "x",
+            "<= 1.05x",
+            ratio <= 1.05 and plausible,
+            ("" if plausible else "IMPLAUSIBLE: faster than the bare loop on pre-loaded batches, not a pass. ")
+            + f"Lightning on the lazy HDF5 path {lazy_s * 1e3:.1f} ms/step vs bare loop on pre-loaded batches "
+            f"{bare_s * 1e3:.1f} ms/step (best of {args.repeat}; ratio: median of interleaved pairs), "
+            f"{2 * args.events} events",
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from lit_sr.domains.xmm.sim import (
     write_xmm_dataset,
 )
 
-DEFAULT_DATASET = {"train": 400, "val": 50, "test": 50}     # write_xmm_dataset's default n_fields
+DEFAULT_DATASET = {"train": 400, "val": 50, "test": 50}  # write_xmm_dataset's default n_fields
 
 
 def main() -> None:
@@ -32,13 +32,15 @@ def main() -> None:
     cfg = dataclasses.replace(XMMSimConfig(), lr_size=args.lr_size)
     n_img = len(PRODUCTS)
 
-    simulate_field(cfg, 0, "warmup", 0)                      # PSF stamp libraries are cached once
+    simulate_field(cfg, 0, "warmup", 0)  # PSF stamp libraries are cached once
     t0 = time.perf_counter()
     for k in range(args.fields):
         simulate_field(cfg, 0, "bench", k)
     sim_rate = args.fields / (time.perf_counter() - t0)
-    print(f"simulate only  : {sim_rate:7.1f} fields/s  {n_img * sim_rate:7.1f} images/s  "
-          f"(LR {cfg.lr_size}x{cfg.lr_size}, HR {cfg.hr_size}x{cfg.hr_size})")
+    print(
+        f"simulate only  : {sim_rate:7.1f} fields/s  {n_img * sim_rate:7.1f} images/s  "
+        f"(LR {cfg.lr_size}x{cfg.lr_size}, HR {cfg.hr_size}x{cfg.hr_size})"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

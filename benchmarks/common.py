@@ -23,8 +23,10 @@ def emit(name: str, value: float | None, unit: str, goal: str = "", ok: bool | N
     shown = "skipped" if value is None else f"{value:.4g} {unit}"
     verdict = "" if ok is None else ("  [goal met]" if ok else "  [goal NOT met]")
     print(f"{name}: {shown}{f'  (goal {goal})' if goal else ''}{verdict}{f'  {detail}' if detail else ''}", flush=True)
-    print("BENCH " + json.dumps({"name": name, "value": value, "unit": unit, "goal": goal, "ok": ok,
-                                 "detail": detail}), flush=True)
+    print(
+        "BENCH " + json.dumps({"name": name, "value": value, "unit": unit, "goal": goal, "ok": ok, "detail": detail}),
+        flush=True,
+    )
 
 
 def best_time(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -111,16 +113,26 @@ def lightning_run(module, loader, n_batches: int, **trainer_kwargs) -> Window:
             self.batches = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            window.batch_start(self.batches)       # own count: batch_idx restarts every epoch
+            window.batch_start(self.batches)  # own count: batch_idx restarts every epoch
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             window.batch_end(self.batches)
             self.batches += 1
 
     window = Window(n_batches)
-    trainer = L.Trainer(max_steps=n_batches, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[LightningWindow()], **trainer_kwargs)
+    trainer = L.Trainer(
+        max_steps=n_batches,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[LightningWindow()],
+        **trainer_kwargs,
+    )
     trainer.fit(module, loader)
     if window.seconds is None:
         raise RuntimeError(f"the Lightning run stopped before batch {n_batches} (max_steps counts something else?)")
@@ -151,8 +163,9 @@ def compose(overrides: list[str]):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = hydra_compose("config", overrides=overrides + ["hydra.run.dir=/tmp/lit_sr_bench"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            "config", overrides=overrides + ["hydra.run.dir=/tmp/lit_sr_bench"], return_hydra_config=True
+        )
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg

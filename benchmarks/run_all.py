@@ -22,8 +22,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SCRIPTS = ["bench_training.py", "bench_pipeline.py", "bench_precision.py", "bench_memory.py", "bench_blend.py",
-           "bench_simulators.py", "bench_gpu.py"]
+SCRIPTS = [
+    "bench_training.py",
+    "bench_pipeline.py",
+    "bench_precision.py",
+    "bench_memory.py",
+    "bench_blend.py",
+    "bench_simulators.py",
+    "bench_gpu.py",
+]
 
 
 def run(script: str) -> tuple[list[dict], float, str]:
@@ -49,8 +56,17 @@ def main() -> None:
         all_rows += rows
         if error:
             print(f"{script} failed after {seconds:.0f} s:\n{error}", flush=True)
-            all_rows.append({"name": script, "value": None, "unit": "", "goal": "", "ok": False,
-                             "detail": "failed: " + error.strip().splitlines()[-1][:200], "script": script})
+            all_rows.append(
+                {
+                    "name": script,
+                    "value": None,
+                    "unit": "",
+                    "goal": "",
+                    "ok": False,
+                    "detail": "failed: " + error.strip().splitlines()[-1][:200],
+                    "script": script,
+                }
+            )
         else:
             print(f"   {len(rows)} results in {seconds:.0f} s", flush=True)
     width = max(len(r["name"]) for r in all_rows)
@@ -61,10 +77,17 @@ def main() -> None:
         print(f"{r['name']:{width}}  {value:>12}  {r['goal']:>9}  {met:3}  {r['detail']}")
     import torch
 
-    meta = {"host": socket.gethostname(), "date": dt.datetime.now().isoformat(timespec="seconds"), "quick": quick,
-            "cpus": os.cpu_count(), "load_average_at_start": load, "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "seconds": round(time.perf_counter() - started, 1)}
+    meta = {
+        "host": socket.gethostname(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": quick,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     out = HERE / "results" / f"{meta['host']}-{dt.date.today().isoformat()}{'-quick' if quick else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": all_rows}, indent=1))

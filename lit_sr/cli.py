@@ -37,8 +37,20 @@ def print_config(cfg: DictConfig, output_dir: Path) -> None:
     from rich.tree import Tree
 
     tree = Tree("config", guide_style="dim")
-    order = ["mode", "experiment_name", "seed", "ckpt_path", "data", "model", "trainer", "callbacks", "logger",
-             "paths", "monitor", "predict"]
+    order = [
+        "mode",
+        "experiment_name",
+        "seed",
+        "ckpt_path",
+        "data",
+        "model",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "monitor",
+        "predict",
+    ]
     keys = order + [k for k in cfg if k not in order]
     for key in keys:
         if key not in cfg:
@@ -59,7 +71,7 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
     from rich.table import Table
 
     prefix = "test/"
-    names = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+    names = {k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
     if not names:
         return
     # "<metric>_lower_limit/<source>" = 1 flags "<metric>/<source>" as a lower limit (e.g. a rejection when
@@ -77,8 +89,7 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
         row = [metric]
         for s in present:
             key = metric if s == "model" else f"{s}_{metric}"
-            row.append(("" if key not in names else f"> {names[key]:.0f}" if key in limits
-                        else f"{names[key]:.4f}"))
+            row.append(("" if key not in names else f"> {names[key]:.0f}" if key in limits else f"{names[key]:.4f}"))
         table.add_row(*row)
     Console().print(table)
 
@@ -101,8 +112,10 @@ def prepare_wandb(cfg: DictConfig) -> None:
         if not node.get("offline", True):
             has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
             if not has_key:
-                log.warning("W&B online logging requested but no API key found (WANDB_API_KEY or ~/.netrc); "
-                            "logging offline instead (sync later with `wandb sync`)")
+                log.warning(
+                    "W&B online logging requested but no API key found (WANDB_API_KEY or ~/.netrc); "
+                    "logging offline instead (sync later with `wandb sync`)"
+                )
                 node.offline = True
         if cfg.get("ckpt_path") and not node.get("id"):
             run_id = _checkpoint_wandb_id(cfg.ckpt_path)
@@ -218,8 +231,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     check_mode(cfg)
     if cfg.get("seed") is not None:  # 0 is a seed like any other
         L.seed_everything(int(cfg.seed), workers=True)
-    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(
-        cfg.paths.output_dir)
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.output_dir)
     resume_in_place(cfg, output_dir)
     prepare_wandb(cfg)
     if cfg.mode == "predict" and cfg.model.get("evaluator") is not None:
@@ -234,8 +246,10 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     callbacks = instantiate_list(cfg.get("callbacks"))
     if cfg.mode == "predict":
         if not (cfg.get("predict") and cfg.predict.get("writer")):
-            raise ConfigError("mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
-                             "predict=frames (predict.input=<file>)")
+            raise ConfigError(
+                "mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
+                "predict=frames (predict.input=<file>)"
+            )
         callbacks.append(instantiate(cfg.predict.writer, _convert_="all"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

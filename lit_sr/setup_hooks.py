@@ -85,8 +85,10 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
             log.info("Using the classifier recorded in %s: %s", cfg.ckpt_path, recorded)
             _use(cfg, recorded)
             return str(recorded)
-        raise ValueError(f"mode={cfg.mode}: the classifier recorded in {cfg.ckpt_path} ({recorded!r}) is not "
-                         "available; give one with model.classifier_ckpt=/path/to/classifier.ckpt")
+        raise ValueError(
+            f"mode={cfg.mode}: the classifier recorded in {cfg.ckpt_path} ({recorded!r}) is not "
+            "available; give one with model.classifier_ckpt=/path/to/classifier.ckpt"
+        )
     path = _output_dir(cfg) / CLASSIFIER_SUBDIR / CLASSIFIER_FILE
     if path.is_file():
         log.info("Using this run's classifier checkpoint %s", path)
@@ -96,13 +98,17 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
 
     node = cfg.get(key)
     if node is None or node.get("model") is None:
-        raise ValueError(f"No classifier checkpoint given (model.classifier_ckpt=null) and no `{key}.model` "
-                         "config to train one; set model.classifier_ckpt=/path/to/classifier.ckpt")
+        raise ValueError(
+            f"No classifier checkpoint given (model.classifier_ckpt=null) and no `{key}.model` "
+            "config to train one; set model.classifier_ckpt=/path/to/classifier.ckpt"
+        )
     data_cfg, stand_in = labelled_data(cfg)
     if data_cfg is None:
-        raise ValueError(f"No classifier checkpoint given (model.classifier_ckpt=null) and the data "
-                         f"({cfg.data.get('file')}) have no labels to train one on, nor a labelled stand-in "
-                         "(DataModule.labelled_stand_in); set model.classifier_ckpt=/path/to/classifier.ckpt")
+        raise ValueError(
+            f"No classifier checkpoint given (model.classifier_ckpt=null) and the data "
+            f"({cfg.data.get('file')}) have no labels to train one on, nor a labelled stand-in "
+            "(DataModule.labelled_stand_in); set model.classifier_ckpt=/path/to/classifier.ckpt"
+        )
     if node.get("cache_dir") or stand_in:
         cache_dir = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "classifiers")
         if not _fast_dev_run(cfg):  # a one-batch classifier is never cached
@@ -117,9 +123,14 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
         if path.is_file():
             log.info("Using the cached classifier %s (another run trained it)", path)
         else:
-            log.info("No classifier checkpoint given (model.classifier_ckpt=null): training one first "
-                     "(the `%s.model` config, %s%s) -> %s", key, _describe(node.get("trainer")),
-                     ", on the labelled stand-in: the data have no labels" if stand_in else "", path)
+            log.info(
+                "No classifier checkpoint given (model.classifier_ckpt=null): training one first "
+                "(the `%s.model` config, %s%s) -> %s",
+                key,
+                _describe(node.get("trainer")),
+                ", on the labelled stand-in: the data have no labels" if stand_in else "",
+                path,
+            )
             train_classifier(cfg, node, path, data_cfg=data_cfg)
     _use(cfg, str(path))
     return str(path)
@@ -168,8 +179,12 @@ def _config_hash(data_cfg: DictConfig, node: DictConfig, seed: int) -> str:
     """12 hex digits naming a classifier by what it is trained on and how: data, model, trainer, seed."""
     data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in _LOADER_KEYS}
     data.pop("augment_seed", None)  # the classifier's own seed drives its augmentation
-    what = {"data": data, "model": OmegaConf.to_container(node.model, resolve=True),
-            "trainer": OmegaConf.to_container(node.get("trainer") or {}, resolve=True), "seed": seed}
+    what = {
+        "data": data,
+        "model": OmegaConf.to_container(node.model, resolve=True),
+        "trainer": OmegaConf.to_container(node.get("trainer") or {}, resolve=True),
+        "seed": seed,
+    }
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -248,9 +263,12 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
         log.info("mode=predict: judges %s not loaded (no evaluation)", ", ".join(todo))
         todo = []
     if todo and not has_labels(cfg.data):
-        log.warning("Label-based metrics skipped: the data (%s) carry no labels, so judges %s have nothing to "
-                    "score against; the label-free metrics (PSNR, SSIM, flux, image-to-image comparisons) run.",
-                    cfg.data.get("file"), ", ".join(todo))
+        log.warning(
+            "Label-based metrics skipped: the data (%s) carry no labels, so judges %s have nothing to "
+            "score against; the label-free metrics (PSNR, SSIM, flux, image-to-image comparisons) run.",
+            cfg.data.get("file"),
+            ", ".join(todo),
+        )
         for name in todo:
             out[name] = None
         todo = []
@@ -280,18 +298,32 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
             if path.is_file():
                 log.info("Judge %r: cached %s", name, path)
             else:
-                log.info("Judge %r: training it once (the `%s.nets.%s.model` config, seed %d, %s) -> %s", name,
-                         key, name, seed, _describe(judge.get("trainer")), path)
+                log.info(
+                    "Judge %r: training it once (the `%s.nets.%s.model` config, seed %d, %s) -> %s",
+                    name,
+                    key,
+                    name,
+                    seed,
+                    _describe(judge.get("trainer")),
+                    path,
+                )
                 metrics = train_classifier(cfg, judge, path, data_cfg=data_cfg, seed=seed)
                 if metrics.get("val/auc", 1.0) < 0.6:
-                    log.warning("Judge %r reached only val/auc=%.3f (chance: 0.5): the label-based metrics it "
-                                "gives mean little; train it longer (%s.nets.%s.trainer)", name,
-                                metrics["val/auc"], key, name)
+                    log.warning(
+                        "Judge %r reached only val/auc=%.3f (chance: 0.5): the label-based metrics it "
+                        "gives mean little; train it longer (%s.nets.%s.trainer)",
+                        name,
+                        metrics["val/auc"],
+                        key,
+                        name,
+                    )
         out[name] = str(path)
     for name, path in out.items():
         if path is not None and perceptual and Path(path).resolve() == Path(str(perceptual)).resolve():
-            raise ValueError(f"{key}.nets.{name}.ckpt={path} is the perceptual classifier (model.classifier_ckpt): "
-                             "a judge must be a network the model never trained against")
+            raise ValueError(
+                f"{key}.nets.{name}.ckpt={path} is the perceptual classifier (model.classifier_ckpt): "
+                "a judge must be a network the model never trained against"
+            )
     with open_dict(cfg):
         for name, path in out.items():
             cfg[key].nets[name].ckpt = path
@@ -322,8 +354,10 @@ def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | Non
         path = _output_dir(cfg) / "pretrained" / f"{key}.ckpt"
     else:
         data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
-        path = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "pretrained") / \
-            f"{key}-{_config_hash(data_cfg, node, seed)}.ckpt"
+        path = (
+            Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "pretrained")
+            / f"{key}-{_config_hash(data_cfg, node, seed)}.ckpt"
+        )
     from lit_sr.utils.distributed import is_ddp_child
 
     if not path.is_file() and is_ddp_child():
@@ -332,8 +366,14 @@ def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | Non
         if path.is_file():
             log.info("Starting point (%s): cached %s", key, path)
         else:
-            log.info("Starting point (%s): training it first (the `%s.model` config, seed %d, %s) -> %s", key, key,
-                     seed, _describe(node.get("trainer")), path)
+            log.info(
+                "Starting point (%s): training it first (the `%s.model` config, seed %d, %s) -> %s",
+                key,
+                key,
+                seed,
+                _describe(node.get("trainer")),
+                path,
+            )
             data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
             train_classifier(cfg, node, path, data_cfg=data_cfg, seed=seed)
     with open_dict(cfg):
@@ -341,9 +381,14 @@ def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | Non
     return str(path)
 
 
-def ensure_classifiers(cfg: DictConfig, perceptual: bool = True, key: str = "classifier",
-                       judges_key: str = "judges", pretrained: bool = False,
-                       pretrained_key: str = "generator_init") -> None:
+def ensure_classifiers(
+    cfg: DictConfig,
+    perceptual: bool = True,
+    key: str = "classifier",
+    judges_key: str = "judges",
+    pretrained: bool = False,
+    pretrained_key: str = "generator_init",
+) -> None:
     """The setup stage of an experiment with a perceptual classifier (``perceptual``; see
     :func:`ensure_classifier`), independent judges (:func:`ensure_judges`) and, with ``pretrained``, a trained
     model to start from (:func:`ensure_pretrained`)."""
@@ -358,11 +403,14 @@ def _describe(trainer_node: Any) -> str:
     if not trainer_node:
         return "Trainer defaults"
     d = OmegaConf.to_container(trainer_node, resolve=True)
-    return ", ".join(f"{k}={v}" for k, v in d.items() if k in ("max_epochs", "max_steps", "limit_train_batches", "accelerator"))
+    return ", ".join(
+        f"{k}={v}" for k, v in d.items() if k in ("max_epochs", "max_steps", "limit_train_batches", "accelerator")
+    )
 
 
-def train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig | None = None,
-                     seed: int | None = None) -> dict[str, float]:
+def train_classifier(
+    cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig | None = None, seed: int | None = None
+) -> dict[str, float]:
     """Fit ``node.model`` on ``data_cfg`` (default ``cfg.data``; one device), validate, save the
     checkpoint atomically to ``path``. ``seed`` seeds the classifier's initialisation and batches; the
     global random state is restored afterwards either way."""
@@ -387,8 +435,9 @@ def kept_random_state() -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig,
-                      seed: int | None) -> dict[str, float]:
+def _train_classifier(
+    cfg: DictConfig, node: DictConfig, path: Path, data_cfg: DictConfig, seed: int | None
+) -> dict[str, float]:
     import time
 
     import lightning as L
@@ -409,15 +458,26 @@ def _train_classifier(cfg: DictConfig, node: DictConfig, path: Path, data_cfg: D
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith(("limit_", "max_", "min_"))}
         kwargs["fast_dev_run"] = True
     kwargs["devices"] = 1  # single process, also inside a DDP job (rank 0 trains it before the children start)
-    trainer = L.Trainer(**kwargs, default_root_dir=str(out_dir), enable_checkpointing=False,
-                        logger=CSVLogger(str(out_dir), name=path.stem if path.stem != "classifier" else "",
-                                         version=""), plugins=[AtomicCheckpointIO()])
+    trainer = L.Trainer(
+        **kwargs,
+        default_root_dir=str(out_dir),
+        enable_checkpointing=False,
+        logger=CSVLogger(str(out_dir), name=path.stem if path.stem != "classifier" else "", version=""),
+        plugins=[AtomicCheckpointIO()],
+    )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.save_checkpoint(str(path))  # AtomicCheckpointIO: temp file + rename, never half-written
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
-                      if k in ("val/auc", "val/acc", "val/psnr", "val/ssim"))
-    log.info("%s trained in %.0f s (%d steps): %s -> %s", type(module).__name__, time.perf_counter() - t0,
-             trainer.global_step, shown, path)
+    shown = ", ".join(
+        f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k in ("val/auc", "val/acc", "val/psnr", "val/ssim")
+    )
+    log.info(
+        "%s trained in %.0f s (%d steps): %s -> %s",
+        type(module).__name__,
+        time.perf_counter() - t0,
+        trainer.global_step,
+        shown,
+        path,
+    )
     return metrics

@@ -29,8 +29,12 @@ CONF_DIR = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 # Options that make any experiment a seconds-long CPU run; tests add their own on top.
-TINY = ["trainer.accelerator=cpu", "trainer.enable_model_summary=false", "print_config=false",
-        "callbacks.progress_bar=null"]
+TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "print_config=false",
+    "callbacks.progress_bar=null",
+]
 
 
 def compose_config(overrides: list[str], root: Path, output_dir: Path | None = None) -> DictConfig:
@@ -53,8 +57,15 @@ def compose_config(overrides: list[str], root: Path, output_dir: Path | None = N
 def run_py(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python run.py ARGS`` in its own process group; on timeout kill the group (DDP children too)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_sr.losses.adversarial import (NonSaturatingBCELoss, RelativisticAverageLoss, WassersteinGPLoss,
-                                       gradient_penalty, make_adversarial_loss, r1_penalty)
+from lit_sr.losses.adversarial import (
+    NonSaturatingBCELoss,
+    RelativisticAverageLoss,
+    WassersteinGPLoss,
+    gradient_penalty,
+    make_adversarial_loss,
+    r1_penalty,
+)
 from lit_sr.losses.perceptual import PerceptualLoss
 from lit_sr.nets.classifier import CNNClassifier
 
@@ -105,7 +111,9 @@ def test_penalties_stay_fp32_under_bf16_autocast():
     """Under trainer.precision=bf16-mixed the penalties are still computed in fp32: the same value as
     without autocast, where a bf16 critic is off by bf16's resolution (the test can tell)."""
     torch.manual_seed(0)
-    critic = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(8 * 9, 1))
+    critic = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(8 * 9, 1)
+    )
     real, fake = torch.rand(4, 1, 5, 5), torch.rand(4, 1, 5, 5)
     torch.manual_seed(1)
     ref = gradient_penalty(critic, real, fake)
@@ -114,7 +122,7 @@ def test_penalties_stay_fp32_under_bf16_autocast():
         torch.manual_seed(1)
         gp = gradient_penalty(critic, real, fake)
         r1 = r1_penalty(critic, real)
-        naive = critic(real)                     # what the critic gives inside autocast
+        naive = critic(real)  # what the critic gives inside autocast
     assert gp.dtype == r1.dtype == torch.float32
     assert gp.item() == pytest.approx(ref.item(), rel=1e-6) and r1.item() == pytest.approx(ref_r1.item(), rel=1e-6)
     assert naive.dtype == torch.bfloat16 and not torch.equal(naive.float(), critic(real))

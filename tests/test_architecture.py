@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
-
 from conftest import ROOT, TINY, compose_config
+from hydra.utils import instantiate
 
 
 def test_import_contracts_hold():
@@ -29,7 +28,9 @@ def test_independence_contract_lists_every_domain_folder():
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     listed = {m for c in contracts if c["type"] == "independence" for m in c["modules"]}
     folders = {f"lit_sr.domains.{p.parent.name}" for p in (ROOT / "lit_sr" / "domains").glob("*/__init__.py")}
-    assert folders and folders <= listed, f"add {sorted(folders - listed)} to the independence contract in pyproject.toml"
+    assert folders and folders <= listed, (
+        f"add {sorted(folders - listed)} to the independence contract in pyproject.toml"
+    )
 
 
 def test_every_domain_lives_in_one_folder():
@@ -45,8 +46,10 @@ def test_calo_srgan_generator_swaps_with_model_net(tmp_path):
     """model/net=rrdb replaces the calorimeter generator with ESRGAN's RRDBNet, no stale keys."""
     from lit_sr.nets.rrdb import RRDBNet
 
-    cfg = compose_config(["experiment=calo_srgan", *TINY, "model/net=rrdb", "model.net.num_features=8",
-                          "model.net.growth_channels=8"], tmp_path)
+    cfg = compose_config(
+        ["experiment=calo_srgan", *TINY, "model/net=rrdb", "model.net.num_features=8", "model.net.growth_channels=8"],
+        tmp_path,
+    )
     assert cfg.model.net._target_ == "lit_sr.nets.rrdb.RRDBNet"
     net = instantiate(cfg.model.net)
     assert type(net) is RRDBNet and len(net.trunk) == 2 and net.input_skip  # the experiment's overrides apply
@@ -70,3 +73,13 @@ def test_sizes_and_data_range_follow_the_data_config(experiment, tmp_path):
     model = instantiate(model_cfg, _convert_="all")
     # log1p(E / 0.1 GeV) at the beam energy: the model-space range PSNR/SSIM use
     assert model.data_range == pytest.approx(math.log1p(50.0 / 0.1), rel=1e-6)
+
+
+def test_code_is_ruff_formatted_and_lint_clean():
+    """ruff (pinned in the dev extra, configured in pyproject.toml): format check and lint."""
+    exe = Path(sys.executable).with_name("ruff")
+    if not exe.exists():
+        pytest.skip("ruff is not installed in this environment (pip install -e '.[dev]')")
+    for args in (["format", "--check"], ["check"]):
+        res = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True)
+        assert res.returncode == 0, f"ruff {' '.join(args)}:\n{res.stdout}{res.stderr}"

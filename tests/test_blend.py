@@ -25,7 +25,7 @@ def test_constant_offset_seamless():
 
 
 def test_percentile_normalisation_roundtrip():
-    f = torch.rand(70, 90) * 100 + 10             # no outliers beyond the percentiles of interest
+    f = torch.rand(70, 90) * 100 + 10  # no outliers beyond the percentiles of interest
     y = blend_predict(lambda x: x, f, 32, normaliser=PercentileNormaliser())
     lo, hi = np.percentile(f.numpy(), [5, 95])
     inside = (f > lo) & (f < hi)
@@ -49,6 +49,7 @@ def test_weights_damp_outliers():
         y = x.clone()
         y[..., 0] += 100.0
         return y
+
     y = blend_predict(model, f, 48, offsets=DEFAULT_OFFSETS)
     # one outlier among 4 predictions: m = 25, weights 1/39.5 vs 1/14.5 -> 10.89 instead of the mean 25
     expected = 100 / 39.5 / (1 / 39.5 + 3 / 14.5)
@@ -69,9 +70,11 @@ def frames_file(tmp_path):
         h5.create_dataset("data", data=np.random.default_rng(0).random((3, 40, 72)).astype(np.float32) * 50)
         h5.create_dataset("single", data=np.ones((40, 72), np.float32))
         h5.create_dataset("rank4", data=np.ones((1, 1, 40, 72), np.float32))
-        bad = np.ones((2, 40, 72), np.float32); bad[1, 3, 4] = np.nan
+        bad = np.ones((2, 40, 72), np.float32)
+        bad[1, 3, 4] = np.nan
         h5.create_dataset("nan", data=bad)
-        neg = np.ones((2, 40, 72), np.float32); neg[0, 5, 6] = -100
+        neg = np.ones((2, 40, 72), np.float32)
+        neg[0, 5, 6] = -100
         h5.create_dataset("neg", data=neg)
     return p
 
@@ -81,24 +84,38 @@ def split_model(x):
 
 
 def test_clean_frames_roundtrip(frames_file, tmp_path):
-    out = clean_frames(split_model, frames_file, tmp_path / "out.h5", "data", patch_size=32, progress=True,
-                       normaliser=PercentileNormaliser())
+    out = clean_frames(
+        split_model,
+        frames_file,
+        tmp_path / "out.h5",
+        "data",
+        patch_size=32,
+        progress=True,
+        normaliser=PercentileNormaliser(),
+    )
     with h5py.File(frames_file) as a, h5py.File(out) as b:
         x = a["data"][:]
-        np.testing.assert_allclose(b["data_signal"][:] + b["data_background"][:], x + np.percentile(
-            x.reshape(3, -1), 1, axis=1)[:, None, None] * 0, rtol=0.05, atol=2.0)
+        np.testing.assert_allclose(
+            b["data_signal"][:] + b["data_background"][:],
+            x + np.percentile(x.reshape(3, -1), 1, axis=1)[:, None, None] * 0,
+            rtol=0.05,
+            atol=2.0,
+        )
         assert b["data_signal"].shape == x.shape and b.attrs["source_dataset"] == "data"
     out2 = clean_frames(split_model, frames_file, tmp_path / "o2.h5", "single", patch_size=32)
     with h5py.File(out2) as b:
         np.testing.assert_allclose(b["single_signal"][:], 0.75)
 
 
-@pytest.mark.parametrize("name,match", [
-    ("missing", r"in.h5 \[missing\]: dataset missing"),
-    ("rank4", r"\[rank4\]: expected frames of rank 2 \[H, W\] or 3"),
-    ("nan", r"\[nan\]: non-finite value nan at index \(1, 3, 4\)"),
-    ("neg", r"\[neg\]: value -100 at index \(0, 5, 6\) is below -10"),
-])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("missing", r"in.h5 \[missing\]: dataset missing"),
+        ("rank4", r"\[rank4\]: expected frames of rank 2 \[H, W\] or 3"),
+        ("nan", r"\[nan\]: non-finite value nan at index \(1, 3, 4\)"),
+        ("neg", r"\[neg\]: value -100 at index \(0, 5, 6\) is below -10"),
+    ],
+)
 def test_bad_input_messages(frames_file, tmp_path, name, match):
     with pytest.raises(DataFileError, match=match):
         clean_frames(split_model, frames_file, tmp_path / "o.h5", name, patch_size=32)

@@ -19,8 +19,16 @@ from lit_sr.utils.checkpoint_io import AtomicCheckpointIO
 @pytest.mark.parametrize("scale", [1, 2, 4])
 @pytest.mark.parametrize("upsample", ["nearest", "pixelshuffle"])
 def test_rrdbnet_scales_and_channels(scale, upsample):
-    net = RRDBNet(in_channels=2, out_channels=3, num_features=8, num_blocks=1, growth_channels=4, scale=scale,
-                  upsample=upsample, output_activation="relu")
+    net = RRDBNet(
+        in_channels=2,
+        out_channels=3,
+        num_features=8,
+        num_blocks=1,
+        growth_channels=4,
+        scale=scale,
+        upsample=upsample,
+        output_activation="relu",
+    )
     out = net(torch.randn(2, 2, 6, 5))
     assert out.shape == (2, 3, 6 * scale, 5 * scale)
     assert (out >= 0).all()
@@ -137,8 +145,16 @@ def test_atomic_checkpoint_io_never_truncates(tmp_path, monkeypatch):
 def test_rrdbnet_input_skip_starts_as_the_flux_conserving_upsampling(scale):
     """With input_skip the net starts as the block-sum-preserving upsampling of its image channels
     (scale 1: the identity, a residual denoiser), whatever auxiliary channels follow."""
-    net = RRDBNet(in_channels=2, out_channels=1, num_features=8, num_blocks=1, growth_channels=4, scale=scale,
-                  input_skip=True, output_range=(0.0, 1.0))
+    net = RRDBNet(
+        in_channels=2,
+        out_channels=1,
+        num_features=8,
+        num_blocks=1,
+        growth_channels=4,
+        scale=scale,
+        input_skip=True,
+        output_range=(0.0, 1.0),
+    )
     x = torch.rand(3, 2, 5, 5)
     out = net(x)
     expected = x[:, :1].repeat_interleave(scale, -1).repeat_interleave(scale, -2) / scale**2
@@ -164,8 +180,12 @@ def test_stretch_transform_matches_the_paper_formulas_and_inverts(stretch):
     t = StretchTransform(max_value=2.0, stretch=stretch)
     x = torch.linspace(0.0, 2.0, 201, dtype=torch.float64)
     u = x.numpy() / 2.0
-    reference = {"linear": u, "sqrt": np.sqrt(u), "asinh": np.arcsinh(u / 0.02) / np.arcsinh(1 / 0.02),
-                 "log": np.log(1000 * u + 1) / np.log(1001)}[stretch]
+    reference = {
+        "linear": u,
+        "sqrt": np.sqrt(u),
+        "asinh": np.arcsinh(u / 0.02) / np.arcsinh(1 / 0.02),
+        "log": np.log(1000 * u + 1) / np.log(1001),
+    }[stretch]
     np.testing.assert_allclose(t(x).numpy(), reference, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(t.inverse(t(x)), x, rtol=1e-9, atol=1e-12)
     # clipped above max_value and below 0: outside the invertible range by design
@@ -188,13 +208,25 @@ def test_gpu_fast_path_options_compile_and_channels_last_on_cpu(tmp_path):
     torch.manual_seed(0)
     data = [{"input": torch.rand(1, 6, 6), "target": torch.rand(1, 12, 12)} for _ in range(8)]
     ref = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2)
-    module = SupervisedSRModule(RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2), scale=2,
-                                data_range=1.0, compile={"backend": "aot_eager"}, channels_last=True)
+    module = SupervisedSRModule(
+        RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2),
+        scale=2,
+        data_range=1.0,
+        compile={"backend": "aot_eager"},
+        channels_last=True,
+    )
     module.net.load_state_dict(ref.state_dict())
     keys = list(module.state_dict())
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(data, batch_size=4))
     assert module.net._compiled_call_impl is not None and list(module.state_dict()) == keys
     conv = module.net.conv_first.weight

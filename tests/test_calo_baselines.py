@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_sr.domains.calo.baselines import (PositionFit, ShapeLogistic, shape_variable_names, shape_variables,
-                                           tune_w0)
+from lit_sr.domains.calo.baselines import PositionFit, ShapeLogistic, shape_variable_names, shape_variables, tune_w0
 from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
 from lit_sr.domains.calo.metrics import barycentre, pixel_centres
 
@@ -70,8 +69,8 @@ def test_position_fit_recovers_a_linear_truth():
 
 def test_shape_variables_known_values_and_logistic():
     lr = torch.zeros(2, 1, 6, 6)
-    lr[0, 0, 2, 2] = 10.0                       # one crystal: fraction 1, no spread
-    lr[1, 0, 2, 2] = lr[1, 0, 2, 3] = 5.0       # two crystals 2.2 cm apart in x
+    lr[0, 0, 2, 2] = 10.0  # one crystal: fraction 1, no spread
+    lr[1, 0, 2, 2] = lr[1, 0, 2, 3] = 5.0  # two crystals 2.2 cm apart in x
     v = shape_variables(lr)
     names = shape_variable_names()
     assert v.shape == (2, len(names))

@@ -35,9 +35,13 @@ def _default_file(data_dir: Path) -> Path:
 def _user_file(tmp_path: Path, n: int = 20, **changes) -> Path:
     """A user file in the documented layout; ``changes`` replace or (value None) drop datasets."""
     rng = np.random.default_rng(0)
-    data = {"hr": rng.random((n, 24, 24), dtype=np.float32), "lr": rng.random((n, 6, 6), dtype=np.float32),
-            "label": rng.integers(0, 2, n).astype(np.int8), "impact_cm": rng.random((n, 2), dtype=np.float32),
-            "energy_gev": np.full(n, 20.0, np.float32)}
+    data = {
+        "hr": rng.random((n, 24, 24), dtype=np.float32),
+        "lr": rng.random((n, 6, 6), dtype=np.float32),
+        "label": rng.integers(0, 2, n).astype(np.int8),
+        "impact_cm": rng.random((n, 2), dtype=np.float32),
+        "energy_gev": np.full(n, 20.0, np.float32),
+    }
     data.update(changes)
     path = tmp_path / "user.h5"
     with h5py.File(path, "w") as h5:
@@ -47,17 +51,29 @@ def _user_file(tmp_path: Path, n: int = 20, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("changes, field, expected", [
-    ({"lr": None}, "lr", "dataset missing"),
-    ({"hr": np.zeros((20, 32, 32), np.float32)}, "hr", "expected trailing shape 24x24"),
-    ({"lr": np.zeros((20, 36), np.float32)}, "lr", "expected 3 dimensions"),
-    ({"lr": np.zeros((19, 6, 6), np.float32)}, "hr,lr", "same number of samples"),
-    ({"hr": np.zeros((0, 24, 24), np.float32), "lr": np.zeros((0, 6, 6), np.float32), "label": None,
-      "impact_cm": None, "energy_gev": None}, "hr,lr", "contains no samples"),
-    ({"hr": np.full((20, 24, 24), np.nan, np.float32)}, "hr", "non-finite value nan at index (0, 0, 0)"),
-    ({"impact_cm": np.zeros((20, 3), np.float32)}, "impact_cm", "expected trailing shape 2"),
-    ({"label": np.full(20, 7, np.int8)}, "label", "expected values 0 (photon) or 1 (pion)"),
-])
+@pytest.mark.parametrize(
+    "changes, field, expected",
+    [
+        ({"lr": None}, "lr", "dataset missing"),
+        ({"hr": np.zeros((20, 32, 32), np.float32)}, "hr", "expected trailing shape 24x24"),
+        ({"lr": np.zeros((20, 36), np.float32)}, "lr", "expected 3 dimensions"),
+        ({"lr": np.zeros((19, 6, 6), np.float32)}, "hr,lr", "same number of samples"),
+        (
+            {
+                "hr": np.zeros((0, 24, 24), np.float32),
+                "lr": np.zeros((0, 6, 6), np.float32),
+                "label": None,
+                "impact_cm": None,
+                "energy_gev": None,
+            },
+            "hr,lr",
+            "contains no samples",
+        ),
+        ({"hr": np.full((20, 24, 24), np.nan, np.float32)}, "hr", "non-finite value nan at index (0, 0, 0)"),
+        ({"impact_cm": np.zeros((20, 3), np.float32)}, "impact_cm", "expected trailing shape 2"),
+        ({"label": np.full(20, 7, np.int8)}, "label", "expected values 0 (photon) or 1 (pion)"),
+    ],
+)
 def test_bad_user_file_names_file_field_and_expectation(tmp_path, changes, field, expected):
     path = _user_file(tmp_path, **changes)
     with pytest.raises(DataFileError) as err:
@@ -124,8 +140,9 @@ def test_intensity_transform_is_invertible():
 
 def _dataset(calo_data_dir: Path, augment: bool, rows=np.arange(64), **kw) -> H5RowsDataset:
     path = _default_file(calo_data_dir)
-    return H5RowsDataset(path, rows, FIELDS, CaloBatchBuilder(IntensityTransform(20.0), augment), augment=augment,
-                         seed=0, **kw)
+    return H5RowsDataset(
+        path, rows, FIELDS, CaloBatchBuilder(IntensityTransform(20.0), augment), augment=augment, seed=0, **kw
+    )
 
 
 def test_augmentation_moves_impact_with_the_shower(calo_data_dir):

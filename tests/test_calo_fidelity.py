@@ -19,7 +19,7 @@ from lit_sr.domains.calo.metrics import sum_pool
 from lit_sr.domains.calo.nets import BlockSoftmaxGenerator, EnergyConservingGenerator, calo_generator
 
 TINY = dict(num_features=8, num_blocks=1, growth_channels=8)
-LOG = IntensityTransform(0.1, log=True)     # the CPU recipe's model space, log1p(E / 0.1 GeV)
+LOG = IntensityTransform(0.1, log=True)  # the CPU recipe's model space, log1p(E / 0.1 GeV)
 
 
 def _lr(n: int = 4, seed: int = 0) -> torch.Tensor:
@@ -73,13 +73,13 @@ def test_softmax_generator_gradient_reaches_every_pixel_where_rescaling_dies():
     target = torch.rand(4, 1, 24, 24)
     rescale = calo_generator(energy_conservation=True, transform=LOG, input_skip=True, **TINY)
     assert isinstance(rescale, EnergyConservingGenerator)
-    with torch.no_grad():                                # a dead output: every pre-activation < 0
+    with torch.no_grad():  # a dead output: every pre-activation < 0
         rescale.net.conv_last.bias.fill_(-100.0)
     (rescale(lr) - target).abs().mean().backward()
     assert all(p.grad is None or p.grad.abs().max() == 0 for p in rescale.net.parameters())
     soft = calo_generator(energy_conservation="softmax", transform=LOG, input_skip=True, **TINY)
     with torch.no_grad():
-        soft.net.conv_last.bias.fill_(-100.0)           # a constant shift of the logits changes nothing
+        soft.net.conv_last.bias.fill_(-100.0)  # a constant shift of the logits changes nothing
     (soft(lr) - target).abs().mean().backward()
     assert soft.net.conv_last.weight.grad.abs().max() > 0
 
@@ -87,14 +87,16 @@ def test_softmax_generator_gradient_reaches_every_pixel_where_rescaling_dies():
 def test_softmax_wrapper_commutes_with_the_square_symmetries():
     """The wrapper is pointwise per block: for a D4-equivariant inner net (here the plain upsampling
     of a pointwise function, not constant within a block) the whole generator is D4-equivariant."""
+
     class Pointwise(torch.nn.Module):
         def forward(self, x):
             return F.interpolate(torch.sin(3 * x), scale_factor=4, mode="bilinear", align_corners=False)
+
     net = BlockSoftmaxGenerator(Pointwise(), 4, LOG)
     x = LOG(_lr())
     with torch.no_grad():
         sr = LOG.inverse(net(x))
-        assert (sr - F.interpolate(LOG.inverse(x), scale_factor=4) / 16).abs().max() > 0.1   # not uniform
+        assert (sr - F.interpolate(LOG.inverse(x), scale_factor=4) / 16).abs().max() > 0.1  # not uniform
         for op in (lambda t: t.flip(-1), lambda t: t.transpose(-1, -2), lambda t: torch.rot90(t, 1, (-2, -1))):
             torch.testing.assert_close(net(op(x)), op(net(x)))
 
@@ -104,12 +106,22 @@ def test_energy_conservation_option_is_checked():
         calo_generator(energy_conservation="exact", **TINY)
 
 
-def _metrics(lr: float, sr: float, hr: float, rej: float, hr_rej: float = 400.0,
-             hr_limit: float = 1.0) -> dict[str, float]:
+def _metrics(
+    lr: float, sr: float, hr: float, rej: float, hr_rej: float = 400.0, hr_limit: float = 1.0
+) -> dict[str, float]:
     m = {f"barycentre_res_cm/{s}": v for s, v in (("lr_native", lr), ("sr", sr), ("hr", hr))}
-    m.update({"pion_rejection/sr": rej, "pion_rejection_lower_limit/sr": 0.0, "pion_rejection/hr": hr_rej,
-              "pion_rejection_lower_limit/hr": hr_limit, "psnr": 27.0 + rej / 10, "nearest_psnr": 25.0,
-              "bicubic_psnr": 24.5, "barycentre_res_cm/lr_fit": 0.12})
+    m.update(
+        {
+            "pion_rejection/sr": rej,
+            "pion_rejection_lower_limit/sr": 0.0,
+            "pion_rejection/hr": hr_rej,
+            "pion_rejection_lower_limit/hr": hr_limit,
+            "psnr": 27.0 + rej / 10,
+            "nearest_psnr": 25.0,
+            "bicubic_psnr": 24.5,
+            "barycentre_res_cm/lr_fit": 0.12,
+        }
+    )
     return m
 
 
@@ -146,7 +158,7 @@ def test_shower_loss_terms_are_the_physical_distances_in_cm():
     assert terms["barycentre_cm"].item() == pytest.approx(3 * pitch, rel=1e-6)
     assert terms["width_cm"].item() == pytest.approx(0.0, abs=1e-6)
     two = torch.zeros(1, 1, 24, 24)
-    two[0, 0, 10, 10] = two[0, 0, 10, 11] = 2.5                 # width = half the pitch
+    two[0, 0, 10, 10] = two[0, 0, 10, 11] = 2.5  # width = half the pitch
     assert loss.shower_terms(two, hr)["width_cm"].item() == pytest.approx(pitch / 2, rel=1e-6)
     # pixel (L1) + distances, and nothing when SR == HR
     assert loss(sr, hr).item() == pytest.approx((sr - hr).abs().mean().item() + 3 * pitch, rel=1e-6)

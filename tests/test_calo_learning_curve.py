@@ -43,8 +43,9 @@ def test_learning_curve_command_writes_table_and_plot(calo_data_dir, tmp_path, m
         eval_net = gen.eval()
 
     monkeypatch.setattr("lit_sr.inference.runs.load_run", lambda run: (Run(), dm))
-    lc.main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--n", "16", "--seeds", "0",
-             "--steps", "3"])
+    lc.main(
+        ["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--n", "16", "--seeds", "0", "--steps", "3"]
+    )
     assert dm.augment is False  # the curves are made without training-time augmentation
     assert (tmp_path / "out" / "calo_learning_curve.png").stat().st_size > 0
     assert "| 16 |" in (tmp_path / "out" / "calo_learning_curve.md").read_text()
@@ -59,9 +60,13 @@ def test_impact_term_pulls_the_barycentre_to_the_truth_and_is_zero_there():
     from lit_sr.nets.critic import Critic
 
     tr = IntensityTransform(20.0)
-    m = CaloGANSRModule(net=calo_generator(num_features=8, num_blocks=1, growth_channels=8),
-                        critic=Critic(channels=(8,) * 6, hidden=16, input_size=24), transform=tr,
-                        physical_range=(0.0, 20.0), impact_weight=1.0)
+    m = CaloGANSRModule(
+        net=calo_generator(num_features=8, num_blocks=1, growth_channels=8),
+        critic=Critic(channels=(8,) * 6, hidden=16, input_size=24),
+        transform=tr,
+        physical_range=(0.0, 20.0),
+        impact_weight=1.0,
+    )
     c = pixel_centres(24)
     sr_gev = torch.zeros(1, 1, 24, 24)
     sr_gev[0, 0, 10, 10] = sr_gev[0, 0, 10, 12] = 5.0

@@ -1,15 +1,25 @@
 """Analytic checks of the calorimeter physics metrics."""
 
-
 import matplotlib.figure
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
-from lit_sr.domains.calo.metrics import (BarycentreResolution, EnergyConservation, PhotonPionSeparation, ShowerWidth,
-                                         ShowerWidthDistance, barycentre, conserve_energy, energy_violation,
-                                         pion_rejection, pixel_centres, shower_width, sum_pool)
+from lit_sr.domains.calo.metrics import (
+    BarycentreResolution,
+    EnergyConservation,
+    PhotonPionSeparation,
+    ShowerWidth,
+    ShowerWidthDistance,
+    barycentre,
+    conserve_energy,
+    energy_violation,
+    pion_rejection,
+    pixel_centres,
+    shower_width,
+    sum_pool,
+)
 from lit_sr.metrics.stats import roc_auc
 
 
@@ -181,17 +191,25 @@ def _showers(n: int, seed: int) -> dict[str, torch.Tensor]:
 def _evaluate(ev: CaloPhysicsEvaluator, events: dict[str, torch.Tensor], sr: torch.Tensor | None = None) -> dict:
     lr_up = F.interpolate(events["lr"], scale_factor=4, mode="nearest") / 16
     batch = {"impact_cm": events["impact_cm"], "label": events["label"]}
-    images = {"input": events["lr"], "input_up": lr_up, "output": events["hr"] if sr is None else sr,
-              "target": events["hr"]}
+    images = {
+        "input": events["lr"],
+        "input_up": lr_up,
+        "output": events["hr"] if sr is None else sr,
+        "target": events["hr"],
+    }
     for i in range(0, len(events["label"]), 100):
-        ev.update({k: v[i:i + 100] for k, v in batch.items()}, {k: v[i:i + 100] for k, v in images.items()})
+        ev.update({k: v[i : i + 100] for k, v in batch.items()}, {k: v[i : i + 100] for k, v in images.items()})
     return ev.compute()
 
 
 def test_evaluator_baselines_keys_and_figures():
     val, test = _showers(600, 0), _showers(400, 1)
-    ev = CaloPhysicsEvaluator(judge=_EnergyClassifier(), lr_classifier=_EnergyClassifier(),
-                              judge_transform=lambda t: t / 20, lr_classifier_transform=lambda t: t / 20)
+    ev = CaloPhysicsEvaluator(
+        judge=_EnergyClassifier(),
+        lr_classifier=_EnergyClassifier(),
+        judge_transform=lambda t: t / 20,
+        lr_classifier_transform=lambda t: t / 20,
+    )
     ev.prepare([({"impact_cm": val["impact_cm"], "label": val["label"]}, {"input": val["lr"]})])
     assert set(ev.tuned) == {"lr_native_w0", "lr_native_val_res_cm", "lr_fit_val_res_cm", "lr_shape_val_auc"}
     out = _evaluate(ev, test)

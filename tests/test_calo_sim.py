@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lit_sr.data.h5store import is_complete
+from lit_sr.domains.calo.data import CaloDataModule, calo_schema
 from lit_sr.domains.calo.sim import (
     PI0_MASS_GEV,
     SIMULATOR_VERSION,
@@ -21,12 +23,11 @@ from lit_sr.domains.calo.sim import (
     shower_deposits,
     simulate_showers,
 )
-from lit_sr.data.h5store import is_complete
-from lit_sr.domains.calo.data import CaloDataModule, calo_schema
 
 
 def is_complete_calo_file(path) -> bool:
     return is_complete(path, calo_schema())
+
 
 CFG = CaloSimConfig()
 GEO = CFG.geometry
@@ -144,8 +145,7 @@ def test_shifting_impact_moves_barycentre_along_the_right_axis() -> None:
 
 
 def test_photon_impacts_uniform_over_one_lr_crystal() -> None:
-    d = simulate_showers(1500, 0, seed=9, config=dataclasses.replace(CFG, spot_fraction=0.02, min_spots=1),
-                         noise=False)
+    d = simulate_showers(1500, 0, seed=9, config=dataclasses.replace(CFG, spot_fraction=0.02, min_spots=1), noise=False)
     half = 0.5 * GEO.lr_cell_cm
     for k in range(2):
         v = d["impact_cm"][:, k].astype(np.float64)
@@ -223,8 +223,13 @@ def test_incomplete_files_are_detected(tmp_path) -> None:
     assert not is_complete_calo_file(tmp_path / "garbage.h5")
     killed = tmp_path / "killed.h5"  # what a run killed before its last line leaves behind
     with h5py.File(killed, "w") as f:
-        for k, shape in (("hr", (4, 24, 24)), ("lr", (4, 6, 6)), ("label", (4,)),
-                         ("impact_cm", (4, 2)), ("energy_gev", (4,))):
+        for k, shape in (
+            ("hr", (4, 24, 24)),
+            ("lr", (4, 6, 6)),
+            ("label", (4,)),
+            ("impact_cm", (4, 2)),
+            ("energy_gev", (4,)),
+        ):
             f.create_dataset(k, shape=shape, dtype=np.float32)
     assert not is_complete_calo_file(killed)
     with h5py.File(killed, "a") as f:

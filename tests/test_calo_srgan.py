@@ -10,24 +10,36 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-
 from conftest import TINY, calo_overrides, compose_config, run_py
+
 from lit_sr.cli import run
 from lit_sr.models.classifier import load_frozen_classifier
 from lit_sr.nets.classifier import CNNClassifier
 
 # Tiny nets: seconds per run on one CPU core.
 TINY_CLASSIFIER = ["model.net.channels=[8]", "model.net.feature_dim=16"]
-TINY_GAN = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.growth_channels=8",
-            "model.critic.channels=[8,8,8,8,8,8]", "model.critic.hidden=16"]
+TINY_GAN = [
+    "model.net.num_features=8",
+    "model.net.num_blocks=1",
+    "model.net.growth_channels=8",
+    "model.critic.channels=[8,8,8,8,8,8]",
+    "model.critic.hidden=16",
+]
 # calo_srgan's own classifier pre-training, tiny
-TINY_PRETRAIN = ["classifier.model.net.channels=[8]", "classifier.model.net.feature_dim=16",
-                 "classifier.trainer.max_epochs=1", "classifier.trainer.limit_train_batches=3",
-                 "+classifier.trainer.limit_val_batches=2",
-                 # the judge and the LR CNN (trained once per data file, cached under <data_dir>/judges), tiny
-                 "judges.nets.hr.model.net.channels=[8]", "judges.nets.hr.model.net.feature_dim=16",
-                 "judges.nets.lr_cnn.model.net.channels=[8]", "judges.nets.lr_cnn.model.net.feature_dim=16",
-                 "judges.trainer.limit_train_batches=3", "+judges.trainer.limit_val_batches=2"]
+TINY_PRETRAIN = [
+    "classifier.model.net.channels=[8]",
+    "classifier.model.net.feature_dim=16",
+    "classifier.trainer.max_epochs=1",
+    "classifier.trainer.limit_train_batches=3",
+    "+classifier.trainer.limit_val_batches=2",
+    # the judge and the LR CNN (trained once per data file, cached under <data_dir>/judges), tiny
+    "judges.nets.hr.model.net.channels=[8]",
+    "judges.nets.hr.model.net.feature_dim=16",
+    "judges.nets.lr_cnn.model.net.channels=[8]",
+    "judges.nets.lr_cnn.model.net.feature_dim=16",
+    "judges.trainer.limit_train_batches=3",
+    "+judges.trainer.limit_val_batches=2",
+]
 PRETRAIN_LOG = "No classifier checkpoint given (model.classifier_ckpt=null): training one first"
 
 
@@ -44,8 +56,17 @@ def _metrics(run_dir: Path) -> dict[str, float]:
 def classifier_ckpt(calo_data_dir, tmp_path_factory) -> Path:
     """Train the calo_classifier experiment (tiny) once for this module; its last checkpoint."""
     root = tmp_path_factory.mktemp("clf")
-    cfg = compose_config(["experiment=calo_classifier", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                          "trainer.max_epochs=1", *TINY_CLASSIFIER], root)
+    cfg = compose_config(
+        [
+            "experiment=calo_classifier",
+            *TINY,
+            *calo_overrides(calo_data_dir),
+            "debug=limit",
+            "trainer.max_epochs=1",
+            *TINY_CLASSIFIER,
+        ],
+        root,
+    )
     run(cfg)
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
@@ -57,8 +78,9 @@ def _tiny_classifier():
 
 
 def test_calo_classifier_experiment_checkpoint_loads_frozen(classifier_ckpt):
-    net = load_frozen_classifier(str(classifier_ckpt), _tiny_classifier(), class_names=["photon", "pion"],
-                                 image_size=24)
+    net = load_frozen_classifier(
+        str(classifier_ckpt), _tiny_classifier(), class_names=["photon", "pion"], image_size=24
+    )
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     assert net.input_transform is not None and net.image_size == 24
     assert net.features(torch.rand(2, 1, 24, 24)).shape == (2, 16)
@@ -68,9 +90,20 @@ def test_calo_classifier_experiment_checkpoint_loads_frozen(classifier_ckpt):
 
 def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="lit_sr")
-    cfg = compose_config(["experiment=calo_srgan", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                          "trainer.devices=1", *TINY_GAN, *TINY_PRETRAIN, "model.pretrain_steps=2",
-                          "optimized_metric=test/barycentre_res_cm/sr"], tmp_path)
+    cfg = compose_config(
+        [
+            "experiment=calo_srgan",
+            *TINY,
+            *calo_overrides(calo_data_dir),
+            "debug=limit",
+            "trainer.devices=1",
+            *TINY_GAN,
+            *TINY_PRETRAIN,
+            "model.pretrain_steps=2",
+            "optimized_metric=test/barycentre_res_cm/sr",
+        ],
+        tmp_path,
+    )
     assert cfg.model.classifier_ckpt is None
     value = run(cfg)
     run_dir = tmp_path / "run"
@@ -105,8 +138,10 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
     resolved = OmegaConf.load(run_dir / "config_resolved.yaml")
     judge_path, perceptual_path = Path(resolved.judges.nets.hr.ckpt), Path(resolved.model.classifier_ckpt)
     assert judge_path.resolve() != perceptual_path.resolve() and judge_path.is_file()
-    shapes = [{k: tuple(v.shape) for k, v in torch.load(p, map_location="cpu", weights_only=True)["state_dict"].items()}
-              for p in (judge_path, perceptual_path)]
+    shapes = [
+        {k: tuple(v.shape) for k, v in torch.load(p, map_location="cpu", weights_only=True)["state_dict"].items()}
+        for p in (judge_path, perceptual_path)
+    ]
     assert shapes[0] != shapes[1]  # another architecture
     assert resolved.judges.nets.hr.seed != resolved.seed
     # 2 pre-training batches then 4 GAN batches; global_step counts batches
@@ -125,9 +160,20 @@ def test_calo_srgan_file_without_impact_trains_with_a_note(calo_data_dir, classi
         for key in ("hr", "lr", "label", "energy_gev"):
             fout.create_dataset(key, data=fin[key][:])
     caplog.set_level(logging.INFO)
-    cfg = compose_config(["experiment=calo_srgan", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                          "trainer.devices=1", *TINY_GAN, *TINY_PRETRAIN, f"data.file={user}",
-                          f"model.classifier_ckpt={classifier_ckpt}"], tmp_path)
+    cfg = compose_config(
+        [
+            "experiment=calo_srgan",
+            *TINY,
+            *calo_overrides(calo_data_dir),
+            "debug=limit",
+            "trainer.devices=1",
+            *TINY_GAN,
+            *TINY_PRETRAIN,
+            f"data.file={user}",
+            f"model.classifier_ckpt={classifier_ckpt}",
+        ],
+        tmp_path,
+    )
     run(cfg)
     notes = [r.getMessage() for r in caplog.records if "has no impact_cm" in r.getMessage()]
     # (one note per DataModule set up: the setup hook reads a batch to check for labels)
@@ -143,10 +189,23 @@ def test_calo_srgan_wrong_classifier_checkpoint_is_named(calo_data_dir, classifi
     ckpt["hyper_parameters"]["class_names"] = ["no_sub", "cdm", "vortex"]  # a lensing classifier's
     wrong_task = tmp_path / "lensing_classifier.ckpt"
     torch.save(ckpt, wrong_task)
-    for path, extra, found in [(wrong_task, [], "class_names=['no_sub', 'cdm', 'vortex']"),
-                               (classifier_ckpt, ["classifier.model.net.channels=[16]"], "state dict")]:
-        cfg = compose_config(["experiment=calo_srgan", *TINY, *calo_overrides(calo_data_dir), "debug=limit",
-                              *TINY_GAN, *TINY_PRETRAIN, *extra, f"model.classifier_ckpt={path}"], tmp_path)
+    for path, extra, found in [
+        (wrong_task, [], "class_names=['no_sub', 'cdm', 'vortex']"),
+        (classifier_ckpt, ["classifier.model.net.channels=[16]"], "state dict"),
+    ]:
+        cfg = compose_config(
+            [
+                "experiment=calo_srgan",
+                *TINY,
+                *calo_overrides(calo_data_dir),
+                "debug=limit",
+                *TINY_GAN,
+                *TINY_PRETRAIN,
+                *extra,
+                f"model.classifier_ckpt={path}",
+            ],
+            tmp_path,
+        )
         with pytest.raises(Exception, match="not a usable classifier checkpoint") as err:
             run(cfg)
         assert str(path) in str(err.value) and found in str(err.value)
@@ -154,8 +213,17 @@ def test_calo_srgan_wrong_classifier_checkpoint_is_named(calo_data_dir, classifi
 
 def test_calo_srgan_ddp_sim_two_processes(calo_data_dir, tmp_path):
     """GAN (gradient penalty = double backward) under 2 gloo processes; classifier trained once by rank 0."""
-    args = ["experiment=calo_srgan", "trainer=ddp_sim", f"paths.root_dir={tmp_path}", *TINY,
-            *calo_overrides(calo_data_dir), "debug=limit", *TINY_GAN, *TINY_PRETRAIN, "model.pretrain_steps=1"]
+    args = [
+        "experiment=calo_srgan",
+        "trainer=ddp_sim",
+        f"paths.root_dir={tmp_path}",
+        *TINY,
+        *calo_overrides(calo_data_dir),
+        "debug=limit",
+        *TINY_GAN,
+        *TINY_PRETRAIN,
+        "model.pretrain_steps=1",
+    ]
     proc = run_py(args, cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stdout[-4000:]
     runs = [p for p in (tmp_path / "outputs" / "calo_srgan").iterdir() if p.is_dir()]

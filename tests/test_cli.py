@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, calo_overrides, compose_config, run_py
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from conftest import TINY, calo_overrides, compose_config, run_py
 from lit_sr.cli import run
 
 TINY_RRDB = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.growth_channels=8"]
@@ -52,14 +52,18 @@ def test_resume_continues_steps_and_test_mode_reproduces_metrics(calo_data_dir, 
     trained_psnr = float([r for r in _metrics_rows(out / "metrics.csv") if r.get("test/psnr")][0]["test/psnr"])
     best = next(p for p in (out / "checkpoints").glob("epoch*.ckpt"))
 
-    resumed = compose_config(_calo_rrdb(calo_data_dir, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
-                                        "trainer.max_epochs=3"), tmp_path, tmp_path / "resumed")
+    resumed = compose_config(
+        _calo_rrdb(calo_data_dir, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3"),
+        tmp_path,
+        tmp_path / "resumed",
+    )
     run(resumed)
     ckpt = torch.load(Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 9 and steps_first == 5  # 3 batches x 2 epochs, then one more epoch
 
-    tested = compose_config([*_calo_rrdb(calo_data_dir), "mode=test", f"ckpt_path={best}"], tmp_path,
-                            tmp_path / "tested")
+    tested = compose_config(
+        [*_calo_rrdb(calo_data_dir), "mode=test", f"ckpt_path={best}"], tmp_path, tmp_path / "tested"
+    )
     run(tested)
     rows = _metrics_rows(Path(HydraConfig.get().runtime.output_dir) / "metrics.csv")
     assert float(rows[-1]["test/psnr"]) == pytest.approx(trained_psnr, rel=1e-6)
@@ -67,8 +71,11 @@ def test_resume_continues_steps_and_test_mode_reproduces_metrics(calo_data_dir, 
 
 def test_seed_zero_is_honoured(calo_data_dir, tmp_path):
     def final_loss(seed: int, name: str) -> float:
-        cfg = compose_config(_calo_rrdb(calo_data_dir, f"seed={seed}", "test_after_training=false",
-                                        "trainer.max_epochs=1"), tmp_path, tmp_path / name)
+        cfg = compose_config(
+            _calo_rrdb(calo_data_dir, f"seed={seed}", "test_after_training=false", "trainer.max_epochs=1"),
+            tmp_path,
+            tmp_path / name,
+        )
         run(cfg)
         rows = _metrics_rows(Path(HydraConfig.get().runtime.output_dir) / "metrics.csv")
         return float([r for r in rows if r.get("val/loss")][-1]["val/loss"])
@@ -79,12 +86,14 @@ def test_seed_zero_is_honoured(calo_data_dir, tmp_path):
 
 
 def test_predict_writes_physical_units_without_overwriting(calo_data_dir, tmp_path):
-    train = compose_config(_calo_rrdb(calo_data_dir, "test_after_training=false", "trainer.max_epochs=1"),
-                           tmp_path, tmp_path / "train")
+    train = compose_config(
+        _calo_rrdb(calo_data_dir, "test_after_training=false", "trainer.max_epochs=1"), tmp_path, tmp_path / "train"
+    )
     run(train)
     ckpt = Path(HydraConfig.get().runtime.output_dir) / "checkpoints" / "last.ckpt"
-    cfg = compose_config([*_calo_rrdb(calo_data_dir), "mode=predict", f"ckpt_path={ckpt}"], tmp_path,
-                         tmp_path / "predict")
+    cfg = compose_config(
+        [*_calo_rrdb(calo_data_dir), "mode=predict", f"ckpt_path={ckpt}"], tmp_path, tmp_path / "predict"
+    )
     run(cfg)
     pred = Path(HydraConfig.get().runtime.output_dir) / "predictions.h5"
     data_file = next(Path(calo_data_dir).glob("*.h5"))
@@ -162,8 +171,13 @@ def test_wandb_never_blocks_and_resumes_its_run(calo_data_dir, tmp_path, monkeyp
     run_id = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["wandb_run_id"]
     assert run_id and list((out / "wandb").glob(f"offline-run-*-{run_id}"))
 
-    resumed = compose_config(_calo_rrdb(calo_data_dir, *extra[:-1], "trainer.max_epochs=2",
-                                        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"), tmp_path, tmp_path / "second")
+    resumed = compose_config(
+        _calo_rrdb(
+            calo_data_dir, *extra[:-1], "trainer.max_epochs=2", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"
+        ),
+        tmp_path,
+        tmp_path / "second",
+    )
     run(resumed)
     out2 = Path(HydraConfig.get().runtime.output_dir)
     assert torch.load(out2 / "checkpoints" / "last.ckpt", weights_only=True)["wandb_run_id"] == run_id
@@ -172,7 +186,9 @@ def test_wandb_never_blocks_and_resumes_its_run(calo_data_dir, tmp_path, monkeyp
     assert wandb.run is None  # finished at the end of the job (multirun jobs each get their own run)
 
 
-@pytest.mark.parametrize("debug", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "debug").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "debug", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "debug").glob("*.yaml"))
+)
 def test_debug_configs_compose_into_a_trainer(debug, tmp_path):
     cfg = compose_config(["experiment=calo_rrdb", f"debug={debug}", *TINY], tmp_path)
     trainer = instantiate(cfg.trainer)
@@ -195,12 +211,17 @@ def test_optuna_search_space_composes(tmp_path):
 def test_progress_lines_without_a_terminal(calo_data_dir, tmp_path):
     """stdout to a file (as under SLURM or CI): plain progress lines replace the Rich bar."""
     args = [a for a in _calo_rrdb(calo_data_dir) if not a.startswith("callbacks.progress_bar")]
-    res = run_py([*args, f"paths.root_dir={tmp_path}", "callbacks.progress_bar.every_n_steps=2",
-                  "test_after_training=false"], cwd=tmp_path, timeout=240)
+    res = run_py(
+        [*args, f"paths.root_dir={tmp_path}", "callbacks.progress_bar.every_n_steps=2", "test_after_training=false"],
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stdout[-3000:]
     lines = [line for line in res.stdout.splitlines() if "lit_sr" in line and " step " in line]
-    assert any("epoch 0 step 2/6 (33 %)" in line and "it/s" in line and "ETA" in line and "train/loss=" in line
-               for line in lines), res.stdout[-3000:]
+    assert any(
+        "epoch 0 step 2/6 (33 %)" in line and "it/s" in line and "ETA" in line and "train/loss=" in line
+        for line in lines
+    ), res.stdout[-3000:]
     assert any("epoch 1 step 6/6 (100 %)" in line for line in lines)
     assert any("validation after epoch 1 step 6: " in line and "val/psnr=" in line for line in res.stdout.splitlines())
 
@@ -208,7 +229,14 @@ def test_progress_lines_without_a_terminal(calo_data_dir, tmp_path):
 def test_summary_table_prints_a_lower_limit_as_such(capsys):
     from lit_sr.cli import print_metrics
 
-    print_metrics({"test/pion_rejection/hr": 2090.0, "test/pion_rejection_lower_limit/hr": 1.0,
-                   "test/pion_rejection/sr": 4.2566, "test/pion_rejection_lower_limit/sr": 0.0}, "t")
+    print_metrics(
+        {
+            "test/pion_rejection/hr": 2090.0,
+            "test/pion_rejection_lower_limit/hr": 1.0,
+            "test/pion_rejection/sr": 4.2566,
+            "test/pion_rejection_lower_limit/sr": 0.0,
+        },
+        "t",
+    )
     out = capsys.readouterr().out
     assert "> 2090" in out and "4.2566" in out and "lower_limit" not in out

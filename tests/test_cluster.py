@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF_DIR, ROOT, TINY, calo_overrides
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-
-from conftest import CONF_DIR, ROOT, TINY, calo_overrides
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -24,9 +23,19 @@ TINY_RRDB = ["model.net.num_features=8", "model.net.num_blocks=1", "model.net.gr
 def test_slurm_launcher_config_follows_the_trainer(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "experiment=calo_srgan", "trainer=ddp", "trainer.devices=4",
-            "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.account=proj"])
+        cfg = compose(
+            "config",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "experiment=calo_srgan",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.account=proj",
+            ],
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
@@ -45,9 +54,18 @@ def test_slurm_launcher_config_follows_the_trainer(tmp_path):
 
 def _train_args(data_dir: Path, run_dir: Path) -> list[str]:
     tiny = [a for a in TINY if "progress_bar" not in a]  # keep the (plain-line) progress callback
-    return ["experiment=calo_rrdb", *tiny, *calo_overrides(data_dir), *TINY_RRDB, "trainer.max_epochs=1",
-            "trainer.limit_train_batches=1.0", "+trainer.limit_val_batches=1", "test_after_training=false",
-            "callbacks.progress_bar.every_n_steps=1", f"hydra.run.dir={run_dir}"]
+    return [
+        "experiment=calo_rrdb",
+        *tiny,
+        *calo_overrides(data_dir),
+        *TINY_RRDB,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1.0",
+        "+trainer.limit_val_batches=1",
+        "test_after_training=false",
+        "callbacks.progress_bar.every_n_steps=1",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 @pytest.mark.slow
@@ -84,12 +102,28 @@ def test_preemption_signal_saves_last_checkpoint_and_the_rerun_resumes(calo_data
 
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_two_jobs(calo_data_dir, tmp_path):
-    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "experiment=calo_rrdb", *TINY,
-            *calo_overrides(calo_data_dir), *TINY_RRDB, "debug=limit", "trainer.max_epochs=1",
-            f"paths.root_dir={tmp_path}", "model.optimizer.lr=1e-3,1e-4"]
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "experiment=calo_rrdb",
+        *TINY,
+        *calo_overrides(calo_data_dir),
+        *TINY_RRDB,
+        "debug=limit",
+        "trainer.max_epochs=1",
+        f"paths.root_dir={tmp_path}",
+        "model.optimizer.lr=1e-3,1e-4",
+    ]
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}, timeout=600)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"},
+        timeout=600,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lit_sr.domains.calo.nets import calo_generator
 from lit_sr.models.classifier import ClassifierModule, load_frozen_classifier
 from lit_sr.nets.classifier import CNNClassifier
 from lit_sr.nets.critic import Critic
-from lit_sr.domains.calo.nets import calo_generator
 from lit_sr.nets.rrdb import RRDBNet
 
 
@@ -85,8 +85,6 @@ def _batches(n=64, seed=0):
     return x, y
 
 
-
-
 def _loader(n, seed):
     x, y = _batches(n, seed)
     ds = [{"target": x[i], "input": x[i, :, ::4, ::4], "label": y[i]} for i in range(n)]
@@ -99,10 +97,18 @@ def _net():
 
 def _fit(tmp_path, epochs=15, **kw):
     torch.manual_seed(0)
-    m = ClassifierModule(_net(), class_names=["photon", "pion"], image_size=24,
-                         optimizer=lambda p: torch.optim.Adam(p, lr=1e-2), **kw)
-    t = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    m = ClassifierModule(
+        _net(), class_names=["photon", "pion"], image_size=24, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2), **kw
+    )
+    t = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     t.fit(m, _loader(64, 0), _loader(32, 1))
     ckpt = tmp_path / "clf.ckpt"
     t.save_checkpoint(ckpt)
@@ -137,14 +143,24 @@ def test_multiclass_classifier_learns_three_classes(tmp_path):
             elif y[i] == 1:
                 x[i, 0, r, c] = x[i, 0, r - 3, c + 3] = 1.0
             else:
-                x[i, 0, r, c - 3:c + 3] = 1.0
+                x[i, 0, r, c - 3 : c + 3] = 1.0
         return DataLoader([{"target": x[i], "label": y[i]} for i in range(n)], batch_size=16)
 
     torch.manual_seed(0)
-    m = ClassifierModule(CNNClassifier(channels=(8,), feature_dim=16, num_classes=3), class_names=["a", "b", "c"],
-                         optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
-    t = L.Trainer(max_epochs=15, accelerator="cpu", logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    m = ClassifierModule(
+        CNNClassifier(channels=(8,), feature_dim=16, num_classes=3),
+        class_names=["a", "b", "c"],
+        optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+    )
+    t = L.Trainer(
+        max_epochs=15,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     t.fit(m, loader(96), loader(48))
     assert t.callback_metrics["val/auc"] > 0.9 and t.callback_metrics["val/acc"] > 0.6
 

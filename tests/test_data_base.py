@@ -14,22 +14,36 @@ from lit_sr.data.h5store import Field, H5Schema, ensure_simulated, is_complete, 
 from lit_sr.data.validate import DataFileError
 from lit_sr.utils.progress import ProgressLog, track
 
-SCHEMA = H5Schema([Field("image", (4, 4), "float32", nonnegative=True, units="counts"),
-                   Field("label", (), "int64", allowed=(0, 1, 2), allowed_names=("a", "b", "c")),
-                   Field("extra", (2,), "float32", required=False)], what="test file")
+SCHEMA = H5Schema(
+    [
+        Field("image", (4, 4), "float32", nonnegative=True, units="counts"),
+        Field("label", (), "int64", allowed=(0, 1, 2), allowed_names=("a", "b", "c")),
+        Field("extra", (2,), "float32", required=False),
+    ],
+    what="test file",
+)
 
 
 def _blocks(n: int, block: int = 100, seed: int = 0):
     rng = np.random.default_rng(seed)
     for start in range(0, n, block):
         m = min(block, n - start)
-        yield {"image": rng.random((m, 4, 4), dtype=np.float32) + np.arange(start, start + m)[:, None, None],
-               "label": rng.integers(0, 3, m)}
+        yield {
+            "image": rng.random((m, 4, 4), dtype=np.float32) + np.arange(start, start + m)[:, None, None],
+            "label": rng.integers(0, 3, m),
+        }
 
 
 def _file(tmp_path, n=1000, chunk_rows=64):
-    return write_h5(tmp_path / "f.h5", SCHEMA, n, _blocks(n), attrs={"seed": 0, "config": {"a": 1}},
-                    chunk_rows=chunk_rows, progress=False)
+    return write_h5(
+        tmp_path / "f.h5",
+        SCHEMA,
+        n,
+        _blocks(n),
+        attrs={"seed": 0, "config": {"a": 1}},
+        chunk_rows=chunk_rows,
+        progress=False,
+    )
 
 
 def _builder(raw, rows, rng):
@@ -55,11 +69,22 @@ def test_write_refuses_a_short_simulation_and_leaves_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("change, field, message", [
-    (lambda h5: h5["image"].__setitem__((3, 0, 0), -1.0), "image", "negative value -1.0 at index (3, 0, 0) (expected values >= 0 counts)"),
-    (lambda h5: h5["label"].__setitem__(5, 7), "label", "expected values 0 (a), 1 (b) or 2 (c), found [0 1 2 7]"),
-    (lambda h5: h5["image"].__setitem__((999, 3, 3), np.nan), "image", "non-finite value nan at index (999, 3, 3) (expected finite numbers)"),
-])
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        (
+            lambda h5: h5["image"].__setitem__((3, 0, 0), -1.0),
+            "image",
+            "negative value -1.0 at index (3, 0, 0) (expected values >= 0 counts)",
+        ),
+        (lambda h5: h5["label"].__setitem__(5, 7), "label", "expected values 0 (a), 1 (b) or 2 (c), found [0 1 2 7]"),
+        (
+            lambda h5: h5["image"].__setitem__((999, 3, 3), np.nan),
+            "image",
+            "non-finite value nan at index (999, 3, 3) (expected finite numbers)",
+        ),
+    ],
+)
 def test_validation_names_file_field_and_expectation(tmp_path, change, field, message):
     path = _file(tmp_path)
     with h5py.File(path, "a") as h5:
@@ -98,7 +123,7 @@ def test_lazy_and_in_memory_reads_agree_and_lazy_reads_each_chunk_once(tmp_path)
 
     lazy._decoded_chunk = spy
     for start in range(0, len(order), 50):
-        pos = order[start:start + 50]
+        pos = order[start : start + 50]
         a, b = memory.__getitems__(pos), lazy.__getitems__(pos)
         torch.testing.assert_close(a["input"], b["input"], rtol=0, atol=0)
         assert a["index"].tolist() == b["index"].tolist() == rows[pos].tolist()
@@ -114,7 +139,7 @@ def test_chunk_shuffle_sampler_windows_and_epochs():
     first = list(s)
     # consecutive blocks of 100 positions come from one window of 2 chunks
     for k in range(0, 1000, 100):
-        assert len({p // 100 for p in first[k:k + 100]}) == 1
+        assert len({p // 100 for p in first[k : k + 100]}) == 1
     s.set_epoch(1)
     assert list(s) != first and sorted(s) == list(range(1000))
 

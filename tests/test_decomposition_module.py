@@ -12,16 +12,29 @@ from lit_sr.metrics.background import HitPrecision, HitRecall, median_hit_filter
 from lit_sr.models.decomposition import DecompositionModule
 from lit_sr.nets.decomposition import DecompositionNet
 
-SMALL = dict(frame_shape=(64, 128), n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
-             n_train_signal_patches=16, n_noise_patches=16, n_val_patches=8, n_test_patches=8,
-             signal_threshold=2000.0, mask_dilation=2, max_masked_fraction=0.2, batch_size=4)
+SMALL = dict(
+    frame_shape=(64, 128),
+    n_xray_frames=3,
+    n_full_frames=3,
+    n_eval_frames=2,
+    patch_size=32,
+    n_train_signal_patches=16,
+    n_noise_patches=16,
+    n_val_patches=8,
+    n_test_patches=8,
+    signal_threshold=2000.0,
+    mask_dilation=2,
+    max_masked_fraction=0.2,
+    batch_size=4,
+)
 
 
 def test_hit_metrics():
     p, r = HitPrecision(0.5), HitRecall(0.5)
     pred = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.9])
     true = torch.tensor([0.9, 0.1, 0.9, 0.1, 0.9])
-    p.update(pred, true); r.update(pred, true)
+    p.update(pred, true)
+    r.update(pred, true)
     assert p.compute().item() == pytest.approx(2 / 3) and r.compute().item() == pytest.approx(2 / 3)
     assert HitPrecision(0.5).compute().item() == 0.0
 
@@ -48,8 +61,12 @@ class Oracle(torch.nn.Module):
 
 def test_loss_and_perfect_metrics():
     m = DecompositionModule(Oracle())
-    b = {"input": torch.rand(2, 1, 16, 16), "target": torch.rand(2, 1, 16, 16), "noise": torch.rand(2, 1, 16, 16),
-         "bounds": torch.tensor([[1.0, 11.0], [0.0, 2.0]])}
+    b = {
+        "input": torch.rand(2, 1, 16, 16),
+        "target": torch.rand(2, 1, 16, 16),
+        "noise": torch.rand(2, 1, 16, 16),
+        "bounds": torch.tensor([[1.0, 11.0], [0.0, 2.0]]),
+    }
     m.net.batch = b
     assert m.loss_fn(m(b["input"]), b).item() == 0.0
     pred = m.predict_step(b, 0)
@@ -66,16 +83,31 @@ def test_fit_validate_test(tmp_path):
     net = DecompositionNet("c4", features=(2, 4, 4, 4))
     model = DecompositionModule(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0))
     assert "net" not in model.hparams
-    tr = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False)
+    tr = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     tr.fit(model, dm)
     keys = tr.callback_metrics
-    for k in ("val/loss", "val/signal_psnr", "val/input_psnr", "val/median_psnr", "val/signal_ssim",
-              "val/noise_l1", "val/hit_precision", "val/hit_recall", "val/median_hit_recall"):
+    for k in (
+        "val/loss",
+        "val/signal_psnr",
+        "val/input_psnr",
+        "val/median_psnr",
+        "val/signal_ssim",
+        "val/noise_l1",
+        "val/hit_precision",
+        "val/hit_recall",
+        "val/median_hit_recall",
+    ):
         assert k in keys, k
     # the raw-input baseline: its signal L1 equals the mean normalised noise... up to clipping
     res = tr.test(model, dm, verbose=False)[0]
-    assert res["test/input_hit_recall"] == 0.0                 # zero noise estimate finds no hit
+    assert res["test/input_hit_recall"] == 0.0  # zero noise estimate finds no hit
     assert res["test/median_hit_recall"] > 0.0
     assert torch.isfinite(torch.tensor(res["test/signal_psnr"]))
 
@@ -107,7 +139,7 @@ def test_warmup_loss_only_in_its_epochs():
     for epoch, expected in ((0, 0.25), (1, 0.25), (2, 0.5)):
         m._trainer = types.SimpleNamespace(current_epoch=epoch)
         assert m.training_step(b, 0).item() == pytest.approx(expected), epoch
-    assert m.loss_fn(m(b["input"]), b).item() == pytest.approx(0.5)   # val/test: always the main loss
+    assert m.loss_fn(m(b["input"]), b).item() == pytest.approx(0.5)  # val/test: always the main loss
 
 
 @pytest.mark.slow
@@ -116,16 +148,34 @@ def test_short_training_removes_background_hits(tmp_path):
     error, lr 1e-3) must learn the hits within a few hundred steps: the net's signal PSNR on held-out
     patches beats the raw input by 4 dB and the median filter (300 steps, about 20 s)."""
     torch.manual_seed(0)
-    dm = SAXSDataModule(data_dir=str(tmp_path), frame_shape=(128, 256), n_xray_frames=4, n_full_frames=4,
-                        n_eval_frames=2, patch_size=32, n_train_signal_patches=16 * 300, n_noise_patches=256,
-                        n_val_patches=64, signal_threshold=1250.0, batch_size=16)
+    dm = SAXSDataModule(
+        data_dir=str(tmp_path),
+        frame_shape=(128, 256),
+        n_xray_frames=4,
+        n_full_frames=4,
+        n_eval_frames=2,
+        patch_size=32,
+        n_train_signal_patches=16 * 300,
+        n_noise_patches=256,
+        n_val_patches=64,
+        signal_threshold=1250.0,
+        batch_size=16,
+    )
     dm.prepare_data()
     dm.setup("fit")
     net = DecompositionNet("c4", features=(4, 8, 16, 32), noise_activation="relu_st")
-    model = DecompositionModule(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0),
-                                loss="mse", hit_threshold=0.1)
-    tr = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    model = DecompositionModule(
+        net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0), loss="mse", hit_threshold=0.1
+    )
+    tr = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     tr.fit(model, dm)
     m = tr.callback_metrics
     assert m["val/signal_psnr"] > m["val/input_psnr"] + 4.0, {k: float(v) for k, v in m.items()}

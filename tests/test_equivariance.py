@@ -1,6 +1,5 @@
 """C4 equivariance of the default network; the plain UNet is not equivariant."""
 
-
 import pytest
 import torch
 
@@ -36,14 +35,14 @@ def test_default_net_equivariant_latent_and_heads(group_pool):
     torch.manual_seed(0)
     net = DecompositionNet(group_pool=group_pool)  # default backend c4, full size
     x = torch.rand(1, 1, 32, 32)
-    pre = net.head(net.backbone(x))                # centre the head so about half of n_hat is > 0
+    pre = net.head(net.backbone(x))  # centre the head so about half of n_hat is > 0
     net.head.conv.bias -= pre.median()
     out = net(x, return_latent=True)
     for k in (1, 2, 3):
         out_r = net(rot(x, k), return_latent=True)
         for name in ("latent", "noise", "signal"):
             assert rel_err(out_r[name], rot(out[name], k)) < 1e-5, name
-    assert 0.2 < (out["noise"] > 0).float().mean() < 0.8   # the test is not vacuous
+    assert 0.2 < (out["noise"] > 0).float().mean() < 0.8  # the test is not vacuous
     assert (out["signal"] > 0).float().mean() > 0.2
 
 
@@ -59,7 +58,7 @@ def test_plain_unet_not_equivariant():
 def test_parameter_counts():
     assert count_parameters(UNet()) == 1925520
     n = count_parameters(C4UNet())
-    assert 5.5e6 < n < 6.3e6                       # study's escnn model: 5.88 M
+    assert 5.5e6 < n < 6.3e6  # study's escnn model: 5.88 M
 
 
 def test_sizes_must_be_divisible():
@@ -80,13 +79,14 @@ def test_escnn_backend(group_pool):
     for k in (1, 2, 3):
         out_r = net(rot(x, k), return_latent=True)
         for name in ("latent", "noise", "signal"):
-            assert rel_err(out_r[name], rot(out[name], k)) < 1e-5, name   # 1.7e-6 measured (escnn 1.0.11)
+            assert rel_err(out_r[name], rot(out[name], k)) < 1e-5, name  # 1.7e-6 measured (escnn 1.0.11)
     assert 0.2 < (out["noise"] > 0).float().mean() < 0.8
 
 
 def test_escnn_missing_message():
     try:
         import escnn  # noqa: F401
+
         pytest.skip("escnn installed")
     except ImportError:
         pass

@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from conftest import EXPERIMENTS, TINY, compose_config
 from hydra.utils import instantiate
 
-from conftest import EXPERIMENTS, TINY, compose_config
 from lit_sr.cli import run
 
 
@@ -49,8 +49,9 @@ def test_experiment_fast_dev_run_then_predict(experiment, default_data_dir, tmp_
     extra = [] if not ("input" in build.predict and build.predict.input is None) else ["predict=h5"]
     if build.get("setup_hook"):
         extra.append(f"model.classifier_ckpt={build.model.classifier_ckpt}")
-    pred_cfg = compose_config([*common, "mode=predict", f"ckpt_path={ckpt}", "debug=fdr", *extra], tmp_path,
-                              tmp_path / "predict")
+    pred_cfg = compose_config(
+        [*common, "mode=predict", f"ckpt_path={ckpt}", "debug=fdr", *extra], tmp_path, tmp_path / "predict"
+    )
     run(pred_cfg)
     written = [p for p in (tmp_path / "predict").iterdir() if p.suffix in (".h5", ".fits")]
     assert written, f"{experiment}: mode=predict wrote nothing"

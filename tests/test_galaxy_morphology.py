@@ -35,8 +35,9 @@ def numeric_radii(profile: galsim.GSObject, fractions, r_total: float, r_max: fl
     return np.array([np.interp(f * total, enclosed, r) for f in fractions])
 
 
-@pytest.mark.parametrize("profile", [galsim.Gaussian(half_light_radius=4.0, flux=1e4),
-                                     galsim.Exponential(half_light_radius=5.0, flux=1e4)])
+@pytest.mark.parametrize(
+    "profile", [galsim.Gaussian(half_light_radius=4.0, flux=1e4), galsim.Exponential(half_light_radius=5.0, flux=1e4)]
+)
 def test_half_light_radius_matches_galsim(profile) -> None:
     img = draw(profile.shift(0.3, -0.2))
     centre = flux_weighted_centre(img)[0]
@@ -50,9 +51,13 @@ def test_half_light_radius_matches_galsim(profile) -> None:
 
 def test_adaptive_ellipticity_recovers_applied_shear() -> None:
     g1, g2 = 0.3, -0.15
-    imgs = np.stack([draw(galsim.Gaussian(sigma=4.0, flux=1e4).shear(g1=g1, g2=g2)),
-                     draw(galsim.Exponential(half_light_radius=4.0, flux=1e4).shear(g1=g1, g2=g2)),
-                     np.zeros((64, 64))])
+    imgs = np.stack(
+        [
+            draw(galsim.Gaussian(sigma=4.0, flux=1e4).shear(g1=g1, g2=g2)),
+            draw(galsim.Exponential(half_light_radius=4.0, flux=1e4).shear(g1=g1, g2=g2)),
+            np.zeros((64, 64)),
+        ]
+    )
     e1, e2, failures = adaptive_ellipticity(imgs)
     np.testing.assert_allclose(e1[:2], g1, atol=0.01)
     np.testing.assert_allclose(e2[:2], g2, atol=0.01)

@@ -33,8 +33,16 @@ SCHEDULE = {"fade_images": [0, 64, 32], "stable_images": [32, 16, 64], "batch_si
 
 
 def tiny_datamodule(data_dir: Path, **kwargs) -> GalaxyDataModule:
-    args = dict(data_dir=str(data_dir), n_galaxies=96, stamp_size=STAMP, psf_size=PSF, batch_size=16,
-                eval_batch_size=32, split=(0.5, 0.25, 0.25), augment=False)
+    args = dict(
+        data_dir=str(data_dir),
+        n_galaxies=96,
+        stamp_size=STAMP,
+        psf_size=PSF,
+        batch_size=16,
+        eval_batch_size=32,
+        split=(0.5, 0.25, 0.25),
+        augment=False,
+    )
     args.update(kwargs)
     return GalaxyDataModule(**args)
 
@@ -48,11 +56,20 @@ def data_dir(tmp_path_factory) -> Path:
 
 def make_module(conditional: bool = True, noise: bool = True, **kwargs) -> ProGANModule:
     torch.manual_seed(0)
-    args = dict(net=lambda num_classes: ProGenerator(16, CHANNELS, 1, num_classes),
-                critic=lambda num_classes: ProCritic(CHANNELS, 1, num_classes, mbstd_group=4),
-                conditional=conditional, class_names=CLASSES, schedule=SCHEDULE, transform=AsinhFluxTransform(),
-                units="ADU", psf_size=PSF, noise_background=400.0 if noise else None, noise_gain=4.0 if noise else None,
-                ema_decay=0.9, grid_columns=0)
+    args = dict(
+        net=lambda num_classes: ProGenerator(16, CHANNELS, 1, num_classes),
+        critic=lambda num_classes: ProCritic(CHANNELS, 1, num_classes, mbstd_group=4),
+        conditional=conditional,
+        class_names=CLASSES,
+        schedule=SCHEDULE,
+        transform=AsinhFluxTransform(),
+        units="ADU",
+        psf_size=PSF,
+        noise_background=400.0 if noise else None,
+        noise_gain=4.0 if noise else None,
+        ema_decay=0.9,
+        grid_columns=0,
+    )
     args.update(kwargs)
     return ProGANModule(**args)
 
@@ -63,9 +80,17 @@ def _run_in_tmp(tmp_path, monkeypatch) -> None:
 
 
 def trainer(max_steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                     num_sanity_val_steps=0, **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -91,8 +116,9 @@ def test_default_file_layout_psf_and_batches(data_dir) -> None:
     rows = batch["index"].numpy()
     with h5py.File(dm.path) as h5:
         raw = h5["image"][np.sort(rows)]
-    torch.testing.assert_close(dm.transform.inverse(batch["image"][:, 0].double()), torch.from_numpy(raw).double(),
-                               rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(
+        dm.transform.inverse(batch["image"][:, 0].double()), torch.from_numpy(raw).double(), rtol=1e-5, atol=1e-3
+    )
     assert batch["image"].shape == (5, 1, STAMP, STAMP) and batch["psf"].shape == (5, PSF, PSF)
     torch.testing.assert_close(dm.psf_kernel(), torch.from_numpy(psf[0]).float(), rtol=1e-5, atol=1e-7)
 
@@ -118,14 +144,17 @@ def _write(path: Path, image: np.ndarray, psf: np.ndarray, label: np.ndarray) ->
     return path
 
 
-@pytest.mark.parametrize("case, field, expected", [
-    ("rect", "image", "square stamps whose side is a power of two"),
-    ("not_pow2", "image", "power of two"),
-    ("label", "label", "expected values 0 (disk), 1 (bulge) or 2 (irregular)"),
-    ("psf_sum", "psf", "sum to 1"),
-    ("psf_big", "psf", "larger than the"),
-    ("psf_even", "psf", "odd side"),
-])
+@pytest.mark.parametrize(
+    "case, field, expected",
+    [
+        ("rect", "image", "square stamps whose side is a power of two"),
+        ("not_pow2", "image", "power of two"),
+        ("label", "label", "expected values 0 (disk), 1 (bulge) or 2 (irregular)"),
+        ("psf_sum", "psf", "sum to 1"),
+        ("psf_big", "psf", "larger than the"),
+        ("psf_even", "psf", "odd side"),
+    ],
+)
 def test_bad_training_files_name_file_and_field(tmp_path, case, field, expected) -> None:
     n = 6
     image = np.zeros((n, 16, 16), np.float32)
@@ -202,8 +231,9 @@ def test_fft_psf_layer_equals_direct_convolution_and_scipy() -> None:
     per = torch.stack([kernel, kernel.flip(0), kernel.T])
     out = fft(x, psf=per)
     for i in range(3):
-        np.testing.assert_allclose(out[i, 0].numpy(), convolve2d(x[i, 0].numpy(), per[i].numpy(), mode="same"),
-                                   atol=1e-12)  # per-sample kernels keep the input's float64
+        np.testing.assert_allclose(
+            out[i, 0].numpy(), convolve2d(x[i, 0].numpy(), per[i].numpy(), mode="same"), atol=1e-12
+        )  # per-sample kernels keep the input's float64
 
 
 def test_critic_sees_psf_convolved_generator_output(data_dir) -> None:
@@ -247,7 +277,9 @@ def test_low_phase_fake_is_pooled_psf_image_and_noise_has_the_ccd_variance() -> 
     y = torch.full((2, 1, 4, 4), 0.3)  # a flat 4x4 generator output (phase 0)
     out = model.observe(y, eps=torch.zeros(2, 1, STAMP, STAMP))
     level = float(model.transform.inverse(soft_clamp(torch.tensor(0.3), *model.model_range, model.range_sharpness)))
-    torch.testing.assert_close(out["psf_free"], torch.full((2, 1, STAMP, STAMP), level))  # nearest: same surface brightness
+    torch.testing.assert_close(
+        out["psf_free"], torch.full((2, 1, STAMP, STAMP), level)
+    )  # nearest: same surface brightness
     assert out["convolved"][0, 0, 8, 8].item() == pytest.approx(level, rel=1e-5)  # interior: PSF sums to 1
     torch.testing.assert_close(out["observed"], out["convolved"])  # eps = 0: no noise
     x = torch.full((1, 1, 200, 200), 100.0)
@@ -271,8 +303,9 @@ def test_conditional_and_unconditional_models(data_dir) -> None:
         trainer(2).fit(model, datamodule=tiny_datamodule(data_dir))
         assert int(model.images_seen) == 32 and all(torch.isfinite(p).all() for p in model.parameters())
     with pytest.raises(ValueError, match="num_classes=3 but model.conditional asks for 0"):
-        ProGANModule(net=ProGenerator(16, CHANNELS, 1, 3), critic=ProCritic(CHANNELS, 1, 0), conditional=False,
-                     schedule=SCHEDULE)
+        ProGANModule(
+            net=ProGenerator(16, CHANNELS, 1, 3), critic=ProCritic(CHANNELS, 1, 0), conditional=False, schedule=SCHEDULE
+        )
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -284,8 +317,13 @@ def test_unconditional_model_refuses_predict_label() -> None:
     assert SamplingDataModule(4, label="bulge", class_names=CLASSES).label == 1
     model = make_module(False)
     with pytest.raises(ValueError, match="unconditional"):
-        model.predict_samples({"index": torch.arange(2), "seed": torch.zeros(2, dtype=torch.long),
-                               "label": torch.ones(2, dtype=torch.long)})
+        model.predict_samples(
+            {
+                "index": torch.arange(2),
+                "seed": torch.zeros(2, dtype=torch.long),
+                "label": torch.ones(2, dtype=torch.long),
+            }
+        )
 
 
 def test_predict_psf_override_is_checked(tmp_path) -> None:
@@ -302,8 +340,9 @@ def test_predict_psf_override_is_checked(tmp_path) -> None:
 def _sample(model: ProGANModule, out_dir: Path, name: str, **dm_kwargs) -> Path:
     dm = SamplingDataModule(class_names=CLASSES, conditional=model.conditional, image_size=STAMP, **dm_kwargs)
     writer = SamplesH5Writer(output=name, output_dir=str(out_dir), fits=True, attrs={"seed": dm.seed})
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-              callbacks=[writer]).predict(model, datamodule=dm, return_predictions=False)
+    L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[writer]
+    ).predict(model, datamodule=dm, return_predictions=False)
     return out_dir / name
 
 
@@ -322,19 +361,25 @@ def test_sampling_writes_psf_free_and_convolved_in_flux_units(tmp_path) -> None:
         np.testing.assert_allclose(h5.attrs["training_psf"], psf.numpy())
     # flux units: the generator output through the inverse transform, convolved with the training PSF
     for j in range(7):
-        np.testing.assert_allclose(conv[j, 0], convolve2d(free[j, 0], psf.numpy(), mode="same"),
-                                   rtol=1e-4, atol=1e-4 * np.abs(conv[j]).max())
+        np.testing.assert_allclose(
+            conv[j, 0], convolve2d(free[j, 0], psf.numpy(), mode="same"), rtol=1e-4, atol=1e-4 * np.abs(conv[j]).max()
+        )
     resid = (obs - conv) / np.sqrt((400.0 + np.clip(conv, 0, None)) / 4.0)  # noise of the training set's model
     assert abs(resid.std() - 1.0) < 0.05
     # sample i depends on (seed, i) only, not on the batch size; another PSF changes only the convolution
-    other = _sample(model, tmp_path, "b.h5", num_samples=7, seed=3, batch_size=7,
-                    psf={"fwhm_pix": 4.0, "beta": 2.5, "size": 9})
+    other = _sample(
+        model, tmp_path, "b.h5", num_samples=7, seed=3, batch_size=7, psf={"fwhm_pix": 4.0, "beta": 2.5, "size": 9}
+    )
     with h5py.File(other) as h5:
         # the same galaxies up to float32 round-off (convolution algorithms depend on the batch size)
         np.testing.assert_allclose(h5["psf_free"][()], free, rtol=2e-3, atol=1e-2)
         wide = moffat_psf(4.0, 2.5, 9).numpy()
-        np.testing.assert_allclose(h5["convolved"][3, 0], convolve2d(free[3, 0], wide, mode="same"),
-                                   rtol=1e-4, atol=1e-4 * np.abs(free[3]).max())
+        np.testing.assert_allclose(
+            h5["convolved"][3, 0],
+            convolve2d(free[3, 0], wide, mode="same"),
+            rtol=1e-4,
+            atol=1e-4 * np.abs(free[3]).max(),
+        )
     one_class = _sample(model, tmp_path, "c.h5", num_samples=4, seed=3, label=1)
     with h5py.File(one_class) as h5:
         assert h5["label"][()].tolist() == [1, 1, 1, 1]
@@ -392,18 +437,39 @@ def test_experiment_config_trains_through_all_phases_and_saves_the_final_state(d
     from lit_sr.cli import run
 
     out = tmp_path / "run"
-    cfg = compose_config(["experiment=galaxy_progan", *TINY, f"paths.data_dir={data_dir}", "data.n_galaxies=96",
-                          f"data.stamp_size={STAMP}", f"data.psf_size={PSF}", "data.batch_size=16",
-                          "data.split=[0.5,0.25,0.25]", "model.net.channels_per_resolution=[8,8,8]",
-                          "model.schedule.fade_images=[0,16,16]", "model.schedule.stable_images=[16,16,16]",
-                          "model.schedule.batch_size=[16,16,8]", "setup_hook=null", "model.evaluator=null",
-                          "test_after_training=false", "trainer.check_val_every_n_epoch=1000", "model.grid_columns=0",
-                          "callbacks.image_panels=null"], tmp_path, out)
+    cfg = compose_config(
+        [
+            "experiment=galaxy_progan",
+            *TINY,
+            f"paths.data_dir={data_dir}",
+            "data.n_galaxies=96",
+            f"data.stamp_size={STAMP}",
+            f"data.psf_size={PSF}",
+            "data.batch_size=16",
+            "data.split=[0.5,0.25,0.25]",
+            "model.net.channels_per_resolution=[8,8,8]",
+            "model.schedule.fade_images=[0,16,16]",
+            "model.schedule.stable_images=[16,16,16]",
+            "model.schedule.batch_size=[16,16,8]",
+            "setup_hook=null",
+            "model.evaluator=null",
+            "test_after_training=false",
+            "trainer.check_val_every_n_epoch=1000",
+            "model.grid_columns=0",
+            "callbacks.image_panels=null",
+        ],
+        tmp_path,
+        out,
+    )
     run(cfg)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     # 1 step of 16 (4x4), 2 of 16 (8x8 fade + stable), 4 of 8 (16x16): 7 steps, 80 images, in epoch 3 of 3 batches
     assert ckpt["global_step"] == 7 and ckpt["epoch"] == 2
-    assert ckpt["progan"] == {"images_seen": 80, "phase": 2, "alpha": 1.0, "resolution": 16,
-                              "schedule": {"fade_images": [0, 16, 16], "stable_images": [16, 16, 16],
-                                           "batch_size": [16, 16, 8]}}
+    assert ckpt["progan"] == {
+        "images_seen": 80,
+        "phase": 2,
+        "alpha": 1.0,
+        "resolution": 16,
+        "schedule": {"fade_images": [0, 16, 16], "stable_images": [16, 16, 16], "batch_size": [16, 16, 8]},
+    }
     assert int(ckpt["state_dict"]["images_seen"]) == 80

@@ -65,8 +65,9 @@ def test_config_validation() -> None:
 def test_composite_half_light_radius_matches_numeric_profile(bt, n, rho) -> None:
     disk_hlr = 1.0
     x = float(composite_half_light_radius(bt, n, rho))
-    profile = (galsim.Exponential(half_light_radius=disk_hlr, flux=1 - bt)
-               + galsim.Sersic(n, half_light_radius=rho * disk_hlr, flux=bt))
+    profile = galsim.Exponential(half_light_radius=disk_hlr, flux=1 - bt) + galsim.Sersic(
+        n, half_light_radius=rho * disk_hlr, flux=bt
+    )
     assert x == pytest.approx(_numeric_hlr(profile, 2000.0), rel=2e-3)
     assert min(1.0, rho) <= x <= max(1.0, rho)
     assert float(composite_half_light_radius(0.0, n, rho)) == pytest.approx(1.0, abs=1e-9)
@@ -97,8 +98,9 @@ def test_parameter_distributions() -> None:
         assert np.mean(knotty) == pytest.approx(prior.knot_probability, abs=0.015)
     assert np.median(p["flux"]) == pytest.approx(CFG.flux_median_adu, rel=0.03)
     # Component radii reproduce the composite half-light radius.
-    x = composite_half_light_radius(p["bulge_fraction"][:50], p["sersic_n"][:50],
-                                    p["bulge_hlr_arcsec"][:50] / p["disk_hlr_arcsec"][:50])
+    x = composite_half_light_radius(
+        p["bulge_fraction"][:50], p["sersic_n"][:50], p["bulge_hlr_arcsec"][:50] / p["disk_hlr_arcsec"][:50]
+    )
     np.testing.assert_allclose(x * p["disk_hlr_arcsec"][:50], p["hlr_arcsec"][:50], rtol=1e-9)
 
 
@@ -114,8 +116,11 @@ def test_outputs_labels_and_psf(clean) -> None:
     np.testing.assert_allclose(clean["psf"].sum(axis=(1, 2)), 1.0, atol=1e-5)
     assert np.unravel_index(clean["psf"][0].argmax(), (k, k)) == (k // 2, k // 2)
     # The stored PSF is galsim's Moffat sampled at pixel centres, normalised.
-    ref = galsim.Moffat(beta=CFG.psf_beta, fwhm=CFG.psf_fwhm_arcsec).drawImage(
-        nx=k, ny=k, scale=CFG.pixel_scale_arcsec, method="no_pixel").array
+    ref = (
+        galsim.Moffat(beta=CFG.psf_beta, fwhm=CFG.psf_fwhm_arcsec)
+        .drawImage(nx=k, ny=k, scale=CFG.pixel_scale_arcsec, method="no_pixel")
+        .array
+    )
     np.testing.assert_allclose(clean["psf"][0], ref / ref.sum(), atol=1e-6)
     np.testing.assert_allclose(clean["psf_fwhm_arcsec"], CFG.psf_fwhm_arcsec, rtol=1e-6)
     np.testing.assert_array_equal(clean["size_bin"], np.digitize(clean["hlr_arcsec"], CFG.size_bin_edges_arcsec))
@@ -147,7 +152,7 @@ def test_forward_model_psf_free_convolved_with_psf(clean) -> None:
 def test_centre_and_shape(clean) -> None:
     scale = CFG.pixel_scale_arcsec
     half = CFG.stamp_size / 2 - 0.5
-    rows, cols = np.mgrid[:CFG.stamp_size, :CFG.stamp_size]
+    rows, cols = np.mgrid[: CFG.stamp_size, : CFG.stamp_size]
     smooth = np.flatnonzero(clean["n_knots"] == 0)  # point-symmetric profiles
     for i in smooth:
         img = clean["image_psf_free"][i].astype(np.float64)
@@ -157,8 +162,9 @@ def test_centre_and_shape(clean) -> None:
     # Adaptive moments of the PSF-free image recover the applied axis ratio (HSM reduced shear |g|).
     dg = []
     for i in smooth:
-        res = galsim.hsm.FindAdaptiveMom(galsim.Image(clean["image_psf_free"][i].astype(np.float64), scale=1.0),
-                                         strict=False)
+        res = galsim.hsm.FindAdaptiveMom(
+            galsim.Image(clean["image_psf_free"][i].astype(np.float64), scale=1.0), strict=False
+        )
         if res.moments_status == 0 and not res.error_message:
             q = clean["q"][i]
             dg.append(res.observed_shape.g - (1 - q) / (1 + q))
@@ -196,7 +202,7 @@ def test_blocks_do_not_depend_on_n() -> None:
     assert [b["label"].size for b in blocks] == [BLOCK_GALAXIES, 4]
     ref = simulate_galaxy_set(BLOCK_GALAXIES + 1, 3, small)
     for key in ("image", "label", "flux", "hlr_arcsec"):
-        np.testing.assert_array_equal(np.concatenate([b[key] for b in blocks])[:BLOCK_GALAXIES + 1], ref[key])
+        np.testing.assert_array_equal(np.concatenate([b[key] for b in blocks])[: BLOCK_GALAXIES + 1], ref[key])
     counts = np.bincount(ref["label"], minlength=3)
     assert counts.max() - counts.min() <= 1
 

@@ -13,8 +13,8 @@ from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator, frechet_dis
 from lit_sr.domains.galaxy.morphology import draw_splits, ratio_over_splits
 from lit_sr.metrics.stats import wasserstein_1d
 
-M = 10            # images per compared set
-N_SPLITS = 4000   # splits: the mean over them converges to the expectation over random splits
+M = 10  # images per compared set
+N_SPLITS = 4000  # splits: the mean over them converges to the expectation over random splits
 STAMP = 16
 
 
@@ -29,7 +29,10 @@ def test_w1_denominator_is_the_mean_over_splits_of_a_known_law() -> None:
     # W1(real_b, real_a) of 0/1 values = |k/m - (m-k)/m| = |2k - m| / m per split
     k, p = _binary_law(M)
     per_split = np.abs(2 * k - M) / M
-    expected, sigma = float((p * per_split).sum()), float(np.sqrt((p * per_split**2).sum() - (p * per_split).sum() ** 2))
+    expected, sigma = (
+        float((p * per_split).sum()),
+        float(np.sqrt((p * per_split**2).sum() - (p * per_split).sum() ** 2)),
+    )
     real = np.r_[np.zeros(M), np.ones(M)]
     fake = np.full(3 * M, 0.25)
     splits = draw_splits(np.arange(fake.size), np.arange(real.size), N_SPLITS, np.random.default_rng(1))

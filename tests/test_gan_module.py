@@ -1,20 +1,19 @@
 """GANSRModule on the adversarial engine: each adversarial loss and penalty; step counting; pre-training;
 EMA; the energy-conserving generator; a critic conditioned on the LR input."""
 
-
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_sr.data.transforms import IntensityTransform
-from lit_sr.losses.adversarial import gradient_penalty
 from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
 from lit_sr.domains.calo.metrics import sum_pool
+from lit_sr.domains.calo.nets import EnergyConservingGenerator, calo_generator
+from lit_sr.losses.adversarial import gradient_penalty
 from lit_sr.models.gan_sr import GANSRModule
 from lit_sr.nets.classifier import CNNClassifier
 from lit_sr.nets.critic import Critic
-from lit_sr.domains.calo.nets import EnergyConservingGenerator, calo_generator
 
 
 class _Showers(Dataset):
@@ -34,8 +33,12 @@ class _Showers(Dataset):
         return len(self.hr)
 
     def __getitem__(self, i):
-        return {"input": self.lr[i] / 20, "target": self.hr[i] / 20, "label": self.label[i],
-                "impact_cm": self.impact[i]}
+        return {
+            "input": self.lr[i] / 20,
+            "target": self.hr[i] / 20,
+            "label": self.label[i],
+            "impact_cm": self.impact[i],
+        }
 
 
 def _generator():
@@ -47,21 +50,36 @@ def _generator():
 
 def _module(loss="wgan-gp", **kw):
     torch.manual_seed(0)
-    opts = dict(net=_generator(),
-                critic=Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24),
-                adversarial_loss=loss, transform=IntensityTransform(20.0), physical_range=(0.0, 20.0),
-                perceptual_net=CNNClassifier(channels=(8,), feature_dim=16), perceptual_weight=1.0,
-                generator_adversarial_weight=1.0, critic_adversarial_weight=1.0,
-                generator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)),
-                critic_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)))
+    opts = dict(
+        net=_generator(),
+        critic=Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24),
+        adversarial_loss=loss,
+        transform=IntensityTransform(20.0),
+        physical_range=(0.0, 20.0),
+        perceptual_net=CNNClassifier(channels=(8,), feature_dim=16),
+        perceptual_weight=1.0,
+        generator_adversarial_weight=1.0,
+        critic_adversarial_weight=1.0,
+        generator_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)),
+        critic_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)),
+    )
     opts.update(kw)
     return GANSRModule(**opts)
 
 
 def _trainer(max_steps, **kw):
-    return L.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, **kw)
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kw,
+    )
 
 
 def _loader(n=32, bs=8):
@@ -124,9 +142,19 @@ def test_validation_with_physics_evaluator_and_clipping(tmp_path):
     ev = CaloPhysicsEvaluator(judge=CNNClassifier(channels=(4,), feature_dim=8), baselines=())
     net = EnergyConservingGenerator(_generator(), 4, IntensityTransform(20.0))
     m = _module(net=net, evaluator=ev, gradient_clip_val=0.5)
-    t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                  limit_val_batches=2, val_check_interval=2, default_root_dir=tmp_path)
+    t = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=2,
+        val_check_interval=2,
+        default_root_dir=tmp_path,
+    )
     t.fit(m, _loader(), _loader(16))
     keys = t.callback_metrics
     for k in ("val/psnr", "val/nearest_psnr", "val/barycentre_res_cm/sr", "val/auc/sr", "val/energy_violation/sr"):
@@ -155,8 +183,16 @@ def test_resume_keeps_the_batch_count_and_the_pretraining_switch(tmp_path):
     """global_step (batches) is restored from the checkpoint: a run resumed mid-pre-training switches to
     the adversarial phase at the same batch as an uninterrupted run."""
     m = _module(pretrain_steps=3)
-    t = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    t = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     t.fit(m, _loader())
     ckpt = tmp_path / "mid.ckpt"
     t.save_checkpoint(ckpt)

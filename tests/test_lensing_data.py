@@ -13,21 +13,42 @@ import torch
 
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.data.validate import DataFileError
-from lit_sr.domains.lensing.data import (LensBatchBuilder, LensingDataModule, d4_images, d4_params, d4_spin2,
-                                         d4_vector, lensing_schema)
-from lit_sr.domains.lensing.sim import (PARAM_FIELDS, LensCosmology, LensRenderer, LensSimConfig, lr_from_hr,
-                                        sample_lens_params)
+from lit_sr.domains.lensing.data import (
+    LensBatchBuilder,
+    LensingDataModule,
+    d4_images,
+    d4_params,
+    d4_spin2,
+    d4_vector,
+    lensing_schema,
+)
+from lit_sr.domains.lensing.sim import (
+    PARAM_FIELDS,
+    LensCosmology,
+    LensRenderer,
+    LensSimConfig,
+    lr_from_hr,
+    sample_lens_params,
+)
 
 ALL_FLIPS = np.array(list(itertools.product([False, True], repeat=3)))  # the 8 elements of D4
 
 
 def _small_module(tmp_path: Path, **kw) -> LensingDataModule:
-    kw = {"data_dir": str(tmp_path / "data"), "n_lenses": 30, "image_size": 24, "batch_size": 4,
-          "eval_batch_size": 8, "split": (0.6, 0.2, 0.2), **kw}
+    kw = {
+        "data_dir": str(tmp_path / "data"),
+        "n_lenses": 30,
+        "image_size": 24,
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "split": (0.6, 0.2, 0.2),
+        **kw,
+    }
     return LensingDataModule(**kw)
 
 
 # ---------------------------------------------------------------------------------------------- default file
+
 
 def test_default_file_simulated_once_with_schema_and_provenance(tmp_path):
     dm = _small_module(tmp_path)
@@ -42,15 +63,16 @@ def test_default_file_simulated_once_with_schema_and_provenance(tmp_path):
         config = LensSimConfig.from_json(h5.attrs["config"])
         assert config.lr_psf_fwhm_arcsec is None and config.image_size == 24
         labels = h5["label"][:]
-    assert np.bincount(labels, minlength=3).tolist() == [10, 10, 10]   # balanced in every triple
+    assert np.bincount(labels, minlength=3).tolist() == [10, 10, 10]  # balanced in every triple
     mtime = path.stat().st_mtime_ns
-    dm.prepare_data()                                                    # complete: not simulated again
+    dm.prepare_data()  # complete: not simulated again
     assert path.stat().st_mtime_ns == mtime
     # another simulator option -> another file (never a stale one); Hydra's ListConfig ranges are accepted
     from omegaconf import OmegaConf
 
-    other = _small_module(tmp_path, sim=OmegaConf.create({"lr_psf_fwhm_arcsec": 0.18,
-                                                           "vortex_mass_range_msun": [1.0e10, 2.0e10]}))
+    other = _small_module(
+        tmp_path, sim=OmegaConf.create({"lr_psf_fwhm_arcsec": 0.18, "vortex_mass_range_msun": [1.0e10, 2.0e10]})
+    )
     assert other.path != path
     assert other.sim_config().vortex_mass_range_msun == (1.0e10, 2.0e10)
 
@@ -97,12 +119,13 @@ def test_user_h5_file_with_wrong_factor_named(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- D4 physics
 
+
 def test_d4_images_are_the_eight_symmetries():
     img = np.arange(16.0).reshape(1, 4, 4)
     outs = {d4_images(img, f[None]).tobytes() for f in ALL_FLIPS}
-    assert len(outs) == 8                                       # all distinct
+    assert len(outs) == 8  # all distinct
     expected = {np.rot90(m, k).tobytes() for k in range(4) for m in (img[0], img[0].T)}
-    assert outs == expected                                     # and exactly the rotations / reflections
+    assert outs == expected  # and exactly the rotations / reflections
 
 
 @pytest.fixture(scope="module")
@@ -117,46 +140,67 @@ def test_d4_parameters_render_the_transformed_image(renderer, label):
     cfg = dataclasses.replace(renderer.config, lens_center_jitter_arcsec=0.2, shear_max=0.1)
     rng = np.random.default_rng(3)
     p = sample_lens_params(rng, label, cfg, LensCosmology.from_config(cfg))
-    p = dataclasses.replace(p, theta_e_arcsec=0.6, source_r_eff_arcsec=0.15)   # the ring fits the 2" field
+    p = dataclasses.replace(p, theta_e_arcsec=0.6, source_r_eff_arcsec=0.15)  # the ring fits the 2" field
     image = renderer.render(p)[None]
-    keys = ("lens_x_arcsec", "lens_y_arcsec", "lens_e1", "lens_e2", "shear_gamma1", "shear_gamma2",
-            "source_x_arcsec", "source_y_arcsec")
+    keys = (
+        "lens_x_arcsec",
+        "lens_y_arcsec",
+        "lens_e1",
+        "lens_e2",
+        "shear_gamma1",
+        "shear_gamma2",
+        "source_x_arcsec",
+        "source_y_arcsec",
+    )
     errors = []
     for f in ALL_FLIPS:
         flips = f[None]
         moved = d4_params({k: np.array([getattr(p, k)]) for k in keys}, flips)
         se1, se2 = d4_spin2(np.array([p.source_e1]), np.array([p.source_e2]), flips)
         sx, sy = d4_vector(p.sub_x_arcsec[None], p.sub_y_arcsec[None], flips)
-        q = dataclasses.replace(p, **{k: float(v[0]) for k, v in moved.items()}, source_e1=float(se1[0]),
-                                source_e2=float(se2[0]), sub_x_arcsec=sx[0], sub_y_arcsec=sy[0])
+        q = dataclasses.replace(
+            p,
+            **{k: float(v[0]) for k, v in moved.items()},
+            source_e1=float(se1[0]),
+            source_e2=float(se2[0]),
+            sub_x_arcsec=sx[0],
+            sub_y_arcsec=sy[0],
+        )
         errors.append(np.abs(renderer.render(q) - d4_images(image, flips)[0]).max() / image.max())
     assert max(errors) < 1e-6, errors
     # and a wrong rule would be seen: negating e2 under a transposition changes the image
-    q = dataclasses.replace(p, lens_e1=-p.lens_e1, lens_e2=-p.lens_e2, lens_x_arcsec=p.lens_y_arcsec,
-                            lens_y_arcsec=p.lens_x_arcsec)
+    q = dataclasses.replace(
+        p, lens_e1=-p.lens_e1, lens_e2=-p.lens_e2, lens_x_arcsec=p.lens_y_arcsec, lens_y_arcsec=p.lens_x_arcsec
+    )
     assert np.abs(renderer.render(q) - d4_images(image, ALL_FLIPS[1][None])[0]).max() / image.max() > 1e-3
 
 
 def test_batch_builder_moves_lr_hr_and_parameters_together():
     rng = np.random.default_rng(0)
     hr = rng.random((16, 8, 8)).astype(np.float32)
-    raw = {"hr": hr, "lr": lr_from_hr(hr, LensSimConfig(image_size=8)).astype(np.float32),
-           "label": rng.integers(0, 3, 16), "theta_e_arcsec": rng.random(16).astype(np.float32),
-           "lens_e1": rng.random(16).astype(np.float32), "lens_e2": rng.random(16).astype(np.float32),
-           "source_x_arcsec": rng.random(16).astype(np.float32), "source_y_arcsec": rng.random(16).astype(np.float32)}
+    raw = {
+        "hr": hr,
+        "lr": lr_from_hr(hr, LensSimConfig(image_size=8)).astype(np.float32),
+        "label": rng.integers(0, 3, 16),
+        "theta_e_arcsec": rng.random(16).astype(np.float32),
+        "lens_e1": rng.random(16).astype(np.float32),
+        "lens_e2": rng.random(16).astype(np.float32),
+        "source_x_arcsec": rng.random(16).astype(np.float32),
+        "source_y_arcsec": rng.random(16).astype(np.float32),
+    }
     rows = np.arange(100, 116)
     batch = LensBatchBuilder(IntensityTransform(1.0), augment=True)(raw, rows, np.random.default_rng(7))
     out_hr, out_lr = batch["target"][:, 0].numpy(), batch["input"][:, 0].numpy()
     # LR is still the 2x2 mean of HR: both got the same operation
     np.testing.assert_allclose(out_hr.reshape(16, 4, 2, 4, 2).mean((2, 4)), out_lr, rtol=1e-5)
     changed = [not np.array_equal(a, b) for a, b in zip(out_hr, hr)]
-    assert 8 <= sum(changed) < 16                        # random per lens (7 of 8 elements change an image)
+    assert 8 <= sum(changed) < 16  # random per lens (7 of 8 elements change an image)
     flips = np.random.default_rng(7).integers(0, 2, size=(16, 3)).astype(bool)
     np.testing.assert_allclose(out_hr, d4_images(hr, flips))
     expected = d4_params({k: raw[k] for k in ("lens_e1", "lens_e2", "source_x_arcsec", "source_y_arcsec")}, flips)
     for k, v in expected.items():
         np.testing.assert_allclose(batch[k].numpy(), v)
-    np.testing.assert_array_equal(batch["theta_e_arcsec"].numpy(), raw["theta_e_arcsec"])   # invariant
+    np.testing.assert_array_equal(batch["theta_e_arcsec"].numpy(), raw["theta_e_arcsec"])  # invariant
     np.testing.assert_array_equal(batch["index"].numpy(), rows)
     # no augmentation: identity
     plain = LensBatchBuilder(IntensityTransform(1.0), augment=False)(raw, rows, None)
@@ -173,6 +217,7 @@ def test_non_square_images_are_never_transposed():
 
 
 # ---------------------------------------------------------------------------------------------- npy folder
+
 
 def _npy_folder(folder: Path, n: int = 10, lr: int = 6, labels: bool = True) -> Path:
     rng = np.random.default_rng(0)
@@ -204,7 +249,7 @@ def test_npy_folder_mode_reads_pairs_and_labels(tmp_path):
     dm.check_batch(batch)
     loader = dm.train_dataloader()
     assert next(iter(loader))["input"].shape == (4, 1, 6, 6)
-    assert not (tmp_path / "data").exists()          # nothing simulated, nothing written
+    assert not (tmp_path / "data").exists()  # nothing simulated, nothing written
 
 
 def test_npy_folder_without_labels(tmp_path):
@@ -238,8 +283,9 @@ def _break_factor(folder):
 
 
 def _break_label(folder):
-    (folder / "labels.csv").write_text("name,label\n" + "".join(f"lens_{k:02d},{k % 3}\n" for k in range(9))
-                                       + "lens_09,strong\n")
+    (folder / "labels.csv").write_text(
+        "name,label\n" + "".join(f"lens_{k:02d},{k % 3}\n" for k in range(9)) + "lens_09,strong\n"
+    )
     return "label 'strong' of lens_09.npy is outside the classes", "labels.csv"
 
 

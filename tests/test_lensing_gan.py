@@ -16,7 +16,7 @@ from lit_sr.losses.perceptual import PerceptualLoss
 def _classifier() -> LensClassifier:
     torch.manual_seed(0)
     net = LensClassifier(channels=(4, 8, 8), feature_dim=8, n_radius=24, n_angle=64)
-    with torch.no_grad():   # non-trivial BatchNorm statistics, as after training
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
@@ -46,13 +46,13 @@ def test_features_see_flux_and_position_where_the_classifier_features_do_not():
         assert (feats.features(_lens(1)) - ref).pow(2).mean() > 1e-2
         # every parameter frozen; the scale of each channel was fixed on the first (HR) batch: unit std there
     assert not any(p.requires_grad for p in feats.parameters())
-    live = ref.std(dim=(0, 2, 3)) > 1e-3                                # channels alive on HR: unit std there
+    live = ref.std(dim=(0, 2, 3)) > 1e-3  # channels alive on HR: unit std there
     assert live.sum() >= ref.shape[1] // 2
     torch.testing.assert_close(ref.std(dim=(0, 2, 3))[live], torch.ones(int(live.sum())), atol=1e-4, rtol=1e-4)
     std = feats.channel_std.clone()
     with torch.no_grad():
         feats.features(3 * hr)
-    assert torch.equal(feats.channel_std, std)   # measured once, then fixed
+    assert torch.equal(feats.channel_std, std)  # measured once, then fixed
 
 
 def test_perceptual_distance_is_in_units_of_the_hr_feature_variance():
@@ -71,7 +71,7 @@ def test_step_decay_of_the_adversarial_learning_rate():
     trainer = SimpleNamespace(optimizers=[gen, crit])
     cb = StepDecayAdversarialLR(1e-4, 2e-4, milestones=[2, 4], gamma=0.5)
     module = SimpleNamespace(pretraining=True)
-    cb.on_train_batch_start(trainer, module, None, 0)            # pre-training: untouched
+    cb.on_train_batch_start(trainer, module, None, 0)  # pre-training: untouched
     assert gen.param_groups[0]["lr"] == 1.0
     module.pretraining = False
     seen = []
@@ -80,7 +80,7 @@ def test_step_decay_of_the_adversarial_learning_rate():
         seen.append((gen.param_groups[0]["lr"], crit.param_groups[0]["lr"]))
     assert seen == [(1e-4, 2e-4)] * 2 + [(5e-5, 1e-4)] * 2 + [(2.5e-5, 5e-5)] * 2
     restored = StepDecayAdversarialLR(1e-4, 2e-4, milestones=[2, 4], gamma=0.5)
-    restored.load_state_dict(cb.state_dict())                    # a resumed run continues the schedule
+    restored.load_state_dict(cb.state_dict())  # a resumed run continues the schedule
     restored.on_train_batch_start(trainer, module, None, 0)
     assert gen.param_groups[0]["lr"] == 2.5e-5
 
@@ -96,6 +96,8 @@ def test_generator_starts_from_the_psnr_model(tmp_path):
     resumed = nn.Conv2d(1, 2, 3)
     before = resumed.weight.clone()
     InitGeneratorFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path="last.ckpt"), SimpleNamespace(net=resumed))
-    assert torch.equal(resumed.weight, before)                  # a resumed run keeps its own weights
+    assert torch.equal(resumed.weight, before)  # a resumed run keeps its own weights
     with pytest.raises(ValueError, match="do not match"):
-        InitGeneratorFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path=None), SimpleNamespace(net=nn.Conv2d(1, 3, 3)))
+        InitGeneratorFrom(str(ckpt)).on_fit_start(
+            SimpleNamespace(ckpt_path=None), SimpleNamespace(net=nn.Conv2d(1, 3, 3))
+        )

@@ -66,8 +66,9 @@ def test_unmatched_names_listed_on_both_sides(tmp_path):
     np.save(tmp_path / "LR" / "extra_lr.npy", np.zeros((5, 5)))
     np.save(tmp_path / "HR" / "extra_hr.npy", np.zeros((10, 10)))
     msg = _err(tmp_path)
-    assert "extra_lr.npy" in msg and "extra_hr.npy" in msg and "without HR partner" in msg \
-        and "without LR partner" in msg
+    assert (
+        "extra_lr.npy" in msg and "extra_hr.npy" in msg and "without HR partner" in msg and "without LR partner" in msg
+    )
 
 
 def test_shape_mismatch_names_file_and_both_shapes(tmp_path):
@@ -84,7 +85,7 @@ def test_non_finite_value_names_file_and_index(tmp_path):
     np.save(tmp_path / "HR" / "lens_001.npy", hr)
     msg = _err(tmp_path)
     assert "HR/lens_001.npy" in msg and "(3, 7)" in msg and "nan" in msg
-    assert scan_npy_pairs(tmp_path, check_finite=False).names   # the check can be skipped
+    assert scan_npy_pairs(tmp_path, check_finite=False).names  # the check can be skipped
 
 
 def test_wrong_factor(tmp_path):

@@ -9,18 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, compose_config
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_config
 from lit_sr.cli import run
 from lit_sr.domains.lensing.sim import LensSimConfig, concatenate_blocks, simulate_lenses
 from lit_sr.setup_hooks import ensure_classifier, ensure_judges
 
 SR_EXPERIMENTS = ("lensing_rdn", "lensing_srresnet", "lensing_srgan", "lensing_esrgan")
 # a 32 px field (16 px LR), 24 simulated lenses, classifiers of 2 batches
-SMALL = ["data.n_lenses=24", "data.image_size=32", "data.batch_size=4", "data.eval_batch_size=8",
-         "judges.nets.hr.trainer.max_epochs=1", "+judges.nets.hr.trainer.limit_train_batches=2",
-         "+judges.nets.hr.trainer.limit_val_batches=1"]
+SMALL = [
+    "data.n_lenses=24",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "judges.nets.hr.trainer.max_epochs=1",
+    "+judges.nets.hr.trainer.limit_train_batches=2",
+    "+judges.nets.hr.trainer.limit_val_batches=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,11 @@ def test_judges_trained_once_cached_and_random_state_kept(tmp_path):
     assert cfg.judges.nets.hr.ckpt == paths["hr"] and paths["hr"] != paths["lr"]
     mtimes = {k: Path(p).stat().st_mtime_ns for k, p in paths.items()}
     # a later run (another experiment, another run seed) finds them: nothing is trained again
-    cfg2 = compose_config(["experiment=lensing_srresnet", *TINY, *SMALL, f"paths.data_dir={data_dir}", "seed=5"],
-                          tmp_path, tmp_path / "run2")
+    cfg2 = compose_config(
+        ["experiment=lensing_srresnet", *TINY, *SMALL, f"paths.data_dir={data_dir}", "seed=5"],
+        tmp_path,
+        tmp_path / "run2",
+    )
     assert ensure_judges(cfg2) == paths
     assert {k: Path(p).stat().st_mtime_ns for k, p in paths.items()} == mtimes
     # another judge seed is another judge
@@ -85,9 +94,17 @@ def test_unlabelled_folder_perceptual_classifier_from_the_simulation_cached(unla
     """No labels: the GANs' perceptual classifier is trained on the built-in simulation at the user's image size
     (32 px), cached under data_dir and found by the next run; the judges are skipped with one log line."""
     data_dir = tmp_path / "data"
-    overrides = ["experiment=lensing_srgan", *TINY, f"data.file={unlabelled_folder}", f"paths.data_dir={data_dir}",
-                 "data.n_lenses=12", "data.batch_size=4", "classifier.trainer.max_epochs=1",
-                 "+classifier.trainer.limit_train_batches=2", "+classifier.trainer.limit_val_batches=1"]
+    overrides = [
+        "experiment=lensing_srgan",
+        *TINY,
+        f"data.file={unlabelled_folder}",
+        f"paths.data_dir={data_dir}",
+        "data.n_lenses=12",
+        "data.batch_size=4",
+        "classifier.trainer.max_epochs=1",
+        "+classifier.trainer.limit_train_batches=2",
+        "+classifier.trainer.limit_val_batches=1",
+    ]
     cfg = compose_config(overrides, tmp_path, tmp_path / "run1")
     path = ensure_classifier(cfg)
     assert Path(path).parent == data_dir / "classifiers" and Path(path).is_file()
@@ -105,12 +122,27 @@ def test_unlabelled_folder_perceptual_classifier_from_the_simulation_cached(unla
 def test_every_lensing_experiment_trains_and_tests_on_an_unlabelled_folder(experiment, unlabelled_folder, tmp_path):
     """python run.py experiment=<E> data.file=<folder without labels> debug=fdr: runs through, with the label-free
     metrics and without the label-based ones (the folder's own images cannot be scored against labels)."""
-    cfg = compose_config([f"experiment={experiment}", *TINY, f"data.file={unlabelled_folder}", "debug=fdr",
-                          f"paths.data_dir={tmp_path / 'data'}", "data.n_lenses=12", "data.batch_size=4"],
-                         tmp_path, tmp_path / "fdr")
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            *TINY,
+            f"data.file={unlabelled_folder}",
+            "debug=fdr",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "data.n_lenses=12",
+            "data.batch_size=4",
+        ],
+        tmp_path,
+        tmp_path / "fdr",
+    )
     metrics = run(cfg)
-    for key in ("test/psnr", "test/bicubic_psnr", "test/psnr_minmax/sr", "test/flux_ratio/sr",
-                "test/theta_e_vs_hr_abs_err_arcsec/bicubic"):   # an untrained SR net may give no ring
+    for key in (
+        "test/psnr",
+        "test/bicubic_psnr",
+        "test/psnr_minmax/sr",
+        "test/flux_ratio/sr",
+        "test/theta_e_vs_hr_abs_err_arcsec/bicubic",
+    ):  # an untrained SR net may give no ring
         assert key in metrics and np.isfinite(metrics[key]), (key, sorted(metrics))
     assert not [k for k in metrics if "auc" in k or "acc/" in k], sorted(metrics)
     assert cfg.judges.nets.hr.ckpt is None and cfg.judges.nets.lr.ckpt is None
@@ -147,7 +179,7 @@ def test_a_second_run_waits_for_the_checkpoint_another_run_is_training(tmp_path)
     import socket
 
     other = tmp_path / "other.ckpt"
-    _lock_path(other).write_text(f"{socket.gethostname()} 999999999")   # no such process
+    _lock_path(other).write_text(f"{socket.gethostname()} 999999999")  # no such process
     with _exclusive(other, poll_s=0.05):
         assert _lock_path(other).exists()
     assert not _lock_path(other).exists()
@@ -157,8 +189,14 @@ def test_the_gan_starts_from_a_psnr_model_trained_once_and_cached(tmp_path):
     from lit_sr.setup_hooks import ensure_pretrained
 
     data_dir = tmp_path / "data"
-    overrides = ["experiment=lensing_srgan", *TINY, *SMALL, f"paths.data_dir={data_dir}",
-                 "generator_init.trainer.max_steps=2", "+generator_init.trainer.limit_val_batches=1"]
+    overrides = [
+        "experiment=lensing_srgan",
+        *TINY,
+        *SMALL,
+        f"paths.data_dir={data_dir}",
+        "generator_init.trainer.max_steps=2",
+        "+generator_init.trainer.limit_val_batches=1",
+    ]
     cfg = compose_config(overrides, tmp_path, tmp_path / "run1")
     path = ensure_pretrained(cfg)
     assert Path(path).parent == data_dir / "pretrained" and cfg.generator_init.ckpt == path
@@ -167,6 +205,6 @@ def test_the_gan_starts_from_a_psnr_model_trained_once_and_cached(tmp_path):
     assert OmegaConf.to_container(cfg.callbacks.init_generator, resolve=True)["ckpt_path"] == path
     mtime = Path(path).stat().st_mtime_ns
     cfg2 = compose_config(overrides, tmp_path, tmp_path / "run2")
-    assert ensure_pretrained(cfg2) == path and Path(path).stat().st_mtime_ns == mtime   # found, not retrained
+    assert ensure_pretrained(cfg2) == path and Path(path).stat().st_mtime_ns == mtime  # found, not retrained
     given = compose_config([*overrides, f"generator_init.ckpt={tmp_path / 'srresnet.ckpt'}"], tmp_path, tmp_path / "r3")
     assert ensure_pretrained(given) == str(tmp_path / "srresnet.ckpt")

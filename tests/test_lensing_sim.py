@@ -50,6 +50,7 @@ def _first_of_class(sim: LensSimulator, seed: int, label: int, n: int):
 
 # ---------------------------------------------------------------------------------------------- determinism
 
+
 def test_determinism_and_chunking_independence():
     n = BLOCK_LENSES + 4
     a = _sim(n, seed=7, return_clean=True)
@@ -78,8 +79,8 @@ def test_determinism_and_chunking_independence():
 def test_class_balance_and_shuffle():
     labels = np.concatenate([block_labels(11, b) for b in range(4)])
     triples = labels.reshape(-1, 3)
-    assert (np.sort(triples, axis=1) == [0, 1, 2]).all()          # every consecutive triple holds each class once
-    assert len({tuple(t) for t in triples}) > 3                    # ... in varying orders
+    assert (np.sort(triples, axis=1) == [0, 1, 2]).all()  # every consecutive triple holds each class once
+    assert len({tuple(t) for t in triples}) > 3  # ... in varying orders
     out = _sim(30, seed=11, size=16)
     np.testing.assert_array_equal(np.bincount(out["label"]), [10, 10, 10])
     np.testing.assert_array_equal(out["label"], labels[:30])
@@ -89,6 +90,7 @@ def test_class_balance_and_shuffle():
 
 
 # ---------------------------------------------------------------------------------------------- lens mass
+
 
 def test_einstein_radius_matches_astropy_and_range():
     out = _sim(BLOCK_LENSES, seed=3, size=16)
@@ -124,6 +126,7 @@ def test_subhalo_mass_function_slope():
 
 # ---------------------------------------------------------------------------------------------- flux
 
+
 def test_lr_is_binned_hr_flux_consistent():
     out = _sim(6, seed=2, return_clean=True)
     hr = out["hr_clean"].astype(np.float64)
@@ -143,9 +146,19 @@ def test_magnification_and_surface_brightness_conservation(big):
     p = big.lens_params(0, 0, 0).without_substructure()
     # SIS (no ellipticity, no shear), compact round source at beta: two images, total magnification 2 theta_E / beta
     beta = 0.4
-    q = dataclasses.replace(p, lens_e1=0.0, lens_e2=0.0, shear_gamma1=0.0, shear_gamma2=0.0, source_e1=0.0,
-                            source_e2=0.0, source_r_eff_arcsec=0.04, source_n_sersic=1.0, source_x_arcsec=beta,
-                            source_y_arcsec=0.0)
+    q = dataclasses.replace(
+        p,
+        lens_e1=0.0,
+        lens_e2=0.0,
+        shear_gamma1=0.0,
+        shear_gamma2=0.0,
+        source_e1=0.0,
+        source_e2=0.0,
+        source_r_eff_arcsec=0.04,
+        source_n_sersic=1.0,
+        source_x_arcsec=beta,
+        source_y_arcsec=0.0,
+    )
     mu = r.render(q).sum() / r.render(q, lensed=False).sum()
     assert mu == pytest.approx(2 * q.theta_e_arcsec / beta, rel=0.04)
     # sampled lenses (sources within 0.5 theta_E): the total lensed flux exceeds the unlensed flux
@@ -156,7 +169,7 @@ def test_magnification_and_surface_brightness_conservation(big):
     # central surface brightness I_e exp(b_n) x pixel area; a large source's image reaches close to it
     for r_eff in (0.04, 0.3):
         s = dataclasses.replace(q, source_r_eff_arcsec=r_eff, source_x_arcsec=0.1)
-        peak = s.source_amp * math.exp(1.6783469900166612) * PIX**2   # b_n(n=1)
+        peak = s.source_amp * math.exp(1.6783469900166612) * PIX**2  # b_n(n=1)
         lensed_max = r.render(s, with_psf=False).max()
         assert lensed_max <= peak
     assert lensed_max > 0.8 * peak
@@ -164,17 +177,17 @@ def test_magnification_and_surface_brightness_conservation(big):
 
 def test_psf_fwhm(big):
     """Convolution adds the PSF variance to the image's second moments: FWHM = 2.3548 sqrt(var_psf - var_none)."""
-    p = dataclasses.replace(big.lens_params(0, 0, 0).without_substructure(), source_x_arcsec=0.3,
-                            source_y_arcsec=-0.2)
+    p = dataclasses.replace(big.lens_params(0, 0, 0).without_substructure(), source_x_arcsec=0.3, source_y_arcsec=-0.2)
 
     def second_moments(img):
-        y, x = np.mgrid[:img.shape[0], :img.shape[1]]
+        y, x = np.mgrid[: img.shape[0], : img.shape[1]]
         f = img / img.sum()
         return np.array([(f * (x - (f * x).sum()) ** 2).sum(), (f * (y - (f * y).sum()) ** 2).sum()])
 
     for lensed in (False, True):
-        d = second_moments(big.renderer.render(p, lensed=lensed)) - \
-            second_moments(big.renderer.render(p, lensed=lensed, with_psf=False))
+        d = second_moments(big.renderer.render(p, lensed=lensed)) - second_moments(
+            big.renderer.render(p, lensed=lensed, with_psf=False)
+        )
         fwhm = 2 * math.sqrt(2 * math.log(2)) * np.sqrt(d) * PIX
         np.testing.assert_allclose(fwhm, 0.09, rtol=0.02)
     # LR PSF: the extra blur brings the LR FWHM to lr_psf_fwhm_arcsec
@@ -187,6 +200,7 @@ def test_psf_fwhm(big):
 
 # ---------------------------------------------------------------------------------------------- substructure
 
+
 @pytest.mark.parametrize("label", [1, 2])
 def test_substructure_perturbs_arcs_beyond_noise(big, label):
     cfg = big.config
@@ -196,7 +210,7 @@ def test_substructure_perturbs_arcs_beyond_noise(big, label):
     for p in _first_of_class(big, 5, label, 5):
         with_sub = big.renderer.render(p)
         without = big.renderer.render(p.without_substructure())
-        sigma = np.sqrt(without / p.exposure_s + cfg.background_rms**2)   # per-pixel noise of the HR image
+        sigma = np.sqrt(without / p.exposure_s + cfg.background_rms**2)  # per-pixel noise of the HR image
         near_ring = (radius > 0.5 * p.theta_e_arcsec) & (radius < 1.5 * p.theta_e_arcsec)
         ratios.append(float((np.abs(with_sub - without) / sigma)[near_ring].max()))
         # point masses add mass: they change the image but the unperturbed model is the same lens
@@ -206,18 +220,19 @@ def test_substructure_perturbs_arcs_beyond_noise(big, label):
 
 # ---------------------------------------------------------------------------------------------- noise
 
+
 def test_noise_statistics():
-    cfg = LensSimConfig(exposure_range_s=(100.0, 400.0))   # short exposures: Poisson and sky both matter
+    cfg = LensSimConfig(exposure_range_s=(100.0, 400.0))  # short exposures: Poisson and sky both matter
     out = _sim(12, seed=4, size=64, config=cfg, return_clean=True)
     t = out["exposure_s"].astype(np.float64)[:, None, None]
     hr_clean = out["hr_clean"].astype(np.float64)
     var = hr_clean / t + cfg.background_rms**2
     z = (out["hr"] - hr_clean) / np.sqrt(var)
     assert abs(z.mean()) < 0.02 and z.var() == pytest.approx(1.0, abs=0.03)
-    bright = hr_clean / t > 3 * cfg.background_rms**2                # Poisson-dominated pixels
+    bright = hr_clean / t > 3 * cfg.background_rms**2  # Poisson-dominated pixels
     assert bright.sum() > 2000
     assert z[bright].var() == pytest.approx(1.0, abs=0.06)
-    dark = hr_clean < 1e-4                                         # sky only
+    dark = hr_clean < 1e-4  # sky only
     assert (out["hr"] - hr_clean)[dark].std() == pytest.approx(cfg.background_rms, rel=0.03)
     lr_clean = out["lr_clean"].astype(np.float64)
     var_lr = lr_clean / (4 * t * cfg.lr_exposure_factor) + cfg.lr_background_rms**2
@@ -236,9 +251,11 @@ def test_lens_light_flag_and_config_errors():
     p_off = _sim(3, seed=9, return_clean=True)
     p_on = _sim(3, seed=9, config=LensSimConfig(lens_light=True), return_clean=True)
     centre = (slice(18, 22), slice(18, 22))
-    assert (p_on["hr_clean"][:, centre[0], centre[1]].mean(axis=(1, 2))
-            > p_off["hr_clean"][:, centre[0], centre[1]].mean(axis=(1, 2)) + 0.05).all()
-    np.testing.assert_array_equal(p_on["theta_e_arcsec"], p_off["theta_e_arcsec"])   # same lenses
+    assert (
+        p_on["hr_clean"][:, centre[0], centre[1]].mean(axis=(1, 2))
+        > p_off["hr_clean"][:, centre[0], centre[1]].mean(axis=(1, 2)) + 0.05
+    ).all()
+    np.testing.assert_array_equal(p_on["theta_e_arcsec"], p_off["theta_e_arcsec"])  # same lenses
     with pytest.raises(ValueError, match="image_size"):
         LensSimConfig(image_size=41)
     with pytest.raises(ValueError, match="lr_psf_fwhm_arcsec"):
@@ -250,12 +267,13 @@ def test_lens_light_flag_and_config_errors():
 
 # ---------------------------------------------------------------------------------------------- ring fit
 
+
 def test_ring_fit_on_analytic_rings():
     from lit_sr.domains.lensing.ring_fit import einstein_radius_from_image
 
     x = (np.arange(100) - 49.5) * PIX
     xx, yy = np.meshgrid(x, x)
-    ring = np.exp(-0.5 * ((np.hypot(xx - 0.3, yy + 0.1) - 1.1) / 0.06) ** 2)   # radius 1.1" about (0.3, -0.1)
+    ring = np.exp(-0.5 * ((np.hypot(xx - 0.3, yy + 0.1) - 1.1) / 0.06) ** 2)  # radius 1.1" about (0.3, -0.1)
     assert einstein_radius_from_image(ring, PIX, fit_center=True) == pytest.approx(1.1, abs=0.005)
     assert einstein_radius_from_image(ring, PIX, center_arcsec=(0.3, -0.1)) == pytest.approx(1.1, abs=0.005)
     # about the wrong centre the azimuthal mean is off only at second order in the offset
@@ -274,12 +292,18 @@ def test_ring_fit_recovers_theta_e_of_simulated_lenses(big):
     err_hr = np.abs(einstein_radii_from_images(hr, PIX) - truth)
     err_lr = np.abs(einstein_radii_from_images(lr, 2 * PIX) - truth)
     assert np.median(err_hr) < 0.05 and np.median(err_lr) < 0.06
-    assert np.median(err_lr) > 0.9 * np.median(err_hr)          # LR: larger or comparable error
+    assert np.median(err_lr) > 0.9 * np.median(err_hr)  # LR: larger or comparable error
     # a full Einstein ring (SIS, source on the axis) is recovered to a fraction of a pixel
-    p = dataclasses.replace(lenses[0], lens_e1=0.0, lens_e2=0.0, shear_gamma1=0.0, shear_gamma2=0.0,
-                            source_x_arcsec=0.0, source_y_arcsec=0.0)
-    assert einstein_radii_from_images(big.renderer.render(p)[None], PIX)[0] == \
-        pytest.approx(p.theta_e_arcsec, abs=0.01)
+    p = dataclasses.replace(
+        lenses[0],
+        lens_e1=0.0,
+        lens_e2=0.0,
+        shear_gamma1=0.0,
+        shear_gamma2=0.0,
+        source_x_arcsec=0.0,
+        source_y_arcsec=0.0,
+    )
+    assert einstein_radii_from_images(big.renderer.render(p)[None], PIX)[0] == pytest.approx(p.theta_e_arcsec, abs=0.01)
 
 
 def test_ring_fit_lens_light_subtraction_helps():
@@ -290,6 +314,7 @@ def test_ring_fit_lens_light_subtraction_helps():
     img = np.stack([sim.renderer.render(p) for p in lenses])
     truth = np.array([p.theta_e_arcsec for p in lenses])
     raw = np.median(np.abs(einstein_radii_from_images(img, PIX) - truth))
-    sub = np.median(np.abs(einstein_radii_from_images(img, PIX, lens_light_percentile=20, min_radius_arcsec=0.5)
-                           - truth))
+    sub = np.median(
+        np.abs(einstein_radii_from_images(img, PIX, lens_light_percentile=20, min_radius_arcsec=0.5) - truth)
+    )
     assert sub < 0.5 * raw and sub < 0.3, (raw, sub)

@@ -10,8 +10,14 @@ import torch
 from torch import nn
 
 from lit_sr.metrics.evaluator import Evaluator
-from lit_sr.metrics.stats import (background_rejection, bootstrap_interval, roc_auc, roc_curve, tune_on_grid,
-                                  wasserstein_1d)
+from lit_sr.metrics.stats import (
+    background_rejection,
+    bootstrap_interval,
+    roc_auc,
+    roc_curve,
+    tune_on_grid,
+    wasserstein_1d,
+)
 
 
 def test_auc_is_the_pair_count_and_the_roc_area():
@@ -82,6 +88,7 @@ def test_evaluator_keeps_judges_frozen_tunes_once_and_drops_non_finite():
 def test_evaluator_is_not_part_of_the_model_state():
     """Judges come from their own checkpoints: a model's state_dict leaves the evaluator out, and a
     checkpoint written with an evaluator's tensors (or without them) loads strictly either way."""
+
     class Model(nn.Module):
         def __init__(self, judge_width: int):
             super().__init__()

@@ -168,6 +168,7 @@ def test_critic_projection_conditioning_and_gradient_penalty() -> None:
 # Fixed PSF layer
 # ----------------------------------------------------------------------------------------------
 
+
 def _asymmetric_psf(k: int = 5) -> torch.Tensor:
     psf = torch.rand(k, k, dtype=torch.float64) + torch.linspace(0, 2, k)[None, :]
     return psf / psf.sum()
@@ -195,7 +196,7 @@ def test_psf_per_sample_equals_loop_and_gradients() -> None:
     x = torch.randn(3, 2, 16, 16, requires_grad=True)
     y = layer(x, psf=psfs)
     for i in range(3):
-        torch.testing.assert_close(y[i:i + 1], FixedPSFConv(psfs[i])(x[i:i + 1]))
+        torch.testing.assert_close(y[i : i + 1], FixedPSFConv(psfs[i])(x[i : i + 1]))
     y.square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     fixed = FixedPSFConv(psfs[0])

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lit_sr.domains.saxs.sim import simulate_saxs_file
 from lit_sr.domains.saxs.radial_profile import log_radial_edges, profile_table, radial_profile, usable_radius
+from lit_sr.domains.saxs.sim import simulate_saxs_file
 
 
 def test_uniform_frame_flat_profile_and_annulus_areas():
@@ -13,7 +13,7 @@ def test_uniform_frame_flat_profile_and_annulus_areas():
     edges = np.array([10.0, 20.0, 40.0, 80.0])
     prof, counts = radial_profile(frame, (100.0, 150.0), edges)
     np.testing.assert_allclose(prof, 3.5)
-    areas = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)       # every annulus lies inside the frame
+    areas = np.pi * (edges[1:] ** 2 - edges[:-1] ** 2)  # every annulus lies inside the frame
     np.testing.assert_allclose(counts, areas, rtol=0.02)
 
 
@@ -33,7 +33,7 @@ def test_usable_radius():
     edges = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
     truth = np.array([10.0, 5.0, 2.0, 1.0])
     assert usable_radius(truth, truth, edges) == 16.0
-    assert usable_radius(truth * [1.0, 1.05, 1.2, 1.0], truth, edges) == 4.0   # third bin off by 20 %
+    assert usable_radius(truth * [1.0, 1.05, 1.2, 1.0], truth, edges) == 4.0  # third bin off by 20 %
     assert usable_radius(truth * [0.5, 1, 1, 1], truth, edges) == 1.0
 
 
@@ -53,4 +53,4 @@ def test_profile_table_of_perfect_and_raw_cleaning(tmp_path):
             assert rows[-1].split("|")[5].strip() == rows[-2].split("|")[1].split("-")[1].strip()
         else:
             assert cleaned_col == input_col
-            assert float(input_col[-1]) > 0.1            # background is additive: the far field is too bright
+            assert float(input_col[-1]) > 0.1  # background is additive: the far field is too bright

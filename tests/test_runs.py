@@ -8,8 +8,7 @@ from lit_sr.inference.runs import best_checkpoint, mean_std, read_test_metrics
 
 
 def test_test_metrics_reads_the_last_logged_test_values(tmp_path):
-    (tmp_path / "metrics.csv").write_text("epoch,step,val/psnr,test/psnr,test/ssim\n"
-                                          "0,10,20.5,,\n0,10,,31.25,0.875\n")
+    (tmp_path / "metrics.csv").write_text("epoch,step,val/psnr,test/psnr,test/ssim\n0,10,20.5,,\n0,10,,31.25,0.875\n")
     assert read_test_metrics(tmp_path) == {"psnr": 31.25, "ssim": 0.875}
     (tmp_path / "metrics.csv").write_text("epoch,step,val/psnr\n0,10,20.5\n")
     with pytest.raises(ValueError, match=r"metrics.csv: no test/ metrics"):
@@ -29,5 +28,7 @@ def test_best_checkpoint_prefers_the_tested_epoch_checkpoint(tmp_path):
 
 def test_mean_std_is_the_sample_standard_deviation():
     m, s = mean_std([1.0, 2.0, 4.0])
-    assert m == pytest.approx(7 / 3) and s == pytest.approx(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2**0.5)
+    assert m == pytest.approx(7 / 3) and s == pytest.approx(
+        ((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2**0.5
+    )
     assert mean_std([5.0]) == (5.0, 0.0)

@@ -15,19 +15,30 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, compose_config, run_py
 
 from lit_sr.cli import run
+from lit_sr.data.validate import DataFileError
 from lit_sr.domains.saxs.data import SAXSDataModule
 from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_background, simulate_xray_frame
-from lit_sr.data.validate import DataFileError
-
-from conftest import TINY, compose_config, run_py
 
 SAXS_EXPERIMENTS = ["saxs_equnet", "saxs_unet"]
 TINY_NETS = {"saxs_equnet": "model.net.features=[2,4,4,4]", "saxs_unet": "model.net.features=[4,8,8,8]"}
-DATA = dict(frame_shape=[64, 128], n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
-            n_train_signal_patches=16, n_noise_patches=16, n_val_patches=8, n_test_patches=8,
-            signal_threshold=2000.0, mask_dilation=2, max_masked_fraction=0.2, batch_size=4)
+DATA = dict(
+    frame_shape=[64, 128],
+    n_xray_frames=3,
+    n_full_frames=3,
+    n_eval_frames=2,
+    patch_size=32,
+    n_train_signal_patches=16,
+    n_noise_patches=16,
+    n_val_patches=8,
+    n_test_patches=8,
+    signal_threshold=2000.0,
+    mask_dilation=2,
+    max_masked_fraction=0.2,
+    batch_size=4,
+)
 
 
 def _data_overrides(data_dir: Path) -> list[str]:
@@ -38,8 +49,15 @@ def _data_overrides(data_dir: Path) -> list[str]:
 
 
 def _overrides(experiment: str, data_dir: Path) -> list[str]:
-    return [f"experiment={experiment}", *TINY, *_data_overrides(data_dir), TINY_NETS[experiment], "debug=limit",
-            "trainer.max_epochs=1", "model.optimizer.lr=1e-3"]
+    return [
+        f"experiment={experiment}",
+        *TINY,
+        *_data_overrides(data_dir),
+        TINY_NETS[experiment],
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "model.optimizer.lr=1e-3",
+    ]
 
 
 def _sha256(path: Path) -> str:
@@ -124,17 +142,31 @@ def _profile_by_hand(frame: np.ndarray, centre, edges) -> np.ndarray:
     h, w = frame.shape
     out = np.full(len(edges) - 1, np.nan)
     for k in range(len(edges) - 1):
-        vals = [frame[i, j] for i in range(h) for j in range(w)
-                if edges[k] <= np.hypot(i + 0.5 - centre[0], j + 0.5 - centre[1]) < edges[k + 1]]
+        vals = [
+            frame[i, j]
+            for i in range(h)
+            for j in range(w)
+            if edges[k] <= np.hypot(i + 0.5 - centre[0], j + 0.5 - centre[1]) < edges[k + 1]
+        ]
         if vals:
             out[k] = np.mean(np.asarray(vals, np.float64))
     return out
 
 
 def _predict_cfg(experiment, ckpt, data_dir, root, frames, dataset, *extra, out="run"):
-    return compose_config([*_overrides(experiment, data_dir), "mode=predict", f"ckpt_path={ckpt}",
-                           f"predict.input={frames}", f"predict.dataset={dataset}", "predict.batch_size=4",
-                           *extra], root, output_dir=root / out)
+    return compose_config(
+        [
+            *_overrides(experiment, data_dir),
+            "mode=predict",
+            f"ckpt_path={ckpt}",
+            f"predict.input={frames}",
+            f"predict.dataset={dataset}",
+            "predict.batch_size=4",
+            *extra,
+        ],
+        root,
+        output_dir=root / out,
+    )
 
 
 def test_predict_frames_writes_kev_and_keeps_input(trained, saxs_data_dir, tmp_path):
@@ -153,13 +185,16 @@ def test_predict_frames_writes_kev_and_keeps_input(trained, saxs_data_dir, tmp_p
         assert h5.attrs["units"] == "keV" and h5.attrs["patch_size"] == 32
         assert h5.attrs["source_dataset"] == "shots"
     assert np.isfinite(s).all() and np.isfinite(b).all()
-    assert s.min() >= -1e-3 and b.min() >= -1e-3           # both non-negative (up to round-off of the blend)
+    assert s.min() >= -1e-3 and b.min() >= -1e-3  # both non-negative (up to round-off of the blend)
     # keV scale, not normalised units: photons carry 8 keV, the signal's maximum is of the input's order
     assert s.max() > 100.0 and s.max() <= x.max() * 1.01
-    assert _sha256(frames) == before                       # the input is never modified
+    assert _sha256(frames) == before  # the input is never modified
     # a rank-2 dataset (one frame) gives a rank-2 output
-    run(_predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "single",
-                     "predict.output=single.h5"))
+    run(
+        _predict_cfg(
+            "saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, frames, "single", "predict.output=single.h5"
+        )
+    )
     with h5py.File(tmp_path / "run" / "single.h5", "r") as h5:
         assert h5["single_signal"].shape == (64, 96)
     # an existing output is not overwritten
@@ -174,8 +209,11 @@ def test_predict_jungfrau_frame_writes_kev_and_the_radial_profiles(trained, saxs
     beam centre of the file's attributes (or the one given), bin by bin as recomputed by hand."""
     frames = tmp_path / "jungfrau.h5"
     centre, stop = _write_frames(frames, n=1, shape=(512, 1024))
-    run(_predict_cfg("saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, frames, "shots",
-                     "predict.batch_size=64"))
+    run(
+        _predict_cfg(
+            "saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, frames, "shots", "predict.batch_size=64"
+        )
+    )
     with h5py.File(tmp_path / "run" / "jungfrau_cleaned.h5", "r") as h5:
         s, b = h5["shots_signal"][0], h5["shots_background"][0]
         edges = h5["radial_edges_px"][()]
@@ -196,8 +234,10 @@ def test_predict_jungfrau_frame_writes_kev_and_the_radial_profiles(trained, saxs
         # the six innermost bins lie inside a box about the beam: recounted pixel by pixel there
         half = int(edges[6]) + 2
         r0, c0 = int(centre[0]) - half, int(centre[1]) - half
-        box = frame[r0:r0 + 2 * half, c0:c0 + 2 * half]
-        np.testing.assert_allclose(got[:6], _profile_by_hand(box, (centre[0] - r0, centre[1] - c0), edges[:7]), rtol=1e-5)
+        box = frame[r0 : r0 + 2 * half, c0 : c0 + 2 * half]
+        np.testing.assert_allclose(
+            got[:6], _profile_by_hand(box, (centre[0] - r0, centre[1] - c0), edges[:7]), rtol=1e-5
+        )
         full = [frame[(r >= lo) & (r < hi)].mean(dtype=np.float64) for lo, hi in zip(edges[:-1], edges[1:])]
         np.testing.assert_allclose(got, full, rtol=1e-5)
     # keV per pixel: near the beam the Porod signal is thousands of keV per pixel, far out a few
@@ -205,8 +245,19 @@ def test_predict_jungfrau_frame_writes_kev_and_the_radial_profiles(trained, saxs
     # a file without the attributes: the given beam centre and beam-stop radius are used
     small = tmp_path / "small.h5"
     _write_frames(small, n=1, geometry=False)
-    run(_predict_cfg("saxs_unet", trained["saxs_unet"], saxs_data_dir, tmp_path, small, "shots",
-                     "predict.output=given.h5", "predict.beam_center=[30.0,20.0]", "predict.beamstop_radius_px=3"))
+    run(
+        _predict_cfg(
+            "saxs_unet",
+            trained["saxs_unet"],
+            saxs_data_dir,
+            tmp_path,
+            small,
+            "shots",
+            "predict.output=given.h5",
+            "predict.beam_center=[30.0,20.0]",
+            "predict.beamstop_radius_px=3",
+        )
+    )
     with h5py.File(tmp_path / "run" / "given.h5", "r") as h5:
         np.testing.assert_allclose(h5.attrs["beam_center"], (30.0, 20.0))
         assert h5["radial_edges_px"][0] == 5.0 and h5["radial_edges_px"][-1] == round(np.hypot(34.0, 76.0))
@@ -243,12 +294,15 @@ def bad_frames(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ("absent", r"\[absent\]: dataset missing \(datasets present: nan, rank4, small\)"),
-    ("nan", r"\[nan\]: non-finite value nan at index \(1, 5, 7\)"),
-    ("rank4", r"\[rank4\]: expected frames of rank 2 \[H, W\] or 3 \[N, H, W\], found shape \(1, 2, 64, 96\)"),
-    ("small", r"\[small\]: patch size 32 is larger than the frames \(16x16\)"),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("absent", r"\[absent\]: dataset missing \(datasets present: nan, rank4, small\)"),
+        ("nan", r"\[nan\]: non-finite value nan at index \(1, 5, 7\)"),
+        ("rank4", r"\[rank4\]: expected frames of rank 2 \[H, W\] or 3 \[N, H, W\], found shape \(1, 2, 64, 96\)"),
+        ("small", r"\[small\]: patch size 32 is larger than the frames \(16x16\)"),
+    ],
+)
 def test_predict_bad_input(trained, saxs_data_dir, tmp_path, bad_frames, dataset, message):
     before = _sha256(bad_frames)
     cfg = _predict_cfg("saxs_equnet", trained["saxs_equnet"], saxs_data_dir, tmp_path, bad_frames, dataset)
@@ -260,9 +314,21 @@ def test_predict_bad_input(trained, saxs_data_dir, tmp_path, bad_frames, dataset
 
 def test_predict_bad_input_cli_message(trained, saxs_data_dir, tmp_path, bad_frames):
     """Through ``python run.py``: non-zero exit and the file/dataset/problem in the output."""
-    res = run_py(["mode=predict", "experiment=saxs_equnet", *TINY, *_data_overrides(saxs_data_dir),
-                  TINY_NETS["saxs_equnet"], f"paths.root_dir={tmp_path}", f"ckpt_path={trained['saxs_equnet']}",
-                  f"predict.input={bad_frames}", "predict.dataset=absent"], cwd=tmp_path, timeout=120)
+    res = run_py(
+        [
+            "mode=predict",
+            "experiment=saxs_equnet",
+            *TINY,
+            *_data_overrides(saxs_data_dir),
+            TINY_NETS["saxs_equnet"],
+            f"paths.root_dir={tmp_path}",
+            f"ckpt_path={trained['saxs_equnet']}",
+            f"predict.input={bad_frames}",
+            "predict.dataset=absent",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode != 0
     assert f"{bad_frames} [absent]: dataset missing (datasets present: nan, rank4, small)" in res.stdout
 
@@ -271,8 +337,13 @@ def test_predict_bad_input_cli_message(trained, saxs_data_dir, tmp_path, bad_fra
 def test_ddp_two_processes_train_and_test(saxs_data_dir, tmp_path):
     """saxs_equnet on 2 CPU processes: the hit counts and PSNR states are reduced over both ranks and
     the test metrics are written once."""
-    args = [*_overrides("saxs_equnet", saxs_data_dir), f"paths.root_dir={tmp_path}", "trainer=ddp_sim",
-            "model.warmup_epochs=1", "trainer.max_epochs=2"]
+    args = [
+        *_overrides("saxs_equnet", saxs_data_dir),
+        f"paths.root_dir={tmp_path}",
+        "trainer=ddp_sim",
+        "model.warmup_epochs=1",
+        "trainer.max_epochs=2",
+    ]
     res = run_py(args, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout[-4000:]
     (out,) = list((tmp_path / "outputs" / "saxs_equnet").iterdir())

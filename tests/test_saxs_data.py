@@ -6,13 +6,30 @@ import pytest
 import torch
 
 from lit_sr.data.normalise import denormalise, normalise_patch
-from lit_sr.domains.saxs.data import (SAXSDataModule, extract_noise_pool, rotation_region,
-                              sample_signal_patch, signal_mask)
+from lit_sr.domains.saxs.data import (
+    SAXSDataModule,
+    extract_noise_pool,
+    rotation_region,
+    sample_signal_patch,
+    signal_mask,
+)
 from lit_sr.domains.saxs.sim import is_complete
 
-SMALL = dict(frame_shape=(64, 128), n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
-             n_train_signal_patches=16, n_noise_patches=16, n_val_patches=6, n_test_patches=6,
-             signal_threshold=2000.0, mask_dilation=2, max_masked_fraction=0.2, batch_size=4)
+SMALL = dict(
+    frame_shape=(64, 128),
+    n_xray_frames=3,
+    n_full_frames=3,
+    n_eval_frames=2,
+    patch_size=32,
+    n_train_signal_patches=16,
+    n_noise_patches=16,
+    n_val_patches=6,
+    n_test_patches=6,
+    signal_threshold=2000.0,
+    mask_dilation=2,
+    max_masked_fraction=0.2,
+    batch_size=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +48,7 @@ def test_normalise_roundtrip_and_bounds():
     np.testing.assert_allclose(hi.numpy(), np.percentile(x.numpy().reshape(3, -1), 99.95, axis=1), rtol=1e-5)
     inside = (x >= lo[:, None, None]) & (x <= hi[:, None, None])
     torch.testing.assert_close(denormalise(xn, lo, hi)[inside], x[inside], rtol=1e-5, atol=1e-3)
-    xn0, lo0, hi0 = normalise_patch(torch.zeros(8, 8))         # flat patch stays finite
+    xn0, lo0, hi0 = normalise_patch(torch.zeros(8, 8))  # flat patch stays finite
     assert torch.isfinite(xn0).all() and hi0 > lo0
 
 
@@ -93,8 +110,15 @@ def test_noise_patches_avoid_signal(dm):
 
 def test_noise_pool_error_when_everything_masked(dm):
     with pytest.raises(ValueError, match="masked fraction"):
-        extract_noise_pool(dm.files["train"], 4, 32, np.random.default_rng(0), mask_threshold=-1.0,
-                           mask_dilation=0, max_masked_fraction=0.0)
+        extract_noise_pool(
+            dm.files["train"],
+            4,
+            32,
+            np.random.default_rng(0),
+            mask_threshold=-1.0,
+            mask_dilation=0,
+            max_masked_fraction=0.0,
+        )
 
 
 def test_fresh_noise_each_access_and_fixed_eval(dm, tmp_path):
@@ -103,7 +127,7 @@ def test_fresh_noise_each_access_and_fixed_eval(dm, tmp_path):
     v1 = dm.val_set[3]
     d2 = SAXSDataModule(data_dir=str(dm.data_dir), **SMALL)
     d2.setup("validate")
-    torch.testing.assert_close(d2.val_set[3]["input"], v1["input"])   # reproducible per seed
+    torch.testing.assert_close(d2.val_set[3]["input"], v1["input"])  # reproducible per seed
     assert not torch.equal(dm.test_set[0]["target"], dm.val_set[0]["target"])  # separate frames
 
 
@@ -126,18 +150,19 @@ def _scipy_patch(frames, rng, patch_size, threshold, amplitude_range):
     while True:
         i = int(rng.integers(n))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        region = np.asarray(frames[i, top:top + side, left:left + side], np.float32)
+        region = np.asarray(frames[i, top : top + side, left : left + side], np.float32)
         rot = ndimage.rotate(region, float(rng.uniform(0.0, 360.0)), reshape=False, order=1, mode="nearest")
         c = (side - patch_size) // 2
-        p = np.clip(rot[c:c + patch_size, c:c + patch_size], 0.0, None)
+        p = np.clip(rot[c : c + patch_size, c : c + patch_size], 0.0, None)
         if float(p.sum(dtype=np.float64)) > threshold:
             lo, hi = amplitude_range
             return p * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 def test_batched_rotation_is_scipys(dm):
-    from lit_sr.domains.saxs.data import cut_rotated_patch, rotated_crops
     from scipy import ndimage
+
+    from lit_sr.domains.saxs.data import cut_rotated_patch, rotated_crops
 
     with h5py.File(dm.files["train"]) as h5:
         frames = h5["xray"][:]
@@ -150,14 +175,21 @@ def test_batched_rotation_is_scipys(dm):
         angle[:3] = (0.0, 90.0, 33.0)
         got = rotated_crops(frames, i, top, left, angle, size)
         for k in range(m):
-            region = frames[i[k], top[k]:top[k] + side, left[k]:left[k] + side]
+            region = frames[i[k], top[k] : top[k] + side, left[k] : left[k] + side]
             c = (side - size) // 2
-            ref = np.clip(ndimage.rotate(region, angle[k], reshape=False, order=1, mode="nearest")
-                          [c:c + size, c:c + size], 0.0, None)
+            ref = np.clip(
+                ndimage.rotate(region, angle[k], reshape=False, order=1, mode="nearest")[c : c + size, c : c + size],
+                0.0,
+                None,
+            )
             np.testing.assert_allclose(got[k], ref, rtol=1e-5, atol=1e-5 * ref.max())
             np.testing.assert_array_equal(cut_rotated_patch(frames, i[k], top[k], left[k], angle[k], size), got[k])
-    np.testing.assert_array_equal(got[0], np.clip(frames[i[0], top[0]:top[0] + side, left[0]:left[0] + side], 0, None)
-                                  [(side - 21) // 2:(side - 21) // 2 + 21, (side - 21) // 2:(side - 21) // 2 + 21])
+    np.testing.assert_array_equal(
+        got[0],
+        np.clip(frames[i[0], top[0] : top[0] + side, left[0] : left[0] + side], 0, None)[
+            (side - 21) // 2 : (side - 21) // 2 + 21, (side - 21) // 2 : (side - 21) // 2 + 21
+        ],
+    )
 
 
 def test_batch_of_one_is_the_per_item_sampler_and_batches_share_its_distribution(dm):
@@ -171,13 +203,16 @@ def test_batch_of_one_is_the_per_item_sampler_and_batches_share_its_distribution
         ref_rng, rng, lazy_rng = (np.random.default_rng(7) for _ in range(3))
         for _ in range(5):
             ref = _scipy_patch(frames, ref_rng, 32, 2000.0, (0.5, 2.0))
-            np.testing.assert_allclose(sample_signal_patch(frames, rng, 32, 2000.0, (0.5, 2.0)), ref,
-                                       rtol=1e-5, atol=1e-5 * ref.max())
-            np.testing.assert_allclose(sample_signal_patch(h5["xray"], lazy_rng, 32, 2000.0, (0.5, 2.0)), ref,
-                                       rtol=1e-5, atol=1e-5 * ref.max())
+            np.testing.assert_allclose(
+                sample_signal_patch(frames, rng, 32, 2000.0, (0.5, 2.0)), ref, rtol=1e-5, atol=1e-5 * ref.max()
+            )
+            np.testing.assert_allclose(
+                sample_signal_patch(h5["xray"], lazy_rng, 32, 2000.0, (0.5, 2.0)), ref, rtol=1e-5, atol=1e-5 * ref.max()
+            )
         lazy = sample_signal_patches(h5["xray"], np.random.default_rng(9), 16, 32, 2000.0, (0.5, 2.0))
-    np.testing.assert_array_equal(sample_signal_patches(frames, np.random.default_rng(9), 16, 32, 2000.0, (0.5, 2.0)),
-                                  lazy)
+    np.testing.assert_array_equal(
+        sample_signal_patches(frames, np.random.default_rng(9), 16, 32, 2000.0, (0.5, 2.0)), lazy
+    )
     # a batch draws its candidates round by round (another order of the stream): the same distribution
     one_by_one = np.array([_scipy_patch(frames, ref_rng, 32, 2000.0, (1.0, 1.0)).sum() for _ in range(300)])
     batched = sample_signal_patches(frames, np.random.default_rng(11), 300, 32, 2000.0, (1.0, 1.0)).sum(axis=(1, 2))
@@ -192,7 +227,7 @@ def test_training_batch_is_built_whole_and_item_is_its_batch_of_one(dm):
     ds = dm.train_set
     b = ds.__getitems__(list(range(6)))
     assert b["input"].shape == (6, 1, 32, 32) and b["bounds"].shape == (6, 2)
-    assert isinstance(ds.frames(), np.ndarray)                        # small frames are held in memory
+    assert isinstance(ds.frames(), np.ndarray)  # small frames are held in memory
     # an item is the per-item path: the one-at-a-time sampler, a noise patch from the pool, make_item
     from lit_sr.domains.saxs.data import make_item, stream_rng
 

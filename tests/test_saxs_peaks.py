@@ -19,9 +19,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, compose_config
 from hydra.utils import instantiate
 
-from conftest import TINY, compose_config
 from lit_sr.cli import run
 from lit_sr.data.normalise import PercentileNormaliser
 from lit_sr.domains.saxs.data import SAXSDataModule
@@ -30,7 +30,7 @@ from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_backg
 from lit_sr.inference.frames import FramePredictor
 from lit_sr.nets.decomposition import DecompositionNet
 
-SPOT = (slice(60, 62), slice(400, 402))   # 2 x 2 px, far from the beam (centre at columns 77-154)
+SPOT = (slice(60, 62), slice(400, 402))  # 2 x 2 px, far from the beam (centre at columns 77-154)
 
 
 def _frame(seed: int = 0, shape=(256, 512)) -> np.ndarray:
@@ -60,8 +60,8 @@ def test_identity_model_gives_back_every_frame_exactly(experiment, patch_size, t
     predictor = instantiate(cfg.predict.frame_predictor, _convert_="all")
     assert isinstance(predictor, FramePredictor) and predictor.patch_size == patch_size
     frame, value = _with_spot(_frame())
-    frame[100:103, 300:303] = 1000.0                      # a 3 x 3 spot of 1000 keV
-    frame[200, 450] = value                               # and a single bright pixel
+    frame[100:103, 300:303] = 1000.0  # a 3 x 3 spot of 1000 keV
+    frame[200, 450] = value  # and a single bright pixel
     x = torch.from_numpy(frame)[None]
     signal = predictor(_identity, x)["signal"][0].numpy()
     np.testing.assert_allclose(signal, frame, rtol=2e-6, atol=1e-3)
@@ -80,7 +80,7 @@ def _tiny_net(excess: str, backend: str = "c4") -> tuple[SAXSDecompositionNet, D
     features = [2, 4, 4, 4] if backend == "c4" else [4, 8, 8, 8]
     kw = dict(backend=backend, latent_channels=4, features=features, noise_activation="relu_st")
     new, old = SAXSDecompositionNet(excess=excess, max_noise=2.0, **kw), DecompositionNet(**kw)
-    old.load_state_dict(new.state_dict())                  # same parameters: old checkpoints load
+    old.load_state_dict(new.state_dict())  # same parameters: old checkpoints load
     return new.eval(), old.eval()
 
 
@@ -115,18 +115,18 @@ def _analytic_net(excess: str, noise_gain: float, max_noise: float | None = None
 def test_excess_rules_analytic():
     x = torch.tensor([[[[0.5, 1.0, 3.0, 50.0], [-0.2, 0.0, 2.0, 0.25]]]])
     with torch.no_grad():
-        keep = _analytic_net("signal", 0.0)(x)          # no noise: the signal is the input (negatives to 0)
+        keep = _analytic_net("signal", 0.0)(x)  # no noise: the signal is the input (negatives to 0)
         torch.testing.assert_close(keep["signal"], x.clamp_min(0.0))
-        hit = _analytic_net("signal", 1.0)(x)           # everything noise: at most the clipped value
+        hit = _analytic_net("signal", 1.0)(x)  # everything noise: at most the clipped value
         torch.testing.assert_close(hit["noise"], x.clamp(0.0, 1.0))
         torch.testing.assert_close(hit["signal"], (x - 1.0).clamp_min(0.0))
-        ratio = _analytic_net("ratio", 1.0)(x)          # fraction 1 of the unclipped pixel is noise
+        ratio = _analytic_net("ratio", 1.0)(x)  # fraction 1 of the unclipped pixel is noise
         torch.testing.assert_close(ratio["noise"], torch.where(x > 1, x, x.clamp(0.0, 1.0)))
         torch.testing.assert_close(ratio["signal"], torch.zeros_like(x))
-        half = _analytic_net("ratio", 0.5)(x)           # half of every pixel, bright ones included
+        half = _analytic_net("ratio", 0.5)(x)  # half of every pixel, bright ones included
         torch.testing.assert_close(half["signal"] + half["noise"], x.clamp_min(0.0))
         torch.testing.assert_close(half["signal"], 0.5 * x.clamp_min(0.0))
-        capped = _analytic_net("ratio", 1.0, max_noise=10.0)(x)   # background at most 10x the range
+        capped = _analytic_net("ratio", 1.0, max_noise=10.0)(x)  # background at most 10x the range
         torch.testing.assert_close(capped["noise"], torch.where(x > 1, x.clamp(max=10.0), x.clamp(0.0, 1.0)))
         torch.testing.assert_close(capped["signal"], (x - 10.0).clamp_min(0.0))
 
@@ -134,12 +134,12 @@ def test_excess_rules_analytic():
 @pytest.mark.parametrize("excess", ["signal", "ratio"])
 def test_c4_equivariant_on_unclipped_patches(excess):
     net, _ = _tiny_net(excess)
-    x = torch.rand(2, 1, 32, 32) * 3.0 - 0.2              # values below 0 and above 1
+    x = torch.rand(2, 1, 32, 32) * 3.0 - 0.2  # values below 0 and above 1
     with torch.no_grad():
         out, rot = net(x), net(torch.rot90(x, 1, (-2, -1)))
     for key in ("signal", "noise"):
         torch.testing.assert_close(rot[key], torch.rot90(out[key], 1, (-2, -1)), atol=1e-5, rtol=1e-5)
-    assert (out["signal"] > 1.0).any()                    # the unclipped range reaches the outputs
+    assert (out["signal"] > 1.0).any()  # the unclipped range reaches the outputs
 
 
 def test_bad_excess_rule():
@@ -150,14 +150,34 @@ def test_bad_excess_rule():
 
 
 # ----------------------------------------------------------------------------- trained net, CLI
-DATA = dict(frame_shape=[64, 128], n_xray_frames=3, n_full_frames=3, n_eval_frames=2, patch_size=32,
-            n_train_signal_patches=32, n_noise_patches=16, n_val_patches=8, n_test_patches=8,
-            signal_threshold=2000.0, mask_dilation=2, max_masked_fraction=0.2, batch_size=8)
+DATA = dict(
+    frame_shape=[64, 128],
+    n_xray_frames=3,
+    n_full_frames=3,
+    n_eval_frames=2,
+    patch_size=32,
+    n_train_signal_patches=32,
+    n_noise_patches=16,
+    n_val_patches=8,
+    n_test_patches=8,
+    signal_threshold=2000.0,
+    mask_dilation=2,
+    max_masked_fraction=0.2,
+    batch_size=8,
+)
 
 
 def _overrides(data_dir: Path) -> list[str]:
-    out = ["experiment=saxs_equnet", *TINY, f"paths.data_dir={data_dir}", "model.net.features=[2,4,4,4]",
-           "trainer.max_epochs=3", "model.warmup_epochs=2", "model.optimizer.lr=1e-3", "+trainer.limit_val_batches=1"]
+    out = [
+        "experiment=saxs_equnet",
+        *TINY,
+        f"paths.data_dir={data_dir}",
+        "model.net.features=[2,4,4,4]",
+        "trainer.max_epochs=3",
+        "model.warmup_epochs=2",
+        "model.optimizer.lr=1e-3",
+        "+trainer.limit_val_batches=1",
+    ]
     for k, v in DATA.items():
         out.append(f"data.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"data.{k}={v}")
     return out
@@ -165,8 +185,9 @@ def _overrides(data_dir: Path) -> list[str]:
 
 def test_trained_equnet_keeps_a_bright_spot_through_predict(tmp_path):
     data_dir = tmp_path / "data"
-    SAXSDataModule(data_dir=str(data_dir / "saxs"), **{k: tuple(v) if isinstance(v, list) else v
-                                                      for k, v in DATA.items()}).prepare_data()
+    SAXSDataModule(
+        data_dir=str(data_dir / "saxs"), **{k: tuple(v) if isinstance(v, list) else v for k, v in DATA.items()}
+    ).prepare_data()
     run(compose_config(_overrides(data_dir), tmp_path / "train"))
     ckpt = sorted((tmp_path / "train" / "run" / "checkpoints").glob("epoch*.ckpt"))[-1]
     frame, value = _with_spot(_frame(seed=5))
@@ -174,15 +195,37 @@ def test_trained_equnet_keeps_a_bright_spot_through_predict(tmp_path):
     with h5py.File(frames, "w") as h5:
         h5.create_dataset("data", data=frame[None])
     kept = {}
-    for name, extra in (("new", []), ("old", ["predict.frame_predictor.normaliser.clip=true",
-                                              "model.net._target_=lit_sr.nets.decomposition.DecompositionNet",
-                                              "~model.net.excess", "~model.net.max_noise"])):
+    for name, extra in (
+        ("new", []),
+        (
+            "old",
+            [
+                "predict.frame_predictor.normaliser.clip=true",
+                "model.net._target_=lit_sr.nets.decomposition.DecompositionNet",
+                "~model.net.excess",
+                "~model.net.max_noise",
+            ],
+        ),
+    ):
         out_dir = tmp_path / f"predict_{name}"
-        run(compose_config([*_overrides(data_dir), "mode=predict", f"ckpt_path={ckpt}", "predict=frames",
-                            "predict.patch_size=128", f"predict.input={frames}", *extra], tmp_path, out_dir))
+        run(
+            compose_config(
+                [
+                    *_overrides(data_dir),
+                    "mode=predict",
+                    f"ckpt_path={ckpt}",
+                    "predict=frames",
+                    "predict.patch_size=128",
+                    f"predict.input={frames}",
+                    *extra,
+                ],
+                tmp_path,
+                out_dir,
+            )
+        )
         with h5py.File(out_dir / "spot_cleaned.h5", "r") as h5:
             signal, background = h5["data_signal"][0], h5["data_background"][0]
         kept[name] = float(signal[SPOT].sum() / frame[SPOT].sum())
         assert np.isfinite(signal).all() and np.isfinite(background).all()
     assert kept["new"] >= 0.5, kept
-    assert kept["old"] < 0.1, kept          # clipped inference returned a few per cent of the spot
+    assert kept["old"] < 0.1, kept  # clipped inference returned a few per cent of the spot

@@ -26,11 +26,11 @@ def test_photon_counting_and_dynamic_range(simfile):
     with h5py.File(simfile) as h5:
         x = h5["xray"][:]
     assert (x >= 0).all()
-    np.testing.assert_array_equal(np.mod(x, 8.0), 0.0)        # integer photons x 8 keV
+    np.testing.assert_array_equal(np.mod(x, 8.0), 0.0)  # integer photons x 8 keV
     for frame in x:
         pos = frame[frame > 0]
         assert pos.min() == 8.0
-        assert pos.max() / pos.min() >= 1e4                      # >= four orders of magnitude
+        assert pos.max() / pos.min() >= 1e4  # >= four orders of magnitude
 
 
 def test_porod_falloff_and_beamstop():
@@ -44,12 +44,15 @@ def test_porod_falloff_and_beamstop():
     r1, r2 = 60, 240
     vals = []
     for r in (r1, r2):
-        ring = [lam[int(cy + r * np.sin(t)), int(cx + r * np.cos(t))] for t in np.linspace(0, 2 * np.pi, 64)
-                if 0 <= int(cy + r * np.sin(t)) < 512 and 0 <= int(cx + r * np.cos(t)) < 1024]
+        ring = [
+            lam[int(cy + r * np.sin(t)), int(cx + r * np.cos(t))]
+            for t in np.linspace(0, 2 * np.pi, 64)
+            if 0 <= int(cy + r * np.sin(t)) < 512 and 0 <= int(cx + r * np.cos(t)) < 1024
+        ]
         vals.append(np.median(ring))
     slope = np.log(vals[1] / vals[0]) / np.log(r2 / r1)
     assert -4.3 < slope < -3.7
-    assert lam[ys, int(cx)] == 0.0                               # beam-stop shadow at the centre
+    assert lam[ys, int(cx)] == 0.0  # beam-stop shadow at the centre
 
 
 def test_full_is_signal_plus_nonnegative_background(simfile):
@@ -57,8 +60,8 @@ def test_full_is_signal_plus_nonnegative_background(simfile):
         full, sig = h5["full"][:], h5["signal"][:]
     bg = full - sig
     assert bg.min() >= -1e-3 * max(1.0, float(full.max())) * 1e-3
-    assert (bg > 100).mean() > 1e-4                             # high-energy hits exist
-    assert np.median(bg) > 0                                     # diffuse fog everywhere
+    assert (bg > 100).mean() > 1e-4  # high-energy hits exist
+    assert np.median(bg) > 0  # diffuse fog everywhere
 
 
 def test_streak_direction_varies_between_shots():
@@ -74,7 +77,7 @@ def test_streak_direction_varies_between_shots():
         lam = expected_signal(cfg, geom, rng)
         k = np.argmax(np.where(ring, lam, 0))
         dirs.append(np.mod(phi.flat[k], np.pi))
-    assert np.ptp(dirs) > 0.5                                   # dominant direction changes
+    assert np.ptp(dirs) > 0.5  # dominant direction changes
 
 
 def test_incomplete_file_detected(tmp_path):

@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY, run_py
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
-from conftest import TINY, run_py
 from lit_sr.cli import main, user_error
 from lit_sr.utils.errors import ConfigError, DataFileError
 
@@ -28,8 +28,19 @@ def _bad_calo_file(path: Path) -> Path:
 @pytest.mark.ddp
 def test_bad_data_file_under_multirun_and_ddp_prints_only_the_message(tmp_path):
     bad = _bad_calo_file(tmp_path / "bad.h5")
-    res = run_py(["-m", "experiment=calo_rrdb", *TINY, "debug=fdr", "trainer=ddp_sim", f"data.file={bad}",
-                  f"paths.root_dir={tmp_path}"], cwd=tmp_path, timeout=240)
+    res = run_py(
+        [
+            "-m",
+            "experiment=calo_rrdb",
+            *TINY,
+            "debug=fdr",
+            "trainer=ddp_sim",
+            f"data.file={bad}",
+            f"paths.root_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert res.returncode != 0, res.stdout[-3000:]
     assert f"{bad} [hr]: expected trailing shape 24x24, found shape (8, 20, 20)" in res.stdout, res.stdout[-3000:]
     assert "Traceback" not in res.stdout, res.stdout[-3000:]
@@ -39,8 +50,17 @@ def test_bad_data_file_under_multirun_and_ddp_prints_only_the_message(tmp_path):
 def _main(monkeypatch, tmp_path: Path, *overrides: str) -> None:
     """``python run.py OVERRIDES`` in this process. Hydra configures no logging ("none"): its "disabled"
     config would disable every existing logger, and caplog in later tests of the session with it."""
-    monkeypatch.setattr(sys, "argv", ["run.py", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
-                                      "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "run.py",
+            *overrides,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
+        ],
+    )
     main()
 
 
@@ -77,12 +97,12 @@ def test_user_errors_are_told_apart_from_bugs():
     assert user_error(MissingMandatoryValue("Missing mandatory value: data.file")) is not None
     # a constructor's check reported by hydra.utils.instantiate: the user's error itself, or Hydra's message
     assert user_error(_raised(InstantiationException("Error in call to target 'X'"), cause=data)) is data
-    wrapped = _raised(InstantiationException("Error in call to target 'X':\nValueError('scale=3')"),
-                      cause=ValueError("scale=3"))
+    wrapped = _raised(
+        InstantiationException("Error in call to target 'X':\nValueError('scale=3')"), cause=ValueError("scale=3")
+    )
     assert user_error(wrapped) is wrapped
     # bugs keep their traceback, also when they happen while a user error is being handled
     assert user_error(RuntimeError("shape mismatch")) is None
     assert user_error(ValueError("operands could not be broadcast")) is None
     assert user_error(_raised(RuntimeError("teardown failed"), context=data)) is None
     assert user_error(_raised(RuntimeError("wrapped"), cause=data)) is data
-

@@ -34,7 +34,7 @@ def test_smoothing_conserves_sum_and_matches_scipy(sigma):
     np.testing.assert_allclose(y.sum(axis=(-2, -1)), x.sum(axis=(-2, -1)), rtol=1e-12)
     a = smoothing_matrix(20, sigma)
     np.testing.assert_allclose(a, a.T, atol=1e-15)
-    if 0 < sigma < 5:   # scipy's reflect mode folds once: the kernel must fit in the image
+    if 0 < sigma < 5:  # scipy's reflect mode folds once: the kernel must fit in the image
         r = int(np.ceil(4 * sigma))
         d = np.arange(-r, r + 1)
         k = special.ndtr((d + 0.5) / sigma) - special.ndtr((d - 0.5) / sigma)
@@ -66,8 +66,9 @@ def test_exposure_corrected_smoothing_keeps_a_flat_sky_flat():
     out_t = gaussian_smooth_rate(torch.from_numpy(rate), 1.5, torch.from_numpy(exposure))
     np.testing.assert_allclose(out_t.numpy(), out, rtol=1e-12, atol=1e-20)
     noisy = np.random.default_rng(2).poisson(3.0, (n, n)) / 2e4
-    np.testing.assert_allclose(gaussian_smooth_rate(noisy, 2.0, np.full((n, n), 2e4)), gaussian_smooth_rate(noisy, 2.0),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        gaussian_smooth_rate(noisy, 2.0, np.full((n, n), 2e4)), gaussian_smooth_rate(noisy, 2.0), rtol=1e-12
+    )
 
 
 def test_sigma_tuning_finds_the_analytic_optimum_on_a_poisson_field():
@@ -94,8 +95,13 @@ def test_sigma_tuning_finds_the_analytic_optimum_on_a_poisson_field():
     for s in (0.0, 1.0, 3.0):
         assert tried[s] == pytest.approx(analytic[s], rel=0.05)
     # the same answer in torch with a transform (here the identity) and an exposure map of ones
-    sigma_t, _ = tune_sigma([torch.from_numpy(o) for o in obs], [torch.from_numpy(truth)] * 8, grid,
-                            exposures=[torch.ones(n, n, dtype=torch.float64)] * 8, transform=lambda t: t)
+    sigma_t, _ = tune_sigma(
+        [torch.from_numpy(o) for o in obs],
+        [torch.from_numpy(truth)] * 8,
+        grid,
+        exposures=[torch.ones(n, n, dtype=torch.float64)] * 8,
+        transform=lambda t: t,
+    )
     assert sigma_t == sigma
 
 
@@ -103,16 +109,21 @@ def test_sigma_tuning_without_truth_on_thinned_counts():
     """Real data has no truth: binomial thinning splits counts into two independent Poisson images of half
     the rate; the Poisson deviance of one half against the smoothed other half is minimised near the
     truth-tuned width (here within one grid step), and is far from sigma = 0."""
-    truth = 4.0 * _field(seed=3)       # counts in the full exposure
+    truth = 4.0 * _field(seed=3)  # counts in the full exposure
     rng = np.random.default_rng(4)
     full = [rng.poisson(truth) for _ in range(8)]
     half_a = [rng.binomial(f, 0.5) for f in full]
     half_b = [f - a for f, a in zip(full, half_a)]
-    exposure = np.ones_like(truth)          # rate = counts of one half
+    exposure = np.ones_like(truth)  # rate = counts of one half
     grid = np.round(np.arange(0.0, 4.01, 0.25), 2)
     s_truth, _ = tune_sigma([a.astype(float) for a in half_a], [truth / 2] * 8, grid)
-    s_cv, tried = tune_sigma([a.astype(float) for a in half_a], [b.astype(float) for b in half_b], grid,
-                             loss="poisson", reference_exposures=[exposure] * 8)
+    s_cv, tried = tune_sigma(
+        [a.astype(float) for a in half_a],
+        [b.astype(float) for b in half_b],
+        grid,
+        loss="poisson",
+        reference_exposures=[exposure] * 8,
+    )
     assert abs(s_cv - s_truth) <= 0.25
     assert s_cv >= 0.5 and tried[0.0] > tried[s_cv]
 

@@ -37,7 +37,7 @@ def test_simulated_once_and_batches_are_the_files_in_model_space(data_dir):
     dm = _dm(data_dir, task="sr")
     root = dm.default_root
     marker = (root / "xmm_dataset.json").stat().st_mtime_ns
-    dm.prepare_data()                                   # complete dataset: not simulated again
+    dm.prepare_data()  # complete dataset: not simulated again
     assert (root / "xmm_dataset.json").stat().st_mtime_ns == marker
     dm.setup("test")
     item = dm.splits["test"][1]
@@ -57,8 +57,12 @@ def test_simulated_once_and_batches_are_the_files_in_model_space(data_dir):
     tcounts, texpo = _read(files["target"]), _read(files["target"], "EXPOSURE")
     np.testing.assert_allclose(item["counts_target"][0].numpy(), tcounts)
     expected = _read(files["target"], "EXPECTED")
-    np.testing.assert_allclose(item["rate_true"][0].numpy(), np.divide(expected, texpo, out=np.zeros_like(expected),
-                                                                     where=texpo > 0), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        item["rate_true"][0].numpy(),
+        np.divide(expected, texpo, out=np.zeros_like(expected), where=texpo > 0),
+        rtol=1e-5,
+        atol=1e-12,
+    )
     with fits.open(files["sources"]) as h:
         table = h["SOURCES"].data
         inside = (table["X_LR"] > -2.5) & (table["X_LR"] < 65.5) & (table["Y_LR"] > -2.5) & (table["Y_LR"] < 65.5)
@@ -103,14 +107,18 @@ def test_training_crops_and_flips_keep_input_and_target_aligned(data_dir, task, 
             for flip in (False, True):
                 # the crop of the flipped/rotated full field must equal the item, for input and target alike
                 xf, yf = d4(full["input"], k, flip), d4(full["target"], k, flip)
-                found = [(t, l) for t in range(49) for l in range(49)
-                         if torch.equal(xf[:, t:t + 16, l:l + 16], item["input"])]
+                found = [
+                    (t, l)
+                    for t in range(49)
+                    for l in range(49)
+                    if torch.equal(xf[:, t : t + 16, l : l + 16], item["input"])
+                ]
                 for t, l in found:
-                    if torch.equal(yf[:, s * t:s * (t + 16), s * l:s * (l + 16)], item["target"]):
+                    if torch.equal(yf[:, s * t : s * (t + 16), s * l : s * (l + 16)], item["target"]):
                         match = (k, flip)
         assert match is not None, "augmented crop is not a crop of one symmetry of the field"
         seen.add(match)
-    assert len(seen) >= 3                               # several symmetries drawn
+    assert len(seen) >= 3  # several symmetries drawn
 
 
 def test_biased_crops_are_centred_on_bright_sources(data_dir):
@@ -120,12 +128,18 @@ def test_biased_crops_are_centred_on_bright_sources(data_dir):
         t = dm.transform
         crops = [dm.splits["train"][i % 2]["input"] for i in range(60)]
         # brightest 3x3 sum of input counts (rate x exposure) in the crop
-        return float(np.mean([torch.nn.functional.avg_pool2d((t.inverse(c[0]) * c[1] * 1e5)[None, None], 3, 1).max()
-                              for c in crops]) * 9)
+        return float(
+            np.mean(
+                [torch.nn.functional.avg_pool2d((t.inverse(c[0]) * c[1] * 1e5)[None, None], 3, 1).max() for c in crops]
+            )
+            * 9
+        )
+
     uniform, biased = mean_peak(0.0), mean_peak(1.0)
-    assert biased > 1.3 * uniform                       # measured 16.3 vs 11.1 counts
+    assert biased > 1.3 * uniform  # measured 16.3 vs 11.1 counts
     with pytest.raises(ValueError, match="crop_bias"):
         from lit_sr.domains.xmm.data import XMMFieldsDataset
+
         XMMFieldsDataset([], 1, None, crop_bias=1.5)
 
 
@@ -140,7 +154,7 @@ def _user_copy(data_dir, tmp_path):
 def test_user_folder_validation_messages(data_dir, tmp_path):
     user = _user_copy(data_dir, tmp_path)
     dm = _dm(data_dir, root=str(user), task="sr")
-    dm.setup("test")                                    # a copy of the layout works
+    dm.setup("test")  # a copy of the layout works
     assert len(dm.splits["test"]) == 5
     # target folder that is not 2x the input grid
     dm = _dm(data_dir, root=str(user), task="sr", tags={"sr": "target_50ks"})
@@ -165,6 +179,7 @@ def test_user_folder_validation_messages(data_dir, tmp_path):
     dm.train_patch = None
     dm.splits = {}
     from lit_sr.domains.xmm.data import XMMFieldsDataset
+
     ds = XMMFieldsDataset(dm.split_files("train"), 2, dm.transform)
     with pytest.raises(DataFileError, match=r"field_000001.fits \[HDU 0 \(PRIMARY\)\].*NaN"):
         ds[1]
@@ -174,7 +189,7 @@ def test_user_folder_validation_messages(data_dir, tmp_path):
 
 def test_gap_mask_leaves_out_exposure_edges():
     e = np.full((20, 20), 2e4)
-    e[:, 10] = 0.0                                      # a chip gap one pixel wide
+    e[:, 10] = 0.0  # a chip gap one pixel wide
     m = gap_mask(e, 3)
     assert not m[:, 7:14].any() and m[:, :6].all() and m[:, 15:].all()
 
@@ -195,17 +210,25 @@ def test_evaluator_truth_is_consistent_and_noise_copy_is_not(data_dir):
     dm.setup("test")
     t = dm.transform
     # "model" = the noiseless truth: consistent with the input counts, fluxes recovered
-    out = _evaluate(dm, lambda b: {"input": t.inverse(b["input"][:, :1]), "output": b["rate_true"],
-                                   "target": t.inverse(b["target"])})
+    out = _evaluate(
+        dm,
+        lambda b: {"input": t.inverse(b["input"][:, :1]), "output": b["rate_true"], "target": t.inverse(b["target"])},
+    )
     assert out["lr_consistency/model"] == pytest.approx(1.0, abs=0.1)
     assert out["lr_consistency/model"] == pytest.approx(out["lr_consistency/truth"], rel=1e-6)
     assert out["flux_n/model"] >= 3 and out["flux_median/model"] == pytest.approx(1.0, abs=0.1)
-    assert out["psnr_noisy_target/model"] > out["psnr_noisy_target/input"] + 2.0   # the noiseless rate beats the input
-    assert out["psnr_truth/input"] < out["psnr_truth/smooth"]                       # tuned smoothing beats the input
+    assert out["psnr_noisy_target/model"] > out["psnr_noisy_target/input"] + 2.0  # the noiseless rate beats the input
+    assert out["psnr_truth/input"] < out["psnr_truth/smooth"]  # tuned smoothing beats the input
     assert out["fwhm_arcsec/truth"] == pytest.approx(6.0, abs=0.5)
     # "model" = the noisy input: it reproduces the input counts exactly -> deviance far below its expectation
-    out = _evaluate(dm, lambda b: {"input": t.inverse(b["input"][:, :1]), "output": t.inverse(b["input"][:, :1]),
-                                   "target": t.inverse(b["target"])})
+    out = _evaluate(
+        dm,
+        lambda b: {
+            "input": t.inverse(b["input"][:, :1]),
+            "output": t.inverse(b["input"][:, :1]),
+            "target": t.inverse(b["target"]),
+        },
+    )
     assert out["lr_consistency/model"] < 0.05
     assert out["psnr_noisy_target/model"] == pytest.approx(out["psnr_noisy_target/input"], abs=1e-6)
     assert out["psnr_truth/model"] == pytest.approx(out["psnr_truth/input"], abs=1e-6)
@@ -219,6 +242,7 @@ def test_evaluator_sr_psf_and_bicubic(data_dir):
     def images(b):
         lr = t.inverse(b["input"][:, :1])
         return {"input": lr, "output": b["rate_true"], "target": t.inverse(b["target"])}
+
     out = _evaluate(dm, images)
     # the truth has the 2x narrower PSF (3"); bicubic keeps the input's blur (6" PSF, noisy 20 ks fits)
     assert out["fwhm_arcsec/model"] == pytest.approx(3.0, abs=0.4)
@@ -248,7 +272,7 @@ def _one_at_a_time(ds, i):
             cy, cx = divmod(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), w)
             top = min(max(cy - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), h - p)
             left = min(max(cx - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), w - p)
-    x, y = x[:, top:top + p, left:left + p], y[:, s * top:s * (top + p), s * left:s * (left + p)]
+    x, y = x[:, top : top + p, left : left + p], y[:, s * top : s * (top + p), s * left : s * (left + p)]
     k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
     return d4(x, k, flip), d4(y, k, flip)
 
@@ -267,10 +291,10 @@ def test_batched_training_items_equal_one_at_a_time_items(data_dir, task):
     assert got["input"].shape == (7, 2, 16, 16) and got["target"].shape == (7, 1, 16 * single.scale, 16 * single.scale)
     assert torch.equal(got["index"], torch.tensor(order[:7]))
     refs = [_one_at_a_time(single, i) for i in order]
-    for j, (x, y) in enumerate(refs):                    # the same random stream, the same pixels (bit for bit)
+    for j, (x, y) in enumerate(refs):  # the same random stream, the same pixels (bit for bit)
         b, k = (got, j) if j < 7 else (got2, j - 7)
         assert torch.equal(b["input"][k], x) and torch.equal(b["target"][k], y)
-    assert len({tuple(r[0][0, 0, :3].tolist()) for r in refs}) > 3   # crops differ from item to item
+    assert len({tuple(r[0][0, 0, :3].tolist()) for r in refs}) > 3  # crops differ from item to item
 
 
 def test_batched_eval_items_are_the_stacked_items(data_dir):

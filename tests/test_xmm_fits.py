@@ -74,7 +74,9 @@ def test_exposure_from_separate_file(tmp_path, good):
     assert np.all(obs.exposure_s == 1234.0) and "exp.fits" in obs.exposure_source
     bad = tmp_path / "exp_bad.fits"
     fits.PrimaryHDU(np.ones((16, 32), np.float32)).writeto(bad)
-    with pytest.raises(DataFileError, match=r"exp_bad.fits.*shape \(16, 32\) does not match the counts image shape \(32, 32\)"):
+    with pytest.raises(
+        DataFileError, match=r"exp_bad.fits.*shape \(16, 32\) does not match the counts image shape \(32, 32\)"
+    ):
         read_observation(path, exposure=bad)
     with pytest.raises(DataFileError, match="exposure-map file not found"):
         read_observation(path, exposure=tmp_path / "missing.fits")
@@ -104,11 +106,14 @@ def test_not_fits_and_truncated(tmp_path, good):
         read_observation(junk)
     path, _ = good
     trunc = tmp_path / "trunc.fits"
-    trunc.write_bytes(path.read_bytes()[:4000])        # header complete, data cut
-    with pytest.raises(DataFileError, match=r"trunc.fits \[HDU 0\]: counts image is truncated \(File may have been truncated: actual file length \(4000\)"):
+    trunc.write_bytes(path.read_bytes()[:4000])  # header complete, data cut
+    with pytest.raises(
+        DataFileError,
+        match=r"trunc.fits \[HDU 0\]: counts image is truncated \(File may have been truncated: actual file length \(4000\)",
+    ):
         read_observation(trunc)
     head = tmp_path / "head.fits"
-    head.write_bytes(path.read_bytes()[:1000])         # header cut
+    head.write_bytes(path.read_bytes()[:1000])  # header cut
     with pytest.raises(DataFileError, match=r"head.fits.*not a readable FITS file"):
         read_observation(head)
     with pytest.raises(DataFileError, match="not found"):
@@ -117,33 +122,42 @@ def test_not_fits_and_truncated(tmp_path, good):
 
 def test_no_image_or_cube_in_primary(tmp_path):
     empty = tmp_path / "table_only.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("X", "D", array=np.arange(3.0))])]).writeto(empty)
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("X", "D", array=np.arange(3.0))])]
+    ).writeto(empty)
     with pytest.raises(DataFileError, match=r"table_only.fits \[HDU 0 \(PRIMARY\)\]: no image data \(NAXIS=0\)"):
         read_observation(empty)
     cube = _write(tmp_path / "cube.fits", np.zeros((3, 32, 32), np.float32), wcs=False)
-    with pytest.raises(DataFileError, match=r"cube.fits.*expected a 2-D counts image, found 3-D shape \(3, 32, 32\).*cube"):
+    with pytest.raises(
+        DataFileError, match=r"cube.fits.*expected a 2-D counts image, found 3-D shape \(3, 32, 32\).*cube"
+    ):
         read_observation(cube)
 
 
 def test_no_celestial_wcs_needs_a_known_pixel_size(tmp_path, caplog):
     lin = tmp_path / "linear.fits"
-    fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(lin)   # no WCS keywords at all
-    with pytest.raises(DataFileError, match=r"linear.fits \[HDU 0 CTYPE1/CTYPE2\]: no celestial WCS and no known "
-                                            r"pixel size.*predict.pixel_arcsec"):
+    fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(lin)  # no WCS keywords at all
+    with pytest.raises(
+        DataFileError,
+        match=r"linear.fits \[HDU 0 CTYPE1/CTYPE2\]: no celestial WCS and no known "
+        r"pixel size.*predict.pixel_arcsec",
+    ):
         read_observation(lin, exposure_ks=20)
-    obs = read_observation(lin, exposure_ks=20, pixel_arcsec=4.1)       # the user gives the pixel size
+    obs = read_observation(lin, exposure_ks=20, pixel_arcsec=4.1)  # the user gives the pixel size
     assert obs.pixel_arcsec == 4.1 and not obs.celestial
     det = tmp_path / "detector.fits"
     hdr = fits.Header({"CTYPE1": "DETX", "CTYPE2": "DETY", "CRPIX1": 1.0, "CRPIX2": 1.0})
     fits.PrimaryHDU(np.zeros((32, 32), np.float32), header=hdr).writeto(det)
-    with pytest.raises(DataFileError, match=r"no celestial WCS and no known pixel size \(CTYPE1, CTYPE2 = \['DETX', 'DETY'\]\)"):
-        read_observation(det, exposure_ks=20)          # DETX/DETY without CDELT: the binning is unknown
+    with pytest.raises(
+        DataFileError, match=r"no celestial WCS and no known pixel size \(CTYPE1, CTYPE2 = \['DETX', 'DETY'\]\)"
+    ):
+        read_observation(det, exposure_ks=20)  # DETX/DETY without CDELT: the binning is unknown
     hdr.update({"CDELT1": 80.0, "CDELT2": 80.0, "CRVAL1": -18243.5, "CRVAL2": -17487.5})
     det80 = tmp_path / "detector80.fits"
     fits.PrimaryHDU(np.zeros((32, 32), np.float32), header=hdr).writeto(det80)
     with caplog.at_level("INFO", logger="lit_sr"):
         obs = read_observation(det80, exposure_ks=20)
-    assert obs.pixel_arcsec == pytest.approx(4.0) and not obs.celestial          # 80 x 0.05 arcsec
+    assert obs.pixel_arcsec == pytest.approx(4.0) and not obs.celestial  # 80 x 0.05 arcsec
     assert "no celestial WCS" in caplog.text and "detector80.fits" in caplog.text  # a note, not an error
     assert list(obs.wcs.wcs.ctype) == ["DETX", "DETY"]
     hdr["CDELT2"] = 40.0
@@ -154,9 +168,12 @@ def test_no_celestial_wcs_needs_a_known_pixel_size(tmp_path, caplog):
 
 
 def test_pixel_scale_far_from_training_is_refused_with_the_binning_to_use(tmp_path):
-    check_pixel_scale(4.0, 4.1, tmp_path / "a.fits")                 # 2.4 % off: accepted
-    with pytest.raises(DataFileError, match=r"b.fits \[pixel size\]: pixels of 2 arcsec.*trained on 4.1 arcsec.*"
-                                            r"bin the image by 2"):
+    check_pixel_scale(4.0, 4.1, tmp_path / "a.fits")  # 2.4 % off: accepted
+    with pytest.raises(
+        DataFileError,
+        match=r"b.fits \[pixel size\]: pixels of 2 arcsec.*trained on 4.1 arcsec.*"
+        r"bin the image by 2",
+    ):
         check_pixel_scale(2.0, 4.1, tmp_path / "b.fits")
     with pytest.raises(DataFileError, match=r"c.fits \[pixel size\]: pixels of 8 arcsec.*smaller pixels"):
         check_pixel_scale(8.0, 4.1, tmp_path / "c.fits")
@@ -177,7 +194,7 @@ def test_reads_a_real_sas_detector_image_gzipped_with_a_detector_mask():
     obs = read_observation(path, exposure_ks=20)
     with fits.open(path) as h:
         raw = h[0].data
-    np.testing.assert_array_equal(obs.counts, raw)              # BITPIX 32 counts read exactly from .fits.gz
+    np.testing.assert_array_equal(obs.counts, raw)  # BITPIX 32 counts read exactly from .fits.gz
     assert not obs.celestial and list(obs.wcs.wcs.ctype) == ["DETX", "DETY"]
     assert obs.pixel_arcsec == pytest.approx(4.0)
     # the DETX/DETY of a pixel is the full frame's (checked against the evselect header of the full image:
@@ -202,10 +219,10 @@ def test_reads_a_real_sas_detector_image_gzipped_with_a_detector_mask():
 
 def test_detector_mask_leaves_a_faint_flat_field_alone_and_finds_a_dead_column():
     rng = np.random.default_rng(3)
-    counts = rng.poisson(0.3, (72, 88)).astype(np.float64)    # ~22 counts per column: no line is improbable
+    counts = rng.poisson(0.3, (72, 88)).astype(np.float64)  # ~22 counts per column: no line is improbable
     assert estimate_detector_mask(counts).all()
-    counts[:, 40] = rng.poisson(0.3 * 0.05, 72)               # a column at 5 % of the rate (a bad column)
-    counts[10] = 0                                            # an empty row
+    counts[:, 40] = rng.poisson(0.3 * 0.05, 72)  # a column at 5 % of the rate (a bad column)
+    counts[10] = 0  # an empty row
     mask = estimate_detector_mask(counts)
     assert not mask[:, 40].any() and not mask[10].any()
     assert mask.sum() == (72 - 1) * (88 - 1)
@@ -219,11 +236,14 @@ def test_full_minus_slice_is_a_poisson_image_and_the_real_files_are_consistent()
     # counts scale with the exposure: 20 / 124.44 of the events in the slice, within 3 Poisson-binomial sigma
     p = 20.0 / 124.44
     n = f.sum()
-    assert abs(s.sum() - p * n) < 3 * np.sqrt(n * p * (1 - p)) + 0.05 * p * n   # + 5 % for rate variations
+    assert abs(s.sum() - p * n) < 3 * np.sqrt(n * p * (1 - p)) + 0.05 * p * n  # + 5 % for rate variations
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/xmm_real").is_dir() and not (Path(__file__).parents[2] / "shared/data/xmm_real").is_dir(),
-                    reason="the real XMM-Newton files (../shared/data/xmm_real) are not on this machine")
+@pytest.mark.skipif(
+    not Path("/work/shared/data/xmm_real").is_dir()
+    and not (Path(__file__).parents[2] / "shared/data/xmm_real").is_dir(),
+    reason="the real XMM-Newton files (../shared/data/xmm_real) are not on this machine",
+)
 def test_every_real_observation_reads_with_4_arcsec_pixels_and_chip_gaps():
     root = Path("/work/shared/data/xmm_real")
     if not root.is_dir():
@@ -260,10 +280,14 @@ def test_nan_and_negative_pixels(tmp_path):
 
 def test_exposure_extension_shape_mismatch_and_min_size(tmp_path):
     p = _write(tmp_path / "mismatch.fits", np.ones((32, 32), np.float32), np.ones((32, 16), np.float32))
-    with pytest.raises(DataFileError, match=r"mismatch.fits \[HDU 'EXPOSURE'\]: exposure map shape \(32, 16\) does not match"):
+    with pytest.raises(
+        DataFileError, match=r"mismatch.fits \[HDU 'EXPOSURE'\]: exposure map shape \(32, 16\) does not match"
+    ):
         read_observation(p)
     small = _write(tmp_path / "small.fits", np.ones((32, 32), np.float32), np.ones((32, 32), np.float32))
-    with pytest.raises(DataFileError, match=r"small.fits.*image is 32x32 pixels, smaller than the model patch size 48x48"):
+    with pytest.raises(
+        DataFileError, match=r"small.fits.*image is 32x32 pixels, smaller than the model patch size 48x48"
+    ):
         read_observation(small, min_size=48)
     assert read_observation(small, min_size=32).shape == (32, 32)
 
@@ -283,9 +307,15 @@ def test_write_prediction_roundtrip_and_never_overwrites(tmp_path, good):
     img = np.random.default_rng(1).random((64, 64)).astype(np.float32)
     dev = np.ones((32, 32))
     out = tmp_path / "pred.fits"
-    write_prediction_fits(out, img, obs.header, hr_wcs, "count/s",
-                          extensions={"STD": (img * 0.1, "count/s"), "DEVIANCE": (dev, "", obs.wcs)},
-                          history=["lit_sr SR x2", "model=rrdb"])
+    write_prediction_fits(
+        out,
+        img,
+        obs.header,
+        hr_wcs,
+        "count/s",
+        extensions={"STD": (img * 0.1, "count/s"), "DEVIANCE": (dev, "", obs.wcs)},
+        history=["lit_sr SR x2", "model=rrdb"],
+    )
     with fits.open(out) as h:
         np.testing.assert_array_equal(h[0].data, img)
         assert h[0].header["BUNIT"] == "count/s" and h[0].header["OBJECT"] == "test field"
@@ -298,7 +328,7 @@ def test_write_prediction_roundtrip_and_never_overwrites(tmp_path, good):
     with pytest.raises(FileExistsError):
         write_prediction_fits(out, img * 0, None, hr_wcs, "count/s")
     assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.fits", "pred.fits"]   # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.fits", "pred.fits"]  # no temporary left
     with pytest.raises(ValueError, match="pass \\(array, bunit, wcs\\)"):
         write_prediction_fits(tmp_path / "p2.fits", img, None, hr_wcs, "count/s", extensions={"X": (dev, "")})
     assert not (tmp_path / "p2.fits").exists()
@@ -318,8 +348,9 @@ def test_scaled_wcs_preserves_sky_positions(rot, cd, factor):
     assert np.abs(yb - (factor * y + (factor - 1) / 2)).max() < 1e-6
     np.testing.assert_allclose(xh, ra, atol=1e-10)
     # pixel scale really shrank
-    assert np.allclose(np.abs(np.linalg.det(hr.pixel_scale_matrix)) * factor ** 2,
-                       np.abs(np.linalg.det(lr.pixel_scale_matrix)))
+    assert np.allclose(
+        np.abs(np.linalg.det(hr.pixel_scale_matrix)) * factor**2, np.abs(np.linalg.det(lr.pixel_scale_matrix))
+    )
     # pixel-edge correspondence: LR pixel 0 left edge (-0.5) is HR pixel 0 left edge
     e_lr = lr.pixel_to_world_values(-0.5, -0.5)
     e_hr = hr.pixel_to_world_values(-0.5, -0.5)

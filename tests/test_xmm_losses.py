@@ -22,8 +22,9 @@ def _pair(seed: int = 0, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_ssim_loss_is_one_minus_the_papers_ssim():
     a, b = _pair()
-    ref = StructuralSimilarityIndexMeasure(gaussian_kernel=True, sigma=2.5, kernel_size=13, data_range=1.0, k1=0.01,
-                                           k2=0.05)(a, b)
+    ref = StructuralSimilarityIndexMeasure(
+        gaussian_kernel=True, sigma=2.5, kernel_size=13, data_range=1.0, k1=0.01, k2=0.05
+    )(a, b)
     loss = SSIMLoss()(a, b)
     assert loss.item() == pytest.approx(1.0 - ref.item(), abs=1e-6)
     assert SSIMLoss()(a, a).item() == pytest.approx(0.0, abs=1e-6)
@@ -34,11 +35,12 @@ def test_ssim_loss_is_one_minus_the_papers_ssim():
 def test_ms_ssim_loss_scales_and_size_check():
     a, b = _pair()
     betas = (0.0448, 0.2856, 0.3001)
-    ref = MultiScaleStructuralSimilarityIndexMeasure(gaussian_kernel=True, sigma=2.5, kernel_size=13, data_range=1.0,
-                                                     k1=0.01, k2=0.05, betas=betas)(a, b)
+    ref = MultiScaleStructuralSimilarityIndexMeasure(
+        gaussian_kernel=True, sigma=2.5, kernel_size=13, data_range=1.0, k1=0.01, k2=0.05, betas=betas
+    )(a, b)
     assert MSSSIMLoss(betas=betas)(a, b).item() == pytest.approx(1.0 - ref.item(), abs=1e-5)
     assert MSSSIMLoss()(a, a).item() == pytest.approx(0.0, abs=1e-5)
-    with pytest.raises(ValueError, match="too small"):   # 5 scales x 13-pixel window need > 192 pixels
+    with pytest.raises(ValueError, match="too small"):  # 5 scales x 13-pixel window need > 192 pixels
         MSSSIMLoss(betas=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333))(a, b)
 
 
@@ -55,7 +57,7 @@ def test_weighted_sum_is_the_sum_of_its_terms():
     loss = WeightedSumLoss(terms, {"l1": 0.16, "ssim": 0.84, "mse": 0.0})
     want = 0.16 * (a - b).abs().mean() + 0.84 * SSIMLoss()(a, b)
     assert loss(a, b).item() == pytest.approx(want.item(), rel=1e-6)
-    assert set(loss.last_terms) == {"l1", "ssim"}          # weight 0: not evaluated
+    assert set(loss.last_terms) == {"l1", "ssim"}  # weight 0: not evaluated
     with pytest.raises(ValueError, match="unknown term"):
         WeightedSumLoss(terms, {"perceptual": 1.0})
 
@@ -65,15 +67,15 @@ def test_physical_space_poisson_is_the_count_rate_likelihood():
     rate_pred = torch.tensor([1e-4, 5e-4, 1.5e-3])
     rate_true = torch.tensor([0.0, 1e-3, 1e-3])
     loss = PhysicalSpaceLoss(PixelLoss("poisson"), t)(t(rate_pred), t(rate_true))
-    u, v = rate_pred / 2e-3, rate_true / 2e-3                # in units of max_value (the default unit)
+    u, v = rate_pred / 2e-3, rate_true / 2e-3  # in units of max_value (the default unit)
     want = (u - v * torch.log(u + 1e-8)).mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     # minimised by the true rate: the mean, not the median, of noisy targets
     x = torch.linspace(0.05, 0.95, 181)
-    target = torch.tensor([0.0] * 3 + [0.5])                  # rates 0, 0, 0, 0.25 (x max): mean 0.0625
+    target = torch.tensor([0.0] * 3 + [0.5])  # rates 0, 0, 0, 0.25 (x max): mean 0.0625
     values = [PhysicalSpaceLoss(PixelLoss("poisson"), t)(xi.expand(4), target).item() for xi in x]
     best = x[int(torch.tensor(values).argmin())]
-    assert (best ** 2).item() == pytest.approx(0.0625, abs=0.01)
+    assert (best**2).item() == pytest.approx(0.0625, abs=0.01)
     assert math.isclose(PhysicalSpaceLoss(PixelLoss("l1"), t, unit=1.0).unit, 1.0)
 
 

@@ -32,15 +32,24 @@ CFG = xsim.XMMSimConfig()
 def _catalog(x, y, rate) -> xsim.SourceCatalog:
     n = len(x)
     z = np.zeros(n)
-    return xsim.SourceCatalog(np.zeros(n, np.int8), xsim.snap_to_lattice(np.asarray(x, float)),
-                              xsim.snap_to_lattice(np.asarray(y, float)), np.asarray(rate, float), z, z, z + 1, z)
+    return xsim.SourceCatalog(
+        np.zeros(n, np.int8),
+        xsim.snap_to_lattice(np.asarray(x, float)),
+        xsim.snap_to_lattice(np.asarray(y, float)),
+        np.asarray(rate, float),
+        z,
+        z,
+        z + 1,
+        z,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ deviance
 
+
 def test_poisson_deviance_values_and_limits():
     d = poisson_deviance(np.array([0, 0, 3, 5, 2]), np.array([0.7, 0.0, 3.0, 2.0, 0.0]))
-    assert d[0] == pytest.approx(1.4)                     # o = 0: 2 e
+    assert d[0] == pytest.approx(1.4)  # o = 0: 2 e
     assert d[1] == 0.0 and d[2] == pytest.approx(0.0, abs=1e-15)
     assert d[3] == pytest.approx(2 * (5 * math.log(5 / 2) - 3))
     assert np.isinf(d[4])
@@ -62,6 +71,7 @@ def test_expected_deviance_matches_monte_carlo(mu):
 
 
 # ------------------------------------------------------------------------------------------------ photometry
+
 
 def test_aperture_photometry_recovers_isolated_sources():
     """Noiseless LR images, one source each (neighbours' King wings would bias the annulus), sub-pixel
@@ -87,20 +97,22 @@ def test_aperture_photometry_recovers_isolated_sources():
     # pixel integration broadens the profile (4.1 arcsec pixels, 6 arcsec FWHM): measured 1.1 % below the
     # continuous-profile value
     assert np.median(raw) == pytest.approx(analytic, rel=0.03)
-    assert analytic < 0.8            # the correction matters for King wings
+    assert analytic < 0.8  # the correction matters for King wings
 
 
 def test_aperture_photometry_on_hr_and_summary():
     cat = _catalog([30.3], [33.7], [1e-3])
     img = xsim.render_points(CFG, cat, "hr") + 5e-6
-    r = aperture_flux_ratio(img, np.c_[cat.x_hr, cat.y_hr], cat.rate, 4.0, (12.0, 18.0),
-                            psf=CFG.psf_hr.kernel(CFG.hr_pixel_arcsec))
+    r = aperture_flux_ratio(
+        img, np.c_[cat.x_hr, cat.y_hr], cat.rate, 4.0, (12.0, 18.0), psf=CFG.psf_hr.kernel(CFG.hr_pixel_arcsec)
+    )
     assert r[0] == pytest.approx(1.0, abs=0.005)
     s = summarize_ratios(np.array([0.9, 1.0, 1.1, np.nan, np.inf]))
     assert s["median"] == pytest.approx(1.0) and s["n"] == 3 and s["scatter"] == pytest.approx(0.068, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------------ FWHM
+
 
 def test_fwhm_of_point_sources_lr_and_hr():
     rng = np.random.default_rng(4)
@@ -112,31 +124,40 @@ def test_fwhm_of_point_sources_lr_and_hr():
     hr = xsim.render_points(CFG, cat, "hr") + 5e-6
     f_lr = point_source_fwhm(lr, np.c_[cat.x_lr, cat.y_lr], box=9, pixel_arcsec=CFG.pixel_arcsec)
     f_hr = point_source_fwhm(hr, np.c_[cat.x_hr, cat.y_hr], box=15, pixel_arcsec=CFG.hr_pixel_arcsec)
-    np.testing.assert_allclose(f_lr, 6.0, rtol=0.02)        # measured within 0.1 %
+    np.testing.assert_allclose(f_lr, 6.0, rtol=0.02)  # measured within 0.1 %
     np.testing.assert_allclose(f_hr, 3.0, rtol=0.02)
     f_free = point_source_fwhm(lr, np.c_[cat.x_lr, cat.y_lr][:2], box=9, pixel_arcsec=CFG.pixel_arcsec, beta=None)
     np.testing.assert_allclose(f_free, 6.0, rtol=0.03)
-    assert np.isnan(point_source_fwhm(lr, [(1.0, 1.0)], box=9)[0])      # box leaves the image
+    assert np.isnan(point_source_fwhm(lr, [(1.0, 1.0)], box=9)[0])  # box leaves the image
 
 
 # ------------------------------------------------------------------------------------------------ detection
+
 
 def test_detection_completeness_for_bright_sources():
     rng = np.random.default_rng(5)
     xs = np.array([8.3, 24.6, 40.2, 56.1] * 4)
     ys = np.repeat([8.7, 24.1, 40.5, 56.3], 4)
-    cat = _catalog(xs, ys, np.full(16, 3e-3))          # ~60 counts each in 20 ks
+    cat = _catalog(xs, ys, np.full(16, 3e-3))  # ~60 counts each in 20 ks
     bkg = np.full((64, 64), 0.42)
     mu = xsim.render_points(CFG, cat, "lr") * 2e4 + bkg
     for trial in range(3):
         counts = rng.poisson(mu)
-        res = detection_stats(counts, bkg, np.c_[cat.x_lr, cat.y_lr], cat.rate, significance=5.0,
-                              match_radius_pix=2.0, min_rate=1e-3, pixel_arcsec=CFG.pixel_arcsec)
+        res = detection_stats(
+            counts,
+            bkg,
+            np.c_[cat.x_lr, cat.y_lr],
+            cat.rate,
+            significance=5.0,
+            match_radius_pix=2.0,
+            min_rate=1e-3,
+            pixel_arcsec=CFG.pixel_arcsec,
+        )
         assert res.completeness == 1.0 and res.n_considered == 16
         assert res.n_false == 0
         matched = res.matched_true >= 0
         err = np.hypot(*(res.positions_xy[matched] - np.c_[cat.x_lr, cat.y_lr][res.matched_true[matched]]).T)
-        assert np.median(err) < 0.5                          # centroids within half an LR pixel
+        assert np.median(err) < 0.5  # centroids within half an LR pixel
     # rates as input (rate image, background rate, exposure) give the same answer
     res_rate = detection_stats(counts / 2e4, bkg / 2e4, np.c_[cat.x_lr, cat.y_lr], cat.rate, exposure_s=2e4)
     assert res_rate.completeness == 1.0
@@ -157,6 +178,7 @@ def test_no_false_detections_on_pure_background_and_calibrated_tail():
     # a Gaussian k-sigma cut on the same cells would not be: sqrt(b) errors give many more 3-sigma cells
     cell_b = 0.42 * 9
     from scipy import stats
+
     assert stats.poisson.sf(math.ceil(cell_b + 3 * math.sqrt(cell_b)) - 1, cell_b) > 2 * 1.35e-3
 
 
@@ -165,13 +187,19 @@ def test_detection_on_simulated_fields_completeness_by_flux():
     for k in range(4):
         f = xsim.simulate_field(CFG, 2, "test", k)
         s = f.sky.sources
-        res = detection_stats(f.counts["input"], f.background["input"], np.c_[s.x_lr, s.y_lr], s.rate,
-                              significance=5.0, rate_bins=np.array([1e-4, 3e-4, 2e-3, 1.0]))
+        res = detection_stats(
+            f.counts["input"],
+            f.background["input"],
+            np.c_[s.x_lr, s.y_lr],
+            s.rate,
+            significance=5.0,
+            rate_bins=np.array([1e-4, 3e-4, 2e-3, 1.0]),
+        )
         inside = s.in_field(CFG.lr_size) & (s.kind == 0) & (f.exposure["input"].max() > 0)
         comp_faint.extend(res.true_detected[inside & (s.rate < 3e-4)])
         comp_bright.extend(res.true_detected[inside & (s.rate >= 2e-3)])
         false += res.n_false
-    assert np.mean(comp_faint) < 0.1             # 2-6 counts sources are not detected at 5 sigma in 20 ks
+    assert np.mean(comp_faint) < 0.1  # 2-6 counts sources are not detected at 5 sigma in 20 ks
     assert len(comp_bright) == 0 or np.mean(comp_bright) > 0.8
     assert false <= 4
 
@@ -183,10 +211,11 @@ def test_background_rate_estimate():
     cat = _catalog([15.2, 45.1], [20.3, 40.8], [5e-3, 5e-3])
     mu = (xsim.render_points(CFG, cat, "lr") + 2.1e-5) * exp
     est = estimate_background_rate(rng.poisson(mu), exp)
-    assert est == pytest.approx(2.1e-5, rel=0.06)        # 4000 pixels x 0.42 counts: 2.4 % Poisson error
+    assert est == pytest.approx(2.1e-5, rel=0.06)  # 4000 pixels x 0.42 counts: 2.4 % Poisson error
 
 
 # ------------------------------------------------------------------------------------------------ hallucination
+
 
 @pytest.fixture(scope="module")
 def field():
@@ -228,10 +257,15 @@ def test_invented_point_source_shows_deviance_excess(field):
     rate = _pseudo_rate(field.expected["target"], field.exposure["target"])
     s = field.sky.sources
     # a place with no true source within 6 pixels and full exposure
-    cand = [(x, y) for x in range(10, 54, 3) for y in range(10, 54, 3)
-            if np.min(np.hypot(s.x_lr - x, s.y_lr - y)) > 6 and field.geometry.live_lr[y - 2:y + 3, x - 2:x + 3].min() == 1]
+    cand = [
+        (x, y)
+        for x in range(10, 54, 3)
+        for y in range(10, 54, 3)
+        if np.min(np.hypot(s.x_lr - x, s.y_lr - y)) > 6
+        and field.geometry.live_lr[y - 2 : y + 3, x - 2 : x + 3].min() == 1
+    ]
     x0, y0 = cand[0]
-    fake = xsim.render_points(CFG, _catalog([x0], [y0], [1e-3]), "lr")     # ~20 invented counts in 20 ks
+    fake = xsim.render_points(CFG, _catalog([x0], [y0], [1e-3]), "lr")  # ~20 invented counts in 20 ks
     exp_fake = forward_model_to_input(rate + fake, 1, field.exposure["input"])
     exp_true = forward_model_to_input(rate, 1, field.exposure["input"])
     d_fake, s_fake = lr_consistency_map(field.counts["input"], exp_fake, cell=3)
@@ -249,7 +283,7 @@ def test_self_ensemble_equivariant_and_not():
     x[1, 0] = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
     blur = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]).view(1, 1, 3, 3) / 16
 
-    def equivariant(t):                       # symmetric blur + x2 nearest upsampling (SR-like)
+    def equivariant(t):  # symmetric blur + x2 nearest upsampling (SR-like)
         y = torch.nn.functional.conv2d(t, blur, padding=1)
         return y.repeat_interleave(2, -1).repeat_interleave(2, -2)
 
@@ -258,7 +292,7 @@ def test_self_ensemble_equivariant_and_not():
     assert std.abs().max() < 1e-6
     torch.testing.assert_close(mean, equivariant(x))
 
-    def shift_right(t):                       # not equivariant: translation along the last axis
+    def shift_right(t):  # not equivariant: translation along the last axis
         return torch.roll(t, 1, dims=-1)
 
     mean, std = self_ensemble(shift_right, x)
@@ -269,19 +303,20 @@ def test_self_ensemble_equivariant_and_not():
         assert mean[0, 0][yx] == pytest.approx(1.0) and img_std[yx] == pytest.approx(math.sqrt(3.0), rel=1e-5)
     assert img_std[5, 9] == 0 and img_std[12, 2] == 0
     assert (img_std > 0).sum() == 4
-    assert std[1].abs().max() > 0.05                          # a textured image differs almost everywhere
+    assert std[1].abs().max() > 0.05  # a textured image differs almost everywhere
 
 
 # ------------------------------------------------------------------------------------------------ evaluator
+
 
 def _synthetic_batch(scale: int, n: int = 2, size: int = 24, seed: int = 0):
     """Fields without sources (image-quality metrics only): a smooth truth, an exposure map with a chip gap,
     Poisson counts of input and target."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size * scale, :size * scale] / scale
+    yy, xx = np.mgrid[: size * scale, : size * scale] / scale
     truth = np.stack([2e-5 + 8e-4 * np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / 8.0) for c in rng.uniform(6, 18, n)])
     expo_t = np.full(truth.shape, 5e4)
-    expo_t[:, :, 10 * scale:11 * scale] = 0.0
+    expo_t[:, :, 10 * scale : 11 * scale] = 0.0
     truth_lr = truth.reshape(n, size, scale, size, scale).sum(axis=(2, 4))
     expo_in = np.full(truth_lr.shape, 2e4)
     expo_in[:, :, 10] = 0.0
@@ -289,8 +324,13 @@ def _synthetic_batch(scale: int, n: int = 2, size: int = 24, seed: int = 0):
     counts_t = rng.poisson(truth * expo_t)
     rate = lambda c, e: np.divide(c, e, out=np.zeros(c.shape), where=e > 0)
     t = lambda a: torch.tensor(a[:, None], dtype=torch.float32)
-    batch = {"counts_in": t(counts_in), "exposure_in": t(expo_in), "counts_target": t(counts_t),
-             "exposure_target": t(expo_t), "rate_true": t(np.where(expo_t > 0, truth, 0.0))}
+    batch = {
+        "counts_in": t(counts_in),
+        "exposure_in": t(expo_in),
+        "counts_target": t(counts_t),
+        "exposure_target": t(expo_t),
+        "rate_true": t(np.where(expo_t > 0, truth, 0.0)),
+    }
     images = {"input": t(rate(counts_in, expo_in)), "target": t(rate(counts_t, expo_t))}
     return batch, images
 
@@ -332,8 +372,9 @@ def test_psnr_against_truth_equals_skimage(scale):
             est = upsample_baseline(est, scale, "bicubic", flux_conserving=True)
         ests.append(tr(est.float()).numpy().ravel())
     base = np.concatenate(ests)[live]
-    assert res[f"psnr_truth/{smooth}"] == pytest.approx(skm.peak_signal_noise_ratio(truth, base, data_range=1.0),
-                                                        abs=1e-6)
+    assert res[f"psnr_truth/{smooth}"] == pytest.approx(
+        skm.peak_signal_noise_ratio(truth, base, data_range=1.0), abs=1e-6
+    )
     # the noisy target against the truth: a reference row, below the smoothing on these smooth fields
     assert res["psnr_truth/target"] < res[f"psnr_truth/{smooth}"]
     ev.reset()
@@ -394,14 +435,14 @@ def test_completeness_at_a_matched_false_detection_rate():
     at5_false = lambda c: c.false_per_field[np.searchsorted(-c.thresholds, -5.0, side="right") - 1]
     assert at5(inp) == pytest.approx(0.6) and at5(b) == pytest.approx(1.0)
     assert at5_false(inp) == pytest.approx(0.5) and at5_false(b) == pytest.approx(2.0)
-    f0 = 0.5                              # input: 1 false detection above 5 sigma in 2 fields
+    f0 = 0.5  # input: 1 false detection above 5 sigma in 2 fields
     comp_in, thr_in = completeness_at_false_rate(inp, f0)
-    assert comp_in == pytest.approx(0.8) and thr_in == pytest.approx(4.0)    # loosest threshold with <= 1 false
+    assert comp_in == pytest.approx(0.8) and thr_in == pytest.approx(4.0)  # loosest threshold with <= 1 false
     # curve of B: (false/field, completeness) = (0.5, 3/5) at t = 7, (0.5, 4/5) at 6.5, (1.0, 4/5) at 6,
     # (1.0, 1) at 5.9, (1.5, 1) at 5.8
     comp_b, thr_b = completeness_at_false_rate(b, f0)
     assert thr_b == pytest.approx(6.5) and comp_b == pytest.approx(0.8)
     comp_b, _ = completeness_at_false_rate(b, 0.75)
-    assert comp_b == pytest.approx(0.9)                                        # halfway between 4/5 and 1
+    assert comp_b == pytest.approx(0.9)  # halfway between 4/5 and 1
     comp_b, _ = completeness_at_false_rate(b, 0.0)
-    assert comp_b == pytest.approx(0.6)                                        # t just above 7: 12, 10, 8 found
+    assert comp_b == pytest.approx(0.6)  # t just above 7: 12, 10, 8 found

@@ -10,17 +10,17 @@ import pytest
 import torch
 from astropy.io import fits
 from astropy.wcs import WCS
+from conftest import TINY, compose_config
 from hydra.utils import instantiate
 
-from conftest import TINY, compose_config
 from lit_sr.cli import run
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.xmm.fits_io import read_observation
 from lit_sr.domains.xmm.predict import FITSFramesDataModule
 from lit_sr.domains.xmm.psf import KingPSF
 
-SHAPE = (72, 88)                      # not a multiple of the patch, not square
-SOURCE_XY = (41.3, 30.6)              # 0-based input pixels (x, y)
+SHAPE = (72, 88)  # not a multiple of the patch, not square
+SOURCE_XY = (41.3, 30.6)  # 0-based input pixels (x, y)
 PIX_ARCSEC = 4.1
 
 
@@ -43,7 +43,7 @@ def _counts(shape=SHAPE, xy=SOURCE_XY, total=400.0, bkg=0.3) -> np.ndarray:
     img = np.full(shape, bkg)
     k = KingPSF.from_fwhm(6.0).kernel(PIX_ARCSEC, offset_pix=(xy[1] - round(xy[1]), xy[0] - round(xy[0])), half_size=10)
     y0, x0 = round(xy[1]) - 10, round(xy[0]) - 10
-    img[y0:y0 + 21, x0:x0 + 21] += total * k
+    img[y0 : y0 + 21, x0 : x0 + 21] += total * k
     return img.astype(np.float32)
 
 
@@ -60,18 +60,21 @@ def write_obs(path, counts=None, exposure_s=2e4, wcs=True, exposure_ext=True):
 
 def _centroid(img: np.ndarray, x: float, y: float, half: int) -> tuple[float, float]:
     cy, cx = round(y), round(x)
-    cut = img[cy - half:cy + half + 1, cx - half:cx + half + 1].astype(np.float64)
+    cut = img[cy - half : cy + half + 1, cx - half : cx + half + 1].astype(np.float64)
     edge = np.median(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]]))
     w = np.clip(cut - edge, 0, None)
-    yy, xx = np.mgrid[cy - half:cy + half + 1, cx - half:cx + half + 1]
+    yy, xx = np.mgrid[cy - half : cy + half + 1, cx - half : cx + half + 1]
     return float((w * xx).sum() / w.sum()), float((w * yy).sum() / w.sum())
 
 
 def _identity_checkpoint(tmp_path, experiment: str) -> str:
     """A checkpoint of the experiment's net with input_skip and a zero last conv: x1 -> the input image,
     x2 -> its nearest-neighbour upsampling (divided by 4 in model space): positions are kept exactly."""
-    cfg = compose_config([f"experiment={experiment}", *TINY, "model.net.num_blocks=1", "model.net.input_skip=true"],
-                         tmp_path, tmp_path / "build")
+    cfg = compose_config(
+        [f"experiment={experiment}", *TINY, "model.net.num_blocks=1", "model.net.input_skip=true"],
+        tmp_path,
+        tmp_path / "build",
+    )
     model = instantiate(cfg.model, _convert_="all")
     path = tmp_path / f"{experiment}.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {}}, path)
@@ -79,9 +82,22 @@ def _identity_checkpoint(tmp_path, experiment: str) -> str:
 
 
 def _predict(tmp_path, experiment, ckpt, inp, out_name, *extra):
-    cfg = compose_config([f"experiment={experiment}", *TINY, "mode=predict", f"ckpt_path={ckpt}", "predict=fits",
-                          f"predict.input={inp}", "model.net.num_blocks=1", "model.net.input_skip=true",
-                          "predict.patch_size=32", *extra], tmp_path, tmp_path / out_name)
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            *TINY,
+            "mode=predict",
+            f"ckpt_path={ckpt}",
+            "predict=fits",
+            f"predict.input={inp}",
+            "model.net.num_blocks=1",
+            "model.net.input_skip=true",
+            "predict.patch_size=32",
+            *extra,
+        ],
+        tmp_path,
+        tmp_path / out_name,
+    )
     run(cfg)
     return tmp_path / out_name
 
@@ -92,7 +108,7 @@ def test_sr_prediction_keeps_sky_positions_units_and_provenance(tmp_path):
     ckpt = _identity_checkpoint(tmp_path, "xmm_sr")
     out_dir = _predict(tmp_path, "xmm_sr", ckpt, inp, "pred")
     out = out_dir / "obs_sr.fits"
-    assert hashlib.sha256(inp.read_bytes()).hexdigest() == before          # input never modified
+    assert hashlib.sha256(inp.read_bytes()).hexdigest() == before  # input never modified
     with fits.open(out) as h:
         img, hdr = h[0].data.astype(np.float64), h[0].header
         names = [x.name for x in h]
@@ -128,8 +144,9 @@ def test_dn_identity_returns_the_count_rate_and_zero_deviance(tmp_path):
     counts = rng.poisson(_counts()).astype(np.float32)
     inp = write_obs(tmp_path / "noisy.fits", counts)
     ckpt = _identity_checkpoint(tmp_path, "xmm_dn")
-    out_dir = _predict(tmp_path, "xmm_dn", ckpt, inp, "pred_dn", "predict.self_ensemble=false",
-                       "predict.exposure_ks=20")
+    out_dir = _predict(
+        tmp_path, "xmm_dn", ckpt, inp, "pred_dn", "predict.self_ensemble=false", "predict.exposure_ks=20"
+    )
     with fits.open(out_dir / "noisy_dn.fits") as h:
         rate, hdr = h[0].data.astype(np.float64), h[0].header
         dev = h["LR_DEV"].data
@@ -152,12 +169,20 @@ def test_bad_inputs_one_clear_message_each(tmp_path):
     good = write_obs(tmp_path / "good.fits")
     cases = {
         "nowcs.fits": (dict(wcs=False), r"nowcs.fits \[HDU 0 CTYPE1/CTYPE2\]: no celestial WCS"),
-        "noexp.fits": (dict(exposure_ext=False), r"noexp.fits.*no exposure map.*predict.exposure=<file>.*"
-                                                 r"predict.exposure_ks=<ks>"),
-        "nan.fits": (dict(counts=np.where(np.arange(SHAPE[1]) == 5, np.nan, _counts()).astype(np.float32)),
-                     r"nan.fits \[HDU 0 \(PRIMARY\)\]: counts image has 72 NaN pixel"),
+        "noexp.fits": (
+            dict(exposure_ext=False),
+            r"noexp.fits.*no exposure map.*predict.exposure=<file>.*"
+            r"predict.exposure_ks=<ks>",
+        ),
+        "nan.fits": (
+            dict(counts=np.where(np.arange(SHAPE[1]) == 5, np.nan, _counts()).astype(np.float32)),
+            r"nan.fits \[HDU 0 \(PRIMARY\)\]: counts image has 72 NaN pixel",
+        ),
         "neg.fits": (dict(counts=_counts() - 1.0), r"neg.fits \[HDU 0 \(PRIMARY\)\]: counts image has \d+ negative"),
-        "small.fits": (dict(counts=_counts()[:20, :40]), r"small.fits.*20x40 pixels, smaller than the model patch size"),
+        "small.fits": (
+            dict(counts=_counts()[:20, :40]),
+            r"small.fits.*20x40 pixels, smaller than the model patch size",
+        ),
     }
     for name, (kw, message) in cases.items():
         if name == "small.fits":
@@ -203,8 +228,9 @@ def test_real_sas_detector_image_gz_goes_through_and_keeps_its_detector_axes(tmp
     axes (CDELT 80 -> 40, same detector position of every pixel centre)."""
     ckpt = _identity_checkpoint(tmp_path, "xmm_sr")
     with caplog.at_level("INFO", logger="lit_sr"):
-        out_dir = _predict(tmp_path, "xmm_sr", ckpt, REAL_CUT, "pred_real", "predict.self_ensemble=false",
-                           "predict.exposure_ks=20")
+        out_dir = _predict(
+            tmp_path, "xmm_sr", ckpt, REAL_CUT, "pred_real", "predict.self_ensemble=false", "predict.exposure_ks=20"
+        )
     assert "no celestial WCS" in caplog.text
     out = out_dir / "xmm_0781350101_20ks_cut64_sr.fits"
     with fits.open(REAL_CUT) as h:
@@ -216,10 +242,14 @@ def test_real_sas_detector_image_gz_goes_through_and_keeps_its_detector_axes(tmp
     assert list(w_out.wcs.ctype) == ["DETX", "DETY"] and w_out.wcs.cdelt[0] == pytest.approx(40.0)
     # the 2 x 2 block of output pixels (2i, 2i+1) is centred on input pixel i: same DETX/DETY
     for x, y in ((0, 0), (17, 40), (63, 63)):
-        np.testing.assert_allclose(np.array(w_out.pixel_to_world_values(2 * x + 0.5, 2 * y + 0.5), float),
-                                   np.array(w_in.pixel_to_world_values(x, y), float), atol=1e-6)
-    np.testing.assert_allclose(np.array(w_dev.pixel_to_world_values(5, 9), float),
-                               np.array(w_in.pixel_to_world_values(5, 9), float), atol=1e-9)
+        np.testing.assert_allclose(
+            np.array(w_out.pixel_to_world_values(2 * x + 0.5, 2 * y + 0.5), float),
+            np.array(w_in.pixel_to_world_values(x, y), float),
+            atol=1e-6,
+        )
+    np.testing.assert_allclose(
+        np.array(w_dev.pixel_to_world_values(5, 9), float), np.array(w_in.pixel_to_world_values(5, 9), float), atol=1e-9
+    )
     # this net copies the sqrt-scaled input / 4 to each of the 4 output pixels: each holds rate / 16, the 2x2 sum
     # is the input rate / 4 where exposed (below the scaling's clip), 0 in the gaps
     lr = rate.reshape(64, 2, 64, 2).sum(axis=(1, 3))
@@ -234,9 +264,12 @@ def test_real_sas_detector_image_gz_goes_through_and_keeps_its_detector_axes(tmp
 def test_pixels_far_from_the_training_pixels_are_refused_before_predicting(tmp_path):
     with fits.open(REAL_CUT) as h:
         hdr, data = h[0].header, h[0].data
-    hdr["CDELT1"] = hdr["CDELT2"] = 40.0                    # 2.0" pixels (evselect bin 40)
+    hdr["CDELT1"] = hdr["CDELT2"] = 40.0  # 2.0" pixels (evselect bin 40)
     fine = tmp_path / "bin40.fits.gz"
     fits.PrimaryHDU(data, header=hdr).writeto(fine)
-    with pytest.raises(DataFileError, match=r"bin40.fits.gz \[pixel size\]: pixels of 2 arcsec.*4.1 arcsec.*bin the "
-                                            r"image by 2"):
+    with pytest.raises(
+        DataFileError,
+        match=r"bin40.fits.gz \[pixel size\]: pixels of 2 arcsec.*4.1 arcsec.*bin the "
+        r"image by 2",
+    ):
         _dm(fine, exposure_ks=20.0, train_pixel_arcsec=4.1)

@@ -30,10 +30,10 @@ def _fixture_dir(tmp_path: Path) -> Path:
 
 
 def _synthetic_pair(rng, shape=(48, 56), t_s=2e4, t_h=8e4) -> tuple[RealPair, np.ndarray]:
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    rate = 2e-5 + 4e-4 * np.exp(-((xx - 30) ** 2 + (yy - 20) ** 2) / (2 * 6.0**2))   # counts/s per pixel
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    rate = 2e-5 + 4e-4 * np.exp(-((xx - 30) ** 2 + (yy - 20) ** 2) / (2 * 6.0**2))  # counts/s per pixel
     mask = np.ones(shape, bool)
-    mask[:, 17:19] = False                                                           # a chip gap
+    mask[:, 17:19] = False  # a chip gap
     s = rng.poisson(rate * t_s * mask).astype(np.float64)
     h = rng.poisson(rate * t_h * mask).astype(np.float64)
     return RealPair("0000000000", s, h, t_s, t_h, mask, 4.0, Path("s"), Path("f")), rate
@@ -64,8 +64,11 @@ def test_bad_data_folders_give_one_message(tmp_path):
     data[y, x] = sl[y, x] - 1
     path.unlink()
     fits.PrimaryHDU(data, header=hdr).writeto(path)
-    with pytest.raises(DataFileError, match=r"0781350101_full.fits.gz \[HDU 0\]: \d+ pixels have fewer counts than "
-                                            r"in the slice"):
+    with pytest.raises(
+        DataFileError,
+        match=r"0781350101_full.fits.gz \[HDU 0\]: \d+ pixels have fewer counts than "
+        r"in the slice",
+    ):
         load_pairs(d)
 
 
@@ -117,7 +120,9 @@ def test_real_observations_smoothing_beats_the_raw_rate_in_held_out_deviance():
     pairs = load_pairs(SHARED)
     assert len(pairs) == 6
     for p in pairs:
-        assert 51e3 <= p.slice_exposure_s + p.heldout_exposure_s <= 125e3 and p.slice_exposure_s == pytest.approx(2e4, rel=1e-3)
+        assert 51e3 <= p.slice_exposure_s + p.heldout_exposure_s <= 125e3 and p.slice_exposure_s == pytest.approx(
+            2e4, rel=1e-3
+        )
         raw, sm = score(p.raw_rate, p), score(smoothed(p, 1.5), p)
         assert sm["deviance"] < raw["deviance"]
 
@@ -126,13 +131,13 @@ def test_image_statistics_of_a_flat_poisson_field_match_the_truth():
     from lit_sr.domains.xmm.real import image_statistics
 
     rng = np.random.default_rng(2)
-    lam, pix = 0.4, 4.0                                   # counts per pixel in 20 ks, 4" pixels
+    lam, pix = 0.4, 4.0  # counts per pixel in 20 ks, 4" pixels
     counts = [rng.poisson(lam, (96, 96)).astype(np.float64) for _ in range(3)]
     exps = [np.full((96, 96), 2e4) for _ in range(3)]
     st = image_statistics(counts, exps, pix)
     assert st["frac_pixels_0"] == pytest.approx(np.exp(-lam), abs=0.01)
     assert st["frac_pixels_1"] == pytest.approx(lam * np.exp(-lam), abs=0.01)
-    truth = lam / 2e4 / (pix / 60) ** 2                  # counts/s/arcmin^2
+    truth = lam / 2e4 / (pix / 60) ** 2  # counts/s/arcmin^2
     assert st["background_per_arcmin2_s"] == pytest.approx(truth, rel=0.03)
     assert st["detections"] <= 1 and st["bright_area_fraction"] < 0.01 and st["source_count_fraction"] < 0.02
     assert st["exposed_arcmin2_per_image"] == pytest.approx(96 * 96 * (pix / 60) ** 2)
@@ -141,9 +146,8 @@ def test_image_statistics_of_a_flat_poisson_field_match_the_truth():
 def test_denoiser_matches_the_studys_generator_size(tmp_path):
     """xmm_dn: no HR conv after the trunk, 314,529 parameters (the study's denoiser, small config); xmm_sr keeps
     the HR conv after the x2 upsampling: 326,129 (the study's architecture table)."""
-    from hydra.utils import instantiate
-
     from conftest import TINY, compose_config
+    from hydra.utils import instantiate
 
     for experiment, n_params, has_hr in (("xmm_dn", 314_529, False), ("xmm_sr", 326_129, True)):
         cfg = compose_config([f"experiment={experiment}", *TINY], tmp_path, tmp_path / experiment)

@@ -29,6 +29,7 @@ CFG = xsim.XMMSimConfig()
 
 # ------------------------------------------------------------------------------------------------ PSF
 
+
 def test_king_fwhm_formula_and_kernel_normalisation():
     psf = KingPSF.from_fwhm(6.0, 1.5)
     # r_c = 3 / sqrt(2^(2/3) - 1) for FWHM 6 arcsec, beta 1.5
@@ -42,15 +43,17 @@ def test_king_fwhm_formula_and_kernel_normalisation():
     assert hr.fwhm_arcsec == pytest.approx(3.0, rel=1e-12)
 
 
-@pytest.mark.parametrize("pix, fwhm, offset", [(4.1, 6.0, (0.0, 0.0)), (4.1, 6.0, (0.3, -0.2)),
-                                                (2.05, 3.0, (0.25, 0.1)), (0.5, 6.0, (0.0, 0.0))])
+@pytest.mark.parametrize(
+    "pix, fwhm, offset",
+    [(4.1, 6.0, (0.0, 0.0)), (4.1, 6.0, (0.3, -0.2)), (2.05, 3.0, (0.25, 0.1)), (0.5, 6.0, (0.0, 0.0))],
+)
 def test_measured_fwhm_of_rendered_king_matches_analytic(pix, fwhm, offset):
     psf = KingPSF.from_fwhm(fwhm, 1.5)
     k = psf.kernel(pix, offset_pix=offset)
     h = k.shape[0] // 2
     box = 11 if pix > 1 else 41
     got = point_source_fwhm(k, [(h + offset[1], h + offset[0])], box=box, pixel_arcsec=pix)[0]
-    assert got == pytest.approx(fwhm, rel=0.01)       # measured: within 0.05 %
+    assert got == pytest.approx(fwhm, rel=0.01)  # measured: within 0.05 %
 
 
 def test_kernel_pixel_integrals_match_exact_cauchy_integral():
@@ -59,10 +62,10 @@ def test_kernel_pixel_integrals_match_exact_cauchy_integral():
     rc = psf.core_radius_arcsec
 
     def prim(x, y):
-        return rc ** 2 * np.arctan(x * y / (rc * np.sqrt(rc ** 2 + x ** 2 + y ** 2)))
+        return rc**2 * np.arctan(x * y / (rc * np.sqrt(rc**2 + x**2 + y**2)))
 
     # integral of (1 + r^2/rc^2)^-1.5 over the disc of the truncation radius
-    total_truncated = math.pi * rc ** 2 / 0.5 * (1 - 1 / math.sqrt(1 + (psf.truncation_arcsec / rc) ** 2))
+    total_truncated = math.pi * rc**2 / 0.5 * (1 - 1 / math.sqrt(1 + (psf.truncation_arcsec / rc) ** 2))
     for pix, (dy, dx) in ((4.1, (0.0, 0.0)), (4.1, (0.3, -0.2)), (2.05, (0.25, 0.1))):
         k = psf.kernel(pix, offset_pix=(dy, dx))
         h = k.shape[0] // 2
@@ -71,7 +74,7 @@ def test_kernel_pixel_integrals_match_exact_cauchy_integral():
                 y0, y1 = (j - 0.5 - dy) * pix, (j + 0.5 - dy) * pix
                 x0, x1 = (i - 0.5 - dx) * pix, (i + 0.5 - dx) * pix
                 exact = (prim(x1, y1) - prim(x0, y1) - prim(x1, y0) + prim(x0, y0)) / total_truncated
-                assert k[h + j, h + i] == pytest.approx(exact, rel=5e-3)   # measured <= 0.2 %
+                assert k[h + j, h + i] == pytest.approx(exact, rel=5e-3)  # measured <= 0.2 %
 
 
 def test_encircled_energy_analytic_vs_kernel():
@@ -107,8 +110,8 @@ def _lr_vs_hr_through_kernel(kernel: np.ndarray | None, phase: int) -> tuple[flo
     sum2x2(HR PSF ⊛ K) for a source at LR lattice phase (phase, phase)."""
     lr = phase_stamps(CFG.psf_lr, CFG.pixel_arcsec, 16)[phase, phase]
     hrs = phase_stamps(CFG.psf_hr, CFG.hr_pixel_arcsec, 8)
-    x_lr = -0.5 + (phase + 0.5) / 16                   # relative to LR pixel cl
-    x_hr = 2 * x_lr + 0.5                              # relative to HR pixel 2 cl
+    x_lr = -0.5 + (phase + 0.5) / 16  # relative to LR pixel cl
+    x_hr = 2 * x_lr + 0.5  # relative to HR pixel 2 cl
     p_hr = math.floor(x_hr + 0.5)
     ph_hr = round((x_hr - p_hr + 0.5) * 8 - 0.5)
     n = 2 * lr.shape[0] + 70
@@ -117,13 +120,13 @@ def _lr_vs_hr_through_kernel(kernel: np.ndarray | None, phase: int) -> tuple[flo
     c = 2 * cl
     hh = hrs.shape[-1] // 2
     img = np.zeros((n, n))
-    img[c + p_hr - hh:c + p_hr + hh + 1, c + p_hr - hh:c + p_hr + hh + 1] = hrs[ph_hr, ph_hr]
+    img[c + p_hr - hh : c + p_hr + hh + 1, c + p_hr - hh : c + p_hr + hh + 1] = hrs[ph_hr, ph_hr]
     if kernel is not None:
         img = fftconvolve(img, kernel, mode="same")
     down = img.reshape(n // 2, 2, n // 2, 2).sum(axis=(1, 3))
     ref = np.zeros_like(down)
     hl = lr.shape[0] // 2
-    ref[cl - hl:cl + hl + 1, cl - hl:cl + hl + 1] = lr
+    ref[cl - hl : cl + hl + 1, cl - hl : cl + hl + 1] = lr
     d = down - ref
     return float(np.abs(d).sum()), float(np.abs(d).max() / ref.max())
 
@@ -134,8 +137,8 @@ def test_matching_kernel_turns_hr_psf_into_lr_psf(method):
     assert k.sum() == pytest.approx(1.0, abs=1e-12) and k.min() >= 0
     for phase in (0, 3, 8, 15):
         l1, peak = _lr_vs_hr_through_kernel(k, phase)
-        assert l1 < 0.015          # measured 1.0-1.2 % of the flux (pixelisation + truncation)
-        assert peak < 0.03         # measured 0.5-2.4 % of the peak
+        assert l1 < 0.015  # measured 1.0-1.2 % of the flux (pixelisation + truncation)
+        assert peak < 0.03  # measured 0.5-2.4 % of the peak
     # without the kernel the HR PSF is far too sharp: the check above can fail
     l1, peak = _lr_vs_hr_through_kernel(None, 3)
     assert l1 > 0.3 and peak > 0.5
@@ -156,6 +159,7 @@ def test_matching_kernel_fourier_for_other_beta():
 
 # ------------------------------------------------------------------------------------------------ simulator
 
+
 @pytest.fixture(scope="module")
 def fields():
     return [xsim.simulate_field(CFG, 7, "train", k) for k in range(4)]
@@ -166,7 +170,7 @@ def test_sky_has_faint_sources_and_realistic_background(fields):
     src = f.sky.sources
     pts = src.in_field(CFG.lr_size) & (src.kind == xsim.KIND_CODES["point"])
     counts_20ks = src.rate[pts] * CFG.exposure_input_ks * 1e3
-    assert np.median(counts_20ks) < 10 and counts_20ks.min() >= 2.0 - 1e-9   # faint sources matter
+    assert np.median(counts_20ks) < 10 and counts_20ks.min() >= 2.0 - 1e-9  # faint sources matter
     assert pts.sum() > 20
     # background: (3e-3 + 1.5e-3) counts/s/arcmin^2 * (4.1/60)^2 arcmin^2 * 20 ks = 0.42 counts on axis
     bkg = f.background["input"][f.geometry.live_lr == 1]
@@ -181,7 +185,7 @@ def test_poisson_statistics_of_counts(fields):
         use = mu > 0
         n, mu = n[use], mu[use]
         z_mean = (n - mu).sum() / math.sqrt(mu.sum())
-        z_var = ((n - mu) ** 2 - mu).sum() / math.sqrt((mu + 2 * mu ** 2).sum())
+        z_var = ((n - mu) ** 2 - mu).sum() / math.sqrt((mu + 2 * mu**2).sum())
         p0 = np.exp(-mu)
         z_p0 = ((n == 0) - p0).sum() / math.sqrt((p0 * (1 - p0)).sum())
         assert abs(z_mean) < 4 and abs(z_var) < 4 and abs(z_p0) < 4, (p, z_mean, z_var, z_p0)
@@ -198,9 +202,16 @@ def test_flux_conserved_per_source_between_lr_hr_and_catalogue():
     xs = xsim.snap_to_lattice(np.array([31.3, 30.07, 33.9, 32.0, 31.5, 32.2]))
     ys = xsim.snap_to_lattice(np.array([32.6, 31.2, 30.5, 33.3, 32.0, 31.8]))
     kinds = np.array([0, 0, 1, 1, 2, 2], np.int8)
-    cat = xsim.SourceCatalog(kinds, xs, ys, np.array([1e-3, 4e-4, 5e-3, 2e-3, 8e-4, 3e-4]),
-                             np.array([0, 0, 10.0, 12.0, 3.0, 6.0]), np.array([0, 0, 2 / 3, 0.6, 4.0, 1.0]),
-                             np.array([1, 1, 0.8, 1.0, 0.5, 0.9]), np.array([0, 0, 30.0, 0, 120.0, 60.0]))
+    cat = xsim.SourceCatalog(
+        kinds,
+        xs,
+        ys,
+        np.array([1e-3, 4e-4, 5e-3, 2e-3, 8e-4, 3e-4]),
+        np.array([0, 0, 10.0, 12.0, 3.0, 6.0]),
+        np.array([0, 0, 2 / 3, 0.6, 4.0, 1.0]),
+        np.array([1, 1, 0.8, 1.0, 0.5, 0.9]),
+        np.array([0, 0, 30.0, 0, 120.0, 60.0]),
+    )
     for i in range(len(cat)):
         one = cat.select(np.arange(len(cat)) == i)
         if kinds[i] == 0:
@@ -222,15 +233,16 @@ def test_hr_sum_2x2_equals_lr_rendered_with_hr_psf(fields):
     obeys sum2x2(HR) = LR exactly."""
     f = fields[1]
     pts = f.sky.sources.select(f.sky.sources.kind == 0)
-    cfg_narrow = dataclasses.replace(CFG, psf_fwhm_arcsec=CFG.psf_fwhm_arcsec / 2)   # LR grid, HR optics
+    cfg_narrow = dataclasses.replace(CFG, psf_fwhm_arcsec=CFG.psf_fwhm_arcsec / 2)  # LR grid, HR optics
     lr_narrow = xsim.render_points(cfg_narrow, pts, "lr")
     hr = xsim.render_points(CFG, pts, "hr")
     down = hr.reshape(CFG.lr_size, 2, CFG.lr_size, 2).sum(axis=(1, 3))
     np.testing.assert_allclose(down, lr_narrow, rtol=0, atol=1e-12 * hr.max())
     lr_broad = xsim.render_points(CFG, pts, "lr")
-    assert np.abs(down - lr_broad).max() > 0.05 * lr_broad.max()        # the PSFs do differ
-    np.testing.assert_allclose(f.rates.cosmic_hr.reshape(CFG.lr_size, 2, CFG.lr_size, 2).sum(axis=(1, 3)),
-                               f.rates.cosmic_lr, rtol=1e-12)
+    assert np.abs(down - lr_broad).max() > 0.05 * lr_broad.max()  # the PSFs do differ
+    np.testing.assert_allclose(
+        f.rates.cosmic_hr.reshape(CFG.lr_size, 2, CFG.lr_size, 2).sum(axis=(1, 3)), f.rates.cosmic_lr, rtol=1e-12
+    )
     assert f.rates.particle_hr * 4 == pytest.approx(f.rates.particle_lr, rel=1e-12)
 
 
@@ -249,14 +261,19 @@ def test_vignetting_falls_off_axis(fields):
     assert float(xsim.vignetting(np.array([0.0]), CFG)[0]) == 1.0
     assert float(xsim.vignetting(np.array([10.0]), CFG)[0]) == pytest.approx(0.73, abs=1e-12)
     for f in fields:
-        u, v = [np.asarray(a) for a in np.meshgrid((np.arange(CFG.lr_size) - (CFG.lr_size - 1) / 2) * CFG.pixel_arcsec / 60,
-                                                   (np.arange(CFG.lr_size) - (CFG.lr_size - 1) / 2) * CFG.pixel_arcsec / 60)]
+        u, v = [
+            np.asarray(a)
+            for a in np.meshgrid(
+                (np.arange(CFG.lr_size) - (CFG.lr_size - 1) / 2) * CFG.pixel_arcsec / 60,
+                (np.arange(CFG.lr_size) - (CFG.lr_size - 1) / 2) * CFG.pixel_arcsec / 60,
+            )
+        ]
         theta = np.hypot(u - f.sky.axis_offset_arcmin[0], v - f.sky.axis_offset_arcmin[1])
         full = f.geometry.live_lr == 1
         rel = f.exposure["input"][full] / 20e3
         np.testing.assert_allclose(rel, xsim.vignetting(theta[full], CFG), atol=1e-4)
         order = np.argsort(theta[full])
-        assert np.all(np.diff(rel[order]) <= 1e-4)          # non-increasing with off-axis angle
+        assert np.all(np.diff(rel[order]) <= 1e-4)  # non-increasing with off-axis angle
         if np.ptp(theta[full]) > 1.0:
             assert rel[order][0] - rel[order][-1] > 1e-3
 
@@ -266,13 +283,13 @@ def test_chip_gaps_have_zero_exposure_and_zero_counts():
     f = xsim.simulate_field(cfg, 3, "test", 0)
     # roll 0, axis at the field centre: detector x = u + 1 arcmin, gaps at x = k * 4.373 arcmin and y = 0
     pix = cfg.pixel_arcsec
-    c = (np.arange(cfg.lr_size) - (cfg.lr_size - 1) / 2) * pix / 60 + 1.0        # detector coords of pixel centres
+    c = (np.arange(cfg.lr_size) - (cfg.lr_size - 1) / 2) * pix / 60 + 1.0  # detector coords of pixel centres
     gap_dist_x = np.min(np.abs(c[:, None] - cfg.ccd_width_arcmin * np.arange(-2, 3)[None, :]), axis=1) * 60  # arcsec
     gap_dist_y = np.abs(c) * 60
     g = cfg.chip_gap_arcsec / 2
     inside = (gap_dist_y[:, None] < g - pix / 2) | (gap_dist_x[None, :] < g - pix / 2)
     clear = (gap_dist_y[:, None] > g + pix / 2) & (gap_dist_x[None, :] > g + pix / 2)
-    assert inside.sum() >= 2 * cfg.lr_size - 1                                 # one column and one row
+    assert inside.sum() >= 2 * cfg.lr_size - 1  # one column and one row
     for p in ("input", "target"):
         assert np.all(f.exposure[p][inside] == 0) and np.all(f.counts[p][inside] == 0)
         assert np.all(f.exposure[p][clear] > 0)
@@ -287,6 +304,7 @@ def test_chip_gaps_have_zero_exposure_and_zero_counts():
 
 # ------------------------------------------------------------------------------------------------ files
 
+
 def _files(root, split="val"):
     return sorted(p.relative_to(root) for p in (root / split).rglob("*.fits"))
 
@@ -298,9 +316,11 @@ def test_dataset_is_deterministic_per_field(tmp_path):
     d = xsim.write_xmm_dataset(tmp_path / "d", {"val": 3}, seed=6, progress=False)
     assert len(_files(a)) == 12 and len(_files(b)) == 20
     for rel in _files(a):
-        assert (a / rel).read_bytes() == (c / rel).read_bytes()           # same seed, same bytes
-        assert (a / rel).read_bytes() == (b / rel).read_bytes()           # field k independent of n_fields
-    assert (a / "val/input_20ks/field_000002.fits").read_bytes() != (d / "val/input_20ks/field_000002.fits").read_bytes()
+        assert (a / rel).read_bytes() == (c / rel).read_bytes()  # same seed, same bytes
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()  # field k independent of n_fields
+    assert (a / "val/input_20ks/field_000002.fits").read_bytes() != (
+        d / "val/input_20ks/field_000002.fits"
+    ).read_bytes()
 
 
 def test_dataset_layout_marker_and_atomicity(tmp_path, capsys):
@@ -308,9 +328,9 @@ def test_dataset_layout_marker_and_atomicity(tmp_path, capsys):
     n = {"train": 10, "val": 2, "test": 2}
     assert not xsim.is_complete_xmm_dataset(root)
     xsim.write_xmm_dataset(root, n, seed=1, progress=True)
-    out = capsys.readouterr().out.strip().splitlines()            # not a TTY: plain lines every ~10 %
+    out = capsys.readouterr().out.strip().splitlines()  # not a TTY: plain lines every ~10 %
     assert 8 <= len(out) <= 14 and out[-1].startswith("xmm sim: 14/14 fields (100 %)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["xmm"]          # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xmm"]  # no temporary folder left
     for split, k in n.items():
         for tag in ("input_20ks", "target_50ks", "target_100ks_x2", "sources"):
             assert sorted(p.name for p in (root / split / tag).iterdir()) == [f"field_{i:06d}.fits" for i in range(k)]
@@ -320,11 +340,11 @@ def test_dataset_layout_marker_and_atomicity(tmp_path, capsys):
     assert xsim.is_complete_xmm_dataset(root, CFG, 1, n)
     assert not xsim.is_complete_xmm_dataset(root, CFG, 2, n)
     mtime = (root / "train/input_20ks/field_000000.fits").stat().st_mtime_ns
-    xsim.write_xmm_dataset(root, n, seed=1, progress=False)                # complete: nothing rewritten
+    xsim.write_xmm_dataset(root, n, seed=1, progress=False)  # complete: nothing rewritten
     assert (root / "train/input_20ks/field_000000.fits").stat().st_mtime_ns == mtime
     with pytest.raises(FileExistsError, match="not a complete XMM dataset"):
         xsim.write_xmm_dataset(root, n, seed=2, progress=False)
-    (root / "val/sources/field_000001.fits").unlink()                      # damaged dataset is not complete
+    (root / "val/sources/field_000001.fits").unlink()  # damaged dataset is not complete
     assert not xsim.is_complete_xmm_dataset(root)
 
 
@@ -339,8 +359,11 @@ def one_field_files(tmp_path_factory):
 def test_fits_headers_and_wcs_lr_hr_agree(one_field_files):
     base, _ = one_field_files
     name = "field_000000.fits"
-    with fits.open(base / "input_20ks" / name) as lr_f, fits.open(base / "target_100ks_x2" / name) as hr_f, \
-            fits.open(base / "sources" / name) as src_f:
+    with (
+        fits.open(base / "input_20ks" / name) as lr_f,
+        fits.open(base / "target_100ks_x2" / name) as hr_f,
+        fits.open(base / "sources" / name) as src_f,
+    ):
         h = lr_f[0].header
         assert h["BUNIT"] == "count" and h["EXPOSURE"] == 20000.0 and h["TELESCOP"] == "XMM" and h["INSTRUME"] == "EPN"
         assert h["CTYPE1"] == "RA---TAN" and h["CTYPE2"] == "DEC--TAN" and h["CDELT1"] < 0 < h["CDELT2"]

@@ -45,8 +45,9 @@ class ImagePanelCallback(L.Callback):
         split_by_label: one panel per value of ``batch["label"]`` (e.g. photons and pions).
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_rows: int = 4, log_scale: bool = False,
-                 split_by_label: bool = True) -> None:
+    def __init__(
+        self, every_n_epochs: int = 1, max_rows: int = 4, log_scale: bool = False, split_by_label: bool = True
+    ) -> None:
         self.every_n_epochs = every_n_epochs
         self.max_rows = max_rows
         self.log_scale = log_scale
@@ -71,6 +72,8 @@ class ImagePanelCallback(L.Callback):
         if self.split_by_label and torch.is_tensor(batch.get("label")):
             labels = batch["label"]
             groups = {f"panels_label{int(v)}": (labels == v) for v in torch.unique(labels)}
-        figures = {name: panel_figure({k: v[sel] for k, v in columns.items()}, self.max_rows, self.log_scale)
-                   for name, sel in groups.items()}
+        figures = {
+            name: panel_figure({k: v[sel] for k, v in columns.items()}, self.max_rows, self.log_scale)
+            for name, sel in groups.items()
+        }
         log_figures(trainer, figures, prefix="val/")

@@ -28,8 +28,8 @@ DEFAULT_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 
 class PreemptionCheckpoint(L.Callback):
     """Args:
-        dirpath: folder of ``last.ckpt`` (the checkpoint callbacks' folder).
-        signals: signal names to handle.
+    dirpath: folder of ``last.ckpt`` (the checkpoint callbacks' folder).
+    signals: signal names to handle.
     """
 
     def __init__(self, dirpath: str, signals: tuple[str, ...] | list[str] = DEFAULT_SIGNALS) -> None:
@@ -55,8 +55,9 @@ class PreemptionCheckpoint(L.Callback):
                 signal.signal(signum, previous)
         self._previous.clear()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         stop = trainer.strategy.reduce_boolean_decision(self._pending is not None, all=False)
         if not stop:
             return
@@ -64,8 +65,12 @@ class PreemptionCheckpoint(L.Callback):
         trainer.save_checkpoint(str(path))
         signum = self._pending or signal.SIGTERM
         name = signal.Signals(signum).name
-        log.warning("%s received: saved %s at step %d; the run resumes from it when started again in this "
-                    "folder", name, path, trainer.global_step)
+        log.warning(
+            "%s received: saved %s at step %d; the run resumes from it when started again in this folder",
+            name,
+            path,
+            trainer.global_step,
+        )
         previous = self._previous.get(signum)
         self.teardown(trainer, pl_module, "fit")
         if callable(previous):

@@ -36,8 +36,9 @@ class LogProgress(ProgressBar):
         monitor: the monitored metric to show (e.g. ``val/loss``), when logged.
     """
 
-    def __init__(self, every_n_steps: int | None = None, every_seconds: float = 60.0,
-                 monitor: str | None = None) -> None:
+    def __init__(
+        self, every_n_steps: int | None = None, every_seconds: float = 60.0, monitor: str | None = None
+    ) -> None:
         super().__init__()
         self.every_n_steps = every_n_steps
         self.every_seconds = float(every_seconds)
@@ -70,8 +71,11 @@ class LogProgress(ProgressBar):
         self._start = self._last = time.perf_counter()
         if trainer.is_global_zero and self._enabled:
             total = self._total_steps(trainer)
-            log.info("training: %s steps%s", total if total is not None else "?",
-                     f" ({trainer.max_epochs} epochs)" if trainer.max_epochs not in (None, -1) else "")
+            log.info(
+                "training: %s steps%s",
+                total if total is not None else "?",
+                f" ({trainer.max_epochs} epochs)" if trainer.max_epochs not in (None, -1) else "",
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not (trainer.is_global_zero and self._enabled):
@@ -80,8 +84,9 @@ class LogProgress(ProgressBar):
         total = self._total_steps(trainer)
         now = time.perf_counter()
         every = self.every_n_steps or (max(1, total // 20) if total else 50)
-        if step == self._last_step or not (step % every == 0 or now - self._last >= self.every_seconds
-                                           or (total and step >= total)):
+        if step == self._last_step or not (
+            step % every == 0 or now - self._last >= self.every_seconds or (total and step >= total)
+        ):
             return
         elapsed = now - self._start
         rate = step / elapsed if elapsed > 0 else float("nan")
@@ -89,15 +94,27 @@ class LogProgress(ProgressBar):
         where = f"{step}/{total}" if total else f"{step}"
         pct = f" ({100.0 * step / total:.0f} %)" if total else ""
         extra = self._metrics(trainer)
-        log.info("epoch %d step %s%s, %.3g it/s, elapsed %s, ETA %s%s", trainer.current_epoch, where, pct, rate,
-                 format_seconds(elapsed), format_seconds(eta), f", {extra}" if extra else "")
+        log.info(
+            "epoch %d step %s%s, %.3g it/s, elapsed %s, ETA %s%s",
+            trainer.current_epoch,
+            where,
+            pct,
+            rate,
+            format_seconds(elapsed),
+            format_seconds(eta),
+            f", {extra}" if extra else "",
+        )
         self._last, self._last_step = now, step
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self._enabled and not trainer.sanity_checking:
             extra = self._metrics(trainer)
-            log.info("validation after epoch %d step %d%s", trainer.current_epoch, trainer.global_step,
-                     f": {extra}" if extra else "")
+            log.info(
+                "validation after epoch %d step %d%s",
+                trainer.current_epoch,
+                trainer.global_step,
+                f": {extra}" if extra else "",
+            )
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._start = self._last = time.perf_counter()
@@ -110,8 +127,14 @@ class LogProgress(ProgressBar):
         if done == total or done % max(1, total // 10) == 0 or now - self._last >= self.every_seconds:
             elapsed = now - self._start
             eta = (total - done) * elapsed / done
-            log.info("predict: batch %d/%d (%.0f %%), elapsed %s, ETA %s", done, total, 100.0 * done / total,
-                     format_seconds(elapsed), format_seconds(eta))
+            log.info(
+                "predict: batch %d/%d (%.0f %%), elapsed %s, ETA %s",
+                done,
+                total,
+                100.0 * done / total,
+                format_seconds(elapsed),
+                format_seconds(eta),
+            )
             self._last = now
 
     def on_test_end(self, trainer, pl_module) -> None:
@@ -119,8 +142,9 @@ class LogProgress(ProgressBar):
             log.info("test done (%d batches)", int(sum(trainer.num_test_batches)))
 
 
-def progress_bar(monitor: str | None = None, every_n_steps: int | None = None,
-                 every_seconds: float = 60.0) -> ProgressBar:
+def progress_bar(
+    monitor: str | None = None, every_n_steps: int | None = None, every_seconds: float = 60.0
+) -> ProgressBar:
     """The Rich bar on a terminal, :class:`LogProgress` lines otherwise."""
     if is_terminal():
         return RichProgressBar()

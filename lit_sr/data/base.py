@@ -58,11 +58,21 @@ def pass_batch(batch: Any) -> Any:
 class LitSRDataModule(L.LightningDataModule):
     """Loader settings and the declarations of the batch contract (see the module docstring)."""
 
-    def __init__(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, persistent_workers: bool = True, scale: int = 1, in_channels: int = 1,
-                 out_channels: int = 1, image_channels: Sequence[int] | None = None,
-                 transform: torch.nn.Module | None = None, units: str = "",
-                 physical_range: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        scale: int = 1,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        image_channels: Sequence[int] | None = None,
+        transform: torch.nn.Module | None = None,
+        units: str = "",
+        physical_range: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
@@ -72,11 +82,14 @@ class LitSRDataModule(L.LightningDataModule):
         self.scale = int(scale)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
-        self.image_channels = tuple(int(c) for c in (image_channels if image_channels is not None
-                                                     else range(min(in_channels, out_channels))))
+        self.image_channels = tuple(
+            int(c) for c in (image_channels if image_channels is not None else range(min(in_channels, out_channels)))
+        )
         if any(c < 0 or c >= self.in_channels for c in self.image_channels):
-            raise ValueError(f"data.image_channels={list(self.image_channels)}: expected indices of the "
-                             f"{self.in_channels} input channels")
+            raise ValueError(
+                f"data.image_channels={list(self.image_channels)}: expected indices of the "
+                f"{self.in_channels} input channels"
+            )
         self.transform = transform
         self.units = units
         self.physical_range = tuple(float(v) for v in physical_range) if physical_range is not None else None
@@ -97,9 +110,17 @@ class LitSRDataModule(L.LightningDataModule):
                 sampler, shuffle = ChunkShuffleSampler(len(ds), ds.chunk_rows()), False
         elif callable(getattr(ds, "preload", None)):
             ds.preload()  # any other dataset that caches what it reads: fill the cache before workers fork
-        return DataLoader(ds, batch_size=bs, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
-                          drop_last=split == "train" and len(ds) > bs, collate_fn=pass_batch if batched else None)
+        return DataLoader(
+            ds,
+            batch_size=bs,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            drop_last=split == "train" and len(ds) > bs,
+            collate_fn=pass_batch if batched else None,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", True)
@@ -119,11 +140,14 @@ class LitSRDataModule(L.LightningDataModule):
         if x is None or y is None:
             return
         if x.shape[1] != self.in_channels or y.shape[1] != self.out_channels:
-            raise ConfigError(f"{where}: input has {x.shape[1]} channels and target {y.shape[1]}; the data config "
-                              f"declares in_channels={self.in_channels}, out_channels={self.out_channels}")
+            raise ConfigError(
+                f"{where}: input has {x.shape[1]} channels and target {y.shape[1]}; the data config "
+                f"declares in_channels={self.in_channels}, out_channels={self.out_channels}"
+            )
         if tuple(y.shape[-2:]) != (x.shape[-2] * self.scale, x.shape[-1] * self.scale):
-            raise ConfigError(f"{where}: target {tuple(y.shape[-2:])} is not scale={self.scale} x input "
-                              f"{tuple(x.shape[-2:])}")
+            raise ConfigError(
+                f"{where}: target {tuple(y.shape[-2:])} is not scale={self.scale} x input {tuple(x.shape[-2:])}"
+            )
 
 
 class OpenH5File:
@@ -170,8 +194,16 @@ class H5RowsDataset(Dataset):
     :class:`ChunkShuffleSampler` so a batch touches few chunks).
     """
 
-    def __init__(self, path: str | Path, rows: Sequence[int], fields: Sequence[str], builder: BatchBuilder,
-                 augment: bool = False, seed: int = 0, max_memory_mb: float = 1024.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        rows: Sequence[int],
+        fields: Sequence[str],
+        builder: BatchBuilder,
+        augment: bool = False,
+        seed: int = 0,
+        max_memory_mb: float = 1024.0,
+    ) -> None:
         self.file = OpenH5File(path)
         self.indices = np.asarray(rows, dtype=np.int64)
         self.fields = tuple(fields)
@@ -212,8 +244,9 @@ class H5RowsDataset(Dataset):
 
     def nbytes(self) -> int:
         h5 = self.file.get()
-        return sum(h5[n].dtype.itemsize * int(np.prod(h5[n].shape[1:], dtype=np.int64)) for n in self.fields) \
-            * len(self.indices)
+        return sum(h5[n].dtype.itemsize * int(np.prod(h5[n].shape[1:], dtype=np.int64)) for n in self.fields) * len(
+            self.indices
+        )
 
     @property
     def in_memory(self) -> bool:
@@ -246,7 +279,7 @@ class H5RowsDataset(Dataset):
             for start in range(lo - lo % step, hi, step):
                 a, b = np.searchsorted(self.indices, [start, start + step])  # indices are sorted
                 if b > a:
-                    out[a:b] = ds[start:min(start + step, hi)][self.indices[a:b] - start]
+                    out[a:b] = ds[start : min(start + step, hi)][self.indices[a:b] - start]
             cache[name] = out
         self._cache = cache
 
@@ -264,8 +297,10 @@ class H5RowsDataset(Dataset):
         far cheaper than an h5py point selection of scattered rows, which inflates a chunk per row."""
         step = self.chunk_rows()
         chunk_of = rows // step
-        out = {name: np.empty((len(rows), *self.file.dataset(name).shape[1:]), self.file.dataset(name).dtype)
-               for name in self.fields}
+        out = {
+            name: np.empty((len(rows), *self.file.dataset(name).shape[1:]), self.file.dataset(name).dtype)
+            for name in self.fields
+        }
         for c in np.unique(chunk_of):
             chunk = self._decoded_chunk(int(c), step)
             sel = chunk_of == c
@@ -280,7 +315,7 @@ class H5RowsDataset(Dataset):
         if c in self._chunks:
             self._chunks.move_to_end(c)
             return self._chunks[c]
-        chunk = {name: self.file.dataset(name)[c * step:(c + 1) * step] for name in self.fields}
+        chunk = {name: self.file.dataset(name)[c * step : (c + 1) * step] for name in self.fields}
         self._chunks[c] = chunk
         size = sum(a.nbytes for a in chunk.values())
         while len(self._chunks) > 1 and size * len(self._chunks) > LAZY_CACHE_BYTES:
@@ -354,10 +389,20 @@ class SimulatedH5DataModule(LitSRDataModule):
 
     what = "data file"
 
-    def __init__(self, data_dir: str = "data", file: str | Mapping[str, str | None] | None = None,
-                 split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, max_samples: int | None = None,
-                 max_memory_mb: float = 1024.0, augment: bool = False, augment_seed: int = 0, sim_workers: int = 1,
-                 shard_gb: float | None = 4.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        file: str | Mapping[str, str | None] | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        max_samples: int | None = None,
+        max_memory_mb: float = 1024.0,
+        augment: bool = False,
+        augment_seed: int = 0,
+        sim_workers: int = 1,
+        shard_gb: float | None = 4.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.sim_workers = max(1, int(sim_workers))
         self.shard_gb = shard_gb
@@ -428,8 +473,10 @@ class SimulatedH5DataModule(LitSRDataModule):
         """The file of every key: the user's where given, else the simulated default under ``data_dir``."""
         user = self.user_files()
         if "all" in user and "all" not in self.default_file_names():
-            raise ConfigError(f"data.file: this data module reads one file per split; give "
-                              f"{{{', '.join(self.default_file_names())}}} instead of one file")
+            raise ConfigError(
+                f"data.file: this data module reads one file per split; give "
+                f"{{{', '.join(self.default_file_names())}}} instead of one file"
+            )
         return {k: user.get(k, self.data_dir / name) for k, name in self.default_file_names().items()}
 
     @property
@@ -445,16 +492,25 @@ class SimulatedH5DataModule(LitSRDataModule):
                 require_file(path, f"{self.what} (data.file{'' if key == 'all' else '.' + key})")
                 continue
             n = self.n_default(key)
-            ensure_simulated(path, self.schema(), n, lambda key=key: self.simulate(key), self.simulation_attrs(key),
-                             description=f"simulating the default {self.what} ({key})",
-                             shard_samples=self.shard_samples(n), **self.write_options())
+            ensure_simulated(
+                path,
+                self.schema(),
+                n,
+                lambda key=key: self.simulate(key),
+                self.simulation_attrs(key),
+                description=f"simulating the default {self.what} ({key})",
+                shard_samples=self.shard_samples(n),
+                **self.write_options(),
+            )
 
     def shard_samples(self, n: int | Mapping[str, int]) -> int | None:
         """Samples per shard so a shard stays under ``shard_gb`` (None: one file)."""
         if not self.shard_gb or not isinstance(n, int):
             return None
-        per_sample = sum(int(np.prod([d for d in f.shape if d], dtype=np.int64)) * np.dtype(f.dtype).itemsize
-                         for f in self.schema().fields)
+        per_sample = sum(
+            int(np.prod([d for d in f.shape if d], dtype=np.int64)) * np.dtype(f.dtype).itemsize
+            for f in self.schema().fields
+        )
         limit = int(self.shard_gb * 1024**3 // max(1, per_sample))
         return limit if n > limit else None
 
@@ -480,12 +536,18 @@ class SimulatedH5DataModule(LitSRDataModule):
         n = info.n if self.max_samples is None else min(info.n, int(self.max_samples))
         perm = np.random.default_rng(self.split_seed).permutation(n)
         n_train, n_val = int(round(self.split[0] * n)), int(round(self.split[1] * n))
-        parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
+        parts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
         for name, rows in parts.items():
             augment = self.augment and name == "train"
-            self.splits[name] = H5RowsDataset(info.path, np.sort(rows), info.fields, self.batch_builder(augment),
-                                              augment=augment, seed=self.augment_seed,
-                                              max_memory_mb=self.max_memory_mb)
+            self.splits[name] = H5RowsDataset(
+                info.path,
+                np.sort(rows),
+                info.fields,
+                self.batch_builder(augment),
+                augment=augment,
+                seed=self.augment_seed,
+                max_memory_mb=self.max_memory_mb,
+            )
         missing = [f.name for f in self.schema().fields if not f.required and f.name not in info.fields]
         if missing:
             log.warning("%s has no %s: metrics that need them are skipped", info.path, ", ".join(missing))

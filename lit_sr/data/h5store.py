@@ -63,8 +63,10 @@ class Field:
     description: str = ""
 
     def allowed_text(self) -> str:
-        values = [str(v) if self.allowed_names is None else f"{v} ({n})"
-                  for v, n in zip(self.allowed, self.allowed_names or self.allowed)]
+        values = [
+            str(v) if self.allowed_names is None else f"{v} ({n})"
+            for v, n in zip(self.allowed, self.allowed_names or self.allowed)
+        ]
         return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
 
 
@@ -131,8 +133,11 @@ class H5Schema:
                 values = set(members.values())
                 if len(values) > 1:
                     desc = ", ".join(f"{k}={v}" for k, v in members.items())
-                    raise DataFileError(path, ",".join(members), f"datasets must have the same number of samples "
-                                                                 f"(one entry per event/image), found {desc}")
+                    raise DataFileError(
+                        path,
+                        ",".join(members),
+                        f"datasets must have the same number of samples (one entry per event/image), found {desc}",
+                    )
                 n_of[group] = values.pop()
             empty = [g for g, v in n_of.items() if v == 0]
             if not n_of or empty:
@@ -151,19 +156,24 @@ class H5Schema:
             return
         rows = _rows_per_block(ds)
         for start in range(0, ds.shape[0], rows):
-            block = np.asarray(ds[start:start + rows])
+            block = np.asarray(ds[start : start + rows])
             if f.finite and np.issubdtype(block.dtype, np.floating):
                 bad = ~np.isfinite(block)
                 if bad.any():
                     local = tuple(int(i) for i in np.argwhere(bad)[0])
                     index = (local[0] + start, *local[1:])
-                    raise DataFileError(path, f.name, f"non-finite value {block[local]} at index {index} "
-                                                      "(expected finite numbers)")
+                    raise DataFileError(
+                        path, f.name, f"non-finite value {block[local]} at index {index} (expected finite numbers)"
+                    )
             if f.nonnegative and block.size and block.min() < 0:
                 local = tuple(int(i) for i in np.unravel_index(int(block.argmin()), block.shape))
                 index = (local[0] + start, *local[1:])
-                raise DataFileError(path, f.name, f"negative value {block[local]} at index {index} "
-                                                  f"(expected values >= 0{' ' + f.units if f.units else ''})")
+                raise DataFileError(
+                    path,
+                    f.name,
+                    f"negative value {block[local]} at index {index} "
+                    f"(expected values >= 0{' ' + f.units if f.units else ''})",
+                )
             if f.allowed is not None:
                 found = np.unique(block)
                 unknown = np.setdiff1d(found, np.asarray(f.allowed))
@@ -171,11 +181,18 @@ class H5Schema:
                     raise DataFileError(path, f.name, f"expected values {f.allowed_text()}, found {found[:10]}")
 
 
-def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
-             blocks: Iterable[Mapping[str, np.ndarray]], attrs: Mapping[str, Any] | None = None,
-             description: str | None = None, chunk_rows: int = 1024,
-             shapes: Mapping[str, tuple[int, ...]] | None = None, compression: str | None = "gzip",
-             progress: bool = True) -> Path:
+def write_h5(
+    path: str | Path,
+    schema: H5Schema,
+    n: int | Mapping[str, int],
+    blocks: Iterable[Mapping[str, np.ndarray]],
+    attrs: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    chunk_rows: int = 1024,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    compression: str | None = "gzip",
+    progress: bool = True,
+) -> Path:
     """Write simulated samples, arriving as blocks of arrays, atomically to ``path``.
 
     ``n``: samples of the file (one group) or ``{group: samples}``. ``shapes`` gives per-sample shapes
@@ -195,8 +212,13 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
 
     def create(h5: h5py.File, f: Field, shape: tuple[int, ...]) -> None:
         rows = counts.get(f.group, 0)
-        ds = h5.create_dataset(f.name, shape=(rows, *shape), dtype=f.dtype,
-                               chunks=(min(rows, chunk_rows), *shape) if rows else None, **(opts if rows else {}))
+        ds = h5.create_dataset(
+            f.name,
+            shape=(rows, *shape),
+            dtype=f.dtype,
+            chunks=(min(rows, chunk_rows), *shape) if rows else None,
+            **(opts if rows else {}),
+        )
         if f.units:
             ds.attrs["units"] = f.units
 
@@ -209,8 +231,14 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
                     raise ValueError(f"write_h5: the per-sample shape of {f.name!r} is open ({f.shape}); pass shapes=")
                 create(h5, f, shape)
                 cursor[f.name] = 0
-        for block in track(blocks, total, description or f"writing {path.name}", unit="samples", enabled=progress,
-                           weight=lambda b: len(next(iter(b.values())))):
+        for block in track(
+            blocks,
+            total,
+            description or f"writing {path.name}",
+            unit="samples",
+            enabled=progress,
+            weight=lambda b: len(next(iter(b.values()))),
+        ):
             for name, arr in block.items():
                 if name not in cursor:
                     if name not in schema.names:
@@ -221,7 +249,9 @@ def write_h5(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
                 start = cursor[name]
                 stop = start + len(arr)
                 if stop > ds.shape[0]:
-                    raise ValueError(f"{path}: simulation produced more {name!r} samples than the {ds.shape[0]} announced")
+                    raise ValueError(
+                        f"{path}: simulation produced more {name!r} samples than the {ds.shape[0]} announced"
+                    )
                 ds[start:stop] = np.asarray(arr, dtype=ds.dtype)
                 cursor[name] = stop
         short = {k: (c, h5[k].shape[0]) for k, c in cursor.items() if c != h5[k].shape[0]}
@@ -258,9 +288,17 @@ def _take(blocks: Iterator[Mapping[str, np.ndarray]], n: int, carry: list) -> It
         left -= m
 
 
-def write_sharded_h5(path: str | Path, schema: H5Schema, n: int, blocks: Iterable[Mapping[str, np.ndarray]],
-                     shard_samples: int, attrs: Mapping[str, Any] | None = None, description: str | None = None,
-                     progress: bool = True, **write_kwargs: Any) -> Path:
+def write_sharded_h5(
+    path: str | Path,
+    schema: H5Schema,
+    n: int,
+    blocks: Iterable[Mapping[str, np.ndarray]],
+    shard_samples: int,
+    attrs: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    progress: bool = True,
+    **write_kwargs: Any,
+) -> Path:
     """Write ``n`` samples as shards of ``shard_samples`` (``<stem>.shard000.h5``, ...), each complete on its
     own, plus ``path``: an index file whose HDF5 virtual datasets map the shards into one dataset per
     field, so readers open ``path`` as if it were one file. One group of fields only.
@@ -268,15 +306,30 @@ def write_sharded_h5(path: str | Path, schema: H5Schema, n: int, blocks: Iterabl
     if len({f.group for f in schema.fields}) != 1:
         raise ValueError("write_sharded_h5: one group of fields only")
     path = Path(path)
-    stream = iter(track(_started(blocks), n, description or f"writing {path.name}", unit="samples",
-                        enabled=progress, weight=lambda b: len(next(iter(b.values())))))
+    stream = iter(
+        track(
+            _started(blocks),
+            n,
+            description or f"writing {path.name}",
+            unit="samples",
+            enabled=progress,
+            weight=lambda b: len(next(iter(b.values()))),
+        )
+    )
     carry: list = []
     shards: list[tuple[Path, int]] = []
     for k, start in enumerate(range(0, n, shard_samples)):
         m = min(shard_samples, n - start)
         shard = path.with_name(f"{path.stem}.shard{k:03d}{path.suffix}")
-        write_h5(shard, schema, m, _take(stream, m, carry), attrs={**(attrs or {}), "shard": k},
-                 progress=False, **write_kwargs)
+        write_h5(
+            shard,
+            schema,
+            m,
+            _take(stream, m, carry),
+            attrs={**(attrs or {}), "shard": k},
+            progress=False,
+            **write_kwargs,
+        )
         shards.append((shard, m))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         with h5py.File(shards[0][0], "r") as first:
@@ -286,7 +339,7 @@ def write_sharded_h5(path: str | Path, schema: H5Schema, n: int, blocks: Iterabl
             start = 0
             for shard, m in shards:
                 # relative source names: the library finds them beside the index file
-                layout[start:start + m] = h5py.VirtualSource(shard.name, name, shape=(m, *shape))
+                layout[start : start + m] = h5py.VirtualSource(shard.name, name, shape=(m, *shape))
                 start += m
             ds = h5.create_virtual_dataset(name, layout)
             ds.attrs["chunk_rows"] = int(chunks[0]) if chunks else 1
@@ -327,9 +380,16 @@ def is_complete(path: str | Path, schema: H5Schema | None = None) -> bool:
         return False
 
 
-def ensure_simulated(path: str | Path, schema: H5Schema, n: int | Mapping[str, int],
-                     simulate: Callable[[], Iterator[Mapping[str, np.ndarray]]], attrs: Mapping[str, Any],
-                     description: str, shard_samples: int | None = None, **write_kwargs: Any) -> Path:
+def ensure_simulated(
+    path: str | Path,
+    schema: H5Schema,
+    n: int | Mapping[str, int],
+    simulate: Callable[[], Iterator[Mapping[str, np.ndarray]]],
+    attrs: Mapping[str, Any],
+    description: str,
+    shard_samples: int | None = None,
+    **write_kwargs: Any,
+) -> Path:
     """Simulate ``path`` once: nothing to do if complete; an incomplete file (killed run) is replaced.
 
     With ``shard_samples`` (and more samples than that) the data go to shards behind one index file
@@ -342,6 +402,7 @@ def ensure_simulated(path: str | Path, schema: H5Schema, n: int | Mapping[str, i
         path.unlink()
     log.info("%s -> %s", description, path)
     if shard_samples and isinstance(n, int) and n > shard_samples:
-        return write_sharded_h5(path, schema, n, simulate(), shard_samples, attrs=attrs, description=description,
-                                **write_kwargs)
+        return write_sharded_h5(
+            path, schema, n, simulate(), shard_samples, attrs=attrs, description=description, **write_kwargs
+        )
     return write_h5(path, schema, n, simulate(), attrs=attrs, description=description, **write_kwargs)

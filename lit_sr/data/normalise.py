@@ -15,8 +15,13 @@ LOWER_PERCENTILE = 1.0
 UPPER_PERCENTILE = 99.95
 
 
-def normalise_patch(x: torch.Tensor | np.ndarray, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE,
-                    eps: float = 1e-6, clip: bool = True):
+def normalise_patch(
+    x: torch.Tensor | np.ndarray,
+    lower: float = LOWER_PERCENTILE,
+    upper: float = UPPER_PERCENTILE,
+    eps: float = 1e-6,
+    clip: bool = True,
+):
     """Percentile normalisation over the last two dims: returns (xn, lo, hi).
 
     lo/hi are the ``lower``/``upper`` percentiles (linear interpolation, as numpy) of each image;
@@ -28,7 +33,7 @@ def normalise_patch(x: torch.Tensor | np.ndarray, lower: float = LOWER_PERCENTIL
         t = t.float()
     flat = t.reshape(*t.shape[:-2], -1)
     q = torch.tensor([lower / 100.0, upper / 100.0], dtype=flat.dtype, device=flat.device)
-    qs = torch.quantile(flat, q, dim=-1)           # [2, ...]
+    qs = torch.quantile(flat, q, dim=-1)  # [2, ...]
     lo, hi = qs[0], torch.maximum(qs[1], qs[0] + eps)
     xn = apply_bounds(t, lo, hi, clip=clip)
     return xn, lo, hi

@@ -17,8 +17,9 @@ def require_file(path: str | Path, what: str = "data file") -> Path:
     return path
 
 
-def require_dataset(h5, path: str | Path, name: str, ndim: int | None = None,
-                    tail_shape: Sequence[int | None] | None = None):
+def require_dataset(
+    h5, path: str | Path, name: str, ndim: int | None = None, tail_shape: Sequence[int | None] | None = None
+):
     """Return dataset ``name`` of an open h5py File, checking its rank and trailing dimensions.
 
     ``tail_shape`` gives the expected trailing dimensions (None = any size), e.g. (24, 24).
@@ -30,7 +31,7 @@ def require_dataset(h5, path: str | Path, name: str, ndim: int | None = None,
     if ndim is not None and ds.ndim != ndim:
         raise DataFileError(path, name, f"expected {ndim} dimensions, found shape {ds.shape}")
     if tail_shape is not None:
-        tail = tuple(ds.shape[len(ds.shape) - len(tail_shape):])
+        tail = tuple(ds.shape[len(ds.shape) - len(tail_shape) :])
         for got, want in zip(tail, tail_shape):
             if want is not None and got != want:
                 want_s = "x".join("*" if w is None else str(w) for w in tail_shape)
@@ -42,7 +43,7 @@ def require_finite(ds, path: str | Path, name: str, chunk: int = 65536) -> None:
     """Scan a dataset block by block (memory bounded) and fail at the first NaN/Inf."""
     n = ds.shape[0] if ds.ndim else 1
     for start in range(0, n, chunk):
-        block = np.asarray(ds[start:start + chunk])
+        block = np.asarray(ds[start : start + chunk])
         bad = ~np.isfinite(block)
         if bad.any():
             local = tuple(int(i) for i in np.argwhere(bad)[0])

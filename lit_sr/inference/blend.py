@@ -64,15 +64,26 @@ def _restore(outs: dict[str, torch.Tensor], kind: str):
 def check_patch_fits(shape: Sequence[int], patch_size: int, where: str = "frame") -> None:
     h, w = shape[-2:]
     if patch_size > h or patch_size > w:
-        raise ValueError(f"{where}: patch size {patch_size} is larger than the frame {h}x{w}; "
-                         f"expected a patch size <= {min(h, w)} (or a larger frame)")
+        raise ValueError(
+            f"{where}: patch size {patch_size} is larger than the frame {h}x{w}; "
+            f"expected a patch size <= {min(h, w)} (or a larger frame)"
+        )
 
 
 @torch.no_grad()
-def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size: int = 128,
-                  offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS, batch_size: int = 16,
-                  normaliser: Normaliser | None = None, device: str | torch.device | None = None, scale: int | None = None,
-                  output_keys: Sequence[str] | None = None, where: str = "frame", min_edge_cell: int | None = None):
+def blend_predict(
+    model: Callable,
+    frame: torch.Tensor | np.ndarray,
+    patch_size: int = 128,
+    offsets: Sequence[Sequence[int]] = DEFAULT_OFFSETS,
+    batch_size: int = 16,
+    normaliser: Normaliser | None = None,
+    device: str | torch.device | None = None,
+    scale: int | None = None,
+    output_keys: Sequence[str] | None = None,
+    where: str = "frame",
+    min_edge_cell: int | None = None,
+):
     """Blended prediction of one frame [H, W] or [C, H, W] (see module doc).
 
     Returns a Tensor [C', sH, sW] (CPU, float32; [sH, sW] if the input was 2-D and C' = 1) or a
@@ -122,8 +133,8 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
     kind = "tensor"
     s = scale
     for start in range(0, len(patches_at), batch_size):
-        chunk = patches_at[start:start + batch_size]
-        patches = torch.stack([x[:, py:py + P, px:px + P] for py, px in chunk])
+        chunk = patches_at[start : start + batch_size]
+        patches = torch.stack([x[:, py : py + P, px : px + P] for py, px in chunk])
         xn, state = normaliser(patches) if normaliser is not None else (patches, None)
         raw, kind = _as_outputs(model(xn.to(device)))
         if output_keys is not None:
@@ -142,23 +153,25 @@ def blend_predict(model: Callable, frame: torch.Tensor | np.ndarray, patch_size:
                 y = normaliser.denormalise(y, state)
             for j, (py, px) in enumerate(chunk):
                 for k, (y0, y1, _), (x0, x1, _) in by_patch[(py, px)]:
-                    buffers[name][k, :, s * y0:s * y1, s * x0:s * x1] = \
-                        y[j, :, s * (y0 - py):s * (y1 - py), s * (x0 - px):s * (x1 - px)]
+                    buffers[name][k, :, s * y0 : s * y1, s * x0 : s * x1] = y[
+                        j, :, s * (y0 - py) : s * (y1 - py), s * (x0 - px) : s * (x1 - px)
+                    ]
     outs = {}
     for name, preds in buffers.items():
         # in place on the K buffers (ours): one temporary of their size instead of five
         valid = ~torch.isnan(preds)
         preds.nan_to_num_(0.0)
         m = preds.sum(0) / valid.sum(0)
-        w = (preds - m).abs_().mul_(0.5).add_(2.0).reciprocal_().mul_(valid)   # 1 / (|p - m| / 2 + 2), 0 if absent
+        w = (preds - m).abs_().mul_(0.5).add_(2.0).reciprocal_().mul_(valid)  # 1 / (|p - m| / 2 + 2), 0 if absent
         den = w.sum(0)
         out = w.mul_(preds).sum(0).div_(den)
         outs[name] = out[0] if squeeze and out.shape[0] == 1 else out
     return _restore(outs, kind)
 
 
-def blend_frames(model: Callable, frames: Iterable, n_frames: int | None = None, progress: bool = True,
-                 **kwargs) -> Iterator:
+def blend_frames(
+    model: Callable, frames: Iterable, n_frames: int | None = None, progress: bool = True, **kwargs
+) -> Iterator:
     """Yield :func:`blend_predict` for each frame, with progress when there are several."""
     from lit_sr.utils.progress import track
 

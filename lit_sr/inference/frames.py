@@ -31,31 +31,48 @@ from lit_sr.utils.errors import ConfigError
 from lit_sr.utils.progress import track
 
 
-def check_frames(ds: h5py.Dataset, path: str | Path, name: str, patch_size: int, negative_tolerance: float | None,
-                 block: int = 16, units: str = "") -> None:
+def check_frames(
+    ds: h5py.Dataset,
+    path: str | Path,
+    name: str,
+    patch_size: int,
+    negative_tolerance: float | None,
+    block: int = 16,
+    units: str = "",
+) -> None:
     """Validate a frame dataset: rank, patch fit, finite values, negatives within tolerance (block-wise)."""
     if ds.ndim not in (2, 3):
         raise DataFileError(path, name, f"expected frames of rank 2 [H, W] or 3 [N, H, W], found shape {ds.shape}")
     h, w = ds.shape[-2:]
     if patch_size > h or patch_size > w:
-        raise DataFileError(path, name, f"patch size {patch_size} is larger than the frames ({h}x{w}); "
-                                        f"expected a patch size <= {min(h, w)}")
+        raise DataFileError(
+            path,
+            name,
+            f"patch size {patch_size} is larger than the frames ({h}x{w}); expected a patch size <= {min(h, w)}",
+        )
     n = ds.shape[0] if ds.ndim == 3 else 1
     unit = f" {units}" if units else ""
     for start in range(0, n, block):
-        arr = np.asarray(ds[start:start + block] if ds.ndim == 3 else ds[()], dtype=np.float64)
+        arr = np.asarray(ds[start : start + block] if ds.ndim == 3 else ds[()], dtype=np.float64)
         bad = ~np.isfinite(arr)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             idx = (idx[0] + start, *idx[1:]) if ds.ndim == 3 else idx
-            raise DataFileError(path, name, f"non-finite value {arr[tuple(np.argwhere(bad)[0])]} at index {idx} "
-                                            f"(expected finite{unit} values)")
+            raise DataFileError(
+                path,
+                name,
+                f"non-finite value {arr[tuple(np.argwhere(bad)[0])]} at index {idx} (expected finite{unit} values)",
+            )
         lo = arr.min()
         if negative_tolerance is not None and lo < -negative_tolerance:
             idx = tuple(int(i) for i in np.unravel_index(arr.argmin(), arr.shape))
             idx = (idx[0] + start, *idx[1:]) if ds.ndim == 3 else idx
-            raise DataFileError(path, name, f"value {lo:.4g} at index {idx} is below -{negative_tolerance}{unit} "
-                                            "(expected non-negative values within the noise tolerance)")
+            raise DataFileError(
+                path,
+                name,
+                f"value {lo:.4g} at index {idx} is below -{negative_tolerance}{unit} "
+                "(expected non-negative values within the noise tolerance)",
+            )
 
 
 class FramePredictor:
@@ -68,20 +85,29 @@ class FramePredictor:
         normaliser: per-patch normalisation (e.g. the training's percentile normaliser) or None.
     """
 
-    def __init__(self, patch_size: int = 128, offsets: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
-                 normaliser: Normaliser | None = None) -> None:
+    def __init__(
+        self,
+        patch_size: int = 128,
+        offsets: Sequence[Sequence[int]] | None = None,
+        batch_size: int = 16,
+        normaliser: Normaliser | None = None,
+    ) -> None:
         self.patch_size = int(patch_size)
         self.offsets = [[int(v) for v in off] for off in offsets] if offsets else scaled_offsets(self.patch_size)
         self.batch_size = int(batch_size)
         self.normaliser = normaliser
 
     def __call__(self, model: Callable, frame: torch.Tensor, where: str = "frame") -> Any:
-        return blend_predict(model, frame, self.patch_size, self.offsets, self.batch_size, normaliser=self.normaliser,
-                             where=where)
+        return blend_predict(
+            model, frame, self.patch_size, self.offsets, self.batch_size, normaliser=self.normaliser, where=where
+        )
 
     def attrs(self) -> dict[str, Any]:
-        return {"patch_size": self.patch_size, "offsets": np.asarray(self.offsets, dtype=np.int64),
-                "normaliser": repr(self.normaliser)}
+        return {
+            "patch_size": self.patch_size,
+            "offsets": np.asarray(self.offsets, dtype=np.int64),
+            "normaliser": repr(self.normaliser),
+        }
 
 
 class FramesDataset(Dataset):
@@ -121,9 +147,16 @@ class FramesDataModule(L.LightningDataModule):
         units: name of the physical units (messages and output files).
     """
 
-    def __init__(self, input: str, dataset: str = "data", transform: torch.nn.Module | None = None,
-                 patch_size: int = 128, negative_tolerance: float | None = None, units: str = "",
-                 num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        input: str,
+        dataset: str = "data",
+        transform: torch.nn.Module | None = None,
+        patch_size: int = 128,
+        negative_tolerance: float | None = None,
+        units: str = "",
+        num_workers: int = 0,
+    ) -> None:
         super().__init__()
         if not input:
             raise ValueError("predict=frames needs predict.input=<HDF5 file of frames> (and predict.dataset=<name>)")
@@ -152,15 +185,25 @@ class FramesH5Output:
     created at the first frame; :meth:`commit` renames the temporary file onto ``path``.
     """
 
-    def __init__(self, path: str | Path, input_path: str | Path, dataset: str, input_shape: Sequence[int],
-                 names: Mapping[str, str] | None = None, attrs: Mapping[str, Any] | None = None,
-                 units: Mapping[str, str] | None = None, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        input_path: str | Path,
+        dataset: str,
+        input_shape: Sequence[int],
+        names: Mapping[str, str] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        units: Mapping[str, str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
         path, input_path = Path(path), Path(input_path)
         if input_path.exists() and path.resolve() == input_path.resolve():
             raise ConfigError(f"{path}: output must differ from the input file (the input is never modified)")
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path}: output file exists; refusing to overwrite it "
-                                  "(remove it or choose another output path, predict.output=...)")
+            raise FileExistsError(
+                f"{path}: output file exists; refusing to overwrite it "
+                "(remove it or choose another output path, predict.output=...)"
+            )
         self.file = AtomicFile(path, overwrite=overwrite)
         self.h5 = h5py.File(self.file.tmp, "w")
         self.dataset, self.input_shape = dataset, tuple(input_shape)
@@ -207,11 +250,22 @@ class FramesH5Output:
             self.file.abort()
 
 
-def clean_frames(model: Callable, input_path: str | Path, output_path: str | Path, dataset: str = "data",
-                 patch_size: int = 128, offsets: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
-                 device: str | torch.device = "cpu", negative_tolerance: float | None = 10.0,
-                 outputs: dict[str, str] | None = None, progress: bool = True, overwrite: bool = False,
-                 normaliser: Normaliser | None = None, units: str = "keV") -> Path:
+def clean_frames(
+    model: Callable,
+    input_path: str | Path,
+    output_path: str | Path,
+    dataset: str = "data",
+    patch_size: int = 128,
+    offsets: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    negative_tolerance: float | None = 10.0,
+    outputs: dict[str, str] | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    normaliser: Normaliser | None = None,
+    units: str = "keV",
+) -> Path:
     """Blended prediction of every frame of ``input_path[dataset]`` (physical units) into ``output_path``.
 
     ``model`` maps patch batches to a tensor or a dict of tensors (e.g. ``{"signal", "noise"}``);
@@ -229,11 +283,21 @@ def clean_frames(model: Callable, input_path: str | Path, output_path: str | Pat
     with h5py.File(input_path, "r") as src:
         ds = require_dataset(src, input_path, dataset)
         check_frames(ds, input_path, dataset, patch_size, negative_tolerance, units=units)
-        out = FramesH5Output(output_path, input_path, dataset, ds.shape, names=outputs, attrs=predictor.attrs(),
-                             units={k: units for k in outputs}, overwrite=overwrite)
+        out = FramesH5Output(
+            output_path,
+            input_path,
+            dataset,
+            ds.shape,
+            names=outputs,
+            attrs=predictor.attrs(),
+            units={k: units for k in outputs},
+            overwrite=overwrite,
+        )
         try:
             n = ds.shape[0] if ds.ndim == 3 else 1
-            for i in track(range(n), n, f"cleaning {input_path.name}[{dataset}]", unit="frames", enabled=progress and n > 1):
+            for i in track(
+                range(n), n, f"cleaning {input_path.name}[{dataset}]", unit="frames", enabled=progress and n > 1
+            ):
                 frame = torch.from_numpy(np.asarray(ds[i] if ds.ndim == 3 else ds[()], np.float32))[None].to(device)
                 pred = predictor(model, frame, where=f"{input_path} [{dataset}] frame {i}")
                 pred = pred if isinstance(pred, dict) else {"output": pred}
@@ -270,9 +334,15 @@ def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} tensors of another shape (e.g. {k}: checkpoint {tuple(state[k].shape)}, "
-                         f"model {tuple(own[k].shape)})")
-        raise DataFileError(ckpt_path, None, f"checkpoint does not match the configured model ({'; '.join(parts)}); "
-                            "use the experiment and model overrides (e.g. model.net.backend, model.net.features) "
-                            "the checkpoint was trained with")
+            parts.append(
+                f"{len(shapes)} tensors of another shape (e.g. {k}: checkpoint {tuple(state[k].shape)}, "
+                f"model {tuple(own[k].shape)})"
+            )
+        raise DataFileError(
+            ckpt_path,
+            None,
+            f"checkpoint does not match the configured model ({'; '.join(parts)}); "
+            "use the experiment and model overrides (e.g. model.net.backend, model.net.features) "
+            "the checkpoint was trained with",
+        )
     model.load_state_dict(state, strict=True)

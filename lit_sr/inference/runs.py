@@ -22,9 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 QUIET = ("print_config=false", "callbacks.progress_bar=null")
 
 
-def run_py(args: Sequence[str], run_dir: str | os.PathLike, threads: int | None = None,
-           root: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
-           log_name: str = "run.log") -> float:
+def run_py(
+    args: Sequence[str],
+    run_dir: str | os.PathLike,
+    threads: int | None = None,
+    root: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    log_name: str = "run.log",
+) -> float:
     """``python run.py <args> hydra.run.dir=<run_dir>`` with the QUIET overrides; returns the wall time (s).
 
     The log goes to ``<run_dir>/<log_name>``. ``threads``: OMP_NUM_THREADS of the run; ``root``: its
@@ -45,8 +50,10 @@ def run_py(args: Sequence[str], run_dir: str | os.PathLike, threads: int | None 
         proc = subprocess.run(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); last lines of {log_path}:\n"
-                           f"{log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed (exit {proc.returncode}); last lines of {log_path}:\n"
+            f"{log_path.read_text()[-3000:]}"
+        )
     return seconds
 
 
@@ -58,7 +65,7 @@ def read_test_metrics(run_dir: str | os.PathLike) -> dict[str, float]:
         for row in csv.DictReader(fh):
             for k, v in row.items():
                 if k.startswith("test/") and v not in ("", None):
-                    out[k[len("test/"):]] = float(v)
+                    out[k[len("test/") :]] = float(v)
     if not out:
         raise ValueError(f"{path}: no test/ metrics (did the run finish its test?)")
     return out

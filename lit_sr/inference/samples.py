@@ -34,8 +34,9 @@ from lit_sr.utils.atomic import atomic_path
 log = logging.getLogger("lit_sr")
 
 
-def resolve_psf(spec: str | Path | Mapping[str, Any] | None, image_size: int | None = None,
-                key: str = "predict.psf") -> torch.Tensor | None:
+def resolve_psf(
+    spec: str | Path | Mapping[str, Any] | None, image_size: int | None = None, key: str = "predict.psf"
+) -> torch.Tensor | None:
     """``spec`` -> a kernel [K, K] (sum 1) or None.
 
     A string is a ``.npy`` or FITS file (:func:`lit_sr.nets.psf.load_psf`, not renormalised: it must
@@ -58,8 +59,9 @@ def resolve_psf(spec: str | Path | Mapping[str, Any] | None, image_size: int | N
         else:
             raise ValueError(f"{key}: a Moffat PSF needs fwhm_pix, or fwhm_arcsec and pixel_scale_arcsec")
         try:
-            kernel = moffat_psf(fwhm, float(spec.get("beta", 3.5)), int(spec.get("size", 25)),
-                                int(spec.get("oversample", 1)))
+            kernel = moffat_psf(
+                fwhm, float(spec.get("beta", 3.5)), int(spec.get("size", 25)), int(spec.get("oversample", 1))
+            )
         except ValueError as err:
             raise ValueError(f"{key}: {err}") from err
     else:
@@ -115,9 +117,17 @@ class SamplingDataModule(L.LightningDataModule):
         image_size: stamp side (PSFs larger than this are refused).
     """
 
-    def __init__(self, num_samples: int = 16, label: int | str | None = None, seed: int = 0, batch_size: int = 64,
-                 conditional: bool = True, class_names: Sequence[str] | None = None,
-                 psf: str | Mapping[str, Any] | None = None, image_size: int | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int = 16,
+        label: int | str | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        conditional: bool = True,
+        class_names: Sequence[str] | None = None,
+        psf: str | Mapping[str, Any] | None = None,
+        image_size: int | None = None,
+    ) -> None:
         super().__init__()
         if int(num_samples) < 1:
             raise ValueError(f"predict.num_samples must be >= 1, got {num_samples}")
@@ -134,18 +144,23 @@ class SamplingDataModule(L.LightningDataModule):
         if label is None:
             return None
         if not self.conditional:
-            raise ValueError(f"predict.label={label}: the model is unconditional (model.conditional=false) and cannot "
-                             "sample a given class; remove predict.label")
+            raise ValueError(
+                f"predict.label={label}: the model is unconditional (model.conditional=false) and cannot "
+                "sample a given class; remove predict.label"
+            )
         k = len(self.class_names)
         if isinstance(label, str) and not label.lstrip("-").isdigit():
             if label not in self.class_names:
-                raise ValueError(f"predict.label={label!r} is not a class; expected one of {self.class_names} "
-                                 f"or an index 0..{k - 1}")
+                raise ValueError(
+                    f"predict.label={label!r} is not a class; expected one of {self.class_names} or an index 0..{k - 1}"
+                )
             return self.class_names.index(label)
         index = int(label)
         if not 0 <= index < k:
-            raise ValueError(f"predict.label={index} is outside the class list: expected 0..{k - 1} "
-                             f"({', '.join(f'{i} {n}' for i, n in enumerate(self.class_names))})")
+            raise ValueError(
+                f"predict.label={index} is outside the class list: expected 0..{k - 1} "
+                f"({', '.join(f'{i} {n}' for i, n in enumerate(self.class_names))})"
+            )
         return index
 
     def labels(self) -> np.ndarray | None:
@@ -177,8 +192,13 @@ class SamplesH5Writer(H5PredictionWriter):
         attrs: extra file attributes (checkpoint, experiment, ...).
     """
 
-    def __init__(self, output: str | None = "samples.h5", output_dir: str = ".", fits: bool = False,
-                 attrs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        output: str | None = "samples.h5",
+        output_dir: str = ".",
+        fits: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(output=output or "samples.h5", output_dir=output_dir)
         self.typed_attrs = dict(attrs or {})  # written with their types (the base class writes strings)
         self.fits = bool(fits)
@@ -187,8 +207,9 @@ class SamplesH5Writer(H5PredictionWriter):
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "predict" and self.fits:
-            self.fits_path = _output_path(self.output, "samples.h5", self.output_dir, trainer.global_rank,
-                                          trainer.world_size).with_suffix(".fits")
+            self.fits_path = _output_path(
+                self.output, "samples.h5", self.output_dir, trainer.global_rank, trainer.world_size
+            ).with_suffix(".fits")
             _refuse_existing(self.fits_path)
 
     def on_predict_end(self, trainer, pl_module) -> None:

@@ -36,8 +36,10 @@ def _output_path(output: str | None, default: str, output_dir: str | Path, rank:
 
 def _refuse_existing(path: Path) -> None:
     if path.exists():
-        raise FileExistsError(f"{path}: output file exists; refusing to overwrite it "
-                              "(remove it or choose another output with predict.output=...)")
+        raise FileExistsError(
+            f"{path}: output file exists; refusing to overwrite it "
+            "(remove it or choose another output with predict.output=...)"
+        )
 
 
 class H5PredictionWriter(BasePredictionWriter):
@@ -49,7 +51,9 @@ class H5PredictionWriter(BasePredictionWriter):
         attrs: extra file attributes (e.g. checkpoint, experiment).
     """
 
-    def __init__(self, output: str | None = None, output_dir: str = ".", attrs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, output: str | None = None, output_dir: str = ".", attrs: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output, self.output_dir = output, output_dir
         self.attrs = dict(attrs or {})
@@ -61,27 +65,42 @@ class H5PredictionWriter(BasePredictionWriter):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "predict":
             return
-        self.path = _output_path(self.output, "predictions.h5", self.output_dir, trainer.global_rank, trainer.world_size)
+        self.path = _output_path(
+            self.output, "predictions.h5", self.output_dir, trainer.global_rank, trainer.world_size
+        )
         _refuse_existing(self.path)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Mapping[str, Any], batch_indices: Sequence[int] | None,
-                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: Mapping[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         arrays = {k: v.detach().cpu().numpy() for k, v in prediction.items() if torch.is_tensor(v)}
         if self._h5 is None:
             self._file = AtomicFile(self.path, overwrite=False)
             self._h5 = h5py.File(self._file.tmp, "w")
             units = pl_module.prediction_units() if hasattr(pl_module, "prediction_units") else {}
             for key, arr in arrays.items():
-                ds = self._h5.create_dataset(key, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),
-                                             dtype=arr.dtype, chunks=(max(1, min(256, len(arr))), *arr.shape[1:]),
-                                             compression="gzip" if arr.ndim > 1 else None)
+                ds = self._h5.create_dataset(
+                    key,
+                    shape=(0, *arr.shape[1:]),
+                    maxshape=(None, *arr.shape[1:]),
+                    dtype=arr.dtype,
+                    chunks=(max(1, min(256, len(arr))), *arr.shape[1:]),
+                    compression="gzip" if arr.ndim > 1 else None,
+                )
                 if key in units:
                     ds.attrs["units"] = units[key]
         n = len(next(iter(arrays.values())))
         for key, arr in arrays.items():
             ds = self._h5[key]
             ds.resize(self._rows + n, axis=0)
-            ds[self._rows:self._rows + n] = arr
+            ds[self._rows : self._rows + n] = arr
         self._rows += n
 
     def on_predict_end(self, trainer, pl_module) -> None:
@@ -115,9 +134,16 @@ class FramesH5Writer(BasePredictionWriter):
         attrs: extra file attributes.
     """
 
-    def __init__(self, input: str, dataset: str = "data", output: str | None = None, output_dir: str = ".",
-                 names: Mapping[str, str] | None = None, attrs: Mapping[str, Any] | None = None,
-                 default_suffix: str = "predicted") -> None:
+    def __init__(
+        self,
+        input: str,
+        dataset: str = "data",
+        output: str | None = None,
+        output_dir: str = ".",
+        names: Mapping[str, str] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        default_suffix: str = "predicted",
+    ) -> None:
         super().__init__(write_interval="batch")
         self.input, self.dataset, self.output, self.output_dir = Path(input), str(dataset), output, output_dir
         self.names = dict(names or {})
@@ -129,12 +155,25 @@ class FramesH5Writer(BasePredictionWriter):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "predict":
             return
-        self.path = _output_path(self.output, f"{self.input.stem}_{self.default_suffix}.h5", self.output_dir,
-                                 trainer.global_rank, trainer.world_size)
+        self.path = _output_path(
+            self.output,
+            f"{self.input.stem}_{self.default_suffix}.h5",
+            self.output_dir,
+            trainer.global_rank,
+            trainer.world_size,
+        )
         _refuse_existing(self.path)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Mapping[str, Any], batch_indices: Sequence[int] | None,
-                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: Mapping[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self._out is None:
             with h5py.File(self.input, "r") as h5:
                 shape = h5[self.dataset].shape

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     target_norm: float = 1.0) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, target_norm: float = 1.0
+) -> torch.Tensor:
     """WGAN-GP penalty (Gulrajani et al., arXiv:1704.00028): E[(||grad_x D(x_hat)||_2 - 1)^2].
 
     x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per sample. ``create_graph=True`` so
@@ -43,7 +44,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al., arXiv:1801.04406): E[||grad_x D(x)||^2] on real samples (weight gamma/2 outside)."""
-    with torch.autocast(device_type=real.device.type, enabled=False):   # fp32, as gradient_penalty
+    with torch.autocast(device_type=real.device.type, enabled=False):  # fp32, as gradient_penalty
         x = real.detach().float().requires_grad_(True)
         (grad,) = torch.autograd.grad(critic(x).float().sum(), x, create_graph=True)
         return grad.flatten(1).pow(2).sum(1).mean()
@@ -62,7 +63,6 @@ class AdversarialLoss(nn.Module):
         raise NotImplementedError
 
 
-
 class WassersteinGPLoss(AdversarialLoss):
     """WGAN-GP: critic minimises D(fake) - D(real) (+ penalty), generator minimises -D(fake)."""
 
@@ -79,8 +79,9 @@ class NonSaturatingBCELoss(AdversarialLoss):
     """Standard GAN (SRGAN) with the non-saturating generator loss -log D(G(z))."""
 
     def critic_loss(self, real_logits, fake_logits):
-        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        return F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
     def generator_loss(self, real_logits, fake_logits):
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -99,8 +100,10 @@ class RelativisticAverageLoss(AdversarialLoss):
     @staticmethod
     def _terms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # a should look "more real" than b on average
-        return (F.binary_cross_entropy_with_logits(a - b.mean(), torch.ones_like(a))
-                + F.binary_cross_entropy_with_logits(b - a.mean(), torch.zeros_like(b))) / 2
+        return (
+            F.binary_cross_entropy_with_logits(a - b.mean(), torch.ones_like(a))
+            + F.binary_cross_entropy_with_logits(b - a.mean(), torch.zeros_like(b))
+        ) / 2
 
     def critic_loss(self, real_logits, fake_logits):
         return self._terms(real_logits, fake_logits)
@@ -122,9 +125,14 @@ class HingeLoss(AdversarialLoss):
 
 
 _LOSSES = {
-    "wgan-gp": WassersteinGPLoss, "wgan_gp": WassersteinGPLoss, "wgangp": WassersteinGPLoss,
-    "bce": NonSaturatingBCELoss, "vanilla": NonSaturatingBCELoss, "gan": NonSaturatingBCELoss,
-    "ragan": RelativisticAverageLoss, "relativistic": RelativisticAverageLoss,
+    "wgan-gp": WassersteinGPLoss,
+    "wgan_gp": WassersteinGPLoss,
+    "wgangp": WassersteinGPLoss,
+    "bce": NonSaturatingBCELoss,
+    "vanilla": NonSaturatingBCELoss,
+    "gan": NonSaturatingBCELoss,
+    "ragan": RelativisticAverageLoss,
+    "relativistic": RelativisticAverageLoss,
     "relativistic_average": RelativisticAverageLoss,
     "hinge": HingeLoss,
 }

@@ -37,8 +37,11 @@ class PerceptualLoss(nn.Module):
         return self
 
     def _phi(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.feature_net.features(x) if hasattr(self.feature_net, "features") and callable(
-            self.feature_net.features) else self.feature_net(x)
+        f = (
+            self.feature_net.features(x)
+            if hasattr(self.feature_net, "features") and callable(self.feature_net.features)
+            else self.feature_net(x)
+        )
         return f.flatten(1)
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

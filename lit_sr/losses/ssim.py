@@ -16,8 +16,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchmetrics.functional.image import (multiscale_structural_similarity_index_measure,
-                                           structural_similarity_index_measure)
+from torchmetrics.functional.image import (
+    multiscale_structural_similarity_index_measure,
+    structural_similarity_index_measure,
+)
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -32,18 +34,31 @@ class SSIMLoss(nn.Module):
         k1, k2: stabilising constants C1 = (k1 L)^2, C2 = (k2 L)^2.
     """
 
-    def __init__(self, data_range: float = 1.0, kernel_size: int = 13, sigma: float = 2.5, k1: float = 0.01,
-                 k2: float = 0.05) -> None:
+    def __init__(
+        self, data_range: float = 1.0, kernel_size: int = 13, sigma: float = 2.5, k1: float = 0.01, k2: float = 0.05
+    ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"SSIMLoss kernel_size must be odd and >= 3, got {kernel_size}")
-        self.data_range, self.kernel_size, self.sigma, self.k1, self.k2 = float(data_range), int(kernel_size), \
-            float(sigma), float(k1), float(k2)
+        self.data_range, self.kernel_size, self.sigma, self.k1, self.k2 = (
+            float(data_range),
+            int(kernel_size),
+            float(sigma),
+            float(k1),
+            float(k2),
+        )
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ssim = structural_similarity_index_measure(pred, target, gaussian_kernel=True, sigma=self.sigma,
-                                                   kernel_size=self.kernel_size, data_range=self.data_range,
-                                                   k1=self.k1, k2=self.k2)
+        ssim = structural_similarity_index_measure(
+            pred,
+            target,
+            gaussian_kernel=True,
+            sigma=self.sigma,
+            kernel_size=self.kernel_size,
+            data_range=self.data_range,
+            k1=self.k1,
+            k2=self.k2,
+        )
         return 1.0 - ssim
 
     def extra_repr(self) -> str:
@@ -57,8 +72,16 @@ class MSSSIMLoss(SSIMLoss):
     fractional powers stay defined early in training.
     """
 
-    def __init__(self, data_range: float = 1.0, kernel_size: int = 13, sigma: float = 2.5, k1: float = 0.01,
-                 k2: float = 0.05, betas: Sequence[float] = STANDARD_BETAS[:3], normalize: str | None = "relu") -> None:
+    def __init__(
+        self,
+        data_range: float = 1.0,
+        kernel_size: int = 13,
+        sigma: float = 2.5,
+        k1: float = 0.01,
+        k2: float = 0.05,
+        betas: Sequence[float] = STANDARD_BETAS[:3],
+        normalize: str | None = "relu",
+    ) -> None:
         super().__init__(data_range, kernel_size, sigma, k1, k2)
         if len(betas) < 1:
             raise ValueError("MSSSIMLoss needs at least one beta (one scale)")
@@ -68,12 +91,23 @@ class MSSSIMLoss(SSIMLoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         need = (self.kernel_size - 1) * 2 ** (len(self.betas) - 1)
         if min(pred.shape[-2:]) <= need:
-            raise ValueError(f"MSSSIMLoss: images of {tuple(pred.shape[-2:])} pixels are too small for "
-                             f"{len(self.betas)} scales with a {self.kernel_size}-pixel window (need > {need}); "
-                             "use fewer betas or a smaller kernel_size")
+            raise ValueError(
+                f"MSSSIMLoss: images of {tuple(pred.shape[-2:])} pixels are too small for "
+                f"{len(self.betas)} scales with a {self.kernel_size}-pixel window (need > {need}); "
+                "use fewer betas or a smaller kernel_size"
+            )
         ms = multiscale_structural_similarity_index_measure(
-            pred, target, gaussian_kernel=True, sigma=self.sigma, kernel_size=self.kernel_size,
-            data_range=self.data_range, k1=self.k1, k2=self.k2, betas=self.betas, normalize=self.normalize)
+            pred,
+            target,
+            gaussian_kernel=True,
+            sigma=self.sigma,
+            kernel_size=self.kernel_size,
+            data_range=self.data_range,
+            k1=self.k1,
+            k2=self.k2,
+            betas=self.betas,
+            normalize=self.normalize,
+        )
         return 1.0 - ms
 
     def extra_repr(self) -> str:

@@ -61,8 +61,9 @@ class Evaluator(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ judges
-    def add_judge(self, name: str, net: nn.Module | None,
-                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> nn.Module | None:
+    def add_judge(
+        self, name: str, net: nn.Module | None, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> nn.Module | None:
         """Register a frozen judge (eval mode, no gradients). ``transform`` maps physical-unit images to
         its input space; None -> the net's ``input_transform`` attribute (set when a classifier
         checkpoint is loaded) if any, else identity. ``net`` None registers nothing."""
@@ -109,8 +110,10 @@ class Evaluator(nn.Module):
         self.tuned = {k: float(v) for k, v in self.tune(pairs).items()}
         self.prepared = True
         if self.tuned:
-            log.info("baselines tuned on the validation split: %s",
-                     ", ".join(f"{k} = {v:.4g}" for k, v in self.tuned.items()))
+            log.info(
+                "baselines tuned on the validation split: %s",
+                ", ".join(f"{k} = {v:.4g}" for k, v in self.tuned.items()),
+            )
 
     # ------------------------------------------------------------------ contract
     def update(self, batch: Batch, images: Images) -> None:

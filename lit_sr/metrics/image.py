@@ -16,8 +16,10 @@ def image_quality(data_range: float, prefix: str = "") -> MetricCollection:
     SSIM uses a 7x7 Gaussian window only if images are smaller than the default 11x11.
     """
     return MetricCollection(
-        {"psnr": PeakSignalNoiseRatio(data_range=data_range),
-         "ssim": StructuralSimilarityIndexMeasure(data_range=data_range, kernel_size=7)},
+        {
+            "psnr": PeakSignalNoiseRatio(data_range=data_range),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=data_range, kernel_size=7),
+        },
         prefix=prefix,
     )
 

@@ -67,8 +67,9 @@ class Rejection:
         return f"> {self.value:.0f}" if self.lower_limit else f"{self.value:.3g}"
 
 
-def background_rejection(signal_scores: ArrayLike, background_scores: ArrayLike,
-                         signal_efficiency: float = 0.9) -> Rejection:
+def background_rejection(
+    signal_scores: ArrayLike, background_scores: ArrayLike, signal_efficiency: float = 0.9
+) -> Rejection:
     """Rejection of background at ``signal_efficiency``, selecting score >= t (higher = more signal-like).
 
     t is the (1 - efficiency) quantile of the signal scores, so a fraction ``signal_efficiency`` of the
@@ -95,8 +96,9 @@ def wasserstein_1d(a: ArrayLike, b: ArrayLike) -> float:
     return float(wasserstein_distance(a, b))
 
 
-def bootstrap_interval(statistic: Callable[..., float], *samples: ArrayLike, n_resamples: int = 200,
-                       level: float = 0.68, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    statistic: Callable[..., float], *samples: ArrayLike, n_resamples: int = 200, level: float = 0.68, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(*samples)``: every sample (same length, paired) is
     resampled with one set of indices; returns (low, high) at ``level`` (0.68 = +-1 sigma)."""
     arrays = [as_numpy(s) if not isinstance(s, np.ndarray) or s.ndim == 1 else s for s in samples]

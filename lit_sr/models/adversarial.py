@@ -64,34 +64,48 @@ def default_gan_adam(params):
 
 class AdversarialModule(LitSRModule):
     """Args:
-        net: the generator.
-        critic: critic / discriminator returning one score per sample; conditional critics take
-            ``condition=`` (see the module docstring).
-        adversarial_loss: 'wgan-gp', 'bce' (non-saturating), 'ragan' (relativistic average), 'hinge', or
-            a loss object.
-        penalty: 'auto' (WGAN-GP's gradient penalty for 'wgan-gp', none otherwise), 'gp', 'r1' or 'none'.
-        gp_weight: weight of the penalty (lambda of WGAN-GP; gamma/2 of R1).
-        drift_weight: weight of E[D(real)^2] in the critic loss (ProGAN's drift term, 1e-3), 0 = off.
-        generator_optimizer / critic_optimizer: optimiser partials; default Adam(1e-4, betas=(0, 0.9)).
-        n_critic: critic updates per batch (same batch each time), then one generator update.
-        generator_adversarial_weight / critic_adversarial_weight: weights of the adversarial terms.
-        pretrain_steps: the first batches train the generator alone with ``pretrain_loss``.
-        ema_decay: keep an EMA of the generator for evaluation and sampling (None: off).
-        gradient_clip_val / gradient_clip_algorithm: clipping applied by hand before each step.
-        ddp_step: 'toggle' or 'touch' (see the module docstring).
-        channels_last / compile: the GPU fast path (see :meth:`LitSRModule.configure_model`; compiles the
-            generator and the critic).
+    net: the generator.
+    critic: critic / discriminator returning one score per sample; conditional critics take
+        ``condition=`` (see the module docstring).
+    adversarial_loss: 'wgan-gp', 'bce' (non-saturating), 'ragan' (relativistic average), 'hinge', or
+        a loss object.
+    penalty: 'auto' (WGAN-GP's gradient penalty for 'wgan-gp', none otherwise), 'gp', 'r1' or 'none'.
+    gp_weight: weight of the penalty (lambda of WGAN-GP; gamma/2 of R1).
+    drift_weight: weight of E[D(real)^2] in the critic loss (ProGAN's drift term, 1e-3), 0 = off.
+    generator_optimizer / critic_optimizer: optimiser partials; default Adam(1e-4, betas=(0, 0.9)).
+    n_critic: critic updates per batch (same batch each time), then one generator update.
+    generator_adversarial_weight / critic_adversarial_weight: weights of the adversarial terms.
+    pretrain_steps: the first batches train the generator alone with ``pretrain_loss``.
+    ema_decay: keep an EMA of the generator for evaluation and sampling (None: off).
+    gradient_clip_val / gradient_clip_algorithm: clipping applied by hand before each step.
+    ddp_step: 'toggle' or 'touch' (see the module docstring).
+    channels_last / compile: the GPU fast path (see :meth:`LitSRModule.configure_model`; compiles the
+        generator and the critic).
     """
 
     compile_targets = ("net", "critic")
 
-    def __init__(self, net: nn.Module, critic: nn.Module, adversarial_loss: str | AdversarialLoss = "wgan-gp",
-                 penalty: str = "auto", gp_weight: float = 10.0, drift_weight: float = 0.0,
-                 generator_optimizer: OptimizerFactory | None = None, critic_optimizer: OptimizerFactory | None = None,
-                 n_critic: int = 1, generator_adversarial_weight: float = 1.0, critic_adversarial_weight: float = 1.0,
-                 pretrain_steps: int = 0, ema_decay: float | None = None, gradient_clip_val: float | None = None,
-                 gradient_clip_algorithm: str = "norm", ddp_step: str = "toggle", channels_last: bool = False,
-                 compile: bool | dict = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        critic: nn.Module,
+        adversarial_loss: str | AdversarialLoss = "wgan-gp",
+        penalty: str = "auto",
+        gp_weight: float = 10.0,
+        drift_weight: float = 0.0,
+        generator_optimizer: OptimizerFactory | None = None,
+        critic_optimizer: OptimizerFactory | None = None,
+        n_critic: int = 1,
+        generator_adversarial_weight: float = 1.0,
+        critic_adversarial_weight: float = 1.0,
+        pretrain_steps: int = 0,
+        ema_decay: float | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        ddp_step: str = "toggle",
+        channels_last: bool = False,
+        compile: bool | dict = False,
+    ) -> None:
         super().__init__(optimizer=generator_optimizer, channels_last=channels_last, compile=compile)
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
@@ -149,8 +163,10 @@ class AdversarialModule(LitSRModule):
     def on_fit_start(self) -> None:
         precision = str(getattr(self.trainer, "precision", ""))
         if precision.startswith("16"):
-            raise ValueError(f"{type(self).__name__}: precision={precision!r} is not supported (the critic optimiser "
-                             "is stepped outside Lightning's grad scaler); use 32-true or bf16-mixed")
+            raise ValueError(
+                f"{type(self).__name__}: precision={precision!r} is not supported (the critic optimiser "
+                "is stepped outside Lightning's grad scaler); use 32-true or bf16-mixed"
+            )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -175,8 +191,11 @@ class AdversarialModule(LitSRModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
-                                gradient_clip_algorithm=self.gradient_clip_algorithm)
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
         if through_lightning:
             optimizer.step()  # LightningOptimizer: advances trainer.global_step by one
         else:
@@ -202,8 +221,12 @@ class AdversarialModule(LitSRModule):
         cond = self.critic_condition(batch)
         real_logits, fake_logits = self.critic_score(real, cond), self.critic_score(fake, cond)
         adv = self.adversarial.critic_loss(real_logits, fake_logits)
-        out = {"adv": adv, "loss": self.w_adv_d * adv, "real": real_logits.detach().mean(),
-               "fake": fake_logits.detach().mean()}
+        out = {
+            "adv": adv,
+            "loss": self.w_adv_d * adv,
+            "real": real_logits.detach().mean(),
+            "fake": fake_logits.detach().mean(),
+        }
         critic = functools.partial(self.critic_score, condition=cond)
         if self.penalty == "gp":
             out["gp"] = gradient_penalty(critic, real, fake)
@@ -245,9 +268,15 @@ class AdversarialModule(LitSRModule):
             d = self._update(opt_d, self.net, lambda: self.critic_loss(batch), through_lightning=False)
         g = self._update(opt_g, self.critic, lambda: self.generator_loss(batch), through_lightning=True)
         self.update_ema()
-        logs = {"train/loss_d": d["loss"].detach(), "train/adv_d": d["adv"].detach(),
-                "train/critic_real": d["real"], "train/critic_fake": d["fake"],
-                "train/loss_g": g["loss"].detach(), "train/adv_g": g["adv"].detach(), "train/pretraining": 0.0}
+        logs = {
+            "train/loss_d": d["loss"].detach(),
+            "train/adv_d": d["adv"].detach(),
+            "train/critic_real": d["real"],
+            "train/critic_fake": d["fake"],
+            "train/loss_g": g["loss"].detach(),
+            "train/adv_g": g["adv"].detach(),
+            "train/pretraining": 0.0,
+        }
         for name in ("gp", "r1", "drift"):
             if name in d:
                 logs[f"train/{name}"] = d[name].detach()

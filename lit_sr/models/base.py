@@ -26,9 +26,13 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 IMAGE_KEYS = ("input", "target", "frame")
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], optimizer: OptimizerFactory | None,
-                    scheduler: SchedulerFactory | None = None, monitor: str | None = None,
-                    interval: str = "epoch") -> dict[str, Any]:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter],
+    optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None = None,
+    monitor: str | None = None,
+    interval: str = "epoch",
+) -> dict[str, Any]:
     """Return a Lightning optimiser dict; defaults to Adam(lr=1e-4) when no factory is configured."""
     params = [p for p in params if p.requires_grad]
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=1e-4)
@@ -52,8 +56,9 @@ def transform_hparams(transform: torch.nn.Module | None) -> dict[str, Any] | Non
     return out
 
 
-def resolve_data_range(data_range: float | None, physical_range: Sequence[float] | None,
-                       transform: torch.nn.Module | None) -> float:
+def resolve_data_range(
+    data_range: float | None, physical_range: Sequence[float] | None, transform: torch.nn.Module | None
+) -> float:
     """``data_range`` for PSNR/SSIM in model space: given, or the transform's image of ``physical_range``."""
     if data_range is not None:
         return float(data_range)
@@ -71,8 +76,11 @@ def resolve_data_range(data_range: float | None, physical_range: Sequence[float]
 def per_sample_keys(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Every tensor of a batch that is not an image (labels, positions, physical parameters, index)."""
     n = next(v.shape[0] for k, v in batch.items() if torch.is_tensor(v) and k in IMAGE_KEYS)
-    return {k: v for k, v in batch.items()
-            if k not in IMAGE_KEYS and torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n}
+    return {
+        k: v
+        for k, v in batch.items()
+        if k not in IMAGE_KEYS and torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n
+    }
 
 
 def with_batch_keys(outputs: dict[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,9 +130,15 @@ class LitSRModule(L.LightningModule):
     #: submodules that ``compile=true`` compiles (subclasses with several trained nets extend it)
     compile_targets: tuple[str, ...] = ("net",)
 
-    def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
-                 channels_last: bool = False, compile: bool | Mapping[str, Any] = False) -> None:
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str | None = None,
+        scheduler_interval: str = "epoch",
+        channels_last: bool = False,
+        compile: bool | Mapping[str, Any] = False,
+    ) -> None:
         super().__init__()
         self.channels_last = bool(channels_last)
         self.compile_options = dict(compile) if isinstance(compile, Mapping) else ({} if compile else None)
@@ -135,8 +149,13 @@ class LitSRModule(L.LightningModule):
         self.ema: EMA | None = None
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimizer(self.parameters(), self._optimizer_factory, self._scheduler_factory,
-                               self._scheduler_monitor, self._scheduler_interval)
+        return build_optimizer(
+            self.parameters(),
+            self._optimizer_factory,
+            self._scheduler_factory,
+            self._scheduler_monitor,
+            self._scheduler_interval,
+        )
 
     # ------------------------------------------------------------------ GPU fast path
     def configure_model(self) -> None:
@@ -154,9 +173,12 @@ class LitSRModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.channels_last and isinstance(batch, dict):
-            batch = {k: v.contiguous(memory_format=torch.channels_last)
-                     if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v.contiguous(memory_format=torch.channels_last)
+                if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point()
+                else v
+                for k, v in batch.items()
+            }
         return batch
 
     # ------------------------------------------------------------------ EMA
@@ -196,8 +218,10 @@ class LitSRModule(L.LightningModule):
     @torch.no_grad()
     def predict_frames(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.frame_predictor is None:
-            raise RuntimeError(f"{type(self).__name__}: frame batches need a frame predictor (predict=frames, or "
-                               "predict.frame_predictor in the predict config)")
+            raise RuntimeError(
+                f"{type(self).__name__}: frame batches need a frame predictor (predict=frames, or "
+                "predict.frame_predictor in the predict config)"
+            )
         results = []
         for frame in batch["frame"]:
             out = self.frame_predictor(self.frame_forward, frame.to(self.device))

@@ -37,11 +37,20 @@ class ClassifierModule(LitSRModule):
         transform: the data's intensity transform (recorded, so the frozen net knows its input space).
     """
 
-    def __init__(self, net: nn.Module, class_names: Sequence[str] = ("0", "1"), image_size: int | None = None,
-                 image_key: str = "target", transform: nn.Module | None = None,
-                 optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
-                 scheduler_monitor: str | None = None, scheduler_interval: str = "epoch",
-                 channels_last: bool = False, compile: bool | dict = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        class_names: Sequence[str] = ("0", "1"),
+        image_size: int | None = None,
+        image_key: str = "target",
+        transform: nn.Module | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str | None = None,
+        scheduler_interval: str = "epoch",
+        channels_last: bool = False,
+        compile: bool | dict = False,
+    ) -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         class_names = [str(c) for c in class_names]
         if len(class_names) < 2:
@@ -59,8 +68,10 @@ class ClassifierModule(LitSRModule):
         def metrics(prefix: str) -> MetricCollection:
             if self.binary:
                 return MetricCollection({"acc": BinaryAccuracy(), "auc": BinaryAUROC()}, prefix=prefix)
-            return MetricCollection({"acc": MulticlassAccuracy(k, average="micro"),
-                                     "auc": MulticlassAUROC(k, average="macro")}, prefix=prefix)
+            return MetricCollection(
+                {"acc": MulticlassAccuracy(k, average="micro"), "auc": MulticlassAUROC(k, average="macro")},
+                prefix=prefix,
+            )
 
         self.train_acc = metrics("train/")["acc"]
         self.metrics = nn.ModuleDict({s: metrics(f"{s}/") for s in ("val", "test")})
@@ -95,8 +106,7 @@ class ClassifierModule(LitSRModule):
 
     def predict_samples(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.net(batch[self.image_key])
-        out = {"logit": logits,
-               "probability": torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)}
+        out = {"logit": logits, "probability": torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=-1)}
         if "label" in batch:
             out["label"] = batch["label"]
         if "index" in batch:
@@ -134,8 +144,13 @@ def _bad(path: str, found: str, expected: str) -> ValueError:
     return ValueError(f"{path}: not a usable classifier checkpoint: found {found}; expected {expected}")
 
 
-def load_frozen_classifier(ckpt_path: str, net: nn.Module, class_names: Sequence[str] | None = None,
-                           image_size: int | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_frozen_classifier(
+    ckpt_path: str,
+    net: nn.Module,
+    class_names: Sequence[str] | None = None,
+    image_size: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
     """Load the weights of a :class:`ClassifierModule` checkpoint into ``net`` and freeze it (eval, no grad).
 
     ``net`` is the configured architecture (the same config the classifier was trained with). Checks
@@ -160,13 +175,16 @@ def load_frozen_classifier(ckpt_path: str, net: nn.Module, class_names: Sequence
         raise _bad(path, f"class_names={list(hp['class_names'])}", f"class_names={[str(c) for c in class_names]}")
     if image_size is not None and hp.get("image_size") != image_size:
         raise _bad(path, f"image_size={hp.get('image_size')!r}", f"image_size={image_size!r}")
-    sd = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    sd = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     found_shapes = {k: tuple(v.shape) for k, v in sd.items()}
     expected_shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     if found_shapes != expected_shapes:
         diff = sorted(set(found_shapes.items()) ^ set(expected_shapes.items()))[:6]
-        raise _bad(path, f"state dict 'net.*' entries differing from the configured net, e.g. {diff}",
-                   f"weights of {type(net).__name__} as configured (use the net config it was trained with)")
+        raise _bad(
+            path,
+            f"state dict 'net.*' entries differing from the configured net, e.g. {diff}",
+            f"weights of {type(net).__name__} as configured (use the net config it was trained with)",
+        )
     net.load_state_dict(sd)
     net.eval()
     for p in net.parameters():

@@ -41,20 +41,38 @@ ESTIMATORS = ("signal", "input", "median")
 
 def _names(est: str) -> dict[str, str]:
     if est == "signal":
-        return {"psnr": "signal_psnr", "ssim": "signal_ssim", "signal_l1": "signal_l1", "noise_l1": "noise_l1",
-                "hit_precision": "hit_precision", "hit_recall": "hit_recall"}
+        return {
+            "psnr": "signal_psnr",
+            "ssim": "signal_ssim",
+            "signal_l1": "signal_l1",
+            "noise_l1": "noise_l1",
+            "hit_precision": "hit_precision",
+            "hit_recall": "hit_recall",
+        }
     return {k: f"{est}_{k}" for k in ("psnr", "ssim", "signal_l1", "noise_l1", "hit_precision", "hit_recall")}
 
 
 class DecompositionModule(LitSRModule):
     """Trains ``net`` (x -> {"signal", "noise"}, e.g. :class:`lit_sr.nets.decomposition.DecompositionNet`)."""
 
-    def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None = None,
-                 scheduler: SchedulerFactory | None = None, scheduler_monitor: str | None = "val/loss",
-                 scheduler_interval: str = "epoch", hit_threshold: float = 0.05, median_k: float = 5.0,
-                 median_size: int = 3, data_range: float = 1.0, loss: str = "l1",
-                 warmup_loss: str | None = None, warmup_epochs: int = 0, units: str = "",
-                 channels_last: bool = False, compile: bool | dict = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str | None = "val/loss",
+        scheduler_interval: str = "epoch",
+        hit_threshold: float = 0.05,
+        median_k: float = 5.0,
+        median_size: int = 3,
+        data_range: float = 1.0,
+        loss: str = "l1",
+        warmup_loss: str | None = None,
+        warmup_epochs: int = 0,
+        units: str = "",
+        channels_last: bool = False,
+        compile: bool | dict = False,
+    ) -> None:
         super().__init__(optimizer, scheduler, scheduler_monitor, scheduler_interval, channels_last, compile)
         if loss not in ("l1", "mse"):
             raise ValueError(f"decomposition loss must be 'l1' (the study's) or 'mse', got {loss!r}")
@@ -69,20 +87,23 @@ class DecompositionModule(LitSRModule):
         self.metrics = nn.ModuleDict()
         for stage in ("val", "test"):
             for est in ESTIMATORS:
-                self.metrics[f"{stage}_{est}"] = nn.ModuleDict({
-                    "psnr": PeakSignalNoiseRatio(data_range=data_range),
-                    "ssim": StructuralSimilarityIndexMeasure(data_range=data_range, kernel_size=7),
-                    "signal_l1": MeanAbsoluteError(),
-                    "noise_l1": MeanAbsoluteError(),
-                    "hit_precision": HitPrecision(hit_threshold),
-                    "hit_recall": HitRecall(hit_threshold),
-                })
+                self.metrics[f"{stage}_{est}"] = nn.ModuleDict(
+                    {
+                        "psnr": PeakSignalNoiseRatio(data_range=data_range),
+                        "ssim": StructuralSimilarityIndexMeasure(data_range=data_range, kernel_size=7),
+                        "signal_l1": MeanAbsoluteError(),
+                        "noise_l1": MeanAbsoluteError(),
+                        "hit_precision": HitPrecision(hit_threshold),
+                        "hit_recall": HitRecall(hit_threshold),
+                    }
+                )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(x)
 
-    def loss_fn(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-                component_loss: nn.Module | None = None) -> torch.Tensor:
+    def loss_fn(
+        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], component_loss: nn.Module | None = None
+    ) -> torch.Tensor:
         d = component_loss or self.component_loss
         return d(out["noise"], batch["noise"]) + d(out["signal"], batch["target"])
 
@@ -131,8 +152,9 @@ class DecompositionModule(LitSRModule):
         out = self(batch["input"])
         lo = batch["bounds"][:, 0].to(out["signal"])[:, None, None, None]
         hi = batch["bounds"][:, 1].to(out["signal"])[:, None, None, None]
-        return with_batch_keys({"signal": out["signal"] * (hi - lo) + lo, "noise": out["noise"] * (hi - lo) + lo},
-                               batch)
+        return with_batch_keys(
+            {"signal": out["signal"] * (hi - lo) + lo, "noise": out["noise"] * (hi - lo) + lo}, batch
+        )
 
     def frame_forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(x)
@@ -143,5 +165,9 @@ class DecompositionModule(LitSRModule):
     @torch.no_grad()
     def panel_images(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(batch["input"])
-        return {"input": batch["input"], "predicted signal": out["signal"], "true signal": batch["target"],
-                "predicted noise": out["noise"]}
+        return {
+            "input": batch["input"],
+            "predicted signal": out["signal"],
+            "true signal": batch["target"],
+            "predicted noise": out["noise"],
+        }

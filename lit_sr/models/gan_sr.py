@@ -41,42 +41,101 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
             from (recorded in the hyperparameters, so a GAN checkpoint names its classifier).
     """
 
-    def __init__(self, net: nn.Module, critic: nn.Module, adversarial_loss: str | AdversarialLoss = "wgan-gp",
-                 perceptual_net: nn.Module | None = None, perceptual_reduction: str = "mean",
-                 loss: nn.Module | None = None, scale: int = 4, data_range: float | None = None,
-                 physical_range: Sequence[float] | None = None, transform: nn.Module | None = None,
-                 baselines: Sequence[str] = ("nearest", "bicubic"), flux_conserving_baseline: bool = True,
-                 ema_decay: float | None = None, evaluator: nn.Module | None = None,
-                 image_channels: Sequence[int] | None = None, units: str = "",
-                 generator_optimizer: OptimizerFactory | None = None, critic_optimizer: OptimizerFactory | None = None,
-                 n_critic: int = 1, generator_adversarial_weight: float = 1e-4, perceptual_weight: float = 1e-9,
-                 pixel_weight: float = 0.0, critic_adversarial_weight: float = 10.0, penalty: str = "auto",
-                 gp_weight: float = 10.0, drift_weight: float = 0.0, pretrain_steps: int = 0,
-                 gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
-                 condition_on_input: bool = False, ddp_step: str = "toggle", classifier_ckpt: str | None = None,
-                 channels_last: bool = False, compile: bool | dict = False) -> None:
-        super().__init__(net=net, critic=critic, adversarial_loss=adversarial_loss, penalty=penalty, gp_weight=gp_weight,
-                         drift_weight=drift_weight, generator_optimizer=generator_optimizer,
-                         critic_optimizer=critic_optimizer, n_critic=n_critic,
-                         generator_adversarial_weight=generator_adversarial_weight,
-                         critic_adversarial_weight=critic_adversarial_weight, pretrain_steps=pretrain_steps,
-                         ema_decay=ema_decay, gradient_clip_val=gradient_clip_val,
-                         gradient_clip_algorithm=gradient_clip_algorithm, ddp_step=ddp_step,
-                         channels_last=channels_last, compile=compile)
+    def __init__(
+        self,
+        net: nn.Module,
+        critic: nn.Module,
+        adversarial_loss: str | AdversarialLoss = "wgan-gp",
+        perceptual_net: nn.Module | None = None,
+        perceptual_reduction: str = "mean",
+        loss: nn.Module | None = None,
+        scale: int = 4,
+        data_range: float | None = None,
+        physical_range: Sequence[float] | None = None,
+        transform: nn.Module | None = None,
+        baselines: Sequence[str] = ("nearest", "bicubic"),
+        flux_conserving_baseline: bool = True,
+        ema_decay: float | None = None,
+        evaluator: nn.Module | None = None,
+        image_channels: Sequence[int] | None = None,
+        units: str = "",
+        generator_optimizer: OptimizerFactory | None = None,
+        critic_optimizer: OptimizerFactory | None = None,
+        n_critic: int = 1,
+        generator_adversarial_weight: float = 1e-4,
+        perceptual_weight: float = 1e-9,
+        pixel_weight: float = 0.0,
+        critic_adversarial_weight: float = 10.0,
+        penalty: str = "auto",
+        gp_weight: float = 10.0,
+        drift_weight: float = 0.0,
+        pretrain_steps: int = 0,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        condition_on_input: bool = False,
+        ddp_step: str = "toggle",
+        classifier_ckpt: str | None = None,
+        channels_last: bool = False,
+        compile: bool | dict = False,
+    ) -> None:
+        super().__init__(
+            net=net,
+            critic=critic,
+            adversarial_loss=adversarial_loss,
+            penalty=penalty,
+            gp_weight=gp_weight,
+            drift_weight=drift_weight,
+            generator_optimizer=generator_optimizer,
+            critic_optimizer=critic_optimizer,
+            n_critic=n_critic,
+            generator_adversarial_weight=generator_adversarial_weight,
+            critic_adversarial_weight=critic_adversarial_weight,
+            pretrain_steps=pretrain_steps,
+            ema_decay=ema_decay,
+            gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm,
+            ddp_step=ddp_step,
+            channels_last=channels_last,
+            compile=compile,
+        )
         # Plain values only (checkpoints load with weights_only=True).
-        self.save_hyperparameters(ignore=["net", "critic", "perceptual_net", "loss", "evaluator", "transform",
-                                          "generator_optimizer", "critic_optimizer", "adversarial_loss"])
+        self.save_hyperparameters(
+            ignore=[
+                "net",
+                "critic",
+                "perceptual_net",
+                "loss",
+                "evaluator",
+                "transform",
+                "generator_optimizer",
+                "critic_optimizer",
+                "adversarial_loss",
+            ]
+        )
         self.hparams["transform"] = transform_hparams(transform)
-        self.hparams["adversarial_loss"] = adversarial_loss if isinstance(adversarial_loss, str) else type(
-            adversarial_loss).__name__
+        self.hparams["adversarial_loss"] = (
+            adversarial_loss if isinstance(adversarial_loss, str) else type(adversarial_loss).__name__
+        )
         self.loss_fn = loss if loss is not None else PixelLoss("l1")
         self.perceptual = PerceptualLoss(perceptual_net, perceptual_reduction) if perceptual_net is not None else None
         self.w_perc, self.w_pix = perceptual_weight, pixel_weight
         self.condition_on_input = bool(condition_on_input)
-        self.init_task(scale, data_range, physical_range, transform, baselines, flux_conserving_baseline, evaluator,
-                       image_channels, units)
-        if evaluator is not None and getattr(evaluator, "classifier", None) is not None \
-                and getattr(evaluator, "classifier_transform", None) is None:
+        self.init_task(
+            scale,
+            data_range,
+            physical_range,
+            transform,
+            baselines,
+            flux_conserving_baseline,
+            evaluator,
+            image_channels,
+            units,
+        )
+        if (
+            evaluator is not None
+            and getattr(evaluator, "classifier", None) is not None
+            and getattr(evaluator, "classifier_transform", None) is None
+        ):
             evaluator.classifier_transform = transform  # classifier trained in the data's model space
 
     # ------------------------------------------------------------------ engine hooks
@@ -96,8 +155,10 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         hr = batch["target"]
         terms: dict[str, tuple[float, torch.Tensor]] = {}
         if self.perceptual is not None and self.w_perc:
-            terms["perceptual"] = (self.w_perc, self.perceptual(self._classifier_space(fake),
-                                                                self._classifier_space(hr)))
+            terms["perceptual"] = (
+                self.w_perc,
+                self.perceptual(self._classifier_space(fake), self._classifier_space(hr)),
+            )
         if self.w_pix:
             terms["pixel"] = (self.w_pix, self.loss_fn(fake, hr))
         return terms

@@ -28,9 +28,18 @@ STAGES = ("val", "test")
 class ImageToImageTask:
     """Mixin for a ``LitSRModule`` that owns ``self.net``, ``self.loss_fn`` and ``eval_net``."""
 
-    def init_task(self, scale: int, data_range: float | None, physical_range: Sequence[float] | None,
-                  transform: nn.Module | None, baselines: Sequence[str], flux_conserving_baseline: bool,
-                  evaluator: nn.Module | None, image_channels: Sequence[int] | None, units: str) -> None:
+    def init_task(
+        self,
+        scale: int,
+        data_range: float | None,
+        physical_range: Sequence[float] | None,
+        transform: nn.Module | None,
+        baselines: Sequence[str],
+        flux_conserving_baseline: bool,
+        evaluator: nn.Module | None,
+        image_channels: Sequence[int] | None,
+        units: str,
+    ) -> None:
         self.scale = int(scale)
         self.transform = transform
         self.units = units
@@ -39,13 +48,17 @@ class ImageToImageTask:
         self.flux_conserving = bool(flux_conserving_baseline)
         self.evaluator = evaluator
         self.data_range = resolve_data_range(data_range, physical_range, transform)
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({
-                "model": image_quality(self.data_range, prefix=f"{stage}/"),
-                **{b: image_quality(self.data_range, prefix=f"{stage}/{b}_") for b in self.baselines},
-            })
-            for stage in STAGES
-        })
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict(
+                    {
+                        "model": image_quality(self.data_range, prefix=f"{stage}/"),
+                        **{b: image_quality(self.data_range, prefix=f"{stage}/{b}_") for b in self.baselines},
+                    }
+                )
+                for stage in STAGES
+            }
+        )
 
     # ------------------------------------------------------------------ helpers
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +100,12 @@ class ImageToImageTask:
             self.evaluator.update(batch, self.physical_images(batch, sr, baselines))
         return sr
 
-    def physical_images(self, batch: dict[str, torch.Tensor], sr: torch.Tensor | None = None,
-                        baselines: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def physical_images(
+        self,
+        batch: dict[str, torch.Tensor],
+        sr: torch.Tensor | None = None,
+        baselines: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The evaluator's ``images``: input, input_up, output (when ``sr`` is given), target and
         baselines in physical units."""
         lr = self.to_physical(self.image_of(batch["input"]))
@@ -108,7 +125,7 @@ class ImageToImageTask:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         splits = getattr(datamodule, "splits", None)
-        if splits is not None and "val" not in splits:     # mode=test sets up the test split only
+        if splits is not None and "val" not in splits:  # mode=test sets up the test split only
             datamodule.setup("validate")
         loader = datamodule.val_dataloader() if datamodule is not None else None
 
@@ -141,8 +158,10 @@ class ImageToImageTask:
     # ------------------------------------------------------------------ prediction
     def predict_samples(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Output, input image and target in physical units, with every per-sample key of the batch."""
-        out = {"output": self.to_physical(self.eval_net(batch["input"])),
-               "input": self.to_physical(self.image_of(batch["input"]))}
+        out = {
+            "output": self.to_physical(self.eval_net(batch["input"])),
+            "input": self.to_physical(self.image_of(batch["input"])),
+        }
         if "target" in batch:
             out["target"] = self.to_physical(batch["target"])
         return with_batch_keys(out, batch)
@@ -157,8 +176,11 @@ class ImageToImageTask:
     def panel_images(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         lr, hr = batch["input"], batch["target"]
         sr = self.eval_net(lr)
-        panels = {"input": self.baseline(lr, "nearest") if self.scale > 1 else self.image_of(lr),
-                  "output": sr, "target": hr}
+        panels = {
+            "input": self.baseline(lr, "nearest") if self.scale > 1 else self.image_of(lr),
+            "output": sr,
+            "target": hr,
+        }
         if self.scale > 1 and "bicubic" in self.baselines:
             panels["bicubic"] = self.baseline(lr, "bicubic")
         return panels

@@ -104,10 +104,14 @@ class ProgressiveSchedule:
         self.batch = [int(v) for v in batch_size]
         n = len(self.fade)
         if not n or len(self.stable) != n or len(self.batch) != n:
-            raise ValueError(f"model.schedule: fade_images, stable_images and batch_size need one entry per phase "
-                             f"(same length), got {len(self.fade)}, {len(self.stable)}, {len(self.batch)}")
+            raise ValueError(
+                f"model.schedule: fade_images, stable_images and batch_size need one entry per phase "
+                f"(same length), got {len(self.fade)}, {len(self.stable)}, {len(self.batch)}"
+            )
         if self.fade[0] != 0:
-            raise ValueError(f"model.schedule.fade_images[0] must be 0 (phase 0 has nothing to fade from), got {self.fade[0]}")
+            raise ValueError(
+                f"model.schedule.fade_images[0] must be 0 (phase 0 has nothing to fade from), got {self.fade[0]}"
+            )
         if min(self.fade) < 0 or min(self.stable) < 0 or min(self.batch) < 1:
             raise ValueError("model.schedule: images must be >= 0 and batch sizes >= 1")
         if any(f + s == 0 for f, s in zip(self.fade, self.stable)):
@@ -143,8 +147,9 @@ class ObservationNoise(nn.Module):
     def __init__(self, background: float, gain: float) -> None:
         super().__init__()
         if not gain > 0 or background < 0:
-            raise ValueError(f"ObservationNoise needs gain > 0 and background >= 0, got gain={gain}, "
-                             f"background={background}")
+            raise ValueError(
+                f"ObservationNoise needs gain > 0 and background >= 0, got gain={gain}, background={background}"
+            )
         self.background = float(background)
         self.gain = float(gain)
 
@@ -164,8 +169,10 @@ def _build(net: nn.Module | Callable[..., nn.Module], num_classes: int, what: st
     if isinstance(net, nn.Module):
         have = int(getattr(net, "num_classes", 0))
         if have != num_classes:
-            raise ValueError(f"model.{what} has num_classes={have} but model.conditional asks for {num_classes}; "
-                             f"give the net config as a partial (_partial_: true) so the module builds it")
+            raise ValueError(
+                f"model.{what} has num_classes={have} but model.conditional asks for {num_classes}; "
+                f"give the net config as a partial (_partial_: true) so the module builds it"
+            )
         return net
     return net(num_classes=num_classes)
 
@@ -195,20 +202,40 @@ class ProGANModule(AdversarialModule):
         classifier_ckpt: provenance of the evaluator's classifier (recorded in the hyperparameters).
     """
 
-    def __init__(self, net: nn.Module | Callable[..., nn.Module], critic: nn.Module | Callable[..., nn.Module],
-                 conditional: bool = True, class_names: Sequence[str] | None = None,
-                 schedule: Mapping[str, Sequence[int]] | None = None, transform: nn.Module | None = None,
-                 units: str = "", psf: torch.Tensor | np.ndarray | None = None, psf_mode: str = "fixed",
-                 psf_size: int = 25, psf_padding: str = "zeros", noise_background: float | None = None,
-                 noise_gain: float | None = None, model_range: Sequence[float] | None = (-2.0, 6.0),
-                 range_sharpness: float = 5.0,
-                 evaluator: nn.Module | None = None, eval_seed: int = 1234, grid_columns: int = 6,
-                 stop_at_end: bool = True, adversarial_loss: str | AdversarialLoss = "wgan-gp", penalty: str = "auto",
-                 gp_weight: float = 10.0, drift_weight: float = 1e-3, n_critic: int = 1,
-                 generator_optimizer: OptimizerFactory | None = None, critic_optimizer: OptimizerFactory | None = None,
-                 ema_decay: float | None = 0.999, gradient_clip_val: float | None = None,
-                 gradient_clip_algorithm: str = "norm", ddp_step: str = "toggle",
-                 classifier_ckpt: str | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module | Callable[..., nn.Module],
+        critic: nn.Module | Callable[..., nn.Module],
+        conditional: bool = True,
+        class_names: Sequence[str] | None = None,
+        schedule: Mapping[str, Sequence[int]] | None = None,
+        transform: nn.Module | None = None,
+        units: str = "",
+        psf: torch.Tensor | np.ndarray | None = None,
+        psf_mode: str = "fixed",
+        psf_size: int = 25,
+        psf_padding: str = "zeros",
+        noise_background: float | None = None,
+        noise_gain: float | None = None,
+        model_range: Sequence[float] | None = (-2.0, 6.0),
+        range_sharpness: float = 5.0,
+        evaluator: nn.Module | None = None,
+        eval_seed: int = 1234,
+        grid_columns: int = 6,
+        stop_at_end: bool = True,
+        adversarial_loss: str | AdversarialLoss = "wgan-gp",
+        penalty: str = "auto",
+        gp_weight: float = 10.0,
+        drift_weight: float = 1e-3,
+        n_critic: int = 1,
+        generator_optimizer: OptimizerFactory | None = None,
+        critic_optimizer: OptimizerFactory | None = None,
+        ema_decay: float | None = 0.999,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        ddp_step: str = "toggle",
+        classifier_ckpt: str | None = None,
+    ) -> None:
         self.conditional = bool(conditional)
         self.class_names = [str(c) for c in class_names] if class_names is not None else None
         if self.conditional and not self.class_names:
@@ -216,23 +243,45 @@ class ProGANModule(AdversarialModule):
         k = len(self.class_names) if self.conditional else 0
         net = _build(net, k, "net")
         critic = _build(critic, k, "critic")
-        super().__init__(net=net, critic=critic, adversarial_loss=adversarial_loss, penalty=penalty,
-                         gp_weight=gp_weight, drift_weight=drift_weight,
-                         generator_optimizer=generator_optimizer or default_progan_adam,
-                         critic_optimizer=critic_optimizer or default_progan_adam, n_critic=n_critic,
-                         pretrain_steps=0, ema_decay=ema_decay, gradient_clip_val=gradient_clip_val,
-                         gradient_clip_algorithm=gradient_clip_algorithm, ddp_step=ddp_step)
-        self.save_hyperparameters(ignore=["net", "critic", "evaluator", "transform", "psf", "generator_optimizer",
-                                          "critic_optimizer", "adversarial_loss"])
+        super().__init__(
+            net=net,
+            critic=critic,
+            adversarial_loss=adversarial_loss,
+            penalty=penalty,
+            gp_weight=gp_weight,
+            drift_weight=drift_weight,
+            generator_optimizer=generator_optimizer or default_progan_adam,
+            critic_optimizer=critic_optimizer or default_progan_adam,
+            n_critic=n_critic,
+            pretrain_steps=0,
+            ema_decay=ema_decay,
+            gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm,
+            ddp_step=ddp_step,
+        )
+        self.save_hyperparameters(
+            ignore=[
+                "net",
+                "critic",
+                "evaluator",
+                "transform",
+                "psf",
+                "generator_optimizer",
+                "critic_optimizer",
+                "adversarial_loss",
+            ]
+        )
         self.hparams["transform"] = transform_hparams(transform)
         if schedule is None:
             n = net.max_depth + 1
             schedule = {"fade_images": [0] + [800] * (n - 1), "stable_images": [800] * n, "batch_size": [16] * n}
         self.schedule = ProgressiveSchedule(**schedule)
         if self.schedule.n_phases != net.max_depth + 1:
-            raise ValueError(f"model.schedule has {self.schedule.n_phases} phases but the generator grows through "
-                             f"{net.max_depth + 1} resolutions (4x4 .. {net.max_resolution}x{net.max_resolution}); "
-                             "give one entry per resolution")
+            raise ValueError(
+                f"model.schedule has {self.schedule.n_phases} phases but the generator grows through "
+                f"{net.max_depth + 1} resolutions (4x4 .. {net.max_resolution}x{net.max_resolution}); "
+                "give one entry per resolution"
+            )
         if critic.max_depth != net.max_depth:
             raise ValueError(f"model.critic has {critic.max_depth + 1} resolutions, the generator {net.max_depth + 1}")
         self.transform = transform
@@ -250,8 +299,10 @@ class ProGANModule(AdversarialModule):
         else:
             kernel = torch.as_tensor(psf, dtype=torch.float32)
             if tuple(kernel.shape) != (self.psf_size, self.psf_size):
-                raise ValueError(f"model.psf has shape {tuple(kernel.shape)}; model.psf_size={self.psf_size} expects "
-                                 f"{self.psf_size}x{self.psf_size}")
+                raise ValueError(
+                    f"model.psf has shape {tuple(kernel.shape)}; model.psf_size={self.psf_size} expects "
+                    f"{self.psf_size}x{self.psf_size}"
+                )
         self.psf_layer = FFTPSFConv(kernel, padding=psf_padding)
         self.noise = ObservationNoise(noise_background or 0.0, noise_gain) if noise_gain else None
         self.model_range = tuple(float(v) for v in model_range) if model_range is not None else None
@@ -280,15 +331,24 @@ class ProGANModule(AdversarialModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         phase, alpha = self.phase_state
-        checkpoint["progan"] = {"images_seen": int(self.images_seen), "phase": phase, "alpha": alpha,
-                                "resolution": self.resolution(phase), "schedule": self.schedule.as_dict()}
+        checkpoint["progan"] = {
+            "images_seen": int(self.images_seen),
+            "phase": phase,
+            "alpha": alpha,
+            "resolution": self.resolution(phase),
+            "schedule": self.schedule.as_dict(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get("progan")
         if stored and stored.get("schedule") != self.schedule.as_dict():
-            log.warning("The checkpoint was trained with schedule %s, this run uses %s: phase and alpha follow the "
-                        "new schedule from images_seen=%d", stored.get("schedule"), self.schedule.as_dict(),
-                        stored.get("images_seen", -1))
+            log.warning(
+                "The checkpoint was trained with schedule %s, this run uses %s: phase and alpha follow the "
+                "new schedule from images_seen=%d",
+                stored.get("schedule"),
+                self.schedule.as_dict(),
+                stored.get("images_seen", -1),
+            )
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -297,8 +357,10 @@ class ProGANModule(AdversarialModule):
         dm = getattr(self.trainer, "datamodule", None)
         get = getattr(dm, "psf_kernel", None)
         if get is None:
-            raise ValueError("model.psf is null (use the training set's PSF) but the data module has no psf_kernel(); "
-                             "give model.psf or model.psf_mode=none")
+            raise ValueError(
+                "model.psf is null (use the training set's PSF) but the data module has no psf_kernel(); "
+                "give model.psf or model.psf_mode=none"
+            )
         kernel = torch.as_tensor(get(), dtype=torch.float32)
         if tuple(kernel.shape) != (self.psf_size, self.psf_size):
             raise ValueError(f"the training set's PSF is {tuple(kernel.shape)} but model.psf_size={self.psf_size}")
@@ -310,8 +372,10 @@ class ProGANModule(AdversarialModule):
         bs = getattr(dm, "batch_size", None)
         need = max(self.schedule.batch)
         if bs is not None and bs < need:
-            raise ValueError(f"data.batch_size={bs} is smaller than the largest model.schedule.batch_size ({need}); "
-                             f"set data.batch_size={need} (each step uses the first batch_size[phase] stamps)")
+            raise ValueError(
+                f"data.batch_size={bs} is smaller than the largest model.schedule.batch_size ({need}); "
+                f"set data.batch_size={need} (each step uses the first batch_size[phase] stamps)"
+            )
 
     # ------------------------------------------------------------------ spaces
     def to_physical(self, y: torch.Tensor) -> torch.Tensor:
@@ -324,8 +388,9 @@ class ProGANModule(AdversarialModule):
         f = x.shape[-1] // resolution
         return F.avg_pool2d(x, f) if f > 1 else x
 
-    def observe(self, y: torch.Tensor, psf: torch.Tensor | None = None,
-                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def observe(
+        self, y: torch.Tensor, psf: torch.Tensor | None = None, eps: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Generator output (model space, any phase resolution) -> physical ``psf_free``, ``convolved`` and
         ``observed`` stamps at the full stamp size (see the module docstring)."""
         if self.model_range is not None:
@@ -390,14 +455,21 @@ class ProGANModule(AdversarialModule):
         b = self.schedule.batch[phase]
         n_all = batch["image"].shape[0]
         if n_all > b:  # the phase's batch size: the first b (shuffled) stamps of the loader's batch
-            batch = {k: v[:b] if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n_all else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v[:b] if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == n_all else v for k, v in batch.items()
+            }
         n = batch["image"].shape[0]
         super().training_step(batch, batch_idx)
         self.images_seen += n * self.trainer.world_size  # the schedule counts images over all processes
-        self.log_dict({"train/phase": float(phase), "train/alpha": float(alpha),
-                       "train/resolution": float(self.resolution(phase)),
-                       "train/images_seen": float(self.images_seen)}, batch_size=n)
+        self.log_dict(
+            {
+                "train/phase": float(phase),
+                "train/alpha": float(alpha),
+                "train/resolution": float(self.resolution(phase)),
+                "train/images_seen": float(self.images_seen),
+            },
+            batch_size=n,
+        )
         if self.stop_at_end and self.finished:
             self.trainer.should_stop = True
 
@@ -411,8 +483,15 @@ class ProGANModule(AdversarialModule):
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.eval_seed, *key]).generate_state(1)[0]))
 
     @torch.no_grad()
-    def sample_eval(self, labels: torch.Tensor | None, n: int, psf: torch.Tensor | None, gen: torch.Generator,
-                    phase: int | None = None, alpha: float | None = None) -> dict[str, torch.Tensor]:
+    def sample_eval(
+        self,
+        labels: torch.Tensor | None,
+        n: int,
+        psf: torch.Tensor | None,
+        gen: torch.Generator,
+        phase: int | None = None,
+        alpha: float | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Seeded fakes (EMA generator) in physical units at the full stamp size."""
         if phase is None:
             phase, alpha = self.phase_state
@@ -432,8 +511,12 @@ class ProGANModule(AdversarialModule):
             gap = (self.critic_score(real_c, labels) - self.critic_score(fake_c, labels)).mean()
         self.log(f"{stage}/critic_gap", gap, batch_size=n, sync_dist=True)
         if self.evaluator is not None:
-            images = {"output": fake["observed"], "output_psf_free": fake["psf_free"],
-                      "output_convolved": fake["convolved"], "target": self.to_physical(batch["image"])}
+            images = {
+                "output": fake["observed"],
+                "output_psf_free": fake["psf_free"],
+                "output_convolved": fake["convolved"],
+                "target": self.to_physical(batch["image"]),
+            }
             if "image_psf_free" in batch:
                 images["target_psf_free"] = self.to_physical(batch["image_psf_free"])
             extended = dict(batch)
@@ -487,8 +570,14 @@ class ProGANModule(AdversarialModule):
         for r, (g, kind) in enumerate(rows):
             for j in range(c):
                 ax = axes[r, j]
-                ax.imshow(images[kind][g, j, 0].float().cpu().numpy(), cmap="magma", vmin=vmin, vmax=max(vmax, vmin + 1e-6),
-                          interpolation="nearest", origin="lower")
+                ax.imshow(
+                    images[kind][g, j, 0].float().cpu().numpy(),
+                    cmap="magma",
+                    vmin=vmin,
+                    vmax=max(vmax, vmin + 1e-6),
+                    interpolation="nearest",
+                    origin="lower",
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
@@ -503,8 +592,12 @@ class ProGANModule(AdversarialModule):
         """Real stamps beside fakes of the same labels (model space, full stamp size) for the panel callback."""
         n = batch["image"].shape[0]
         fake = self.sample_eval(self._labels(batch), n, self._batch_psf(batch), self._seeded(9, 0))
-        return {"target": batch["image"], "psf_free": self.to_model(fake["psf_free"]),
-                "convolved": self.to_model(fake["convolved"]), "observed": self.to_model(fake["observed"])}
+        return {
+            "target": batch["image"],
+            "psf_free": self.to_model(fake["psf_free"]),
+            "convolved": self.to_model(fake["convolved"]),
+            "observed": self.to_model(fake["observed"]),
+        }
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -514,15 +607,19 @@ class ProGANModule(AdversarialModule):
         seed = batch["seed"].long()
         labels = batch.get("label")
         if labels is not None and not self.conditional:
-            raise ValueError("predict.label: this model is unconditional (model.conditional=false) and cannot sample "
-                             "a given class; remove predict.label")
+            raise ValueError(
+                "predict.label: this model is unconditional (model.conditional=false) and cannot sample "
+                "a given class; remove predict.label"
+            )
         if self.conditional:
             if labels is None:
                 raise ValueError("a conditional model needs a 'label' per sample (the sampling data module sets it)")
             k = len(self.class_names)
             if int(labels.min()) < 0 or int(labels.max()) >= k:
-                raise ValueError(f"predict.label must be one of 0..{k - 1} ({', '.join(self.class_names)}), got "
-                                 f"{sorted(set(labels.tolist()))}")
+                raise ValueError(
+                    f"predict.label must be one of 0..{k - 1} ({', '.join(self.class_names)}), got "
+                    f"{sorted(set(labels.tolist()))}"
+                )
         n, s = index.shape[0], self.image_size
         z = np.empty((n, self.latent_dim), np.float32)
         eps = np.empty((n, 1, s, s), np.float32)
@@ -531,16 +628,20 @@ class ProGANModule(AdversarialModule):
             z[j] = rng.standard_normal(self.latent_dim, dtype=np.float32)
             eps[j, 0] = rng.standard_normal((s, s), dtype=np.float32)
         phase, alpha = self.phase_state
-        y = self.eval_net(torch.from_numpy(z).to(self.device), labels.long() if self.conditional else None,
-                          depth=phase, alpha=alpha)
+        y = self.eval_net(
+            torch.from_numpy(z).to(self.device), labels.long() if self.conditional else None, depth=phase, alpha=alpha
+        )
         psf = batch.get("psf")
         if psf is not None and self.psf_mode == "none":
             raise ValueError("predict.psf: this model has no PSF layer (model.psf_mode=none)")
         if psf is not None:
             x = self.observe(y)["psf_free"]
             conv = self.psf_layer(x, psf=psf.to(x))
-            images = {"psf_free": x, "convolved": conv,
-                      "observed": self.noise(conv, torch.from_numpy(eps).to(x)) if self.noise is not None else conv}
+            images = {
+                "psf_free": x,
+                "convolved": conv,
+                "observed": self.noise(conv, torch.from_numpy(eps).to(x)) if self.noise is not None else conv,
+            }
         else:
             images = self.observe(y, None, torch.from_numpy(eps).to(self.device))
         out = {"psf_free": images["psf_free"], "convolved": images["convolved"]}
@@ -556,11 +657,17 @@ class ProGANModule(AdversarialModule):
     def prediction_attrs(self) -> dict[str, Any]:
         """File attributes of sample files: what was sampled, and with which PSF."""
         phase, alpha = self.phase_state
-        attrs: dict[str, Any] = {"conditional": self.conditional, "class_names": list(self.class_names or []),
-                                 "images_seen": int(self.images_seen), "phase": phase, "alpha": alpha,
-                                 "generated_resolution": self.resolution(phase), "psf_mode": self.psf_mode,
-                                 "training_psf": self.psf_layer.psf.detach().cpu().numpy(),
-                                 "label_meaning": "class index into class_names; -1 = unconditional model"}
+        attrs: dict[str, Any] = {
+            "conditional": self.conditional,
+            "class_names": list(self.class_names or []),
+            "images_seen": int(self.images_seen),
+            "phase": phase,
+            "alpha": alpha,
+            "generated_resolution": self.resolution(phase),
+            "psf_mode": self.psf_mode,
+            "training_psf": self.psf_layer.psf.detach().cpu().numpy(),
+            "label_meaning": "class index into class_names; -1 = unconditional model",
+        }
         if self.noise is not None:
             attrs.update(noise_background=self.noise.background, noise_gain=self.noise.gain)
         return attrs

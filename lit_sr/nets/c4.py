@@ -145,8 +145,13 @@ class C4UNet(nn.Module):
 
     equivariant = True
 
-    def __init__(self, in_channels: int = 1, latent_channels: int = 16,
-                 fields: tuple[int, ...] | list[int] = (28, 56, 112, 224), group_pool: str = "mean") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent_channels: int = 16,
+        fields: tuple[int, ...] | list[int] = (28, 56, 112, 224),
+        group_pool: str = "mean",
+    ) -> None:
         super().__init__()
         fields = list(fields)
         self.factor = 2 ** (len(fields) - 1)
@@ -172,6 +177,7 @@ class C4UNet(nn.Module):
 
     def regular_latent(self, x: torch.Tensor) -> torch.Tensor:
         from lit_sr.nets.unet import check_divisible
+
         check_divisible(x, self.factor, type(self).__name__)
         skips = []
         for i, block in enumerate(self.down):

@@ -29,8 +29,16 @@ class CNNClassifier(nn.Module):
         num_classes: 1 for a binary classifier (one logit of class 1), else one logit per class.
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64), feature_dim: int = 128,
-                 activation: str = "swish", pooled_size: int = 3, dropout: float = 0.0, num_classes: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 64),
+        feature_dim: int = 128,
+        activation: str = "swish",
+        pooled_size: int = 3,
+        dropout: float = 0.0,
+        num_classes: int = 1,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"CNNClassifier num_classes must be >= 1, got {num_classes}")
@@ -38,11 +46,20 @@ class CNNClassifier(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), make_activation(activation),
-                       nn.Conv2d(c, c, 3, padding=1), make_activation(activation), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, padding=1),
+                make_activation(activation),
+                nn.Conv2d(c, c, 3, padding=1),
+                make_activation(activation),
+                nn.MaxPool2d(2),
+            ]
             c_in = c
-        layers += [nn.AdaptiveAvgPool2d(pooled_size), nn.Flatten(),
-                   nn.Linear(c_in * pooled_size * pooled_size, feature_dim), make_activation(activation)]
+        layers += [
+            nn.AdaptiveAvgPool2d(pooled_size),
+            nn.Flatten(),
+            nn.Linear(c_in * pooled_size * pooled_size, feature_dim),
+            make_activation(activation),
+        ]
         self.body = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(feature_dim, self.num_classes)

@@ -46,10 +46,19 @@ class Critic(nn.Module):
         condition_flux_conserving: divide the upsampled condition by the area ratio (LR sums of HR pixels).
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 32, 64, 64, 128, 128),
-                 strides: Sequence[int] = (1, 2, 1, 2, 1, 2), hidden: int = 256, activation: str = "swish",
-                 input_size: int | Sequence[int] | None = 24, pooled_size: int = 4, norm: str = "layer",
-                 condition_channels: int = 0, condition_flux_conserving: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 32, 64, 64, 128, 128),
+        strides: Sequence[int] = (1, 2, 1, 2, 1, 2),
+        hidden: int = 256,
+        activation: str = "swish",
+        input_size: int | Sequence[int] | None = 24,
+        pooled_size: int = 4,
+        norm: str = "layer",
+        condition_channels: int = 0,
+        condition_flux_conserving: bool = False,
+    ) -> None:
         super().__init__()
         self.condition_channels = int(condition_channels)
         self.condition_flux_conserving = bool(condition_flux_conserving)
@@ -61,9 +70,11 @@ class Critic(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels + self.condition_channels
         for c, s in zip(channels, strides):
-            layers += [nn.Conv2d(c_in, c, 3, stride=s, padding=1),
-                       nn.GroupNorm(1, c) if norm == "layer" else nn.Identity(),
-                       make_activation(activation)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=s, padding=1),
+                nn.GroupNorm(1, c) if norm == "layer" else nn.Identity(),
+                make_activation(activation),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         if input_size is None:
@@ -77,8 +88,9 @@ class Critic(nn.Module):
                 raise ValueError(f"Critic: input size {input_size} too small for strides {strides}")
             self.pool = nn.Identity()
         self.input_size = input_size
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, hidden), make_activation(activation),
-                                  nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c_in * h * w, hidden), make_activation(activation), nn.Linear(hidden, 1)
+        )
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Unbounded critic score, shape [B] (no sigmoid)."""
@@ -86,8 +98,9 @@ class Critic(nn.Module):
         return self.head(self.pool(self.features(x))).squeeze(-1)
 
 
-def join_condition(x: torch.Tensor, condition: torch.Tensor | None, condition_channels: int,
-                   flux_conserving: bool = False) -> torch.Tensor:
+def join_condition(
+    x: torch.Tensor, condition: torch.Tensor | None, condition_channels: int, flux_conserving: bool = False
+) -> torch.Tensor:
     """``x`` with the condition image upsampled (nearest) to its size and concatenated as channels."""
     if condition_channels == 0:
         if condition is not None:

@@ -23,8 +23,13 @@ from lit_sr.nets.c4 import C4UNet, SymmetricConv2d
 from lit_sr.nets.unet import UNet
 
 
-def build_backbone(backend: str = "c4", in_channels: int = 1, latent_channels: int = 16,
-                   features: Sequence[int] | None = None, group_pool: str = "mean") -> nn.Module:
+def build_backbone(
+    backend: str = "c4",
+    in_channels: int = 1,
+    latent_channels: int = 16,
+    features: Sequence[int] | None = None,
+    group_pool: str = "mean",
+) -> nn.Module:
     """UNet backbone by name. ``features``: maps per level (plain) or regular fields per level (c4, escnn)."""
     if backend == "plain":
         return UNet(in_channels, latent_channels, features or (32, 64, 128, 256))
@@ -32,6 +37,7 @@ def build_backbone(backend: str = "c4", in_channels: int = 1, latent_channels: i
         return C4UNet(in_channels, latent_channels, features or (28, 56, 112, 224), group_pool)
     if backend == "escnn":
         from lit_sr.nets.escnn_unet import EscnnC4UNet
+
         return EscnnC4UNet(in_channels, latent_channels, features or (32, 64, 128, 256), group_pool)
     raise ValueError(f"unknown backend {backend!r}; expected 'c4', 'plain' or 'escnn'")
 
@@ -39,15 +45,26 @@ def build_backbone(backend: str = "c4", in_channels: int = 1, latent_channels: i
 class DecompositionNet(nn.Module):
     """x [B, C, H, W] -> {"signal": [B, C, H, W], "noise": [B, C, H, W]} (both non-negative)."""
 
-    def __init__(self, backend: str = "c4", in_channels: int = 1, latent_channels: int = 16,
-                 features: Sequence[int] | None = None, group_pool: str = "mean", head_kernel: int = 3,
-                 backbone: nn.Module | None = None, noise_activation: str = "relu") -> None:
+    def __init__(
+        self,
+        backend: str = "c4",
+        in_channels: int = 1,
+        latent_channels: int = 16,
+        features: Sequence[int] | None = None,
+        group_pool: str = "mean",
+        head_kernel: int = 3,
+        backbone: nn.Module | None = None,
+        noise_activation: str = "relu",
+    ) -> None:
         super().__init__()
         if noise_activation not in ("relu", "relu_st"):
             raise ValueError(f"noise_activation must be 'relu' or 'relu_st', got {noise_activation!r}")
         self.noise_activation = noise_activation
-        self.backbone = backbone if backbone is not None else build_backbone(
-            backend, in_channels, latent_channels, features, group_pool)
+        self.backbone = (
+            backbone
+            if backbone is not None
+            else build_backbone(backend, in_channels, latent_channels, features, group_pool)
+        )
         latent = getattr(self.backbone, "latent_channels", latent_channels)
         self.equivariant = bool(getattr(self.backbone, "equivariant", False))
         if self.equivariant:
@@ -59,7 +76,7 @@ class DecompositionNet(nn.Module):
         latent = self.backbone(x)
         z = self.head(latent)
         if self.noise_activation == "relu_st" and z.requires_grad:
-            noise = z + (F.relu(z) - z).detach()      # forward ReLU, gradient of the identity
+            noise = z + (F.relu(z) - z).detach()  # forward ReLU, gradient of the identity
         else:
             noise = F.relu(z)
         out = {"signal": F.relu(x - noise), "noise": noise}

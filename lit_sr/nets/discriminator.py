@@ -46,17 +46,27 @@ class VGGDiscriminator(nn.Module):
         condition_mode: 'nearest' or 'bilinear' resizing of the condition to x's size.
     """
 
-    def __init__(self, in_channels: int = 1, condition_channels: int = 0, base_channels: int = 64,
-                 num_stages: int = 4, norm: str = "batch", pooled_size: int = 6, hidden: int = 1024,
-                 condition_mode: str = "bilinear") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        condition_channels: int = 0,
+        base_channels: int = 64,
+        num_stages: int = 4,
+        norm: str = "batch",
+        pooled_size: int = 6,
+        hidden: int = 1024,
+        condition_mode: str = "bilinear",
+    ) -> None:
         super().__init__()
         if norm not in ("batch", "layer", "none"):
             raise ValueError(f"VGGDiscriminator norm must be 'batch', 'layer' or 'none', got {norm!r}")
         if condition_mode not in ("nearest", "bilinear"):
             raise ValueError(f"VGGDiscriminator condition_mode must be 'nearest' or 'bilinear', got {condition_mode!r}")
         if num_stages < 1 or condition_channels < 0:
-            raise ValueError(f"VGGDiscriminator needs num_stages >= 1 and condition_channels >= 0, got "
-                             f"{num_stages}, {condition_channels}")
+            raise ValueError(
+                f"VGGDiscriminator needs num_stages >= 1 and condition_channels >= 0, got "
+                f"{num_stages}, {condition_channels}"
+            )
         self.in_channels = in_channels
         self.condition_channels = condition_channels
         self.condition_mode = condition_mode
@@ -77,17 +87,22 @@ class VGGDiscriminator(nn.Module):
         """Logit per image, shape [B]."""
         if self.condition_channels > 0:
             if condition is None:
-                raise ValueError(f"VGGDiscriminator was built with condition_channels={self.condition_channels}: "
-                                 "forward needs a condition tensor (e.g. the LR image), got None")
-            if condition.ndim != 4 or condition.shape[1] != self.condition_channels \
-                    or condition.shape[0] != x.shape[0]:
-                raise ValueError(f"VGGDiscriminator condition must be [B={x.shape[0]}, {self.condition_channels}, "
-                                 f"h, w], got shape {tuple(condition.shape)}")
+                raise ValueError(
+                    f"VGGDiscriminator was built with condition_channels={self.condition_channels}: "
+                    "forward needs a condition tensor (e.g. the LR image), got None"
+                )
+            if condition.ndim != 4 or condition.shape[1] != self.condition_channels or condition.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"VGGDiscriminator condition must be [B={x.shape[0]}, {self.condition_channels}, "
+                    f"h, w], got shape {tuple(condition.shape)}"
+                )
             if condition.shape[-2:] != x.shape[-2:]:
                 kw = {"align_corners": False} if self.condition_mode == "bilinear" else {}
                 condition = F.interpolate(condition, size=x.shape[-2:], mode=self.condition_mode, **kw)
             x = torch.cat([x, condition.to(x.dtype)], dim=1)
         elif condition is not None:
-            raise ValueError("VGGDiscriminator was built with condition_channels=0 but forward got a condition; "
-                             "build it with condition_channels > 0 to use one")
+            raise ValueError(
+                "VGGDiscriminator was built with condition_channels=0 but forward got a condition; "
+                "build it with condition_channels > 0 to use one"
+            )
         return self.head(self.pool(self.features(x))).squeeze(-1)

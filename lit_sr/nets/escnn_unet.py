@@ -16,6 +16,7 @@ from lit_sr.nets.c4 import group_pool
 try:  # pragma: no cover - depends on the optional extra
     from escnn import gspaces
     from escnn import nn as enn
+
     _ESCNN_ERROR: Exception | None = None
 except Exception as err:  # ImportError, or a broken build raising something else at import
     gspaces = enn = None
@@ -24,9 +25,11 @@ except Exception as err:  # ImportError, or a broken build raising something els
 
 def require_escnn() -> None:
     if _ESCNN_ERROR is not None:
-        raise ImportError("backend='escnn' needs the optional escnn package: pip install lit_sr[equivariant] "
-                          "(or use the built-in backend='c4', which needs nothing extra); "
-                          f"import failed with: {_ESCNN_ERROR!r}") from _ESCNN_ERROR
+        raise ImportError(
+            "backend='escnn' needs the optional escnn package: pip install lit_sr[equivariant] "
+            "(or use the built-in backend='c4', which needs nothing extra); "
+            f"import failed with: {_ESCNN_ERROR!r}"
+        ) from _ESCNN_ERROR
 
 
 class EscnnC4UNet(nn.Module):
@@ -38,8 +41,13 @@ class EscnnC4UNet(nn.Module):
 
     equivariant = True
 
-    def __init__(self, in_channels: int = 1, latent_channels: int = 16,
-                 fields: Sequence[int] = (32, 64, 128, 256), group_pool: str = "mean") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent_channels: int = 16,
+        fields: Sequence[int] = (32, 64, 128, 256),
+        group_pool: str = "mean",
+    ) -> None:
         super().__init__()
         require_escnn()
         self.group_pool_mode = group_pool
@@ -51,8 +59,12 @@ class EscnnC4UNet(nn.Module):
         reg = [enn.FieldType(gs, f * [gs.regular_repr]) for f in fields]
 
         def block(t_in, t_out):
-            return enn.SequentialModule(enn.R2Conv(t_in, t_out, 3, padding=1), enn.ReLU(t_out, inplace=True),
-                                        enn.R2Conv(t_out, t_out, 3, padding=1), enn.ReLU(t_out, inplace=True))
+            return enn.SequentialModule(
+                enn.R2Conv(t_in, t_out, 3, padding=1),
+                enn.ReLU(t_out, inplace=True),
+                enn.R2Conv(t_out, t_out, 3, padding=1),
+                enn.ReLU(t_out, inplace=True),
+            )
 
         self.down = nn.ModuleList()
         t = self.in_type
@@ -70,6 +82,7 @@ class EscnnC4UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from lit_sr.nets.unet import check_divisible
+
         check_divisible(x, self.factor, type(self).__name__)
         g = enn.GeometricTensor(x, self.in_type)
         skips = []

@@ -40,8 +40,9 @@ LEAKY_SLOPE = 0.2
 class EqualizedConv2d(nn.Module):
     """Conv2d with weights ~ N(0, 1) scaled at run time by gain / sqrt(in_channels * k * k) ('same' padding)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2.0),
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2.0), bias: bool = True
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
@@ -131,8 +132,9 @@ def _channel_list(channels_per_resolution: Sequence[int] | Mapping[int, int]) ->
 
 def _check_depth_alpha(name: str, depth: int, alpha: float, max_depth: int) -> None:
     if not 0 <= depth <= max_depth:
-        raise ValueError(f"{name}: depth must be in [0, {max_depth}] (4x4 .. {4 * 2**max_depth}x{4 * 2**max_depth}), "
-                         f"got {depth}")
+        raise ValueError(
+            f"{name}: depth must be in [0, {max_depth}] (4x4 .. {4 * 2**max_depth}x{4 * 2**max_depth}), got {depth}"
+        )
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"{name}: alpha must be in [0, 1], got {alpha}")
 
@@ -149,7 +151,9 @@ def _check_labels(name: str, labels: torch.Tensor | None, num_classes: int, batc
     if labels.shape != (batch,):
         raise ValueError(f"{name}: {arg} must have shape [{batch}], got {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{name}: {arg} must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"{name}: {arg} must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
 
 
 class ProGenerator(nn.Module):
@@ -163,8 +167,14 @@ class ProGenerator(nn.Module):
         embed_dim: label-embedding size (default latent_dim) concatenated to the normalised z.
     """
 
-    def __init__(self, latent_dim: int = 64, channels_per_resolution: Sequence[int] | Mapping[int, int] = (64, 64, 32, 32, 16),
-                 out_channels: int = 1, num_classes: int = 0, embed_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        channels_per_resolution: Sequence[int] | Mapping[int, int] = (64, 64, 32, 32, 16),
+        out_channels: int = 1,
+        num_classes: int = 0,
+        embed_dim: int | None = None,
+    ) -> None:
         super().__init__()
         chans = _channel_list(channels_per_resolution)
         self.latent_dim = int(latent_dim)
@@ -209,8 +219,9 @@ class ProGenerator(nn.Module):
             hs.append(h)
         return hs
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, depth: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, depth: int | None = None, alpha: float = 1.0
+    ) -> torch.Tensor:
         """Images [B, out_channels, 4*2**depth, 4*2**depth]; depth defaults to the maximum."""
         depth = self.max_depth if depth is None else int(depth)
         _check_depth_alpha("ProGenerator", depth, alpha, self.max_depth)
@@ -232,8 +243,13 @@ class ProCritic(nn.Module):
         mbstd_group: MinibatchStdDev group size (0 disables the layer).
     """
 
-    def __init__(self, channels_per_resolution: Sequence[int] | Mapping[int, int] = (64, 64, 32, 32, 16),
-                 in_channels: int = 1, num_classes: int = 0, mbstd_group: int = 4) -> None:
+    def __init__(
+        self,
+        channels_per_resolution: Sequence[int] | Mapping[int, int] = (64, 64, 32, 32, 16),
+        in_channels: int = 1,
+        num_classes: int = 0,
+        mbstd_group: int = 4,
+    ) -> None:
         super().__init__()
         chans = _channel_list(channels_per_resolution)
         self.channels = chans
@@ -242,8 +258,12 @@ class ProCritic(nn.Module):
         self.num_classes = int(num_classes)
         self.from_rgb = nn.ModuleList([EqualizedConv2d(in_channels, c, 1) for c in chans])
         # blocks[d - 1] takes depth d (channels[d]) down to depth d - 1 (channels[d - 1]).
-        self.blocks = nn.ModuleList([nn.ModuleList([EqualizedConv2d(c, c, 3), EqualizedConv2d(c, c_prev, 3)])
-                                     for c_prev, c in itertools.pairwise(chans)])
+        self.blocks = nn.ModuleList(
+            [
+                nn.ModuleList([EqualizedConv2d(c, c, 3), EqualizedConv2d(c, c_prev, 3)])
+                for c_prev, c in itertools.pairwise(chans)
+            ]
+        )
         c0 = chans[0]
         self.mbstd = MinibatchStdDev(mbstd_group) if mbstd_group > 0 else None
         self.final_conv = EqualizedConv2d(c0 + (1 if self.mbstd is not None else 0), c0, 3)
@@ -272,11 +292,14 @@ class ProCritic(nn.Module):
         h0 = self._act(self.final_conv(h0))
         return self._act(self.final_dense(h0.flatten(1)))
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None, depth: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None, depth: int | None = None, alpha: float = 1.0
+    ) -> torch.Tensor:
         """Unbounded critic score [B]; depth defaults to the one matching the input size."""
         if x.dim() != 4 or x.shape[1] != self.from_rgb[0].weight.shape[1]:
-            raise ValueError(f"ProCritic: x must be [B, {self.from_rgb[0].weight.shape[1]}, S, S], got {tuple(x.shape)}")
+            raise ValueError(
+                f"ProCritic: x must be [B, {self.from_rgb[0].weight.shape[1]}, S, S], got {tuple(x.shape)}"
+            )
         size = x.shape[-1]
         if depth is None:
             depth = max(0, round(math.log2(max(size, 1) / 4)))
@@ -284,8 +307,7 @@ class ProCritic(nn.Module):
         _check_depth_alpha("ProCritic", depth, alpha, self.max_depth)
         expected = 4 * 2**depth
         if x.shape[-2] != expected or size != expected:
-            raise ValueError(f"ProCritic: depth {depth} needs {expected}x{expected} inputs, got "
-                             f"{x.shape[-2]}x{size}")
+            raise ValueError(f"ProCritic: depth {depth} needs {expected}x{expected} inputs, got {x.shape[-2]}x{size}")
         _check_labels("ProCritic", condition, self.num_classes, x.shape[0], "condition")
         h = self._from_rgb(x, depth)
         if depth > 0:

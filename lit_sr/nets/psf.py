@@ -50,8 +50,10 @@ def validate_psf(psf: torch.Tensor, image_shape: tuple[int, int] | None = None, 
     sums = flat.sum(dim=1)
     bad = (sums - 1.0).abs() > SUM_TOLERANCE
     if bad.any():
-        raise ValueError(f"{what} must sum to 1 within {SUM_TOLERANCE:g}, got sum {sums[bad][0].item():.6g} "
-                         f"(normalise it: psf / psf.sum())")
+        raise ValueError(
+            f"{what} must sum to 1 within {SUM_TOLERANCE:g}, got sum {sums[bad][0].item():.6g} "
+            f"(normalise it: psf / psf.sum())"
+        )
 
 
 class FixedPSFConv(nn.Module):
@@ -115,7 +117,6 @@ class FixedPSFConv(nn.Module):
         return f"psf={size}, padding={self.padding}"
 
 
-
 class FFTPSFConv(FixedPSFConv):
     """:class:`FixedPSFConv` (same buffer, checks and zero-padding convention) computed by FFT.
 
@@ -134,10 +135,12 @@ class FFTPSFConv(FixedPSFConv):
         size = (h + k - 1, w + k - 1)  # linear (not circular) convolution: zero padding
         full = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernel, s=size), s=size)
         p = k // 2
-        return full[..., p:p + h, p:p + w]
+        return full[..., p : p + h, p : p + w]
 
-def moffat_psf(fwhm_pix: float, beta: float, size: int, oversample: int = 1,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+
+def moffat_psf(
+    fwhm_pix: float, beta: float, size: int, oversample: int = 1, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Normalised circular Moffat kernel [size, size] centred on the middle pixel.
 
     I(r) ~ (1 + (r / a)^2)^(-beta), a = fwhm / (2 sqrt(2^(1/beta) - 1)). ``oversample`` = 1 samples
@@ -193,7 +196,9 @@ def load_psf(path: str | Path, normalise: bool = True, hdu: int | str | None = N
                     data = found[0][1].data
                 data = None if data is None else np.array(data, dtype=np.float64)
         except (OSError, KeyError, IndexError) as err:
-            raise DataFileError(path, "HDU" if hdu is None else f"HDU {hdu}", f"cannot read the FITS kernel ({err})") from err
+            raise DataFileError(
+                path, "HDU" if hdu is None else f"HDU {hdu}", f"cannot read the FITS kernel ({err})"
+            ) from err
         if data is None:
             raise DataFileError(path, field, "HDU has no data")
     else:

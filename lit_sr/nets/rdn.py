@@ -48,20 +48,31 @@ class RDN(nn.Module):
         scale: upsampling factor (pixel shuffle x2 steps); 1 = same size (denoising / deconvolution).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 32, growth: int = 32,
-                 num_blocks: int = 6, num_layers: int = 4, scale: int = 2) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        num_features: int = 32,
+        growth: int = 32,
+        num_blocks: int = 6,
+        num_layers: int = 4,
+        scale: int = 2,
+    ) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8):
             raise ValueError(f"RDN scale must be 1, 2, 4 or 8, got {scale}")
         if min(num_features, growth, num_blocks, num_layers) < 1:
-            raise ValueError("RDN num_features, growth, num_blocks and num_layers must be >= 1, got "
-                             f"{num_features}, {growth}, {num_blocks}, {num_layers}")
+            raise ValueError(
+                "RDN num_features, growth, num_blocks and num_layers must be >= 1, got "
+                f"{num_features}, {growth}, {num_blocks}, {num_layers}"
+            )
         self.scale = scale
         self.shallow1 = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.shallow2 = nn.Conv2d(num_features, num_features, 3, padding=1)
         self.blocks = nn.ModuleList(ResidualDenseBlock(num_features, growth, num_layers) for _ in range(num_blocks))
-        self.global_fusion = nn.Sequential(nn.Conv2d(num_blocks * num_features, num_features, 1),
-                                           nn.Conv2d(num_features, num_features, 3, padding=1))
+        self.global_fusion = nn.Sequential(
+            nn.Conv2d(num_blocks * num_features, num_features, 1), nn.Conv2d(num_features, num_features, 3, padding=1)
+        )
         steps = []
         for _ in range(scale.bit_length() - 1):
             steps += [nn.Conv2d(num_features, 4 * num_features, 3, padding=1), nn.PixelShuffle(2)]

@@ -19,8 +19,9 @@ from lit_sr.nets.layers import make_activation
 class ResidualDenseBlock(nn.Module):
     """Five densely connected 3x3 convs; the output is scaled by ``res_scale`` and added to the input."""
 
-    def __init__(self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu",
-                 res_scale: float = 0.2) -> None:
+    def __init__(
+        self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu", res_scale: float = 0.2
+    ) -> None:
         super().__init__()
         self.res_scale = res_scale
         self.convs = nn.ModuleList(
@@ -44,8 +45,9 @@ class ResidualDenseBlock(nn.Module):
 class RRDB(nn.Module):
     """Residual-in-residual dense block: three dense blocks inside one more scaled residual."""
 
-    def __init__(self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu",
-                 res_scale: float = 0.2) -> None:
+    def __init__(
+        self, num_features: int = 64, growth_channels: int = 32, activation: str = "lrelu", res_scale: float = 0.2
+    ) -> None:
         super().__init__()
         self.res_scale = res_scale
         self.blocks = nn.Sequential(
@@ -62,8 +64,9 @@ class UpsampleBlock(nn.Module):
     def __init__(self, num_features: int, mode: str = "nearest", activation: str = "lrelu") -> None:
         super().__init__()
         if mode == "nearest":
-            self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                      nn.Conv2d(num_features, num_features, 3, padding=1))
+            self.body = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(num_features, num_features, 3, padding=1)
+            )
         elif mode == "pixelshuffle":
             self.body = nn.Sequential(nn.Conv2d(num_features, 4 * num_features, 3, padding=1), nn.PixelShuffle(2))
         else:
@@ -99,15 +102,29 @@ class RRDBNet(nn.Module):
             out (the X-ray study's denoiser: trunk conv + skip -> last conv).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 64, num_blocks: int = 23,
-                 growth_channels: int = 32, activation: str = "lrelu", scale: int = 4, upsample: str = "nearest",
-                 output_activation: str | None = None, res_scale: float = 0.2, input_skip: bool = False,
-                 output_range: Sequence[float] | None = None, hr_conv: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        num_features: int = 64,
+        num_blocks: int = 23,
+        growth_channels: int = 32,
+        activation: str = "lrelu",
+        scale: int = 4,
+        upsample: str = "nearest",
+        output_activation: str | None = None,
+        res_scale: float = 0.2,
+        input_skip: bool = False,
+        output_range: Sequence[float] | None = None,
+        hr_conv: bool = True,
+    ) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8):
             raise ValueError(f"RRDBNet scale must be 1, 2, 4 or 8, got {scale}")
         if input_skip and in_channels < out_channels:
-            raise ValueError(f"RRDBNet input_skip needs in_channels >= out_channels, got {in_channels} < {out_channels}")
+            raise ValueError(
+                f"RRDBNet input_skip needs in_channels >= out_channels, got {in_channels} < {out_channels}"
+            )
         if output_range is not None and (len(output_range) != 2 or output_range[0] >= output_range[1]):
             raise ValueError(f"RRDBNet output_range must be [lo, hi] with lo < hi, got {output_range}")
         self.scale = scale
@@ -139,7 +156,7 @@ class RRDBNet(nn.Module):
             feat = self.act_hr(self.conv_hr(feat))
         out = self.conv_last(feat)
         if self.input_skip:
-            skip = x[:, :self.out_channels]
+            skip = x[:, : self.out_channels]
             if self.scale > 1:
                 skip = nn.functional.interpolate(skip, scale_factor=self.scale, mode="nearest") / self.scale**2
             out = out + skip

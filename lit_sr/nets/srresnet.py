@@ -18,8 +18,10 @@ from torch import nn
 
 
 def _conv_norm(channels_in: int, channels_out: int, batch_norm: bool) -> list[nn.Module]:
-    return [nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=not batch_norm),
-            nn.BatchNorm2d(channels_out) if batch_norm else nn.Identity()]
+    return [
+        nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=not batch_norm),
+        nn.BatchNorm2d(channels_out) if batch_norm else nn.Identity(),
+    ]
 
 
 class SRResidualBlock(nn.Module):
@@ -27,8 +29,11 @@ class SRResidualBlock(nn.Module):
 
     def __init__(self, num_features: int, batch_norm: bool = True) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_norm(num_features, num_features, batch_norm), nn.PReLU(),
-                                  *_conv_norm(num_features, num_features, batch_norm))
+        self.body = nn.Sequential(
+            *_conv_norm(num_features, num_features, batch_norm),
+            nn.PReLU(),
+            *_conv_norm(num_features, num_features, batch_norm),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -45,8 +50,15 @@ class SRResNet(nn.Module):
         batch_norm: BatchNorm after the trunk convs (paper: True).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, num_features: int = 64, num_blocks: int = 16,
-                 scale: int = 4, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        num_features: int = 64,
+        num_blocks: int = 16,
+        scale: int = 4,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         if scale not in (1, 2, 4, 8):
             raise ValueError(f"SRResNet scale must be 1, 2, 4 or 8, got {scale}")

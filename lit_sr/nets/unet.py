@@ -14,15 +14,20 @@ from torch import nn
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
 
 
 def check_divisible(x: torch.Tensor, factor: int, what: str) -> None:
     h, w = x.shape[-2:]
     if h % factor or w % factor:
-        raise ValueError(f"{what}: input {h}x{w} must have sides divisible by {factor} "
-                         f"(one factor 2 per pooling level)")
+        raise ValueError(
+            f"{what}: input {h}x{w} must have sides divisible by {factor} (one factor 2 per pooling level)"
+        )
 
 
 class UNet(nn.Module):
@@ -30,8 +35,9 @@ class UNet(nn.Module):
 
     equivariant = False
 
-    def __init__(self, in_channels: int = 1, latent_channels: int = 16,
-                 features: Sequence[int] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self, in_channels: int = 1, latent_channels: int = 16, features: Sequence[int] = (32, 64, 128, 256)
+    ) -> None:
         super().__init__()
         features = list(features)
         self.factor = 2 ** (len(features) - 1)

@@ -17,8 +17,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A run killed while saving leaves the previous ``last.ckpt`` intact instead of a corrupt one.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
         with atomic_path(path) as tmp:

@@ -80,8 +80,13 @@ def _on_gpu(accelerator: str) -> bool:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("lit_sr.cwd", os.getcwd), ("lit_sr.div", _exact_div), ("lit_sr.mul", _mul),
-                     ("lit_sr.num_logits", _num_logits), ("lit_sr.loader_workers", _loader_workers),
-                     ("lit_sr.on_gpu", _on_gpu)):
+    for name, fn in (
+        ("lit_sr.cwd", os.getcwd),
+        ("lit_sr.div", _exact_div),
+        ("lit_sr.mul", _mul),
+        ("lit_sr.num_logits", _num_logits),
+        ("lit_sr.loader_workers", _loader_workers),
+        ("lit_sr.on_gpu", _on_gpu),
+    ):
         if not OmegaConf.has_resolver(name):
             _register(name, fn)

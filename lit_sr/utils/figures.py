@@ -64,7 +64,8 @@ def save_figure(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def save_figures(figures: Mapping[str, "plt.Figure"], out_dir: str | Path, prefix: str = "",
-                 dpi: int = 110) -> list[Path]:
+def save_figures(
+    figures: Mapping[str, "plt.Figure"], out_dir: str | Path, prefix: str = "", dpi: int = 110
+) -> list[Path]:
     """:func:`save_figure` for each named figure: ``<out_dir>/<prefix><name>.png``."""
     return [save_figure(fig, Path(out_dir) / f"{prefix}{name}.png", dpi) for name, fig in figures.items()]

@@ -40,8 +40,15 @@ def format_seconds(seconds: float) -> str:
 class ProgressLog:
     """Plain-text progress: ``update(n)`` logs ``description: done/total unit (pct), rate, ETA`` now and then."""
 
-    def __init__(self, total: int | None, description: str, unit: str = "items", every_fraction: float = 0.1,
-                 every_seconds: float = 60.0, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        description: str,
+        unit: str = "items",
+        every_fraction: float = 0.1,
+        every_seconds: float = 60.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.total = total
         self.description = description
         self.unit = unit
@@ -58,9 +65,13 @@ class ProgressLog:
         rate = self.done / elapsed if elapsed > 0 else float("nan")
         if self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-            return (f"{self.description}: {self.done}/{self.total} {self.unit} ({100.0 * self.done / self.total:.0f} %), "
-                    f"{rate:.3g} {self.unit}/s, elapsed {format_seconds(elapsed)}, ETA {format_seconds(eta)}")
-        return f"{self.description}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, elapsed {format_seconds(elapsed)}"
+            return (
+                f"{self.description}: {self.done}/{self.total} {self.unit} ({100.0 * self.done / self.total:.0f} %), "
+                f"{rate:.3g} {self.unit}/s, elapsed {format_seconds(elapsed)}, ETA {format_seconds(eta)}"
+            )
+        return (
+            f"{self.description}: {self.done} {self.unit}, {rate:.3g} {self.unit}/s, elapsed {format_seconds(elapsed)}"
+        )
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -73,8 +84,9 @@ class ProgressLog:
             self._last_time, self._last_done = now, self.done
 
 
-def track(iterable: Iterable[T], total: int | None, description: str, unit: str = "items",
-          enabled: bool = True, weight=None) -> Iterator[T]:
+def track(
+    iterable: Iterable[T], total: int | None, description: str, unit: str = "items", enabled: bool = True, weight=None
+) -> Iterator[T]:
     """Iterate with progress: a rich bar on a terminal, periodic log lines otherwise.
 
     ``weight(item) -> int`` counts how many units one item represents (e.g. events in a block); default 1.

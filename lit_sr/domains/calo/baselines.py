@@ -38,8 +38,9 @@ def resolution_cm(positions: torch.Tensor, impact_cm: torch.Tensor) -> float:
     return float(resolution_summary((positions - impact_cm.to(positions)).double())["std"])
 
 
-def tune_w0(lr_gev: torch.Tensor, impact_cm: torch.Tensor, grid: Iterable[float] = W0_GRID,
-            window_cm: float = WINDOW_CM) -> tuple[float, dict[float, float]]:
+def tune_w0(
+    lr_gev: torch.Tensor, impact_cm: torch.Tensor, grid: Iterable[float] = W0_GRID, window_cm: float = WINDOW_CM
+) -> tuple[float, dict[float, float]]:
     """The w0 of the log-weighted LR barycentre with the best resolution on these events (validation
     split), and the resolution (cm) at every grid value."""
     e = _gev(lr_gev)
@@ -133,8 +134,9 @@ class ShapeLogistic:
         self.bias = 0.0
 
     def features(self, lr_gev: torch.Tensor) -> np.ndarray:
-        return quadratic_expansion(shape_variables(lr_gev, self.n_sorted, self.window_cm),
-                                   shape_variable_names(self.n_sorted))[0]
+        return quadratic_expansion(
+            shape_variables(lr_gev, self.n_sorted, self.window_cm), shape_variable_names(self.n_sorted)
+        )[0]
 
     def fit(self, lr_gev: torch.Tensor, labels: torch.Tensor) -> "ShapeLogistic":
         return self.fit_features(self.features(lr_gev), labels)

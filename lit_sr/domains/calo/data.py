@@ -19,8 +19,8 @@ import torch
 
 from lit_sr.data.base import SimulatedH5DataModule
 from lit_sr.data.h5store import Field, FileInfo, H5Schema
-from lit_sr.data.validate import DataFileError
 from lit_sr.data.transforms import IntensityTransform
+from lit_sr.data.validate import DataFileError
 from lit_sr.domains.calo.sim import LABEL_NAMES, SIMULATOR_VERSION, CaloSimConfig, event_block, n_event_blocks
 
 OPTIONAL_FIELDS = ("label", "impact_cm", "energy_gev")
@@ -28,16 +28,37 @@ OPTIONAL_FIELDS = ("label", "impact_cm", "energy_gev")
 
 def calo_schema(hr_pixels: int = 24, lr_pixels: int = 6) -> H5Schema:
     """Datasets of a calorimeter file (HR and LR images in GeV, per-event truth)."""
-    return H5Schema([
-        Field("hr", (hr_pixels, hr_pixels), "float32", units="GeV", per_sample_key=False,
-              description="HR crystal energies"),
-        Field("lr", (lr_pixels, lr_pixels), "float32", units="GeV", per_sample_key=False,
-              description="LR crystal energies"),
-        Field("label", (), "int8", required=False, finite=False, allowed=(0, 1), allowed_names=LABEL_NAMES),
-        Field("impact_cm", (2,), "float32", required=False, units="cm",
-              description="true impact (x, y) from the window centre"),
-        Field("energy_gev", (), "float32", required=False, units="GeV", description="true particle energy"),
-    ], what="calorimeter data file")
+    return H5Schema(
+        [
+            Field(
+                "hr",
+                (hr_pixels, hr_pixels),
+                "float32",
+                units="GeV",
+                per_sample_key=False,
+                description="HR crystal energies",
+            ),
+            Field(
+                "lr",
+                (lr_pixels, lr_pixels),
+                "float32",
+                units="GeV",
+                per_sample_key=False,
+                description="LR crystal energies",
+            ),
+            Field("label", (), "int8", required=False, finite=False, allowed=(0, 1), allowed_names=LABEL_NAMES),
+            Field(
+                "impact_cm",
+                (2,),
+                "float32",
+                required=False,
+                units="cm",
+                description="true impact (x, y) from the window centre",
+            ),
+            Field("energy_gev", (), "float32", required=False, units="GeV", description="true particle energy"),
+        ],
+        what="calorimeter data file",
+    )
 
 
 class CaloBatchBuilder:
@@ -52,8 +73,9 @@ class CaloBatchBuilder:
         self.transform = transform
         self.augment = augment
 
-    def __call__(self, raw: Mapping[str, np.ndarray], rows: np.ndarray,
-                 rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, raw: Mapping[str, np.ndarray], rows: np.ndarray, rng: np.random.Generator | None
+    ) -> dict[str, torch.Tensor]:
         hr = np.asarray(raw["hr"], dtype=np.float32)[:, None]
         lr = np.asarray(raw["lr"], dtype=np.float32)[:, None]
         impact = np.array(raw["impact_cm"], dtype=np.float32) if "impact_cm" in raw else None
@@ -62,9 +84,11 @@ class CaloBatchBuilder:
             hr, lr, impact = d4_augment(hr, lr, impact, flips)
         # numpy above, one torch op per image below: small batches stay cheap even where torch's
         # thread pool competes with other processes
-        batch = {"input": self.transform(torch.from_numpy(np.ascontiguousarray(lr))),
-                 "target": self.transform(torch.from_numpy(np.ascontiguousarray(hr))),
-                 "index": torch.from_numpy(rows.astype(np.int64))}
+        batch = {
+            "input": self.transform(torch.from_numpy(np.ascontiguousarray(lr))),
+            "target": self.transform(torch.from_numpy(np.ascontiguousarray(hr))),
+            "index": torch.from_numpy(rows.astype(np.int64)),
+        }
         if "label" in raw:
             batch["label"] = torch.from_numpy(np.asarray(raw["label"]).astype(np.int64))
         if impact is not None:
@@ -74,8 +98,9 @@ class CaloBatchBuilder:
         return batch
 
 
-def d4_augment(hr: np.ndarray, lr: np.ndarray, impact: np.ndarray | None,
-               flips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def d4_augment(
+    hr: np.ndarray, lr: np.ndarray, impact: np.ndarray | None, flips: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-event transposition (x <-> y), then column flip (x -> -x), then row flip (y -> -y).
 
     Images [B, 1, H, W]; ``impact`` [B, 2] (x, y) cm; ``flips`` [B, 3] bool holds (flip_x, flip_y,
@@ -112,18 +137,40 @@ class CaloDataModule(SimulatedH5DataModule):
 
     what = "calorimeter data file"
 
-    def __init__(self, data_dir: str = "data", file: str | None = None, n_per_class: int = 20000,
-                 sim_seed: int = 0, energy_gev: float = 20.0, hr_pixels: int = 24, lr_pixels: int = 6,
-                 sim: dict | None = None,
-                 split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-                 transform: torch.nn.Module | None = None, augment: bool = True, augment_seed: int = 0,
-                 max_events: int | None = None, max_memory_mb: float = 1024.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        file: str | None = None,
+        n_per_class: int = 20000,
+        sim_seed: int = 0,
+        energy_gev: float = 20.0,
+        hr_pixels: int = 24,
+        lr_pixels: int = 6,
+        sim: dict | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        transform: torch.nn.Module | None = None,
+        augment: bool = True,
+        augment_seed: int = 0,
+        max_events: int | None = None,
+        max_memory_mb: float = 1024.0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("scale", hr_pixels // lr_pixels)
         kwargs.setdefault("units", "GeV")
         kwargs.setdefault("physical_range", (0.0, float(energy_gev)))
-        super().__init__(data_dir=data_dir, file=file, split=split, split_seed=split_seed, max_samples=max_events,
-                         max_memory_mb=max_memory_mb, augment=augment, augment_seed=augment_seed,
-                         transform=transform if transform is not None else IntensityTransform(20.0), **kwargs)
+        super().__init__(
+            data_dir=data_dir,
+            file=file,
+            split=split,
+            split_seed=split_seed,
+            max_samples=max_events,
+            max_memory_mb=max_memory_mb,
+            augment=augment,
+            augment_seed=augment_seed,
+            transform=transform if transform is not None else IntensityTransform(20.0),
+            **kwargs,
+        )
         self.n_per_class = int(n_per_class)
         self.sim_seed = int(sim_seed)
         self.energy_gev = float(energy_gev)
@@ -152,13 +199,17 @@ class CaloDataModule(SimulatedH5DataModule):
     def prepare_data(self) -> None:
         geo = self.sim_config().geometry
         if self.user_file is None and (geo.hr_pixels, geo.lr_pixels) != (self.hr_pixels, self.lr_pixels):
-            raise ValueError(f"data.hr_pixels/lr_pixels = {self.hr_pixels}/{self.lr_pixels} differ from the simulator "
-                             f"geometry {geo.hr_pixels}/{geo.lr_pixels}")
+            raise ValueError(
+                f"data.hr_pixels/lr_pixels = {self.hr_pixels}/{self.lr_pixels} differ from the simulator "
+                f"geometry {geo.hr_pixels}/{geo.lr_pixels}"
+            )
         super().prepare_data()
 
     def default_file_names(self) -> dict[str, str]:
         tag = self._tag()
-        return {"all": f"calo_{self.n_per_class}x2_seed{self.sim_seed}_v{SIMULATOR_VERSION}{'_' + tag if tag else ''}.h5"}
+        return {
+            "all": f"calo_{self.n_per_class}x2_seed{self.sim_seed}_v{SIMULATOR_VERSION}{'_' + tag if tag else ''}.h5"
+        }
 
     def n_default(self, key: str = "all") -> int:
         return 2 * self.n_per_class
@@ -170,16 +221,24 @@ class CaloDataModule(SimulatedH5DataModule):
     def check_file(self, key: str, info: FileInfo) -> None:
         for name, size in (("hr", self.hr_pixels), ("lr", self.lr_pixels)):
             if info.shapes[name] != (size, size):
-                raise DataFileError(info.path, name, f"expected images of {size}x{size} crystals "
-                                                     f"(data.{name}_pixels), found {info.shapes[name]}")
+                raise DataFileError(
+                    info.path,
+                    name,
+                    f"expected images of {size}x{size} crystals (data.{name}_pixels), found {info.shapes[name]}",
+                )
 
     def simulation_attrs(self, key: str = "all") -> dict[str, Any]:
         config = self.sim_config()
         attrs: dict[str, Any] = dict(dataclasses.asdict(config.geometry))
-        attrs.update(simulator="lit_sr.domains.calo.sim (GFLASH-style PbWO4 showers)",
-                     simulator_version=SIMULATOR_VERSION, seed=self.sim_seed, n_per_class=self.n_per_class,
-                     config=config.to_json(), label_names=json.dumps(LABEL_NAMES),
-                     units="GeV (hr, lr, energy_gev); cm (impact_cm, relative to the window centre)")
+        attrs.update(
+            simulator="lit_sr.domains.calo.sim (GFLASH-style PbWO4 showers)",
+            simulator_version=SIMULATOR_VERSION,
+            seed=self.sim_seed,
+            n_per_class=self.n_per_class,
+            config=config.to_json(),
+            label_names=json.dumps(LABEL_NAMES),
+            units="GeV (hr, lr, energy_gev); cm (impact_cm, relative to the window centre)",
+        )
         return attrs
 
     def batch_builder(self, augment: bool) -> CaloBatchBuilder:

@@ -29,9 +29,17 @@ import torch
 from torch import nn
 
 from lit_sr.domains.calo.baselines import W0_GRID, PositionFit, ShapeLogistic, resolution_cm, tune_w0
-from lit_sr.domains.calo.metrics import (WINDOW_CM, BarycentreResolution, EnergyConservation, PhotonPionSeparation,
-                                         PositionResolution, ShowerWidth, barycentre, pion_rejection,
-                                         resolution_summary)
+from lit_sr.domains.calo.metrics import (
+    WINDOW_CM,
+    BarycentreResolution,
+    EnergyConservation,
+    PhotonPionSeparation,
+    PositionResolution,
+    ShowerWidth,
+    barycentre,
+    pion_rejection,
+    resolution_summary,
+)
 from lit_sr.metrics.evaluator import Batch, Evaluator, Images
 from lit_sr.metrics.stats import roc_auc, wasserstein_1d
 
@@ -42,9 +50,14 @@ BASELINES = ("lr_native", "lr_fit", "lr_shape", "lr_cnn")
 POSITION_SOURCES = ("sr", "hr", "lr_native", "lr_fit")
 SEPARATION_SOURCES = ("sr", "hr", "lr_cnn", "lr_shape")
 #: display names of the sources (tables, plots)
-SOURCE_LABELS = {"sr": "SR (GAN)", "hr": "HR (truth)", "lr_native": "LR barycentre (native 6×6, w0 tuned)",
-                 "lr_fit": "LR pixel fit (reference)", "lr_shape": "LR shape variables (logistic)",
-                 "lr_cnn": "LR-trained CNN"}
+SOURCE_LABELS = {
+    "sr": "SR (GAN)",
+    "hr": "HR (truth)",
+    "lr_native": "LR barycentre (native 6×6, w0 tuned)",
+    "lr_fit": "LR pixel fit (reference)",
+    "lr_shape": "LR shape variables (logistic)",
+    "lr_cnn": "LR-trained CNN",
+}
 
 
 class CaloPhysicsEvaluator(Evaluator):
@@ -75,13 +88,21 @@ class CaloPhysicsEvaluator(Evaluator):
 
     IMAGE_SOURCES = {"output": "sr", "target": "hr"}
 
-    def __init__(self, judge: nn.Module | None = None,
-                 judge_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 lr_classifier: nn.Module | None = None,
-                 lr_classifier_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 w0: float = 4.7, factor: int = 4, photon_efficiency: float = 0.9,
-                 baselines: Sequence[str] = BASELINES, w0_grid: Sequence[float] = W0_GRID,
-                 position_fit_degree: int = 3, shape_l2: float = 1e-3, window_cm: float = WINDOW_CM) -> None:
+    def __init__(
+        self,
+        judge: nn.Module | None = None,
+        judge_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        lr_classifier: nn.Module | None = None,
+        lr_classifier_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        w0: float = 4.7,
+        factor: int = 4,
+        photon_efficiency: float = 0.9,
+        baselines: Sequence[str] = BASELINES,
+        w0_grid: Sequence[float] = W0_GRID,
+        position_fit_degree: int = 3,
+        shape_l2: float = 1e-3,
+        window_cm: float = WINDOW_CM,
+    ) -> None:
         super().__init__()
         unknown = sorted(set(baselines) - set(BASELINES))
         if unknown:
@@ -95,10 +116,14 @@ class CaloPhysicsEvaluator(Evaluator):
             self.add_judge("lr_cnn", lr_classifier, lr_classifier_transform)
         self.position_fit = PositionFit(degree=position_fit_degree, window_cm=window_cm)
         self.shape_logistic = ShapeLogistic(l2=shape_l2, window_cm=window_cm)
-        self.lr_w0: float | None = None   # the LR barycentre's tuned w0 (None until tuned)
+        self.lr_w0: float | None = None  # the LR barycentre's tuned w0 (None until tuned)
         self._fitted: set[str] = set()
-        self.position = nn.ModuleDict({s: BarycentreResolution("log", w0, window_cm) if s in ("sr", "hr")
-                                       else PositionResolution() for s in POSITION_SOURCES})
+        self.position = nn.ModuleDict(
+            {
+                s: BarycentreResolution("log", w0, window_cm) if s in ("sr", "hr") else PositionResolution()
+                for s in POSITION_SOURCES
+            }
+        )
         self.position_energy = nn.ModuleDict({s: BarycentreResolution("energy", w0, window_cm) for s in ("sr", "hr")})
         self.width = nn.ModuleDict({s: ShowerWidth(window_cm) for s in ("sr", "hr")})
         self.separation = nn.ModuleDict({s: PhotonPionSeparation(photon_efficiency) for s in SEPARATION_SOURCES})

@@ -36,8 +36,12 @@ POSITION_ROWS: tuple[tuple[str, str, int], ...] = (
     ("barycentre_bias_cm/{s}_x", "bias x (cm)", 4),
     ("barycentre_bias_cm/{s}_y", "bias y (cm)", 4),
 )
-POSITION_COLUMNS = (("lr_native", "LR barycentre (6×6, w0 tuned on val)"), ("lr_fit", "LR pixel fit (reference)"),
-                    ("sr", "SR (GAN), w0 = 4.7"), ("hr", "HR (truth), w0 = 4.7"))
+POSITION_COLUMNS = (
+    ("lr_native", "LR barycentre (6×6, w0 tuned on val)"),
+    ("lr_fit", "LR pixel fit (reference)"),
+    ("sr", "SR (GAN), w0 = 4.7"),
+    ("hr", "HR (truth), w0 = 4.7"),
+)
 #: shower rows (SR and HR)
 SHOWER_ROWS: tuple[tuple[str, str, int], ...] = (
     ("width_mean_cm/{s}", "mean shower width (cm)", 3),
@@ -48,8 +52,12 @@ SEPARATION_ROWS: tuple[tuple[str, str, int], ...] = (
     ("auc/{s}", "photon/π⁰ AUC", 4),
     ("pion_rejection/{s}", "π⁰ rejection at 90 % photon efficiency", 1),
 )
-SEPARATION_COLUMNS = (("lr_shape", "LR shape variables (logistic)"), ("lr_cnn", "LR-trained CNN"),
-                      ("sr", "SR (GAN) → HR judge"), ("hr", "HR → HR judge"))
+SEPARATION_COLUMNS = (
+    ("lr_shape", "LR shape variables (logistic)"),
+    ("lr_cnn", "LR-trained CNN"),
+    ("sr", "SR (GAN) → HR judge"),
+    ("hr", "HR → HR judge"),
+)
 IMAGE_ROWS: tuple[tuple[str, str], ...] = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"))
 #: which direction is better, for the bold entry of each row (truth columns are references, never bold)
 _LOWER_IS_BETTER = ("barycentre_res_cm", "barycentre_q68_cm", "width_w1", "energy_violation")
@@ -60,16 +68,21 @@ _LOWER_IS_BETTER = ("barycentre_res_cm", "barycentre_q68_cm", "width_w1", "energ
 ABLATION: dict[str, tuple[str, list[str]]] = {
     "default": ("current default: HR-referenced shower terms, no impact term", []),
     "impact10": ("+ impact-point term (weight 10, both phases)", ["model.impact_weight=10"]),
-    "impact30_pix0.1": ("impact term 30 and shower terms at 0.1 in the GAN phase",
-                        ["model.impact_weight=30", "model.pixel_weight=0.1"]),
-    "impact10_long": ("impact term 10, 600 pre-training + 100 GAN batches",
-                      ["model.impact_weight=10", "model.pretrain_steps=600", "trainer.limit_train_batches=700"]),
+    "impact30_pix0.1": (
+        "impact term 30 and shower terms at 0.1 in the GAN phase",
+        ["model.impact_weight=30", "model.pixel_weight=0.1"],
+    ),
+    "impact10_long": (
+        "impact term 10, 600 pre-training + 100 GAN batches",
+        ["model.impact_weight=10", "model.pretrain_steps=600", "trainer.limit_train_batches=700"],
+    ),
 }
 
 
 # ----------------------------------------------------------------------------- runs
-def run_recipe(run_dir: Path, seed: int, overrides: Sequence[str] = (), root: Path | None = None,
-               threads: int | None = None) -> tuple[Path, float]:
+def run_recipe(
+    run_dir: Path, seed: int, overrides: Sequence[str] = (), root: Path | None = None, threads: int | None = None
+) -> tuple[Path, float]:
     """``python run.py seed=<seed> <overrides>`` (the default experiment) into ``run_dir``; returns
     (run_dir, wall seconds). ``root``: LIT_SR_ROOT of the run (data file and outputs), default the caller's."""
     return Path(run_dir), run_py([f"seed={seed}", *overrides], run_dir, threads=threads, root=root)
@@ -90,8 +103,9 @@ def _cell(values: Sequence[float | None], digits: int, bold: bool = False) -> st
     return f"**{text}**" if bold else text
 
 
-def rejection_cell(values: Sequence[float | None], lower_limits: Sequence[float | None], digits: int = 1,
-                   bold: bool = False) -> str:
+def rejection_cell(
+    values: Sequence[float | None], lower_limits: Sequence[float | None], digits: int = 1, bold: bool = False
+) -> str:
     """Rejection over runs; runs where no pion passed give lower limits: all of them -> "> min",
     some of them -> the mean marked with ≥ (a lower limit on the mean)."""
     if not values or any(v is None or not math.isfinite(v) for v in values):
@@ -126,8 +140,10 @@ def results_table(runs: Sequence[Mapping[str, float]]) -> str:
     shower shape (SR, HR), photon/π⁰ separation (LR analyses, SR, HR), image metrics. The best
     non-truth entry of each row is bold."""
     n = len(runs)
-    lines = ["| impact point, test split | " + " | ".join(label for _, label in POSITION_COLUMNS) + " |",
-             "|---|" + "---|" * len(POSITION_COLUMNS)]
+    lines = [
+        "| impact point, test split | " + " | ".join(label for _, label in POSITION_COLUMNS) + " |",
+        "|---|" + "---|" * len(POSITION_COLUMNS),
+    ]
     for key, label, digits in POSITION_ROWS:
         best = _best(runs, key, [s for s, _ in POSITION_COLUMNS])
         cells = [_cell([r.get(key.format(s=s)) for r in runs], digits, s == best) for s, _ in POSITION_COLUMNS]
@@ -141,11 +157,15 @@ def results_table(runs: Sequence[Mapping[str, float]]) -> str:
         cells = []
         for s in ("sr", "hr"):
             vals = [r.get(key.format(s=s)) for r in runs]
-            cells.append("0" if s == "hr" and "w1" in key else _cell(vals, digits) if any(v is not None for v in vals)
-                         else "–")
+            cells.append(
+                "0" if s == "hr" and "w1" in key else _cell(vals, digits) if any(v is not None for v in vals) else "–"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| photon/π⁰ separation, test split | " + " | ".join(label for _, label in SEPARATION_COLUMNS) + " |",
-              "|---|" + "---|" * len(SEPARATION_COLUMNS)]
+    lines += [
+        "",
+        "| photon/π⁰ separation, test split | " + " | ".join(label for _, label in SEPARATION_COLUMNS) + " |",
+        "|---|" + "---|" * len(SEPARATION_COLUMNS),
+    ]
     for key, label, digits in SEPARATION_ROWS:
         best = _best(runs, key, [s for s, _ in SEPARATION_COLUMNS])
         cells = []
@@ -159,8 +179,10 @@ def results_table(runs: Sequence[Mapping[str, float]]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| image metric (log1p(E / 0.1 GeV) space) | SR (GAN) | nearest | bicubic |", "|---|---|---|---|"]
     for key, label in IMAGE_ROWS:
-        cells = [_cell([r.get(k) for r in runs], 3 if key == "ssim" else 2)
-                 for k in (key, f"nearest_{key}", f"bicubic_{key}")]
+        cells = [
+            _cell([r.get(k) for r in runs], 3 if key == "ssim" else 2)
+            for k in (key, f"nearest_{key}", f"bicubic_{key}")
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"{n} runs: mean ± standard deviation over seeds" if n > 1 else "1 run")
@@ -198,8 +220,9 @@ def ablation_table(rows: Sequence[tuple[str, str, Mapping[str, float], float]]) 
 
 
 @torch.no_grad()
-def evaluate_run(module, datamodule, split: str = "test", n_panel: int = 4,
-                 oracle: bool = False) -> tuple[Any, dict[str, Any]]:
+def evaluate_run(
+    module, datamodule, split: str = "test", n_panel: int = 4, oracle: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """Run ``module`` over a split with its physics evaluator (baselines tuned on the validation split
     first, as in training; then computed); returns (evaluator, examples).
 
@@ -228,8 +251,10 @@ def evaluate_run(module, datamodule, split: str = "test", n_panel: int = 4,
         images = module.physical_images(batch, sr, baselines)
         evaluator.update(batch, images)
         if best is not None:
-            best.update(batch, {"input": images["input"],
-                                "output": conserve_energy(images["target"], images["input"], module.scale)})
+            best.update(
+                batch,
+                {"input": images["input"], "output": conserve_energy(images["target"], images["input"], module.scale)},
+            )
         if sum(len(v) for v in kept.get("label", [])) < 400:
             for k, v in images.items():
                 kept.setdefault(k, []).append(v)
@@ -244,9 +269,17 @@ def evaluate_run(module, datamodule, split: str = "test", n_panel: int = 4,
     return evaluator, examples
 
 
-def panel_figure(examples: Mapping[str, torch.Tensor], columns: Sequence[tuple[str, str]] = (
-        ("input_up", "LR (6×6)"), ("output", "SR (GAN)"), ("target", "HR (truth)"), ("bicubic", "bicubic"),
-        ("nearest", "nearest")), floor_gev: float = 1e-3):
+def panel_figure(
+    examples: Mapping[str, torch.Tensor],
+    columns: Sequence[tuple[str, str]] = (
+        ("input_up", "LR (6×6)"),
+        ("output", "SR (GAN)"),
+        ("target", "HR (truth)"),
+        ("bicubic", "bicubic"),
+        ("nearest", "nearest"),
+    ),
+    floor_gev: float = 1e-3,
+):
     """Rows of events (photons first, then pions), columns LR | SR | HR | baselines; log10 GeV colours
     shared per row (its HR's range)."""
 
@@ -255,8 +288,9 @@ def panel_figure(examples: Mapping[str, torch.Tensor], columns: Sequence[tuple[s
 
     labels = examples["label"].tolist()
     n = len(labels)
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.7 * len(columns) + 0.8, 1.7 * n), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        n, len(columns), figsize=(1.7 * len(columns) + 0.8, 1.7 * n), squeeze=False, constrained_layout=True
+    )
     for r in range(n):
         ref = np.log10(np.clip(examples["target"][r, 0].numpy(), floor_gev, None))
         vmin, vmax = float(ref.min()), float(ref.max())
@@ -291,8 +325,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--work", type=Path, default=None,
-                   help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_calo or ./outputs/figures_calo)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_calo or ./outputs/figures_calo)",
+    )
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work instead of training again")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
@@ -316,12 +354,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         m, s = one(work / f"seed{seed}", seed, [])
         runs.append(m)
         times.append(s)
-        print(f"seed {seed}: {s:.0f} s, resolution {m['barycentre_res_cm/sr']:.4f} cm "
-              f"(LR barycentre {m.get('barycentre_res_cm/lr_native', float('nan')):.4f} cm), "
-              f"rejection {m['pion_rejection/sr']:.2f}", flush=True)
+        print(
+            f"seed {seed}: {s:.0f} s, resolution {m['barycentre_res_cm/sr']:.4f} cm "
+            f"(LR barycentre {m.get('barycentre_res_cm/lr_native', float('nan')):.4f} cm), "
+            f"rejection {m['pion_rejection/sr']:.2f}",
+            flush=True,
+        )
     table = results_table(runs)
-    table += ("\n\nWall time of `python run.py` (simulation of the data file excluded when it existed): "
-              + ", ".join(f"seed {s}: {t:.0f} s" for s, t in zip(a.seeds, times)))
+    table += "\n\nWall time of `python run.py` (simulation of the data file excluded when it existed): " + ", ".join(
+        f"seed {s}: {t:.0f} s" for s, t in zip(a.seeds, times)
+    )
     _write(a.out / "calo_results.md", table)
     print(table)
 

@@ -21,7 +21,6 @@ the issue's 250 ... 16k.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,14 +38,19 @@ FULL_N = (250, 500, 1000, 2000, 4000, 8000, 16000)
 #: the classifier of every curve (the calo_judge net config): depth and width fixed
 NET = dict(channels=(24, 48), feature_dim=64, activation="relu", pooled_size=2)
 KINDS = ("lr", "sr", "hr")
-LABELS = {"lr": "CNN on LR (6×6)", "sr": "CNN on SR (24×24)", "hr": "CNN on HR (24×24)",
-          "lr_shape": "LR shape variables (logistic)"}
+LABELS = {
+    "lr": "CNN on LR (6×6)",
+    "sr": "CNN on SR (24×24)",
+    "hr": "CNN on HR (24×24)",
+    "lr_shape": "LR shape variables (logistic)",
+}
 
 
 # ----------------------------------------------------------------------------- data
 @torch.no_grad()
-def split_events(datamodule, split: str, generator: torch.nn.Module | None = None,
-                 batch_size: int = 512) -> dict[str, torch.Tensor]:
+def split_events(
+    datamodule, split: str, generator: torch.nn.Module | None = None, batch_size: int = 512
+) -> dict[str, torch.Tensor]:
     """All events of ``split`` (no augmentation): ``lr``, ``hr`` and (with ``generator``, which maps model-space
     LR to model-space SR) ``sr`` in GeV, ``label`` and ``index`` (file rows)."""
     out: dict[str, list[torch.Tensor]] = {}
@@ -68,15 +72,24 @@ def pick(labels: torch.Tensor, n_per_class: int, seed: int) -> torch.Tensor:
     for c in (0, 1):
         pos = torch.nonzero(labels == c).flatten()
         if len(pos) < n_per_class:
-            raise ValueError(f"learning curve: N = {n_per_class} per class but the train split has {len(pos)} "
-                             f"events of class {c}")
+            raise ValueError(
+                f"learning curve: N = {n_per_class} per class but the train split has {len(pos)} events of class {c}"
+            )
         chosen.append(pos[torch.randperm(len(pos), generator=g)[:n_per_class]])
     return torch.cat(chosen)
 
 
 # ----------------------------------------------------------------------------- training
-def train_cnn(images: torch.Tensor, labels: torch.Tensor, transform, seed: int, steps: int = 300,
-              batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4) -> CNNClassifier:
+def train_cnn(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    transform,
+    seed: int,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+) -> CNNClassifier:
     """The :data:`NET` classifier trained from scratch (Adam, BCE) on model-space ``transform(images)``."""
     torch.manual_seed(seed)
     net = CNNClassifier(**NET)
@@ -96,7 +109,7 @@ def train_cnn(images: torch.Tensor, labels: torch.Tensor, transform, seed: int, 
 
 @torch.no_grad()
 def scores_of(net: torch.nn.Module, images: torch.Tensor, transform, batch_size: int = 1024) -> torch.Tensor:
-    return torch.cat([net(transform(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    return torch.cat([net(transform(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
 def separation(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -104,9 +117,16 @@ def separation(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return {"auc": roc_auc(scores, labels == 1), "rejection": r.value, "lower_limit": float(r.lower_limit)}
 
 
-def learning_curves(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.Tensor], transform,
-                    n_list: Sequence[int] = DEFAULT_N, seeds: Sequence[int] = (0, 1, 2), steps: int = 300,
-                    kinds: Sequence[str] = KINDS, log=print) -> list[dict[str, Any]]:
+def learning_curves(
+    train: Mapping[str, torch.Tensor],
+    test: Mapping[str, torch.Tensor],
+    transform,
+    n_list: Sequence[int] = DEFAULT_N,
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 300,
+    kinds: Sequence[str] = KINDS,
+    log=print,
+) -> list[dict[str, Any]]:
     """One row per (N, seed, method): ``n``, ``seed``, ``method`` (lr, sr, hr, lr_shape), ``auc``,
     ``rejection``, ``lower_limit`` and ``train_index`` (file rows the method was trained on)."""
     rows = []
@@ -120,8 +140,10 @@ def learning_curves(train: Mapping[str, torch.Tensor], test: Mapping[str, torch.
                 net = train_cnn(train[kind][sel], y, transform, seed, steps)
                 m = separation(scores_of(net, test[kind], transform), test["label"])
                 rows.append({"n": n, "seed": seed, "method": kind, **m, "train_index": train["index"][sel]})
-                log(f"N = {n} per class, seed {seed}, {kind}: AUC {m['auc']:.4f}, rejection {m['rejection']:.1f}"
-                    f"{' (lower limit)' if m['lower_limit'] else ''}")
+                log(
+                    f"N = {n} per class, seed {seed}, {kind}: AUC {m['auc']:.4f}, rejection {m['rejection']:.1f}"
+                    f"{' (lower limit)' if m['lower_limit'] else ''}"
+                )
             shape = ShapeLogistic().fit(train["lr"][sel], y)
             m = separation(shape.score(test["lr"]), test["label"])
             rows.append({"n": n, "seed": seed, "method": "lr_shape", **m, "train_index": train["index"][sel]})
@@ -134,7 +156,9 @@ def _summary(rows: Sequence[Mapping[str, Any]], n: int, method: str, key: str) -
     vals = [r[key] for r in rows if r["n"] == n and r["method"] == method]
     if not vals:
         return float("nan"), float("nan"), False
-    limits = any(r["lower_limit"] for r in rows if r["n"] == n and r["method"] == method) if key == "rejection" else False
+    limits = (
+        any(r["lower_limit"] for r in rows if r["n"] == n and r["method"] == method) if key == "rejection" else False
+    )
     a = np.asarray(vals, dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, limits
 
@@ -145,8 +169,13 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     methods = [m for m in ("lr", "sr", "hr", "lr_shape") if any(r["method"] == m for r in rows)]
     ns = sorted({r["n"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
-    head = "| N per class | " + " | ".join(f"AUC {LABELS[m]}" for m in methods) + " | " + \
-        " | ".join(f"π⁰ rejection {LABELS[m]}" for m in methods) + " |"
+    head = (
+        "| N per class | "
+        + " | ".join(f"AUC {LABELS[m]}" for m in methods)
+        + " | "
+        + " | ".join(f"π⁰ rejection {LABELS[m]}" for m in methods)
+        + " |"
+    )
     lines = [head, "|---|" + "---|" * (2 * len(methods))]
     for n in ns:
         cells = []
@@ -158,8 +187,10 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
             cells.append(f"{'≥ ' if lim else ''}{mu:.1f} ± {sd:.1f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"mean ± std over seeds {seeds}; test split scored whole; ≥: at least one seed let no test pion "
-                 "pass (its value is a lower limit)")
+    lines.append(
+        f"mean ± std over seeds {seeds}; test split scored whole; ≥: at least one seed let no test pion "
+        "pass (its value is a lower limit)"
+    )
     return "\n".join(lines)
 
 
@@ -177,8 +208,16 @@ def figure(rows: Sequence[Mapping[str, Any]]):
             continue
         for ax, key in zip(axes, ("auc", "rejection")):
             stats = [_summary(rows, n, m, key) for n in ns]
-            ax.errorbar(ns, [s[0] for s in stats], yerr=[s[1] for s in stats], color=colors[m], marker="o",
-                        ls="--" if m == "lr_shape" else "-", capsize=3, label=LABELS[m])
+            ax.errorbar(
+                ns,
+                [s[0] for s in stats],
+                yerr=[s[1] for s in stats],
+                color=colors[m],
+                marker="o",
+                ls="--" if m == "lr_shape" else "-",
+                capsize=3,
+                label=LABELS[m],
+            )
     axes[0].set_ylabel("ROC AUC (test split)")
     axes[1].set_ylabel("π⁰ rejection at 90 % photon efficiency")
     axes[1].set_yscale("log")
@@ -211,8 +250,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     test = split_events(datamodule, "test", module.eval_net)
     rows = learning_curves(train, test, datamodule.transform, n_list, a.seeds, a.steps)
     a.out.mkdir(parents=True, exist_ok=True)
-    text = table(rows) + f"\n\ngenerator: {a.run}; {a.steps} steps of batch 64 per CNN; `python -m lit_sr.domains.calo.learning_curve --run {a.run}" + \
-        (f" --n {' '.join(map(str, n_list))}" if a.n else (" --full" if a.full else "")) + "`"
+    text = (
+        table(rows)
+        + f"\n\ngenerator: {a.run}; {a.steps} steps of batch 64 per CNN; `python -m lit_sr.domains.calo.learning_curve --run {a.run}"
+        + (f" --n {' '.join(map(str, n_list))}" if a.n else (" --full" if a.full else ""))
+        + "`"
+    )
     with atomic_path(a.out / f"{a.prefix}learning_curve.md") as tmp:
         Path(tmp).write_text(text + "\n")
     fig = figure(rows)

@@ -33,13 +33,22 @@ class ShowerLoss(nn.Module):
         feature_weight: weight of the feature distance (0: off).
     """
 
-    def __init__(self, transform: nn.Module | None = None, kind: str = "l1", barycentre_weight: float = 0.0,
-                 width_weight: float = 0.0, w0: float = 4.7, feature_net: nn.Module | None = None,
-                 feature_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        transform: nn.Module | None = None,
+        kind: str = "l1",
+        barycentre_weight: float = 0.0,
+        width_weight: float = 0.0,
+        w0: float = 4.7,
+        feature_net: nn.Module | None = None,
+        feature_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         if barycentre_weight < 0 or width_weight < 0 or feature_weight < 0:
-            raise ValueError(f"ShowerLoss weights must be >= 0, got barycentre_weight={barycentre_weight}, "
-                             f"width_weight={width_weight}, feature_weight={feature_weight}")
+            raise ValueError(
+                f"ShowerLoss weights must be >= 0, got barycentre_weight={barycentre_weight}, "
+                f"width_weight={width_weight}, feature_weight={feature_weight}"
+            )
         if feature_weight and feature_net is None:
             raise ValueError("ShowerLoss feature_weight > 0 needs a feature_net (a frozen classifier)")
         self.feature_net = feature_net
@@ -70,8 +79,9 @@ class ShowerLoss(nn.Module):
         e_sr, e_hr = to_gev(sr).clamp_min(0.0), to_gev(hr).clamp_min(0.0)
         terms = {}
         if self.barycentre_weight:
-            terms["barycentre_cm"] = (barycentre(e_sr, "log", self.w0)
-                                      - barycentre(e_hr, "log", self.w0)).abs().sum(1).mean()
+            terms["barycentre_cm"] = (
+                (barycentre(e_sr, "log", self.w0) - barycentre(e_hr, "log", self.w0)).abs().sum(1).mean()
+            )
         if self.width_weight:
             terms["width_cm"] = (shower_width(e_sr) - shower_width(e_hr)).abs().mean()
         if self.feature_weight:
@@ -82,8 +92,11 @@ class ShowerLoss(nn.Module):
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         loss = self.pixel(sr, hr)
-        weights = {"barycentre_cm": self.barycentre_weight, "width_cm": self.width_weight,
-                   "features": self.feature_weight}
+        weights = {
+            "barycentre_cm": self.barycentre_weight,
+            "width_cm": self.width_weight,
+            "features": self.feature_weight,
+        }
         for name, value in self.shower_terms(sr, hr).items():
             loss = loss + weights[name] * value
         return loss

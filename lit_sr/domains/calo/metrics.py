@@ -52,8 +52,9 @@ def _weights(e: torch.Tensor, weighting: str, w0: float) -> torch.Tensor:
     return torch.where(empty, e, w)
 
 
-def barycentre(images: torch.Tensor, weighting: str = "log", w0: float = 4.7,
-               window_cm: float = WINDOW_CM) -> torch.Tensor:
+def barycentre(
+    images: torch.Tensor, weighting: str = "log", w0: float = 4.7, window_cm: float = WINDOW_CM
+) -> torch.Tensor:
     """Shower centre (x, y) in cm, shape [B, 2].
 
     weighting: 'energy' (w_i = E_i) or 'log' (w_i = max(0, w0 + ln(E_i / E_tot)), Awes et al.).
@@ -164,12 +165,22 @@ def resolution_summary(residuals: torch.Tensor) -> dict[str, torch.Tensor]:
     if r.shape[0] < 2:
         nan = torch.tensor(float("nan"), dtype=torch.float64)
         return {k: nan for k in ("std_x", "std_y", "std", "q68_x", "q68_y", "q68", "mean_x", "mean_y")} | {
-            "n": torch.tensor(float(r.shape[0]))}
+            "n": torch.tensor(float(r.shape[0]))
+        }
     std = r.std(0)
     q68 = half_width_68(r, 0)
     m = r.mean(0)
-    return {"std_x": std[0], "std_y": std[1], "std": std.mean(), "q68_x": q68[0], "q68_y": q68[1],
-            "q68": q68.mean(), "mean_x": m[0], "mean_y": m[1], "n": torch.tensor(float(r.shape[0]))}
+    return {
+        "std_x": std[0],
+        "std_y": std[1],
+        "std": std.mean(),
+        "q68_x": q68[0],
+        "q68_y": q68[1],
+        "q68": q68.mean(),
+        "mean_x": m[0],
+        "mean_y": m[1],
+        "n": torch.tensor(float(r.shape[0])),
+    }
 
 
 class ShowerWidth(Metric):
@@ -214,8 +225,6 @@ class ShowerWidthDistance(Metric):
         return torch.tensor(wasserstein_1d(dim_zero_cat(self.pred_w), dim_zero_cat(self.target_w)))
 
 
-
-
 class PhotonPionSeparation(Metric):
     """Classifier scores (pion logit or probability, higher = more pion-like) + labels (0 photon, 1 pion).
 
@@ -244,8 +253,11 @@ class PhotonPionSeparation(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         s, y = self.values()
         r = pion_rejection(s, y, self.photon_efficiency)
-        return {"auc": torch.tensor(roc_auc(s, y == 1)), "rejection": torch.tensor(r.value),
-                "rejection_lower_limit": torch.tensor(float(r.lower_limit))}
+        return {
+            "auc": torch.tensor(roc_auc(s, y == 1)),
+            "rejection": torch.tensor(r.value),
+            "rejection_lower_limit": torch.tensor(float(r.lower_limit)),
+        }
 
 
 def pion_rejection(scores: torch.Tensor, labels: torch.Tensor, photon_efficiency: float = 0.9):

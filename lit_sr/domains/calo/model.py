@@ -28,8 +28,14 @@ class CaloGANSRModule(GANSRModule):
         window_cm: width of the image window (cm).
     """
 
-    def __init__(self, *args: Any, impact_weight: float = 0.0, impact_w0: float = 4.7,
-                 window_cm: float = WINDOW_CM, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        impact_weight: float = 0.0,
+        impact_w0: float = 4.7,
+        window_cm: float = WINDOW_CM,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if impact_weight < 0:
             raise ValueError(f"impact_weight must be >= 0, got {impact_weight}")

@@ -20,8 +20,15 @@ from lit_sr.nets.rrdb import RRDBNet
 #: residual, Swish inside the blocks, two x2 nearest-neighbour upsampling blocks (conv + Swish),
 #: conv + Swish, last conv + ReLU (no negative energies); every conv has 32 filters of 3x3.
 CALO_GENERATOR_DEFAULTS: dict[str, Any] = dict(
-    in_channels=1, out_channels=1, num_features=32, num_blocks=5, growth_channels=32,
-    activation="swish", scale=4, upsample="nearest", output_activation="relu",
+    in_channels=1,
+    out_channels=1,
+    num_features=32,
+    num_blocks=5,
+    growth_channels=32,
+    activation="swish",
+    scale=4,
+    upsample="nearest",
+    output_activation="relu",
 )
 
 
@@ -64,8 +71,12 @@ class BlockSoftmaxGenerator(EnergyConservingGenerator):
         b, c, h, w = logits.shape
         s = self.scale
         if h != lr.shape[-2] * s or w != lr.shape[-1] * s:
-            raise ValueError(f"BlockSoftmaxGenerator: output {tuple(logits.shape)} is not {s} x input {tuple(lr.shape)}")
-        blocks = logits.reshape(b, c, h // s, s, w // s, s).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // s, w // s, s * s)
+            raise ValueError(
+                f"BlockSoftmaxGenerator: output {tuple(logits.shape)} is not {s} x input {tuple(lr.shape)}"
+            )
+        blocks = (
+            logits.reshape(b, c, h // s, s, w // s, s).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // s, w // s, s * s)
+        )
         frac = torch.softmax(blocks, dim=-1)
         lr_gev = lr[:, :c] if self.transform is None else self.transform.inverse(lr[:, :c])
         hr = frac * lr_gev.clamp_min(0.0).unsqueeze(-1)
@@ -76,8 +87,12 @@ class BlockSoftmaxGenerator(EnergyConservingGenerator):
 ENERGY_CONSERVATION = (False, True, "rescale", "softmax")
 
 
-def calo_generator(output_bias: float = 0.01, energy_conservation: bool | str = False,
-                   transform: nn.Module | None = None, **overrides: Any) -> nn.Module:
+def calo_generator(
+    output_bias: float = 0.01,
+    energy_conservation: bool | str = False,
+    transform: nn.Module | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """The study's generator, ``RRDBNet(1, 1, 32, 5, 32, 'swish', 4, 'nearest', 'relu')``.
 
     Keyword overrides replace single ``RRDBNet`` options, e.g. ``calo_generator(num_features=8,
@@ -96,7 +111,9 @@ def calo_generator(output_bias: float = 0.01, energy_conservation: bool | str = 
     output activation is then dropped: its output are logits).
     """
     if energy_conservation not in ENERGY_CONSERVATION:
-        raise ValueError(f"energy_conservation must be false, true, 'rescale' or 'softmax', got {energy_conservation!r}")
+        raise ValueError(
+            f"energy_conservation must be false, true, 'rescale' or 'softmax', got {energy_conservation!r}"
+        )
     opts = {**CALO_GENERATOR_DEFAULTS, **overrides}
     if energy_conservation == "softmax":
         opts["output_activation"] = None

@@ -16,18 +16,29 @@ import torch  # noqa: E402
 
 from lit_sr.metrics.stats import roc_auc, roc_curve  # noqa: E402
 
-_LABELS = {"sr": "SR", "hr": "HR", "lr_native": "LR barycentre (6×6)", "lr_fit": "LR pixel fit",
-           "lr_shape": "LR shape logistic", "lr_cnn": "LR-trained CNN"}
-_COLORS = {"sr": "tab:red", "hr": "black", "lr_native": "tab:blue", "lr_fit": "tab:cyan",
-           "lr_shape": "tab:green", "lr_cnn": "tab:blue"}
+_LABELS = {
+    "sr": "SR",
+    "hr": "HR",
+    "lr_native": "LR barycentre (6×6)",
+    "lr_fit": "LR pixel fit",
+    "lr_shape": "LR shape logistic",
+    "lr_cnn": "LR-trained CNN",
+}
+_COLORS = {
+    "sr": "tab:red",
+    "hr": "black",
+    "lr_native": "tab:blue",
+    "lr_fit": "tab:cyan",
+    "lr_shape": "tab:green",
+    "lr_cnn": "tab:blue",
+}
 
 
 def _np(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
-def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60,
-                         limit_cm: float = 2.2) -> "plt.Figure":
+def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60, limit_cm: float = 2.2) -> "plt.Figure":
     """Histograms of barycentre - impact (cm) in x and y for each source; residuals: source -> [N, 2]."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     edges = np.linspace(-limit_cm, limit_cm, bins + 1)
@@ -35,8 +46,13 @@ def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60,
         r = _np(r).reshape(-1, 2)
         for k, ax in enumerate(axes):
             if len(r):
-                ax.hist(np.clip(r[:, k], -limit_cm, limit_cm), bins=edges, histtype="step",
-                        color=_COLORS.get(s), label=f"{_LABELS.get(s, s)} (std {r[:, k].std():.3f} cm)")
+                ax.hist(
+                    np.clip(r[:, k], -limit_cm, limit_cm),
+                    bins=edges,
+                    histtype="step",
+                    color=_COLORS.get(s),
+                    label=f"{_LABELS.get(s, s)} (std {r[:, k].std():.3f} cm)",
+                )
     for k, ax in enumerate(axes):
         ax.set_xlabel(f"barycentre - impact, {'xy'[k]} [cm]")
         ax.set_ylabel("events")
@@ -53,16 +69,21 @@ def width_distributions(widths: Mapping[str, torch.Tensor], bins: int = 50) -> "
     edges = np.linspace(0.0, hi, bins + 1)
     for s, a in arrays.items():
         if a.size:
-            ax.hist(np.clip(a, 0, hi), bins=edges, histtype="step", density=True, color=_COLORS.get(s),
-                    label=_LABELS.get(s, s))
+            ax.hist(
+                np.clip(a, 0, hi),
+                bins=edges,
+                histtype="step",
+                density=True,
+                color=_COLORS.get(s),
+                label=_LABELS.get(s, s),
+            )
     ax.set_xlabel("shower width [cm]")
     ax.set_ylabel("normalised events")
     ax.legend(fontsize=7)
     return fig
 
 
-def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-               photon_efficiency: float = 0.9) -> "plt.Figure":
+def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]], photon_efficiency: float = 0.9) -> "plt.Figure":
     """Pion rejection vs photon efficiency for each source; scores: source -> (pion scores, labels)."""
     fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
     for s, (sc, y) in scores.items():

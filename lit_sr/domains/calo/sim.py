@@ -99,8 +99,10 @@ class CaloGeometry:
 
     def __post_init__(self) -> None:
         if not math.isclose(self.hr_pixels * self.hr_cell_cm, self.lr_pixels * self.lr_cell_cm, rel_tol=1e-9):
-            raise ValueError("HR and LR images must cover the same window "
-                             f"({self.hr_pixels}x{self.hr_cell_cm} cm != {self.lr_pixels}x{self.lr_cell_cm} cm)")
+            raise ValueError(
+                "HR and LR images must cover the same window "
+                f"({self.hr_pixels}x{self.hr_cell_cm} cm != {self.lr_pixels}x{self.lr_cell_cm} cm)"
+            )
         if self.hr_pixels % self.lr_pixels:
             raise ValueError(f"hr_pixels={self.hr_pixels} must be a multiple of lr_pixels={self.lr_pixels}")
 
@@ -146,8 +148,10 @@ class CaloSimConfig:
 # GFLASH parameterisation (Grindhammer & Peters, hep-ex/0001020, homogeneous media)
 # ----------------------------------------------------------------------------------------------
 
-def _longitudinal_params(energy_gev: np.ndarray, rng: np.random.Generator,
-                         geo: CaloGeometry) -> tuple[np.ndarray, np.ndarray]:
+
+def _longitudinal_params(
+    energy_gev: np.ndarray, rng: np.random.Generator, geo: CaloGeometry
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-shower (T, alpha) of the individual Gamma profile, with correlated log-normal fluctuations."""
     z = geo.z_eff
     ln_y = np.log(np.maximum(energy_gev * 1e3 / geo.critical_energy_mev, 3.0))  # guard ln(ln y)
@@ -221,9 +225,13 @@ def _sample_spots(energy_gev: np.ndarray, rng: np.random.Generator, config: Calo
     return _Spots(shower=shower, depth_cm=depth, r_cm=r_cm, energy_gev=spot_e[shower])
 
 
-def radial_containment(radii_moliere: np.ndarray | list[float], n_showers: int, seed: int,
-                       config: CaloSimConfig = CaloSimConfig(),
-                       energy_gev: float | None = None) -> np.ndarray:
+def radial_containment(
+    radii_moliere: np.ndarray | list[float],
+    n_showers: int,
+    seed: int,
+    config: CaloSimConfig = CaloSimConfig(),
+    energy_gev: float | None = None,
+) -> np.ndarray:
     """Fraction of the (longitudinally contained) photon-shower energy within each radius.
 
     Laterally unbounded (no window cut) and noiseless; radii in Molière radii. Used to check the
@@ -236,10 +244,16 @@ def radial_containment(radii_moliere: np.ndarray | list[float], n_showers: int, 
     return np.array([spots.energy_gev[r < rad].sum() / total for rad in np.asarray(radii_moliere, float)])
 
 
-def shower_deposits(energy_gev: np.ndarray, impact_cm: np.ndarray, rng: np.random.Generator,
-                    config: CaloSimConfig = CaloSimConfig(), event: np.ndarray | None = None,
-                    n_events: int | None = None, tan_theta: np.ndarray | None = None,
-                    direction_phi: np.ndarray | None = None) -> np.ndarray:
+def shower_deposits(
+    energy_gev: np.ndarray,
+    impact_cm: np.ndarray,
+    rng: np.random.Generator,
+    config: CaloSimConfig = CaloSimConfig(),
+    event: np.ndarray | None = None,
+    n_events: int | None = None,
+    tan_theta: np.ndarray | None = None,
+    direction_phi: np.ndarray | None = None,
+) -> np.ndarray:
     """Noiseless HR deposits (n_events, H, W) in GeV of photon showers.
 
     ``energy_gev`` (S,) and ``impact_cm`` (S, 2) describe S photons (x along columns, y along rows,
@@ -276,6 +290,7 @@ def shower_deposits(energy_gev: np.ndarray, impact_cm: np.ndarray, rng: np.rando
 # Event kinematics
 # ----------------------------------------------------------------------------------------------
 
+
 def _uniform_impacts(n: int, rng: np.random.Generator, geo: CaloGeometry) -> np.ndarray:
     """Impact points uniform over one LR crystal centred on the window centre (flip/rot90 symmetric)."""
     half = 0.5 * geo.lr_cell_cm
@@ -300,8 +315,9 @@ class PionDecays:
         return np.sqrt(2.0 * self.e1_gev * self.e2_gev * (1.0 - np.cos(self.opening_angle)))
 
 
-def sample_pion_decays(n: int, energy_gev: float, rng: np.random.Generator,
-                       max_opening_angle_deg: float = 2.0) -> PionDecays:
+def sample_pion_decays(
+    n: int, energy_gev: float, rng: np.random.Generator, max_opening_angle_deg: float = 2.0
+) -> PionDecays:
     """Isotropic pi0 -> gamma gamma in the rest frame, boosted along z; keeps opening angle < cut.
 
     Rejected decays are redrawn in vectorised rounds until ``n`` are accepted.
@@ -336,6 +352,7 @@ def sample_pion_decays(n: int, energy_gev: float, rng: np.random.Generator,
 # Events, detector response and blocks
 # ----------------------------------------------------------------------------------------------
 
+
 def _photon_events(n: int, rng: np.random.Generator, config: CaloSimConfig) -> tuple[np.ndarray, np.ndarray]:
     impact = _uniform_impacts(n, rng, config.geometry)
     dep = shower_deposits(np.full(n, config.energy_gev), impact, rng, config)
@@ -349,10 +366,16 @@ def _pion_events(n: int, rng: np.random.Generator, config: CaloSimConfig) -> tup
     imp1 = pi_impact + config.pion_distance_cm * np.tan(d.theta1)[:, None] * u
     imp2 = pi_impact - config.pion_distance_cm * np.tan(d.theta2)[:, None] * u
     energies = np.concatenate([d.e1_gev, d.e2_gev])
-    dep = shower_deposits(energies, np.concatenate([imp1, imp2]), rng, config,
-                          event=np.concatenate([np.arange(n), np.arange(n)]), n_events=n,
-                          tan_theta=np.tan(np.concatenate([d.theta1, d.theta2])),
-                          direction_phi=np.concatenate([d.phi, d.phi + np.pi]))
+    dep = shower_deposits(
+        energies,
+        np.concatenate([imp1, imp2]),
+        rng,
+        config,
+        event=np.concatenate([np.arange(n), np.arange(n)]),
+        n_events=n,
+        tan_theta=np.tan(np.concatenate([d.theta1, d.theta2])),
+        direction_phi=np.concatenate([d.phi, d.phi + np.pi]),
+    )
     impact = (d.e1_gev[:, None] * imp1 + d.e2_gev[:, None] * imp2) / (d.e1_gev + d.e2_gev)[:, None]
     return dep, impact
 
@@ -363,8 +386,9 @@ def lr_from_hr(hr: np.ndarray, factor: int) -> np.ndarray:
     return hr.reshape(n, h // factor, factor, w // factor, factor).sum(axis=(2, 4))
 
 
-def _detector_response(hr_dep: np.ndarray, rng: np.random.Generator, config: CaloSimConfig,
-                       noise: bool) -> tuple[np.ndarray, np.ndarray]:
+def _detector_response(
+    hr_dep: np.ndarray, rng: np.random.Generator, config: CaloSimConfig, noise: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(HR, LR) in GeV: LR is the 4x4 sum of the noiseless HR deposits; then noise + zero suppression."""
     lr_dep = lr_from_hr(hr_dep, config.geometry.factor)
     # Draw the noise even when unused so the noise stream never depends on the flag.
@@ -400,15 +424,22 @@ def n_event_blocks(n_photons: int, n_pions: int) -> int:
     return -(-(n_photons + n_pions) // BLOCK_EVENTS)
 
 
-def event_block(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig, noise: bool, b: int,
-                labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def event_block(
+    n_photons: int,
+    n_pions: int,
+    seed: int,
+    config: CaloSimConfig,
+    noise: bool,
+    b: int,
+    labels: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Block ``b`` of the shuffled event sequence, on its own random streams (seed, block): blocks can be
     simulated in any order or in parallel processes and give the same events."""
     _check_counts(n_photons, n_pions, seed)
     if labels is None:
         labels = _event_labels(n_photons, n_pions, seed)
     start = b * BLOCK_EVENTS
-    lab = labels[start:start + BLOCK_EVENTS]
+    lab = labels[start : start + BLOCK_EVENTS]
     npix = config.geometry.hr_pixels
     rng = _stream(seed, _KEY_SHOWERS, b)
     is_ph = lab == 0
@@ -426,8 +457,9 @@ def event_block(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig, 
     }
 
 
-def iter_event_blocks(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
-                      noise: bool = True) -> Iterator[dict[str, np.ndarray]]:
+def iter_event_blocks(
+    n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(), noise: bool = True
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield consecutive blocks (<= BLOCK_EVENTS events) of the shuffled event sequence."""
     _check_counts(n_photons, n_pions, seed)
     labels = _event_labels(n_photons, n_pions, seed)
@@ -435,18 +467,35 @@ def iter_event_blocks(n_photons: int, n_pions: int, seed: int, config: CaloSimCo
         yield event_block(n_photons, n_pions, seed, config, noise, b, labels)
 
 
-def simulate_showers(n_photons: int, n_pions: int, seed: int, config: CaloSimConfig = CaloSimConfig(),
-                     progress: bool = False, noise: bool = True) -> dict[str, np.ndarray]:
+def simulate_showers(
+    n_photons: int,
+    n_pions: int,
+    seed: int,
+    config: CaloSimConfig = CaloSimConfig(),
+    progress: bool = False,
+    noise: bool = True,
+) -> dict[str, np.ndarray]:
     """Simulate shuffled photon and pi0 events; returns ``hr``, ``lr``, ``label``, ``impact_cm``, ``energy_gev``.
 
     ``noise=False`` gives the noiseless deposits (no noise, no zero suppression) of the same events.
     """
-    blocks = list(track(iter_event_blocks(n_photons, n_pions, seed, config, noise), n_photons + n_pions,
-                        "simulating showers", unit="events", enabled=progress, weight=lambda b: len(b["label"])))
+    blocks = list(
+        track(
+            iter_event_blocks(n_photons, n_pions, seed, config, noise),
+            n_photons + n_pions,
+            "simulating showers",
+            unit="events",
+            enabled=progress,
+            weight=lambda b: len(b["label"]),
+        )
+    )
     if not blocks:
         g = config.geometry
-        return {"hr": np.zeros((0, g.hr_pixels, g.hr_pixels), np.float32),
-                "lr": np.zeros((0, g.lr_pixels, g.lr_pixels), np.float32),
-                "label": np.zeros(0, np.int8), "impact_cm": np.zeros((0, 2), np.float32),
-                "energy_gev": np.zeros(0, np.float32)}
+        return {
+            "hr": np.zeros((0, g.hr_pixels, g.hr_pixels), np.float32),
+            "lr": np.zeros((0, g.lr_pixels, g.lr_pixels), np.float32),
+            "label": np.zeros(0, np.int8),
+            "impact_cm": np.zeros((0, 2), np.float32),
+            "energy_gev": np.zeros(0, np.float32),
+        }
     return {k: np.concatenate([blk[k] for blk in blocks]) for k in DATASETS}

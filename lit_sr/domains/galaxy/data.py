@@ -80,20 +80,42 @@ class AsinhFluxTransform(nn.Module):
 def galaxy_schema(class_names: Sequence[str] = LABEL_NAMES) -> H5Schema:
     """Datasets of a galaxy file; stamp and PSF sizes are open here and checked by ``check_stamp_file``."""
     fields = [
-        Field("image", (None, None), "float32", units="ADU", per_sample_key=False,
-              description="PSF-convolved noisy stamp, sky-subtracted"),
+        Field(
+            "image",
+            (None, None),
+            "float32",
+            units="ADU",
+            per_sample_key=False,
+            description="PSF-convolved noisy stamp, sky-subtracted",
+        ),
         Field("psf", (None, None), "float32", per_sample_key=False, description="PSF kernel, sums to 1"),
-        Field("label", (), "int64", finite=False, allowed=tuple(range(len(class_names))),
-              allowed_names=tuple(class_names)),
-        Field("image_psf_free", (None, None), "float32", required=False, units="ADU", per_sample_key=False,
-              description="galaxy without PSF and noise"),
+        Field(
+            "label", (), "int64", finite=False, allowed=tuple(range(len(class_names))), allowed_names=tuple(class_names)
+        ),
+        Field(
+            "image_psf_free",
+            (None, None),
+            "float32",
+            required=False,
+            units="ADU",
+            per_sample_key=False,
+            description="galaxy without PSF and noise",
+        ),
         Field("size_bin", (), "int64", required=False, finite=False),
     ]
-    units = {"flux": "ADU", "hlr_arcsec": "arcsec", "beta_deg": "deg", "psf_fwhm_arcsec": "arcsec",
-             "sky_level": "ADU", "offset_x_arcsec": "arcsec", "offset_y_arcsec": "arcsec"}
+    units = {
+        "flux": "ADU",
+        "hlr_arcsec": "arcsec",
+        "beta_deg": "deg",
+        "psf_fwhm_arcsec": "arcsec",
+        "sky_level": "ADU",
+        "offset_x_arcsec": "arcsec",
+        "offset_y_arcsec": "arcsec",
+    }
     for name in PARAMETER_FIELDS:
-        fields.append(Field(name, (), "int64" if name == "n_knots" else "float32", required=False,
-                            units=units.get(name, "")))
+        fields.append(
+            Field(name, (), "int64" if name == "n_knots" else "float32", required=False, units=units.get(name, ""))
+        )
     return H5Schema(fields, what="galaxy data file")
 
 
@@ -105,37 +127,54 @@ def check_stamp_file(path, info: FileInfo, stamp_size: int, psf_size: int | None
     shape = info.shapes["image"]
     s = shape[0]
     if shape[0] != shape[1] or s < 4 or s & (s - 1):
-        raise DataFileError(path, "image", f"expected square stamps whose side is a power of two (4, 8, ..., 64, ...), "
-                                           f"found {shape[0]}x{shape[1]}")
+        raise DataFileError(
+            path,
+            "image",
+            f"expected square stamps whose side is a power of two (4, 8, ..., 64, ...), found {shape[0]}x{shape[1]}",
+        )
     if s != stamp_size:
-        raise DataFileError(path, "image", f"expected {stamp_size}x{stamp_size} stamps (data.stamp_size, the "
-                                           f"generator's output size), found {s}x{s}")
+        raise DataFileError(
+            path,
+            "image",
+            f"expected {stamp_size}x{stamp_size} stamps (data.stamp_size, the generator's output size), found {s}x{s}",
+        )
     if "image_psf_free" in info.shapes and info.shapes["image_psf_free"] != shape:
-        raise DataFileError(path, "image_psf_free", f"expected the stamp shape {s}x{s}, "
-                                                    f"found {info.shapes['image_psf_free']}")
+        raise DataFileError(
+            path, "image_psf_free", f"expected the stamp shape {s}x{s}, found {info.shapes['image_psf_free']}"
+        )
     k1, k2 = info.shapes["psf"]
     if k1 != k2 or k1 % 2 == 0:
-        raise DataFileError(path, "psf", f"expected square kernels of odd side (centred on the middle pixel), "
-                                         f"found {k1}x{k2}")
+        raise DataFileError(
+            path, "psf", f"expected square kernels of odd side (centred on the middle pixel), found {k1}x{k2}"
+        )
     if k1 > s:
         raise DataFileError(path, "psf", f"PSF kernel {k1}x{k1} is larger than the {s}x{s} stamp")
     if psf_size is not None and k1 != psf_size:
-        raise DataFileError(path, "psf", f"expected {psf_size}x{psf_size} kernels (data.psf_size, the size of the "
-                                         f"model's PSF layer), found {k1}x{k1}; set data.psf_size={k1}")
+        raise DataFileError(
+            path,
+            "psf",
+            f"expected {psf_size}x{psf_size} kernels (data.psf_size, the size of the "
+            f"model's PSF layer), found {k1}x{k1}; set data.psf_size={k1}",
+        )
     with h5py.File(path, "r") as h5:
         ds = h5["psf"]
         for start in range(0, ds.shape[0], 4096):
-            block = np.asarray(ds[start:start + 4096], dtype=np.float64)
+            block = np.asarray(ds[start : start + 4096], dtype=np.float64)
             sums = block.sum(axis=(1, 2))
             bad = np.flatnonzero(np.abs(sums - 1.0) > PSF_SUM_TOLERANCE)
             if bad.size:
-                raise DataFileError(path, "psf", f"every PSF must sum to 1 within {PSF_SUM_TOLERANCE:g}; row "
-                                                 f"{start + int(bad[0])} sums to {sums[bad[0]]:.6g}")
+                raise DataFileError(
+                    path,
+                    "psf",
+                    f"every PSF must sum to 1 within {PSF_SUM_TOLERANCE:g}; row "
+                    f"{start + int(bad[0])} sums to {sums[bad[0]]:.6g}",
+                )
             peak = np.abs(block).max(axis=(1, 2))
             neg = np.flatnonzero(block.min(axis=(1, 2)) < -1e-6 * peak)
             if neg.size:
-                raise DataFileError(path, "psf", f"PSF values must be >= 0; row {start + int(neg[0])} has "
-                                                 f"{block[neg[0]].min():.3g}")
+                raise DataFileError(
+                    path, "psf", f"PSF values must be >= 0; row {start + int(neg[0])} has {block[neg[0]].min():.3g}"
+                )
 
 
 def _d4(arrays: list[np.ndarray], flips: np.ndarray) -> list[np.ndarray]:
@@ -156,8 +195,9 @@ class GalaxyBatchBuilder:
         self.transform = transform
         self.augment = augment
 
-    def __call__(self, raw: Mapping[str, np.ndarray], rows: np.ndarray,
-                 rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, raw: Mapping[str, np.ndarray], rows: np.ndarray, rng: np.random.Generator | None
+    ) -> dict[str, torch.Tensor]:
         image = np.asarray(raw["image"], dtype=np.float32)
         psf = np.asarray(raw["psf"], dtype=np.float32)
         free = np.asarray(raw["image_psf_free"], dtype=np.float32) if "image_psf_free" in raw else None
@@ -166,10 +206,12 @@ class GalaxyBatchBuilder:
             parts = _d4([image, psf] + ([free] if free is not None else []), flips)
             image, psf = parts[0], parts[1]
             free = parts[2] if free is not None else None
-        batch = {"image": self.transform(torch.from_numpy(image)[:, None]),
-                 "psf": torch.from_numpy(psf),
-                 "label": torch.from_numpy(np.asarray(raw["label"]).astype(np.int64)),
-                 "index": torch.from_numpy(rows.astype(np.int64))}
+        batch = {
+            "image": self.transform(torch.from_numpy(image)[:, None]),
+            "psf": torch.from_numpy(psf),
+            "label": torch.from_numpy(np.asarray(raw["label"]).astype(np.int64)),
+            "index": torch.from_numpy(rows.astype(np.int64)),
+        }
         if free is not None:
             batch["image_psf_free"] = self.transform(torch.from_numpy(free)[:, None])
         if "size_bin" in raw:
@@ -197,17 +239,43 @@ class GalaxyDataModule(SimulatedH5DataModule):
 
     what = "galaxy data file"
 
-    def __init__(self, data_dir: str = "data", file: str | None = None, n_galaxies: int = 3072, sim_seed: int = 0,
-                 sim: Mapping[str, Any] | None = None, class_names: Sequence[str] = LABEL_NAMES,
-                 stamp_size: int = 64, psf_size: int = 25, pixel_scale_arcsec: float = 0.2,
-                 psf_fwhm_arcsec: float = 0.6, psf_beta: float = 3.5, sky_level_adu: float = 400.0,
-                 gain_e_per_adu: float = 4.0, split: Sequence[float] = (0.5, 0.1, 0.4), split_seed: int = 0,
-                 transform: nn.Module | None = None, augment: bool = True, augment_seed: int = 0,
-                 max_samples: int | None = None, max_memory_mb: float = 1024.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        file: str | None = None,
+        n_galaxies: int = 3072,
+        sim_seed: int = 0,
+        sim: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] = LABEL_NAMES,
+        stamp_size: int = 64,
+        psf_size: int = 25,
+        pixel_scale_arcsec: float = 0.2,
+        psf_fwhm_arcsec: float = 0.6,
+        psf_beta: float = 3.5,
+        sky_level_adu: float = 400.0,
+        gain_e_per_adu: float = 4.0,
+        split: Sequence[float] = (0.5, 0.1, 0.4),
+        split_seed: int = 0,
+        transform: nn.Module | None = None,
+        augment: bool = True,
+        augment_seed: int = 0,
+        max_samples: int | None = None,
+        max_memory_mb: float = 1024.0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("units", "ADU")
-        super().__init__(data_dir=data_dir, file=file, split=split, split_seed=split_seed, max_samples=max_samples,
-                         max_memory_mb=max_memory_mb, augment=augment, augment_seed=augment_seed,
-                         transform=transform if transform is not None else AsinhFluxTransform(), **kwargs)
+        super().__init__(
+            data_dir=data_dir,
+            file=file,
+            split=split,
+            split_seed=split_seed,
+            max_samples=max_samples,
+            max_memory_mb=max_memory_mb,
+            augment=augment,
+            augment_seed=augment_seed,
+            transform=transform if transform is not None else AsinhFluxTransform(),
+            **kwargs,
+        )
         self.class_names = tuple(str(c) for c in class_names)
         s = int(stamp_size)
         if s < 4 or s & (s - 1):
@@ -218,9 +286,15 @@ class GalaxyDataModule(SimulatedH5DataModule):
         self.n_galaxies = int(n_galaxies)
         self.sim_seed = int(sim_seed)
         self.sim_overrides = dict(sim or {})
-        self.instrument = {"stamp_size": s, "psf_size": self.psf_size, "pixel_scale_arcsec": float(pixel_scale_arcsec),
-                           "psf_fwhm_arcsec": float(psf_fwhm_arcsec), "psf_beta": float(psf_beta),
-                           "sky_level_adu": float(sky_level_adu), "gain_e_per_adu": float(gain_e_per_adu)}
+        self.instrument = {
+            "stamp_size": s,
+            "psf_size": self.psf_size,
+            "pixel_scale_arcsec": float(pixel_scale_arcsec),
+            "psf_fwhm_arcsec": float(psf_fwhm_arcsec),
+            "psf_beta": float(psf_beta),
+            "sky_level_adu": float(sky_level_adu),
+            "gain_e_per_adu": float(gain_e_per_adu),
+        }
 
     def sim_config(self) -> GalaxySimConfig:
         known = {f.name for f in dataclasses.fields(GalaxySimConfig)}
@@ -233,7 +307,9 @@ class GalaxyDataModule(SimulatedH5DataModule):
         config = GalaxySimConfig(**self.instrument, **self.sim_overrides)
         names = tuple(c.name for c in config.classes)
         if names != self.class_names:
-            raise ValueError(f"data.class_names={list(self.class_names)} differ from the simulator classes {list(names)}")
+            raise ValueError(
+                f"data.class_names={list(self.class_names)} differ from the simulator classes {list(names)}"
+            )
         return config
 
     def _tag(self) -> str:
@@ -248,7 +324,9 @@ class GalaxyDataModule(SimulatedH5DataModule):
 
     def default_file_names(self) -> dict[str, str]:
         tag = self._tag()
-        return {"all": f"galaxy_{self.n_galaxies}_seed{self.sim_seed}_v{SIMULATOR_VERSION}{'_' + tag if tag else ''}.h5"}
+        return {
+            "all": f"galaxy_{self.n_galaxies}_seed{self.sim_seed}_v{SIMULATOR_VERSION}{'_' + tag if tag else ''}.h5"
+        }
 
     def n_default(self, key: str = "all") -> int:
         return self.n_galaxies
@@ -262,10 +340,15 @@ class GalaxyDataModule(SimulatedH5DataModule):
 
     def simulation_attrs(self, key: str = "all") -> dict[str, Any]:
         config = self.sim_config()
-        return {"simulator": "lit_sr.domains.galaxy.sim (galsim bulge + disk + knots, Moffat PSF)",
-                "simulator_version": SIMULATOR_VERSION, "seed": self.sim_seed, "n_galaxies": self.n_galaxies,
-                "config": config.to_json(), "label_names": json.dumps(list(self.class_names)),
-                "units": "ADU per pixel (image, image_psf_free), sky-subtracted; flux ADU; angles arcsec/deg"}
+        return {
+            "simulator": "lit_sr.domains.galaxy.sim (galsim bulge + disk + knots, Moffat PSF)",
+            "simulator_version": SIMULATOR_VERSION,
+            "seed": self.sim_seed,
+            "n_galaxies": self.n_galaxies,
+            "config": config.to_json(),
+            "label_names": json.dumps(list(self.class_names)),
+            "units": "ADU per pixel (image, image_psf_free), sky-subtracted; flux ADU; angles arcsec/deg",
+        }
 
     def check_file(self, key: str, info: FileInfo) -> None:
         check_stamp_file(info.path, info, self.stamp_size, self.psf_size)
@@ -289,6 +372,10 @@ class GalaxyDataModule(SimulatedH5DataModule):
         mean = psf.mean(axis=0)
         spread = float(np.abs(psf - mean).max() / mean.max())
         if spread > 0.01:
-            log.warning("%s: PSFs differ between galaxies (max deviation %.1f %% of the peak); the fixed PSF layer uses "
-                        "their mean (model.psf_mode=per_sample uses each galaxy's own)", ds.path, 100 * spread)
+            log.warning(
+                "%s: PSFs differ between galaxies (max deviation %.1f %% of the peak); the fixed PSF layer uses "
+                "their mean (model.psf_mode=per_sample uses each galaxy's own)",
+                ds.path,
+                100 * spread,
+            )
         return torch.as_tensor(mean / mean.sum(), dtype=torch.float32)

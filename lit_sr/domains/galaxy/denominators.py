@@ -28,7 +28,7 @@ from lit_sr.metrics.stats import wasserstein_1d
 def test_rows(n: int, split: Sequence[float], split_seed: int) -> np.ndarray:
     """Rows of the test split (the data module's permutation: train, val, test in order)."""
     perm = np.random.default_rng(split_seed).permutation(n)
-    return np.sort(perm[int(round(split[0] * n)) + int(round(split[1] * n)):])
+    return np.sort(perm[int(round(split[0] * n)) + int(round(split[1] * n)) :])
 
 
 def denominators(run_dir: Path, n_splits: int = 10, seed: int = 0) -> str:
@@ -47,8 +47,9 @@ def denominators(run_dir: Path, n_splits: int = 10, seed: int = 0) -> str:
     stats, _ = morphology_statistics(images, float(cfg.data.pixel_scale_arcsec))
     ev = instantiate(cfg.model.evaluator, _convert_="all")
     with torch.no_grad():
-        feats = torch.cat([ev._features(torch.from_numpy(images[i:i + 256])[:, None])
-                           for i in range(0, len(images), 256)]).numpy()
+        feats = torch.cat(
+            [ev._features(torch.from_numpy(images[i : i + 256])[:, None]) for i in range(0, len(images), 256)]
+        ).numpy()
     names = list(cfg.data.class_names)
     groups = [("all", np.arange(len(labels)))] + [(c, np.flatnonzero(labels == k)) for k, c in enumerate(names)]
     rng = np.random.default_rng(seed)
@@ -62,11 +63,17 @@ def denominators(run_dir: Path, n_splits: int = 10, seed: int = 0) -> str:
             else:
                 d = np.array([wasserstein_1d(stats[s][b], stats[s][a]) for a, b in zip(sp.a, sp.b)])
             digits = 3 if abs(d.mean()) < 10 else 0
-            values[s].append(f"{d.mean():.{digits}f} ± {d.std(ddof=1):.{digits}f} "
-                             f"({d.std(ddof=1) / d.mean():.0%}; {d.min():.{digits}f}–{d.max():.{digits}f})")
-    lines = [f"Real/real denominators on the test split of `{files[0].name}` ({len(labels)} stamps), "
-             f"{n_splits} random splits into halves of m stamps: mean ± std over the splits (relative std; "
-             "min–max).", "", *header]
+            values[s].append(
+                f"{d.mean():.{digits}f} ± {d.std(ddof=1):.{digits}f} "
+                f"({d.std(ddof=1) / d.mean():.0%}; {d.min():.{digits}f}–{d.max():.{digits}f})"
+            )
+    lines = [
+        f"Real/real denominators on the test split of `{files[0].name}` ({len(labels)} stamps), "
+        f"{n_splits} random splits into halves of m stamps: mean ± std over the splits (relative std; "
+        "min–max).",
+        "",
+        *header,
+    ]
     for s in STATISTICS:
         lines.append(f"| W1(real_b, real_a), {_cell(STAT_LABELS[s])} | " + " | ".join(values[s]) + " |")
     lines.append("| FD(real_b, real_a), classifier features | " + " | ".join(values["fd"]) + " |")

@@ -29,8 +29,13 @@ from lit_sr.domains.galaxy.morphology import STATISTICS
 from lit_sr.inference.runs import read_test_metrics, run_py
 from lit_sr.utils.figures import headless_backend
 
-STAT_LABELS = {"flux": "flux [ADU]", "hlr": "half-light radius [arcsec]", "e": "ellipticity |g| (HSM)",
-               "C": "concentration C", "A": "asymmetry A"}
+STAT_LABELS = {
+    "flux": "flux [ADU]",
+    "hlr": "half-light radius [arcsec]",
+    "e": "ellipticity |g| (HSM)",
+    "C": "concentration C",
+    "A": "asymmetry A",
+}
 
 
 def _asinh(img: np.ndarray, softening: float = 10.0) -> np.ndarray:
@@ -64,8 +69,9 @@ def statistic_histograms(real: Mapping[str, np.ndarray], fake: Mapping[str, np.n
     return fig
 
 
-def example_grid(examples: Mapping[str, Mapping[int, Sequence[np.ndarray]]], class_names: Sequence[str],
-                 columns: int = 4):
+def example_grid(
+    examples: Mapping[str, Mapping[int, Sequence[np.ndarray]]], class_names: Sequence[str], columns: int = 4
+):
     """Rows per class: real (PSF-free, observed) and generated (PSF-free, convolved, observed) stamps.
 
     ``examples[kind][label]`` holds ADU stamps; kinds ``target_psf_free``, ``target``, ``output_psf_free``,
@@ -73,9 +79,13 @@ def example_grid(examples: Mapping[str, Mapping[int, Sequence[np.ndarray]]], cla
     """
     import matplotlib.pyplot as plt
 
-    kinds = [("target_psf_free", "real, PSF-free"), ("target", "real, observed"),
-             ("output_psf_free", "generated, PSF-free"), ("output_convolved", "generated, convolved"),
-             ("output", "generated, observed")]
+    kinds = [
+        ("target_psf_free", "real, PSF-free"),
+        ("target", "real, observed"),
+        ("output_psf_free", "generated, PSF-free"),
+        ("output_convolved", "generated, convolved"),
+        ("output", "generated, observed"),
+    ]
     kinds = [(k, t) for k, t in kinds if examples.get(k)]
     labels = sorted({lab for k, _ in kinds for lab in examples[k]})
     rows = [(lab, k, t) for lab in labels for k, t in kinds]
@@ -130,19 +140,28 @@ def _fmt_spread(means: Sequence[float], spreads: Sequence[float]) -> str:
     return f"{mean:.{digits}f} ± {s.mean():.{digits}f}" if s.size else f"{mean:.{digits}f}"
 
 
-def results_table(metrics: Sequence[Mapping[str, float]], class_names: Sequence[str], seeds: Sequence[int],
-                  commands: Sequence[str], timings: Sequence[float]) -> str:
+def results_table(
+    metrics: Sequence[Mapping[str, float]],
+    class_names: Sequence[str],
+    seeds: Sequence[int],
+    commands: Sequence[str],
+    timings: Sequence[float],
+) -> str:
     """Markdown: the ratios (model distance / real-real distance) per statistic, overall and per class, the
     Frechet-distance ratio, and the real/real denominators with their spread over the random splits."""
     cols = ["all", *class_names]
     over = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} (one run)"
     n_splits = next((int(m["n_splits"]) for m in metrics if np.isfinite(m.get("n_splits", np.nan))), None)
     splits = f"{n_splits} random real/real splits" if n_splits else "random real/real splits"
-    lines = [f"**Ratios**, not distances: W1(generated, real_a) / W1(real_b, real_a) and FD(generated, real_a) / "
-             f"FD(real_b, real_a) on the held-out test split, real_a and real_b two disjoint random halves of the "
-             f"real stamps, numerator and denominator each averaged over {splits} (1.0 = as close as independent "
-             f"real data; goal <= 2); {over}.", "",
-             "| ratio to real/real | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines = [
+        f"**Ratios**, not distances: W1(generated, real_a) / W1(real_b, real_a) and FD(generated, real_a) / "
+        f"FD(real_b, real_a) on the held-out test split, real_a and real_b two disjoint random halves of the "
+        f"real stamps, numerator and denominator each averaged over {splits} (1.0 = as close as independent "
+        f"real data; goal <= 2); {over}.",
+        "",
+        "| ratio to real/real | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
     for s in STATISTICS:
         row = [_fmt([m.get(f"w1_ratio/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
         lines.append(f"| W1 ratio, {_cell(STAT_LABELS[s])} | " + " | ".join(row) + " |")
@@ -150,33 +169,56 @@ def results_table(metrics: Sequence[Mapping[str, float]], class_names: Sequence[
     lines.append("| Frechet-distance ratio (classifier features) | " + " | ".join(row) + " |")
     pairs = [_fmt([m.get("n_pairs" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics], 0) for c in cols]
     lines.append("| images per compared set (m) | " + " | ".join(pairs) + " |")
-    lines += ["", f"The denominators: W1(real_b, real_a) in the statistic's units and FD(real_b, real_a), mean over "
-                  f"the {splits} ± their standard deviation over the splits (both averaged over the seeds).",
-              "", "| real/real denominator | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += [
+        "",
+        f"The denominators: W1(real_b, real_a) in the statistic's units and FD(real_b, real_a), mean over "
+        f"the {splits} ± their standard deviation over the splits (both averaged over the seeds).",
+        "",
+        "| real/real denominator | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
     for s in STATISTICS:
-        row = [_fmt_spread([m.get(f"w1_real/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
-                           [m.get(f"w1_real_std/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics])
-               for c in cols]
+        row = [
+            _fmt_spread(
+                [m.get(f"w1_real/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+                [m.get(f"w1_real_std/{s}" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+            )
+            for c in cols
+        ]
         lines.append(f"| W1(real_b, real_a), {_cell(STAT_LABELS[s])} | " + " | ".join(row) + " |")
-    row = [_fmt_spread([m.get("fd_real" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
-                       [m.get("fd_real_std" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics]) for c in cols]
+    row = [
+        _fmt_spread(
+            [m.get("fd_real" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+            [m.get("fd_real_std" + ("" if c == "all" else f"/{c}"), np.nan) for m in metrics],
+        )
+        for c in cols
+    ]
     lines.append("| FD(real_b, real_a), classifier features | " + " | ".join(row) + " |")
     lines += ["", "Commands (one per seed; the run trains the classifier, the GAN through all phases, then tests):", ""]
     lines += [f"    {c}" for c in commands]
-    lines += ["", "Wall time per run (training + test, measured on a 2-core machine shared with other jobs): "
-              + ", ".join(f"{t / 60:.1f} min" for t in timings)]
+    lines += [
+        "",
+        "Wall time per run (training + test, measured on a 2-core machine shared with other jobs): "
+        + ", ".join(f"{t / 60:.1f} min" for t in timings),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def samples_figure(samples_h5: Path, data_file: Path, test_rows: np.ndarray, class_names: Sequence[str],
-                   columns: int = 4, seed: int = 0):
+def samples_figure(
+    samples_h5: Path,
+    data_file: Path,
+    test_rows: np.ndarray,
+    class_names: Sequence[str],
+    columns: int = 4,
+    seed: int = 0,
+):
     """Real (test split) vs generated stamps per class: PSF-free, convolved / observed."""
     import h5py
 
     rng = np.random.default_rng(seed)
-    examples: dict[str, dict[int, list[np.ndarray]]] = {k: {} for k in
-                                                        ("target_psf_free", "target", "output_psf_free",
-                                                         "output_convolved", "output")}
+    examples: dict[str, dict[int, list[np.ndarray]]] = {
+        k: {} for k in ("target_psf_free", "target", "output_psf_free", "output_convolved", "output")
+    }
     with h5py.File(data_file, "r") as h5:
         labels = h5["label"][np.sort(test_rows)]
         rows = np.sort(test_rows)
@@ -201,8 +243,10 @@ def phases_figure(run_dir: Path):
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
-    files = sorted((run_dir / "figures").glob("train_samples_phase*.png"),
-                   key=lambda p: int(p.name.split("phase")[1].split("_")[0]))
+    files = sorted(
+        (run_dir / "figures").glob("train_samples_phase*.png"),
+        key=lambda p: int(p.name.split("phase")[1].split("_")[0]),
+    )
     fig, axes = plt.subplots(1, max(1, len(files)), figsize=(4.0 * max(1, len(files)), 6.0), squeeze=False)
     for ax, path in zip(axes[0], files):
         ax.imshow(mpimg.imread(path))
@@ -215,7 +259,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("docs/figures"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--work", type=Path, default=None, help="folder of the runs and data (default <out>/../../outputs/galaxy_figures)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder of the runs and data (default <out>/../../outputs/galaxy_figures)",
+    )
     ap.add_argument("--extra", nargs="*", default=[], help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
     import h5py
@@ -237,8 +286,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not _finished(run_dir):
             timings.append(run_py(cmd, run_dir, threads=threads))
         else:
-            timings.append(float(json.loads((run_dir / "wall_time.json").read_text())["seconds"])
-                           if (run_dir / "wall_time.json").is_file() else float("nan"))
+            timings.append(
+                float(json.loads((run_dir / "wall_time.json").read_text())["seconds"])
+                if (run_dir / "wall_time.json").is_file()
+                else float("nan")
+            )
         (run_dir / "wall_time.json").write_text(json.dumps({"seconds": timings[-1]}))
         commands.append("python run.py " + " ".join(c for c in cmd if not c.startswith("paths.")))
         metrics.append(read_test_metrics(run_dir))
@@ -249,13 +301,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     first = run_dirs[0]
     samples = first / "predict" / "samples.h5"
     if not samples.is_file():
-        run_py([*common, "mode=predict", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", "predict.num_samples=60",
-                "predict.seed=0"], first / "predict", threads=threads)
+        run_py(
+            [
+                *common,
+                "mode=predict",
+                f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+                "predict.num_samples=60",
+                "predict.seed=0",
+            ],
+            first / "predict",
+            threads=threads,
+        )
     data_file = next((work / "data").glob("galaxy_*.h5"))
     with h5py.File(data_file, "r") as h5:
         n = h5["label"].shape[0]
     perm = np.random.default_rng(0).permutation(n)  # the data module's split (split_seed 0, fractions 0.5/0.1/0.4)
-    test_rows = perm[int(round(0.5 * n)) + int(round(0.1 * n)):]
+    test_rows = perm[int(round(0.5 * n)) + int(round(0.1 * n)) :]
     fig = samples_figure(samples, data_file, test_rows, class_names)
     fig.savefig(out / "galaxy_samples.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

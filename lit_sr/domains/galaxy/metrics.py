@@ -39,7 +39,13 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_sr.domains.galaxy.morphology import N_SPLITS, STATISTICS, compare_statistics, morphology_statistics, ratio_over_splits
+from lit_sr.domains.galaxy.morphology import (
+    N_SPLITS,
+    STATISTICS,
+    compare_statistics,
+    morphology_statistics,
+    ratio_over_splits,
+)
 from lit_sr.domains.galaxy.sim import LABEL_NAMES
 from lit_sr.metrics.evaluator import Evaluator
 
@@ -78,8 +84,15 @@ class _Samples(Metric):
         for name in ("real", "fake", "label_real", "label_fake", "feat_real", "feat_fake"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, real: torch.Tensor, fake: torch.Tensor, label_real: torch.Tensor, label_fake: torch.Tensor,
-               feat_real: torch.Tensor, feat_fake: torch.Tensor) -> None:
+    def update(
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        label_real: torch.Tensor,
+        label_fake: torch.Tensor,
+        feat_real: torch.Tensor,
+        feat_fake: torch.Tensor,
+    ) -> None:
         self.real.append(real)
         self.fake.append(fake)
         self.label_real.append(label_real)
@@ -88,8 +101,10 @@ class _Samples(Metric):
         self.feat_fake.append(feat_fake)
 
     def compute(self) -> dict[str, np.ndarray]:
-        return {name: dim_zero_cat(getattr(self, name)).cpu().numpy() for name in
-                ("real", "fake", "label_real", "label_fake", "feat_real", "feat_fake")}
+        return {
+            name: dim_zero_cat(getattr(self, name)).cpu().numpy()
+            for name in ("real", "fake", "label_real", "label_fake", "feat_real", "feat_fake")
+        }
 
 
 class GalaxyGenerationEvaluator(Evaluator):
@@ -106,9 +121,16 @@ class GalaxyGenerationEvaluator(Evaluator):
         figure_images: stamps per class kept for the figure.
     """
 
-    def __init__(self, classifier: nn.Module | None = None, transform: nn.Module | None = None,
-                 class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.2, seed: int = 0,
-                 n_splits: int = N_SPLITS, figure_images: int = 6) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module | None = None,
+        transform: nn.Module | None = None,
+        class_names: Sequence[str] = LABEL_NAMES,
+        pixel_scale_arcsec: float = 0.2,
+        seed: int = 0,
+        n_splits: int = N_SPLITS,
+        figure_images: int = 6,
+    ) -> None:
         super().__init__()
         if int(n_splits) < 2:
             raise ValueError(f"GalaxyGenerationEvaluator: n_splits must be >= 2, got {n_splits}")
@@ -134,8 +156,11 @@ class GalaxyGenerationEvaluator(Evaluator):
         real, fake = images["target"].float(), images["output"].float()
         n_real, n_fake = real.shape[0], fake.shape[0]
         label_real = batch["label"].long() if "label" in batch else torch.full((n_real,), -1, device=real.device)
-        label_fake = batch["label_generated"].long() if "label_generated" in batch else torch.full(
-            (n_fake,), -1, device=fake.device)
+        label_fake = (
+            batch["label_generated"].long()
+            if "label_generated" in batch
+            else torch.full((n_fake,), -1, device=fake.device)
+        )
         self.samples.update(real[:, 0], fake[:, 0], label_real, label_fake, self._features(real), self._features(fake))
         for key in ("target", "target_psf_free", "output", "output_psf_free", "output_convolved"):
             if key not in images:
@@ -158,14 +183,27 @@ class GalaxyGenerationEvaluator(Evaluator):
         conditional = bool((data["label_fake"] >= 0).all()) and bool((data["label_real"] >= 0).all())
         fake_stats, fake_fail = morphology_statistics(data["fake"], self.pixel_scale)
         real_stats, real_fail = morphology_statistics(data["real"], self.pixel_scale)
-        report, splits = compare_statistics(fake_stats, real_stats, fake_fail, real_fail,
-                                            data["label_fake"] if conditional else None,
-                                            data["label_real"] if conditional else None, self.seed, self.n_splits)
+        report, splits = compare_statistics(
+            fake_stats,
+            real_stats,
+            fake_fail,
+            real_fail,
+            data["label_fake"] if conditional else None,
+            data["label_real"] if conditional else None,
+            self.seed,
+            self.n_splits,
+        )
         if data["feat_real"].shape[1]:
             for suffix, sp in splits.items():
                 r = ratio_over_splits(frechet_distance, data["feat_fake"], data["feat_real"], sp)
-                report.update({f"fd{suffix}": r["model"], f"fd_real{suffix}": r["real"],
-                               f"fd_real_std{suffix}": r["real_std"], f"fd_ratio{suffix}": r["ratio"]})
+                report.update(
+                    {
+                        f"fd{suffix}": r["model"],
+                        f"fd_real{suffix}": r["real"],
+                        f"fd_real_std{suffix}": r["real_std"],
+                        f"fd_ratio{suffix}": r["ratio"],
+                    }
+                )
         out: dict[str, float] = {}
         for key, value in report.items():
             out[re.sub(r"/class(\d+)", lambda m: f"/{self._name(int(m.group(1)))}", key)] = float(value)

@@ -62,8 +62,7 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
     return arr
 
 
-def flux_weighted_centre(images: np.ndarray, window_radius_pix: float | None = None,
-                         iterations: int = 5) -> np.ndarray:
+def flux_weighted_centre(images: np.ndarray, window_radius_pix: float | None = None, iterations: int = 5) -> np.ndarray:
     """Windowed flux-weighted centroid, [N, 2] (row, col) in pixels (see the module docstring)."""
     img = _as_batch(images)
     n, h, w = img.shape
@@ -95,9 +94,15 @@ def total_flux(images: np.ndarray, radius_pix: float | None = None, centres: np.
     return (img * inside).sum(axis=(1, 2))
 
 
-def growth_curve_radii(images: np.ndarray, fractions: Sequence[float], centres: np.ndarray | None = None,
-                       r_total_pix: float | None = None, subsample: int = 4, dr_pix: float = 0.05,
-                       chunk: int = 32) -> np.ndarray:
+def growth_curve_radii(
+    images: np.ndarray,
+    fractions: Sequence[float],
+    centres: np.ndarray | None = None,
+    r_total_pix: float | None = None,
+    subsample: int = 4,
+    dr_pix: float = 0.05,
+    chunk: int = 32,
+) -> np.ndarray:
     """Radii (pixels) enclosing the given fractions of the flux inside ``r_total_pix``, [N, len(fractions)].
 
     NaN where the total is not positive or the fraction is never reached.
@@ -113,13 +118,14 @@ def growth_curve_radii(images: np.ndarray, fractions: Sequence[float], centres: 
     sub_cols = (np.arange(w)[:, None] + sub[None, :]).reshape(-1)
     out = np.full((n, fr.size), np.nan)
     for start in range(0, n, chunk):
-        cc = c[start:start + chunk]
+        cc = c[start : start + chunk]
         m = cc.shape[0]
-        d2 = ((sub_rows[None, :, None] - cc[:, 0, None, None]) ** 2
-              + (sub_cols[None, None, :] - cc[:, 1, None, None]) ** 2)  # [m, h*s, w*s]
+        d2 = (sub_rows[None, :, None] - cc[:, 0, None, None]) ** 2 + (
+            sub_cols[None, None, :] - cc[:, 1, None, None]
+        ) ** 2  # [m, h*s, w*s]
         # Outside r_total -> overflow bin nbins, dropped below.
         idx = np.minimum((np.sqrt(d2) / dr_pix).astype(np.int64), nbins)
-        flux = np.repeat(np.repeat(img[start:start + m], subsample, axis=1), subsample, axis=2) / subsample**2
+        flux = np.repeat(np.repeat(img[start : start + m], subsample, axis=1), subsample, axis=2) / subsample**2
         flat = (idx + (nbins + 1) * np.arange(m)[:, None, None]).reshape(-1)
         hist = np.bincount(flat, weights=flux.reshape(-1), minlength=m * (nbins + 1)).reshape(m, nbins + 1)
         cum = np.cumsum(hist[:, :nbins], axis=1)  # flux within radius (k + 1) * dr
@@ -139,8 +145,9 @@ def growth_curve_radii(images: np.ndarray, fractions: Sequence[float], centres: 
     return out
 
 
-def half_light_radius(images: np.ndarray, pixel_scale_arcsec: float = 1.0, centres: np.ndarray | None = None,
-                      **growth_kwargs) -> np.ndarray:
+def half_light_radius(
+    images: np.ndarray, pixel_scale_arcsec: float = 1.0, centres: np.ndarray | None = None, **growth_kwargs
+) -> np.ndarray:
     """Half-light radius in arcsec (pixels if ``pixel_scale_arcsec`` = 1), [N]."""
     return growth_curve_radii(images, [0.5], centres, **growth_kwargs)[:, 0] * pixel_scale_arcsec
 
@@ -152,8 +159,9 @@ def concentration(images: np.ndarray, centres: np.ndarray | None = None, **growt
         return 5.0 * np.log10(r[:, 1] / r[:, 0])
 
 
-def adaptive_ellipticity(images: np.ndarray, guess_sigma_pix: np.ndarray | float | None = None
-                         ) -> tuple[np.ndarray, np.ndarray, int]:
+def adaptive_ellipticity(
+    images: np.ndarray, guess_sigma_pix: np.ndarray | float | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """HSM adaptive-moment reduced-shear ellipticity (g1, g2), NaN where the fit failed, and the failure count."""
     import galsim
 
@@ -166,8 +174,9 @@ def adaptive_ellipticity(images: np.ndarray, guess_sigma_pix: np.ndarray | float
     for i in range(n):
         sig = float(guess[i]) if np.isfinite(guess[i]) and guess[i] > 0 else 5.0
         try:
-            res = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img[i]), scale=1.0),
-                                             guess_sig=sig, strict=False)
+            res = galsim.hsm.FindAdaptiveMom(
+                galsim.Image(np.ascontiguousarray(img[i]), scale=1.0), guess_sig=sig, strict=False
+            )
             ok = res.moments_status == 0 and not res.error_message
         except (galsim.GalSimError, ValueError, RuntimeError):
             ok = False
@@ -190,8 +199,13 @@ def rotate_180(images: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(flipped) * phase).real
 
 
-def asymmetry(images: np.ndarray, centres: np.ndarray | None = None, radius_pix: np.ndarray | float | None = None,
-              radius_hlr: float = 2.0, noise_sigma: np.ndarray | float | None = None) -> np.ndarray:
+def asymmetry(
+    images: np.ndarray,
+    centres: np.ndarray | None = None,
+    radius_pix: np.ndarray | float | None = None,
+    radius_hlr: float = 2.0,
+    noise_sigma: np.ndarray | float | None = None,
+) -> np.ndarray:
     """Rotational asymmetry A = sum|I - I_180| / sum|I| inside a circle about the centre, [N]."""
     img = _as_batch(images)
     n, h, w = img.shape
@@ -260,7 +274,9 @@ class RealSplits:
         return len(self.a)
 
 
-def draw_splits(fake_idx: np.ndarray, real_idx: np.ndarray, n_splits: int, rng: np.random.Generator) -> RealSplits | None:
+def draw_splits(
+    fake_idx: np.ndarray, real_idx: np.ndarray, n_splits: int, rng: np.random.Generator
+) -> RealSplits | None:
     """``n_splits`` independent random splits with m = min(N_fake, N_real // 2); None if m < 2.
 
     Each split draws a fresh permutation of the real indices (halves a, b) and, when N_fake > m, a fresh
@@ -275,12 +291,13 @@ def draw_splits(fake_idx: np.ndarray, real_idx: np.ndarray, n_splits: int, rng: 
         fake.append(rng.choice(fake_idx, m, replace=False) if fake_idx.size > m else fake_idx)
         perm = rng.permutation(real_idx)
         a.append(perm[:m])
-        b.append(perm[m:2 * m])
+        b.append(perm[m : 2 * m])
     return RealSplits(m, tuple(fake), tuple(a), tuple(b))
 
 
-def ratio_over_splits(distance: Callable[[np.ndarray, np.ndarray], float], fake: np.ndarray, real: np.ndarray,
-                      splits: RealSplits) -> dict[str, float]:
+def ratio_over_splits(
+    distance: Callable[[np.ndarray, np.ndarray], float], fake: np.ndarray, real: np.ndarray, splits: RealSplits
+) -> dict[str, float]:
     """A distance of generated to real data as a ratio to its real/real value, averaged over the splits.
 
     Returns ``model`` = mean over splits of distance(fake_k, real_a_k), ``real`` = mean over splits of
@@ -295,15 +312,25 @@ def ratio_over_splits(distance: Callable[[np.ndarray, np.ndarray], float], fake:
     return {"model": model, "real": ref, "real_std": spread, "ratio": _ratio(model, ref)}
 
 
-def compare_statistics(fake: dict[str, np.ndarray], real: dict[str, np.ndarray], fake_fail: int, real_fail: int,
-                       labels_fake: np.ndarray | None = None, labels_real: np.ndarray | None = None, seed: int = 0,
-                       n_splits: int = N_SPLITS) -> tuple[dict[str, float], dict[str, RealSplits]]:
+def compare_statistics(
+    fake: dict[str, np.ndarray],
+    real: dict[str, np.ndarray],
+    fake_fail: int,
+    real_fail: int,
+    labels_fake: np.ndarray | None = None,
+    labels_real: np.ndarray | None = None,
+    seed: int = 0,
+    n_splits: int = N_SPLITS,
+) -> tuple[dict[str, float], dict[str, RealSplits]]:
     """The report of :func:`morphology_report` from statistics already computed, and the splits used
     (key "" overall, "/class<c>" per class) so other distances (the Frechet distance) share them."""
     if n_splits < 2:
         raise ValueError(f"n_splits must be >= 2 (the denominator's spread needs two splits), got {n_splits}")
-    out: dict[str, float] = {"hsm_failures/fake": float(fake_fail), "hsm_failures/real": float(real_fail),
-                             "n_splits": float(n_splits)}
+    out: dict[str, float] = {
+        "hsm_failures/fake": float(fake_fail),
+        "hsm_failures/real": float(real_fail),
+        "n_splits": float(n_splits),
+    }
     for s in STATISTICS:
         for name, stats in (("fake", fake), ("real", real)):
             v = stats[s]
@@ -318,8 +345,11 @@ def compare_statistics(fake: dict[str, np.ndarray], real: dict[str, np.ndarray],
         splits = draw_splits(fake_idx, real_idx, n_splits, rng)
         out[f"n_pairs{suffix}"] = float(min(fake_idx.size, real_idx.size // 2))
         for s in STATISTICS:
-            r = ratio_over_splits(wasserstein_1d, fake[s], real[s], splits) if splits else dict.fromkeys(
-                ("model", "real", "real_std", "ratio"), float("nan"))
+            r = (
+                ratio_over_splits(wasserstein_1d, fake[s], real[s], splits)
+                if splits
+                else dict.fromkeys(("model", "real", "real_std", "ratio"), float("nan"))
+            )
             out[f"w1/{s}{suffix}"], out[f"w1_real/{s}{suffix}"] = r["model"], r["real"]
             out[f"w1_real_std/{s}{suffix}"], out[f"w1_ratio/{s}{suffix}"] = r["real_std"], r["ratio"]
         if splits:
@@ -327,9 +357,15 @@ def compare_statistics(fake: dict[str, np.ndarray], real: dict[str, np.ndarray],
     return out, used
 
 
-def morphology_report(fake_images: np.ndarray, real_images: np.ndarray, pixel_scale: float,
-                      labels_fake: np.ndarray | None = None, labels_real: np.ndarray | None = None,
-                      seed: int = 0, n_splits: int = N_SPLITS) -> dict[str, float]:
+def morphology_report(
+    fake_images: np.ndarray,
+    real_images: np.ndarray,
+    pixel_scale: float,
+    labels_fake: np.ndarray | None = None,
+    labels_real: np.ndarray | None = None,
+    seed: int = 0,
+    n_splits: int = N_SPLITS,
+) -> dict[str, float]:
     """Flat dict of floats comparing generated and real morphology.
 
     ``n_splits`` times, the real set is split into two disjoint random halves real_a, real_b of
@@ -353,6 +389,8 @@ def morphology_report(fake_images: np.ndarray, real_images: np.ndarray, pixel_sc
         lf = np.asarray(labels_fake).reshape(-1)
         lr = np.asarray(labels_real).reshape(-1)
         if lf.size != n_fake or lr.size != n_real:
-            raise ValueError(f"morphology_report: labels_fake has {lf.size} entries for {n_fake} images, "
-                             f"labels_real {lr.size} for {n_real}")
+            raise ValueError(
+                f"morphology_report: labels_fake has {lf.size} entries for {n_fake} images, "
+                f"labels_real {lr.size} for {n_real}"
+            )
     return compare_statistics(fake_stats, real_stats, fake_fail, real_fail, lf, lr, seed, n_splits)[0]

@@ -28,16 +28,26 @@ class GalaxyClassifierNet(nn.Module):
         num_classes: logits (1 for a binary classifier).
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64), feature_dim: int = 64,
-                 pooled_size: int = 4, num_classes: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64),
+        feature_dim: int = 64,
+        pooled_size: int = 4,
+        num_classes: int = 3,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.AvgPool2d(2)]
         c = in_channels
         for o in channels:
             layers += [nn.Conv2d(c, o, 3, padding=1), nn.SiLU(), nn.Conv2d(o, o, 3, stride=2, padding=1), nn.SiLU()]
             c = o
-        layers += [nn.AdaptiveAvgPool2d(pooled_size), nn.Flatten(), nn.Linear(c * pooled_size**2, feature_dim),
-                   nn.SiLU()]
+        layers += [
+            nn.AdaptiveAvgPool2d(pooled_size),
+            nn.Flatten(),
+            nn.Linear(c * pooled_size**2, feature_dim),
+            nn.SiLU(),
+        ]
         self.body = nn.Sequential(*layers)
         self.out = nn.Linear(feature_dim, num_classes)
         self.num_classes = int(num_classes)

@@ -88,9 +88,21 @@ BLOCK_GALAXIES = 96  # galaxies per random-stream block; part of the definition 
 DEFAULT_SET_SIZE = 3072  # 32 blocks, 1024 per class; simulated in < 60 s on one core (benchmarks/bench_galaxy_sim.py)
 LABEL_NAMES = ("disk", "bulge", "irregular")
 IMAGE_FIELDS = ("image", "image_psf_free", "psf")
-PARAMETER_FIELDS = ("flux", "hlr_arcsec", "q", "beta_deg", "bulge_fraction", "sersic_n", "n_knots",
-                    "knot_fraction", "psf_fwhm_arcsec", "psf_beta", "sky_level", "offset_x_arcsec",
-                    "offset_y_arcsec")
+PARAMETER_FIELDS = (
+    "flux",
+    "hlr_arcsec",
+    "q",
+    "beta_deg",
+    "bulge_fraction",
+    "sersic_n",
+    "n_knots",
+    "knot_fraction",
+    "psf_fwhm_arcsec",
+    "psf_beta",
+    "sky_level",
+    "offset_x_arcsec",
+    "offset_y_arcsec",
+)
 FIELDS = IMAGE_FIELDS + ("label", "size_bin") + PARAMETER_FIELDS
 
 # Random-stream purposes (first spawn-key word), so streams never collide.
@@ -116,12 +128,15 @@ class MorphologyPrior:
 
 
 DEFAULT_CLASSES = (
-    MorphologyPrior("disk", 0.9, 0.3, (0.3, 2.0), (0.0, 0.3), (0.2, 0.5), (0.5, 0.3, 0.2), 0.2,
-                    0.3, (2, 8), (0.05, 0.15)),
-    MorphologyPrior("bulge", 0.6, 0.35, (0.25, 2.0), (0.6, 0.95), (0.3, 0.8), (0.1, 0.3, 0.6), 0.55,
-                    0.0, (0, 0), (0.0, 0.0)),
-    MorphologyPrior("irregular", 0.8, 0.3, (0.3, 2.0), (0.0, 0.15), (0.2, 0.5), (0.6, 0.3, 0.1), 0.4,
-                    1.0, (8, 30), (0.3, 0.6)),
+    MorphologyPrior(
+        "disk", 0.9, 0.3, (0.3, 2.0), (0.0, 0.3), (0.2, 0.5), (0.5, 0.3, 0.2), 0.2, 0.3, (2, 8), (0.05, 0.15)
+    ),
+    MorphologyPrior(
+        "bulge", 0.6, 0.35, (0.25, 2.0), (0.6, 0.95), (0.3, 0.8), (0.1, 0.3, 0.6), 0.55, 0.0, (0, 0), (0.0, 0.0)
+    ),
+    MorphologyPrior(
+        "irregular", 0.8, 0.3, (0.3, 2.0), (0.0, 0.15), (0.2, 0.5), (0.6, 0.3, 0.1), 0.4, 1.0, (8, 30), (0.3, 0.6)
+    ),
 )
 
 
@@ -156,8 +171,7 @@ class GalaxySimConfig:
             raise ValueError(f"GalaxySimConfig.stamp_size must be a power of 2 >= 8, got {s}")
         if self.psf_size % 2 == 0 or not 3 <= self.psf_size <= s:
             raise ValueError(f"GalaxySimConfig.psf_size must be odd, >= 3 and <= stamp_size={s}, got {self.psf_size}")
-        for name in ("pixel_scale_arcsec", "psf_fwhm_arcsec", "gain_e_per_adu", "flux_median_adu",
-                     "knot_sigma_arcsec"):
+        for name in ("pixel_scale_arcsec", "psf_fwhm_arcsec", "gain_e_per_adu", "flux_median_adu", "knot_sigma_arcsec"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GalaxySimConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.psf_beta <= 1.1:
@@ -172,26 +186,33 @@ class GalaxySimConfig:
         if self.core_pixels % 2 or not 0 <= self.core_pixels <= s:
             raise ValueError(f"GalaxySimConfig.core_pixels must be even and <= stamp_size={s}, got {self.core_pixels}")
         if self.centre_jitter_pixels < 0 or (self.core_pixels and self.centre_jitter_pixels > self.core_pixels / 2 - 2):
-            raise ValueError("GalaxySimConfig.centre_jitter_pixels must be >= 0 and keep the profile centre >= 2 "
-                             f"pixels inside the central core window (<= core_pixels / 2 - 2 = "
-                             f"{self.core_pixels / 2 - 2:g}), got {self.centre_jitter_pixels}")
+            raise ValueError(
+                "GalaxySimConfig.centre_jitter_pixels must be >= 0 and keep the profile centre >= 2 "
+                f"pixels inside the central core window (<= core_pixels / 2 - 2 = "
+                f"{self.core_pixels / 2 - 2:g}), got {self.centre_jitter_pixels}"
+            )
         if list(self.size_bin_edges_arcsec) != sorted(self.size_bin_edges_arcsec):
             raise ValueError(f"GalaxySimConfig.size_bin_edges_arcsec must increase, got {self.size_bin_edges_arcsec}")
         if not self.classes or BLOCK_GALAXIES % len(self.classes):
-            raise ValueError(f"GalaxySimConfig.classes: need 1..n classes with n dividing {BLOCK_GALAXIES}, "
-                             f"got {len(self.classes)}")
+            raise ValueError(
+                f"GalaxySimConfig.classes: need 1..n classes with n dividing {BLOCK_GALAXIES}, got {len(self.classes)}"
+            )
         for c, prior in enumerate(self.classes):
             where = f"GalaxySimConfig.classes[{c}] ({prior.name})"
             if len(prior.sersic_n_probs) != len(self.sersic_n_grid) or abs(sum(prior.sersic_n_probs) - 1) > 1e-6:
-                raise ValueError(f"{where}.sersic_n_probs must have {len(self.sersic_n_grid)} entries summing to 1, "
-                                 f"got {prior.sersic_n_probs}")
+                raise ValueError(
+                    f"{where}.sersic_n_probs must have {len(self.sersic_n_grid)} entries summing to 1, "
+                    f"got {prior.sersic_n_probs}"
+                )
             lo, hi = prior.hlr_range_arcsec
             if not 0 < lo < hi or prior.hlr_sigma_ln <= 0:
                 raise ValueError(f"{where}: need 0 < hlr_range_arcsec[0] < [1] and hlr_sigma_ln > 0")
             if not 0 <= prior.bulge_fraction_range[0] <= prior.bulge_fraction_range[1] < 1:
                 raise ValueError(f"{where}.bulge_fraction_range must lie in [0, 1), got {prior.bulge_fraction_range}")
             if not 0 < prior.bulge_to_disk_hlr_range[0] <= prior.bulge_to_disk_hlr_range[1]:
-                raise ValueError(f"{where}.bulge_to_disk_hlr_range must be positive, got {prior.bulge_to_disk_hlr_range}")
+                raise ValueError(
+                    f"{where}.bulge_to_disk_hlr_range must be positive, got {prior.bulge_to_disk_hlr_range}"
+                )
             if not 0 < prior.min_axis_ratio <= 1:
                 raise ValueError(f"{where}.min_axis_ratio must be in (0, 1], got {prior.min_axis_ratio}")
             if not 0 <= prior.n_knots_range[0] <= prior.n_knots_range[1]:
@@ -213,8 +234,10 @@ class GalaxySimConfig:
     @classmethod
     def from_json(cls, text: str) -> GalaxySimConfig:
         data = json.loads(text)
-        classes = tuple(MorphologyPrior(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
-                        for c in data.pop("classes"))
+        classes = tuple(
+            MorphologyPrior(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+            for c in data.pop("classes")
+        )
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(classes=classes, **data)
 
@@ -223,21 +246,25 @@ class GalaxySimConfig:
 # Parameters
 # ----------------------------------------------------------------------------------------------
 
-def composite_half_light_radius(bulge_fraction: np.ndarray, sersic_n: np.ndarray,
-                                bulge_to_disk_hlr: np.ndarray) -> np.ndarray:
+
+def composite_half_light_radius(
+    bulge_fraction: np.ndarray, sersic_n: np.ndarray, bulge_to_disk_hlr: np.ndarray
+) -> np.ndarray:
     """Half-light radius of round bulge (Sersic n) + exponential disk, in units of the disk hlr.
 
     Solves B P(2n, b_n (x/rho)^(1/n)) + (1 - B) P(2, b_1 x) = 1/2 for x by bisection, P the
     regularised lower incomplete gamma function (enclosed-flux fraction of an untruncated Sersic
     profile). The root lies between the two component radii, 1 and rho.
     """
-    bt, n, rho = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in
-                                       (bulge_fraction, sersic_n, bulge_to_disk_hlr)))
+    bt, n, rho = np.broadcast_arrays(
+        *(np.asarray(a, dtype=np.float64) for a in (bulge_fraction, sersic_n, bulge_to_disk_hlr))
+    )
     b_n = special.gammaincinv(2.0 * n, 0.5)
 
     def enclosed(x: np.ndarray) -> np.ndarray:
-        return (bt * special.gammainc(2.0 * n, b_n * (x / rho) ** (1.0 / n))
-                + (1.0 - bt) * special.gammainc(2.0, _B_EXP * x))
+        return bt * special.gammainc(2.0 * n, b_n * (x / rho) ** (1.0 / n)) + (1.0 - bt) * special.gammainc(
+            2.0, _B_EXP * x
+        )
 
     lo, hi = np.minimum(1.0, rho), np.maximum(1.0, rho)
     for _ in range(60):  # interval shrinks by 2^-60: exact to float64
@@ -247,8 +274,9 @@ def composite_half_light_radius(bulge_fraction: np.ndarray, sersic_n: np.ndarray
     return 0.5 * (lo + hi)
 
 
-def _truncated_lognormal(u: np.ndarray, median: np.ndarray, sigma_ln: np.ndarray, lo: np.ndarray,
-                         hi: np.ndarray) -> np.ndarray:
+def _truncated_lognormal(
+    u: np.ndarray, median: np.ndarray, sigma_ln: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Inverse-CDF sample of a log-normal truncated to [lo, hi] from uniforms u."""
     a = special.ndtr((np.log(lo) - np.log(median)) / sigma_ln)
     b = special.ndtr((np.log(hi) - np.log(median)) / sigma_ln)
@@ -261,8 +289,9 @@ def _class_table(config: GalaxySimConfig, attr: str, index: int | None = None) -
     return np.asarray(values, dtype=np.float64)
 
 
-def sample_parameters(labels: np.ndarray, rng: np.random.Generator,
-                      config: GalaxySimConfig = GalaxySimConfig()) -> dict[str, np.ndarray]:
+def sample_parameters(
+    labels: np.ndarray, rng: np.random.Generator, config: GalaxySimConfig = GalaxySimConfig()
+) -> dict[str, np.ndarray]:
     """Physical parameters (float64 arrays) of galaxies of the given classes.
 
     The stream is consumed in a fixed order and amount for a given number of labels, so galaxy j
@@ -274,8 +303,10 @@ def sample_parameters(labels: np.ndarray, rng: np.random.Generator,
     if lab.size and (lab.min() < 0 or lab.max() >= config.n_classes):
         raise ValueError(f"labels must lie in [0, {config.n_classes}), got range [{lab.min()}, {lab.max()}]")
     m = lab.shape[0]
-    t = {name: _class_table(config, name)[lab] for name in
-         ("hlr_median_arcsec", "hlr_sigma_ln", "min_axis_ratio", "knot_probability")}
+    t = {
+        name: _class_table(config, name)[lab]
+        for name in ("hlr_median_arcsec", "hlr_sigma_ln", "min_axis_ratio", "knot_probability")
+    }
 
     def lo_hi(name: str) -> tuple[np.ndarray, np.ndarray]:
         return _class_table(config, name, 0)[lab], _class_table(config, name, 1)[lab]
@@ -300,8 +331,13 @@ def sample_parameters(labels: np.ndarray, rng: np.random.Generator,
     f_lo, f_hi = lo_hi("knot_fraction_range")
     knot_fraction = np.where(n_knots > 0, f_lo + (f_hi - f_lo) * u[8], 0.0)
     fl_lo, fl_hi = config.flux_range_adu
-    flux = _truncated_lognormal(u[9], np.float64(config.flux_median_adu), np.float64(max(config.flux_sigma_ln, 1e-12)),
-                                np.float64(fl_lo), np.float64(fl_hi))
+    flux = _truncated_lognormal(
+        u[9],
+        np.float64(config.flux_median_adu),
+        np.float64(max(config.flux_sigma_ln, 1e-12)),
+        np.float64(fl_lo),
+        np.float64(fl_hi),
+    )
     jitter = config.centre_jitter_pixels * config.pixel_scale_arcsec
     offset_x = jitter * (2.0 * u[10] - 1.0)
     offset_y = jitter * (2.0 * u[11] - 1.0)
@@ -315,12 +351,22 @@ def sample_parameters(labels: np.ndarray, rng: np.random.Generator,
     disk_hlr = hlr / x
     knot_r_arcsec = knot_r * (disk_hlr / _B_EXP)[:, None]
     return {
-        "flux": flux, "hlr_arcsec": hlr, "q": q, "beta_deg": beta_deg, "bulge_fraction": bulge_fraction,
-        "sersic_n": sersic_n, "n_knots": n_knots, "knot_fraction": knot_fraction,
-        "psf_fwhm_arcsec": psf_fwhm, "psf_beta": np.full(m, config.psf_beta),
-        "sky_level": np.full(m, config.sky_level_adu), "offset_x_arcsec": offset_x, "offset_y_arcsec": offset_y,
+        "flux": flux,
+        "hlr_arcsec": hlr,
+        "q": q,
+        "beta_deg": beta_deg,
+        "bulge_fraction": bulge_fraction,
+        "sersic_n": sersic_n,
+        "n_knots": n_knots,
+        "knot_fraction": knot_fraction,
+        "psf_fwhm_arcsec": psf_fwhm,
+        "psf_beta": np.full(m, config.psf_beta),
+        "sky_level": np.full(m, config.sky_level_adu),
+        "offset_x_arcsec": offset_x,
+        "offset_y_arcsec": offset_y,
         "size_bin": np.digitize(hlr, config.size_bin_edges_arcsec).astype(np.int64),
-        "disk_hlr_arcsec": disk_hlr, "bulge_hlr_arcsec": rho * disk_hlr,
+        "disk_hlr_arcsec": disk_hlr,
+        "bulge_hlr_arcsec": rho * disk_hlr,
         "knot_xy": np.stack([knot_r_arcsec * np.cos(knot_phi), knot_r_arcsec * np.sin(knot_phi)], axis=-1),
     }
 
@@ -328,6 +374,7 @@ def sample_parameters(labels: np.ndarray, rng: np.random.Generator,
 # ----------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------
+
 
 def galaxy_components(params: dict[str, np.ndarray], j: int, config: GalaxySimConfig = GalaxySimConfig()):
     """galsim profiles (no PSF) of galaxy ``j`` of a ``sample_parameters`` dict: (bulge + disk, knots or None).
@@ -342,11 +389,13 @@ def galaxy_components(params: dict[str, np.ndarray], j: int, config: GalaxySimCo
     nk = int(params["n_knots"][j])
     shear = galsim.Shear(q=float(params["q"][j]), beta=float(params["beta_deg"][j]) * galsim.degrees)
     offset = (float(params["offset_x_arcsec"][j]), float(params["offset_y_arcsec"][j]))
-    smooth = galsim.Exponential(half_light_radius=float(params["disk_hlr_arcsec"][j]),
-                                flux=flux * (1.0 - bt) * (1.0 - fk))
+    smooth = galsim.Exponential(
+        half_light_radius=float(params["disk_hlr_arcsec"][j]), flux=flux * (1.0 - bt) * (1.0 - fk)
+    )
     if bt > 0:
-        smooth = smooth + galsim.Sersic(float(params["sersic_n"][j]),
-                                        half_light_radius=float(params["bulge_hlr_arcsec"][j]), flux=flux * bt)
+        smooth = smooth + galsim.Sersic(
+            float(params["sersic_n"][j]), half_light_radius=float(params["bulge_hlr_arcsec"][j]), flux=flux * bt
+        )
     smooth = smooth.shear(shear).shift(*offset)
     if nk == 0:
         return smooth, None
@@ -367,13 +416,17 @@ def moffat_kernel(fwhm_arcsec: float, beta: float, size: int, pixel_scale_arcsec
 
     if size % 2 == 0:
         raise ValueError(f"PSF kernel size must be odd, got {size}")
-    img = galsim.Moffat(beta=beta, fwhm=fwhm_arcsec).drawImage(nx=size, ny=size, scale=pixel_scale_arcsec,
-                                                               method="no_pixel", dtype=np.float64).array
+    img = (
+        galsim.Moffat(beta=beta, fwhm=fwhm_arcsec)
+        .drawImage(nx=size, ny=size, scale=pixel_scale_arcsec, method="no_pixel", dtype=np.float64)
+        .array
+    )
     return img / img.sum()
 
 
-def render_galaxy(params: dict[str, np.ndarray], j: int,
-                  config: GalaxySimConfig = GalaxySimConfig()) -> tuple[np.ndarray, np.ndarray]:
+def render_galaxy(
+    params: dict[str, np.ndarray], j: int, config: GalaxySimConfig = GalaxySimConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """Noiseless (PSF-convolved image, PSF-free image) of galaxy ``j``, float64 ADU per pixel."""
     import galsim
 
@@ -398,8 +451,9 @@ def render_galaxy(params: dict[str, np.ndarray], j: int,
 def _pixel_integrated(profile, n: int, scale: float, oversample: int) -> np.ndarray:
     """Flux per pixel of an n x n grid centred on the profile origin: surface brightness sampled on
     an ``oversample`` times finer grid times the sub-pixel area, summed per pixel (midpoint rule)."""
-    fine = profile.drawImage(nx=n * oversample, ny=n * oversample, scale=scale / oversample,
-                             method="no_pixel", dtype=np.float64).array
+    fine = profile.drawImage(
+        nx=n * oversample, ny=n * oversample, scale=scale / oversample, method="no_pixel", dtype=np.float64
+    ).array
     return fine.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
 
 
@@ -414,6 +468,7 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, gain_e_per_adu: float
 # Galaxy sequence
 # ----------------------------------------------------------------------------------------------
 
+
 def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)))
 
@@ -425,8 +480,9 @@ def block_labels(seed: int, block: int, n_classes: int = 3) -> np.ndarray:
     return rng.permuted(np.tile(np.arange(n_classes, dtype=np.int64), (groups, 1)), axis=1).reshape(-1)
 
 
-def simulate_galaxies(n: int, seed: int, config: GalaxySimConfig = GalaxySimConfig(),
-                      progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def simulate_galaxies(
+    n: int, seed: int, config: GalaxySimConfig = GalaxySimConfig(), progress: bool = False
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield the first ``n`` galaxies of the (seed, config) sequence in blocks of <= ``BLOCK_GALAXIES``.
 
     Each block is a dict with ``FIELDS``: ``image``, ``image_psf_free`` [m, S, S] float32 (ADU),
@@ -470,10 +526,18 @@ def _iter_blocks(n: int, seed: int, config: GalaxySimConfig) -> Iterator[dict[st
             if config.add_noise:  # drawn galaxy by galaxy in order: prefix-stable
                 clean = add_noise(clean, noise_rng, config.gain_e_per_adu, config.sky_level_adu)
             image[j], psf_free[j] = clean, free
-            psf[j] = fixed_psf if fixed_psf is not None else moffat_kernel(
-                float(params["psf_fwhm_arcsec"][j]), config.psf_beta, k, config.pixel_scale_arcsec)
-        out = {"image": image, "image_psf_free": psf_free, "psf": psf, "label": labels[:m].copy(),
-               "size_bin": params["size_bin"][:m].copy()}
+            psf[j] = (
+                fixed_psf
+                if fixed_psf is not None
+                else moffat_kernel(float(params["psf_fwhm_arcsec"][j]), config.psf_beta, k, config.pixel_scale_arcsec)
+            )
+        out = {
+            "image": image,
+            "image_psf_free": psf_free,
+            "psf": psf,
+            "label": labels[:m].copy(),
+            "size_bin": params["size_bin"][:m].copy(),
+        }
         for name in PARAMETER_FIELDS:
             value = params[name][:m]
             out[name] = value.astype(np.int64) if name == "n_knots" else value.astype(np.float32)
@@ -488,7 +552,8 @@ def concatenate_blocks(blocks: Iterable[dict[str, np.ndarray]]) -> dict[str, np.
     return {key: np.concatenate([blk[key] for blk in blocks]) for key in blocks[0]}
 
 
-def simulate_galaxy_set(n: int, seed: int, config: GalaxySimConfig = GalaxySimConfig(),
-                        progress: bool = False) -> dict[str, np.ndarray]:
+def simulate_galaxy_set(
+    n: int, seed: int, config: GalaxySimConfig = GalaxySimConfig(), progress: bool = False
+) -> dict[str, np.ndarray]:
     """``simulate_galaxies`` joined into one dict."""
     return concatenate_blocks(simulate_galaxies(n, seed, config, progress))

@@ -27,13 +27,18 @@ from lit_sr.inference.runs import load_run, read_test_metrics
 from lit_sr.utils.figures import headless_backend
 
 #: experiment name -> label, in table order
-MODELS: dict[str, str] = {"lensing_rdn": "RDN", "lensing_srresnet": "SRResNet", "lensing_srgan": "SRGAN",
-                          "lensing_esrgan": "ESRGAN"}
+MODELS: dict[str, str] = {
+    "lensing_rdn": "RDN",
+    "lensing_srresnet": "SRResNet",
+    "lensing_srgan": "SRGAN",
+    "lensing_esrgan": "ESRGAN",
+}
 BASELINES = (("bilinear", "bilinear"), ("bicubic", "bicubic"))
 CLASS_NAMES = ("no_sub", "cdm", "vortex")
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 def find_runs(*folders: Path) -> list[dict[str, Any]]:
     """Finished runs below ``folders``: dicts with ``dir``, ``experiment``, ``seed`` and ``metrics``."""
@@ -50,11 +55,14 @@ def find_runs(*folders: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue
             cfg = OmegaConf.load(cfg_path)
-            runs.append({"dir": run_dir, "experiment": str(cfg.experiment_name), "seed": cfg.get("seed"),
-                         "metrics": metrics})
+            runs.append(
+                {"dir": run_dir, "experiment": str(cfg.experiment_name), "seed": cfg.get("seed"), "metrics": metrics}
+            )
     if not runs:
-        raise FileNotFoundError(f"no finished run (config_resolved.yaml + metrics.csv with test/ metrics) below "
-                                f"{', '.join(str(f) for f in folders)}")
+        raise FileNotFoundError(
+            f"no finished run (config_resolved.yaml + metrics.csv with test/ metrics) below "
+            f"{', '.join(str(f) for f in folders)}"
+        )
     return runs
 
 
@@ -93,8 +101,12 @@ def _best(rows: Sequence[Sequence[float | None]], higher: bool) -> int | None:
     return (max(means) if higher else min(means, key=lambda m: (m[0], m[1])))[1]
 
 
-def _table(header: str, names: Sequence[str], columns: Sequence[tuple[list[list[float | None]], int, bool | None]],
-           candidates: Sequence[bool]) -> list[str]:
+def _table(
+    header: str,
+    names: Sequence[str],
+    columns: Sequence[tuple[list[list[float | None]], int, bool | None]],
+    candidates: Sequence[bool],
+) -> list[str]:
     """Markdown rows; in every column with a direction (higher True / lower False) the best mean among the
     ``candidates`` rows is bold, whether a model or a baseline."""
     best = []
@@ -123,7 +135,9 @@ def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
     everything = [m for ms in groups.values() for m in ms]
     label = {e: MODELS.get(e, e) for e in groups}
 
-    rows = [(name, everything, key) for key, name in BASELINES] + [(f"{label[e]}", ms, "sr") for e, ms in groups.items()]
+    rows = [(name, everything, key) for key, name in BASELINES] + [
+        (f"{label[e]}", ms, "sr") for e, ms in groups.items()
+    ]
 
     def col(metric, rows_, digits, higher):
         return ([[metric(m, src) for m in ms] for _, ms, src in rows_], digits, higher)
@@ -139,28 +153,47 @@ def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
         col(lambda m, src: m.get(f"flux_ratio/{src}"), rows, 3, None),
         ([[len(ms)] for _, ms, _ in rows], 0, None),
     ]
-    lines = _table("| image quality (test) | PSNR (dB) | Δ PSNR vs bicubic (dB) | SSIM | min-max PSNR (dB) | "
-                   "median flux ratio SR/HR | runs |", [r[0] for r in rows], quality, [True] * len(rows))
+    lines = _table(
+        "| image quality (test) | PSNR (dB) | Δ PSNR vs bicubic (dB) | SSIM | min-max PSNR (dB) | "
+        "median flux ratio SR/HR | runs |",
+        [r[0] for r in rows],
+        quality,
+        [True] * len(rows),
+    )
 
-    down = [("LR, native grid (LR-trained judge)", everything, "lr"),
-            ("bicubic (HR-trained judge)", everything, "bicubic")]
+    down = [
+        ("LR, native grid (LR-trained judge)", everything, "lr"),
+        ("bicubic (HR-trained judge)", everything, "bicubic"),
+    ]
     down += [(f"SR {label[e]} (HR-trained judge)", ms, "sr") for e, ms in groups.items()]
     down += [("HR, truth (HR-trained judge)", everything, "hr")]
-    downstream = [col(lambda m, src: m.get(f"acc/{src}"), down, 3, True),
-                  col(lambda m, src: m.get(f"auc/{src}"), down, 3, True)]
+    downstream = [
+        col(lambda m, src: m.get(f"acc/{src}"), down, 3, True),
+        col(lambda m, src: m.get(f"auc/{src}"), down, 3, True),
+    ]
     downstream += [col(lambda m, src, c=c: m.get(f"auc_{c}/{src}"), down, 3, True) for c in CLASS_NAMES]
-    downstream += [col(lambda m, src: m.get(f"theta_e_abs_err_arcsec/{src}"), down, 4, False),
-                   col(lambda m, src: m.get(f"theta_e_bias_arcsec/{src}"), down, 4, None),
-                   col(lambda m, src: m.get(f"theta_e_fail_frac/{src}"), down, 3, None)]
-    lines += [""] + _table("| downstream (test) | accuracy | AUC macro | " + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
-                           + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
-                           [r[0] for r in down], downstream, [r[2] != "hr" for r in down])
+    downstream += [
+        col(lambda m, src: m.get(f"theta_e_abs_err_arcsec/{src}"), down, 4, False),
+        col(lambda m, src: m.get(f"theta_e_bias_arcsec/{src}"), down, 4, None),
+        col(lambda m, src: m.get(f"theta_e_fail_frac/{src}"), down, 3, None),
+    ]
+    lines += [""] + _table(
+        "| downstream (test) | accuracy | AUC macro | "
+        + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
+        + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
+        [r[0] for r in down],
+        downstream,
+        [r[2] != "hr" for r in down],
+    )
     seeds = sorted({len(ms) for ms in groups.values()})
-    lines += ["", f"Mean ± standard deviation over {'/'.join(map(str, seeds))} run(s) per experiment (seeds); "
-                  "baselines, LR and HR over all runs. Bold: the best entry of the column (downstream: HR excluded). "
-                  "Judges: substructure classifiers no model trained against (not the GANs' perceptual net); "
-                  "the LR row's judge has the HR judge's architecture and was trained on the LR images on their "
-                  "native grid; the ring fit runs on each image on its own grid."]
+    lines += [
+        "",
+        f"Mean ± standard deviation over {'/'.join(map(str, seeds))} run(s) per experiment (seeds); "
+        "baselines, LR and HR over all runs. Bold: the best entry of the column (downstream: HR excluded). "
+        "Judges: substructure classifiers no model trained against (not the GANs' perceptual net); "
+        "the LR row's judge has the HR judge's architecture and was trained on the LR images on their "
+        "native grid; the ring fit runs on each image on its own grid.",
+    ]
     return "\n".join(lines)
 
 
@@ -182,8 +215,13 @@ def test_examples(run_dirs: Mapping[str, Path], n_lenses: int = 3) -> dict[str, 
         sr = module.eval_net(batch["input"])
         images = module.physical_images(batch, sr, {"bicubic": module.baseline(batch["input"], "bicubic")})
         if not out:
-            out = {"input": images["input"], "bicubic": images["bicubic"], "target": images["target"],
-                   "label": batch["label"], "index": batch["index"]}
+            out = {
+                "input": images["input"],
+                "bicubic": images["bicubic"],
+                "target": images["target"],
+                "label": batch["label"],
+                "index": batch["index"],
+            }
         elif not torch.equal(out["index"], batch["index"]):
             raise ValueError(f"{run_dir}: its test split differs from the first run's (other data or split seed)")
         out[name] = images["output"]
@@ -199,21 +237,24 @@ def panel_figure(examples: Mapping[str, torch.Tensor], models: Sequence[str], cl
 
     columns = [("input", "LR"), ("bicubic", "bicubic")] + [(m, m) for m in models] + [("target", "HR")]
     n_rows, n_cols = len(examples["label"]), len(columns) + len(models)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.55 * n_cols + 0.6, 1.55 * n_rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.55 * n_cols + 0.6, 1.55 * n_rows), squeeze=False, constrained_layout=True
+    )
     for r in range(n_rows):
         hr = examples["target"][r, 0].numpy()
         vmax = float(hr.max())
         res_max = max(float((examples[m][r, 0] - examples["target"][r, 0]).abs().max()) for m in models) or 1.0
         for c, (key, title) in enumerate(columns):
-            im = axes[r, c].imshow(examples[key][r, 0].numpy(), vmin=0.0, vmax=vmax, cmap="magma",
-                                   interpolation="nearest", origin="lower")
+            im = axes[r, c].imshow(
+                examples[key][r, 0].numpy(), vmin=0.0, vmax=vmax, cmap="magma", interpolation="nearest", origin="lower"
+            )
             if r == 0:
                 axes[r, c].set_title(title, fontsize=9)
         for j, m in enumerate(models):
             res = (examples[m][r, 0] - examples["target"][r, 0]).numpy()
-            rim = axes[r, len(columns) + j].imshow(res, vmin=-res_max, vmax=res_max, cmap="RdBu_r",
-                                                    interpolation="nearest", origin="lower")
+            rim = axes[r, len(columns) + j].imshow(
+                res, vmin=-res_max, vmax=res_max, cmap="RdBu_r", interpolation="nearest", origin="lower"
+            )
             if r == 0:
                 axes[r, len(columns) + j].set_title(f"{m} − HR", fontsize=9)
         axes[r, 0].set_ylabel(class_names[int(examples["label"][r])], fontsize=9)
@@ -236,8 +277,9 @@ def first_run_per_experiment(runs: Sequence[Mapping[str, Any]]) -> dict[str, Pat
     return {MODELS.get(e, e): Path(chosen[e]["dir"]) for e in order}
 
 
-def write_outputs(runs: Sequence[Mapping[str, Any]], out: Path, n_lenses: int = 2,
-                  prefix: str = "lensing_") -> list[Path]:
+def write_outputs(
+    runs: Sequence[Mapping[str, Any]], out: Path, n_lenses: int = 2, prefix: str = "lensing_"
+) -> list[Path]:
     """``<prefix>comparison.md`` (the table) and ``<prefix>panels.png`` in ``out``."""
     import matplotlib.pyplot as plt
 
@@ -259,8 +301,9 @@ def write_outputs(runs: Sequence[Mapping[str, Any]], out: Path, n_lenses: int = 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", type=Path, nargs="+", help="multirun folder(s) (or run folders) to collect")
-    p.add_argument("--out", type=Path, default=None, help="where to write the table and figure (default: the first "
-                                                          "folder)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="where to write the table and figure (default: the first folder)"
+    )
     p.add_argument("--lenses", type=int, default=2, help="test lenses per class in the panel figure")
     a = p.parse_args(argv)
     runs = find_runs(*a.folders)

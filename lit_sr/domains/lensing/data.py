@@ -32,35 +32,75 @@ from lit_sr.data.rng import stream_rng
 from lit_sr.data.transforms import IntensityTransform
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.lensing.npy_folder import NpyPairIndex, load_npy_pair, scan_npy_pairs
-from lit_sr.domains.lensing.sim import (BLOCK_LENSES, LABEL_NAMES, LR_FACTOR, PARAM_FIELDS, SIMULATOR_VERSION,
-                                        LensSimConfig, LensSimulator)
+from lit_sr.domains.lensing.sim import (
+    BLOCK_LENSES,
+    LABEL_NAMES,
+    LR_FACTOR,
+    PARAM_FIELDS,
+    SIMULATOR_VERSION,
+    LensSimConfig,
+    LensSimulator,
+)
 
 #: per-sample lens parameters of the simulated file and their units ("" = dimensionless)
 PARAM_UNITS: dict[str, str] = {
-    "theta_e_arcsec": "arcsec", "lens_e1": "", "lens_e2": "", "shear_gamma1": "", "shear_gamma2": "",
-    "source_x_arcsec": "arcsec", "source_y_arcsec": "arcsec", "source_r_eff_arcsec": "arcsec", "source_n_sersic": "",
-    "source_amp": "counts/s/arcsec^2 at R_eff", "n_subhalos": "", "exposure_s": "s", "halo_mass_msun": "Msun",
-    "velocity_dispersion_kms": "km/s", "substructure_mass_msun": "Msun", "lens_x_arcsec": "arcsec",
+    "theta_e_arcsec": "arcsec",
+    "lens_e1": "",
+    "lens_e2": "",
+    "shear_gamma1": "",
+    "shear_gamma2": "",
+    "source_x_arcsec": "arcsec",
+    "source_y_arcsec": "arcsec",
+    "source_r_eff_arcsec": "arcsec",
+    "source_n_sersic": "",
+    "source_amp": "counts/s/arcsec^2 at R_eff",
+    "n_subhalos": "",
+    "exposure_s": "s",
+    "halo_mass_msun": "Msun",
+    "velocity_dispersion_kms": "km/s",
+    "substructure_mass_msun": "Msun",
+    "lens_x_arcsec": "arcsec",
     "lens_y_arcsec": "arcsec",
 }
 assert set(PARAM_UNITS) == set(PARAM_FIELDS), "PARAM_UNITS must list the simulator's PARAM_FIELDS"
 IMAGE_UNITS = "counts/s per HR pixel"
 # Parameters that change under the image symmetries (everything else, e.g. theta_E, is invariant):
-VECTOR_PAIRS = (("source_x_arcsec", "source_y_arcsec"), ("lens_x_arcsec", "lens_y_arcsec"))   # (x, y) positions
-SPIN2_PAIRS = (("lens_e1", "lens_e2"), ("shear_gamma1", "shear_gamma2"))   # e (cos 2phi, sin 2phi)
+VECTOR_PAIRS = (("source_x_arcsec", "source_y_arcsec"), ("lens_x_arcsec", "lens_y_arcsec"))  # (x, y) positions
+SPIN2_PAIRS = (("lens_e1", "lens_e2"), ("shear_gamma1", "shear_gamma2"))  # e (cos 2phi, sin 2phi)
 
 
 def lensing_schema() -> H5Schema:
     """Datasets of a lens file; image sizes are free (checked against ``scale`` by the data module)."""
     fields = [
-        Field("hr", (None, None), "float32", units=IMAGE_UNITS, per_sample_key=False,
-              description="HR image (0.05 arcsec pixels in the simulated file)"),
-        Field("lr", (None, None), "float32", units=IMAGE_UNITS + " area (mean of 2x2 HR pixels)",
-              per_sample_key=False, description="LR image"),
+        Field(
+            "hr",
+            (None, None),
+            "float32",
+            units=IMAGE_UNITS,
+            per_sample_key=False,
+            description="HR image (0.05 arcsec pixels in the simulated file)",
+        ),
+        Field(
+            "lr",
+            (None, None),
+            "float32",
+            units=IMAGE_UNITS + " area (mean of 2x2 HR pixels)",
+            per_sample_key=False,
+            description="LR image",
+        ),
         Field("label", (), "int64", required=False, finite=False, allowed=(0, 1, 2), allowed_names=LABEL_NAMES),
     ]
-    fields += [Field(name, (), "int64" if name == "n_subhalos" else "float32", required=False,
-                     finite=name != "n_subhalos", units=unit) for name, unit in PARAM_UNITS.items()]
+    fields += [
+        Field(
+            name,
+            (),
+            "int64" if name == "n_subhalos" else "float32",
+            required=False,
+            finite=name != "n_subhalos",
+            units=unit,
+        )
+        for name, unit in PARAM_UNITS.items()
+    ]
     return H5Schema(fields, what="lens data file")
 
 
@@ -134,8 +174,9 @@ class LensBatchBuilder:
         self.transform = transform
         self.augment = augment
 
-    def __call__(self, raw: Mapping[str, np.ndarray], rows: np.ndarray,
-                 rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, raw: Mapping[str, np.ndarray], rows: np.ndarray, rng: np.random.Generator | None
+    ) -> dict[str, torch.Tensor]:
         hr, lr = np.asarray(raw["hr"], np.float32), np.asarray(raw["lr"], np.float32)
         params = {k: np.asarray(raw[k]) for k in PARAM_UNITS if k in raw}
         if self.augment and rng is not None:
@@ -144,9 +185,11 @@ class LensBatchBuilder:
                 flips[:, 2] = False  # a transposition needs square images
             hr, lr = d4_images(hr, flips), d4_images(lr, flips)
             params = d4_params(params, flips)
-        batch = {"input": self.transform(torch.from_numpy(np.ascontiguousarray(lr))[:, None]),
-                 "target": self.transform(torch.from_numpy(np.ascontiguousarray(hr))[:, None]),
-                 "index": torch.from_numpy(np.asarray(rows, dtype=np.int64))}
+        batch = {
+            "input": self.transform(torch.from_numpy(np.ascontiguousarray(lr))[:, None]),
+            "target": self.transform(torch.from_numpy(np.ascontiguousarray(hr))[:, None]),
+            "index": torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+        }
         if "label" in raw:
             batch["label"] = torch.from_numpy(np.asarray(raw["label"]).astype(np.int64))
         for k, v in params.items():
@@ -161,8 +204,15 @@ class NpyPairsDataset(Dataset):
     Files are read on demand and kept in memory up to ``max_memory_mb`` (per reading process).
     """
 
-    def __init__(self, index: NpyPairIndex, rows: Sequence[int], builder: LensBatchBuilder, augment: bool = False,
-                 seed: int = 0, max_memory_mb: float = 1024.0) -> None:
+    def __init__(
+        self,
+        index: NpyPairIndex,
+        rows: Sequence[int],
+        builder: LensBatchBuilder,
+        augment: bool = False,
+        seed: int = 0,
+        max_memory_mb: float = 1024.0,
+    ) -> None:
         self.index = index
         self.indices = np.asarray(rows, dtype=np.int64)
         self.builder = builder
@@ -235,23 +285,49 @@ class LensingDataModule(SimulatedH5DataModule):
 
     what = "lens data file"
 
-    def __init__(self, data_dir: str = "data", file: str | None = None, n_lenses: int = 2400, sim_seed: int = 0,
-                 image_size: int = 96, pixel_scale_arcsec: float = 0.05, sim: Mapping[str, Any] | None = None,
-                 class_names: Sequence[str] = LABEL_NAMES, split: Sequence[float] = (0.75, 0.1, 0.15),
-                 split_seed: int = 0, transform: torch.nn.Module | None = None, augment: bool = True,
-                 augment_seed: int = 0, max_lenses: int | None = None, max_memory_mb: float = 1024.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        file: str | None = None,
+        n_lenses: int = 2400,
+        sim_seed: int = 0,
+        image_size: int = 96,
+        pixel_scale_arcsec: float = 0.05,
+        sim: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] = LABEL_NAMES,
+        split: Sequence[float] = (0.75, 0.1, 0.15),
+        split_seed: int = 0,
+        transform: torch.nn.Module | None = None,
+        augment: bool = True,
+        augment_seed: int = 0,
+        max_lenses: int | None = None,
+        max_memory_mb: float = 1024.0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("scale", LR_FACTOR)
         kwargs.setdefault("units", IMAGE_UNITS)
         kwargs.setdefault("physical_range", (0.0, 10.0))
-        super().__init__(data_dir=data_dir, file=file, split=split, split_seed=split_seed, max_samples=max_lenses,
-                         max_memory_mb=max_memory_mb, augment=augment, augment_seed=augment_seed,
-                         transform=transform if transform is not None else IntensityTransform(1.0), **kwargs)
+        super().__init__(
+            data_dir=data_dir,
+            file=file,
+            split=split,
+            split_seed=split_seed,
+            max_samples=max_lenses,
+            max_memory_mb=max_memory_mb,
+            augment=augment,
+            augment_seed=augment_seed,
+            transform=transform if transform is not None else IntensityTransform(1.0),
+            **kwargs,
+        )
         if self.scale != LR_FACTOR:
-            raise ValueError(f"data.scale={self.scale}: the lensing data are x{LR_FACTOR} pairs (LR pixel = 2x2 HR "
-                             "pixels); set data.scale=2")
+            raise ValueError(
+                f"data.scale={self.scale}: the lensing data are x{LR_FACTOR} pairs (LR pixel = 2x2 HR "
+                "pixels); set data.scale=2"
+            )
         if len(class_names) != len(LABEL_NAMES):
-            raise ValueError(f"data.class_names needs {len(LABEL_NAMES)} names (labels 0, 1, 2), got {list(class_names)}")
+            raise ValueError(
+                f"data.class_names needs {len(LABEL_NAMES)} names (labels 0, 1, 2), got {list(class_names)}"
+            )
         self.n_lenses = int(n_lenses)
         self.sim_seed = int(sim_seed)
         self.image_size = int(image_size)
@@ -269,10 +345,12 @@ class LensingDataModule(SimulatedH5DataModule):
             raise ValueError(f"data.sim: unknown simulator option(s) {unknown}; known: {sorted(known)}")
         for key, value in (("image_size", self.image_size), ("pixel_scale_arcsec", self.pixel_scale_arcsec)):
             if key in self.sim_overrides and self.sim_overrides[key] != value:
-                raise ValueError(f"data.sim.{key}={self.sim_overrides[key]} contradicts data.{key}={value}; "
-                                 f"set data.{key} only")
-        return LensSimConfig(**{**self.sim_overrides, "image_size": self.image_size,
-                                "pixel_scale_arcsec": self.pixel_scale_arcsec})
+                raise ValueError(
+                    f"data.sim.{key}={self.sim_overrides[key]} contradicts data.{key}={value}; set data.{key} only"
+                )
+        return LensSimConfig(
+            **{**self.sim_overrides, "image_size": self.image_size, "pixel_scale_arcsec": self.pixel_scale_arcsec}
+        )
 
     # ------------------------------------------------------------------ SimulatedH5DataModule API
     def schema(self) -> H5Schema:
@@ -281,8 +359,9 @@ class LensingDataModule(SimulatedH5DataModule):
     def default_file_names(self) -> dict[str, str]:
         config = self.sim_config()
         digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:8]  # any simulator option -> another file
-        return {"all": f"lensing_{self.n_lenses}x{self.image_size}px_seed{self.sim_seed}_v{SIMULATOR_VERSION}_"
-                       f"{digest}.h5"}
+        return {
+            "all": f"lensing_{self.n_lenses}x{self.image_size}px_seed{self.sim_seed}_v{SIMULATOR_VERSION}_{digest}.h5"
+        }
 
     def n_default(self, key: str = "all") -> int:
         return self.n_lenses
@@ -296,10 +375,15 @@ class LensingDataModule(SimulatedH5DataModule):
         return {"shapes": {"hr": (self.image_size, self.image_size), "lr": (lr, lr)}, "chunk_rows": 256}
 
     def simulation_attrs(self, key: str = "all") -> dict[str, Any]:
-        return {"simulator": "lit_sr.domains.lensing.sim (lenstronomy SIE + shear + point-mass substructure)",
-                "simulator_version": SIMULATOR_VERSION, "seed": self.sim_seed, "n_lenses": self.n_lenses,
-                "config": self.sim_config().to_json(), "label_names": json.dumps(LABEL_NAMES),
-                "units": json.dumps({"hr": IMAGE_UNITS, "lr": IMAGE_UNITS + " area", **PARAM_UNITS})}
+        return {
+            "simulator": "lit_sr.domains.lensing.sim (lenstronomy SIE + shear + point-mass substructure)",
+            "simulator_version": SIMULATOR_VERSION,
+            "seed": self.sim_seed,
+            "n_lenses": self.n_lenses,
+            "config": self.sim_config().to_json(),
+            "label_names": json.dumps(LABEL_NAMES),
+            "units": json.dumps({"hr": IMAGE_UNITS, "lr": IMAGE_UNITS + " area", **PARAM_UNITS}),
+        }
 
     def check_file(self, key: str, info: FileInfo) -> None:
         hr, lr = info.shapes["hr"], info.shapes["lr"]
@@ -333,8 +417,9 @@ class LensingDataModule(SimulatedH5DataModule):
         if self.npy_index is None:
             index = scan_npy_pairs(self.folder, self.class_names)
             if index.hr_shape != (index.lr_shape[0] * self.scale, index.lr_shape[1] * self.scale):
-                raise DataFileError(self.folder, "shape", f"HR {index.hr_shape} is not data.scale={self.scale} x "
-                                                          f"LR {index.lr_shape}")
+                raise DataFileError(
+                    self.folder, "shape", f"HR {index.hr_shape} is not data.scale={self.scale} x LR {index.lr_shape}"
+                )
             self.npy_index = index
         return self.npy_index
 
@@ -354,8 +439,14 @@ class LensingDataModule(SimulatedH5DataModule):
         n = len(index) if self.max_samples is None else min(len(index), int(self.max_samples))
         perm = np.random.default_rng(self.split_seed).permutation(n)
         n_train, n_val = int(round(self.split[0] * n)), int(round(self.split[1] * n))
-        parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
+        parts = {"train": perm[:n_train], "val": perm[n_train : n_train + n_val], "test": perm[n_train + n_val :]}
         for name, rows in parts.items():
             augment = self.augment and name == "train"
-            self.splits[name] = NpyPairsDataset(index, np.sort(rows), self.batch_builder(augment), augment=augment,
-                                                seed=self.augment_seed, max_memory_mb=self.max_memory_mb)
+            self.splits[name] = NpyPairsDataset(
+                index,
+                np.sort(rows),
+                self.batch_builder(augment),
+                augment=augment,
+                seed=self.augment_seed,
+                max_memory_mb=self.max_memory_mb,
+            )

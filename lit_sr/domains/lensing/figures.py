@@ -35,8 +35,9 @@ EXPERIMENTS = tuple(MODELS)
 
 
 # ----------------------------------------------------------------------------- ceiling
-def psnr_ceiling(n: int = 240, seed: int = 99, image_size: int = 96, physical_max: float = 10.0,
-                 **sim: object) -> dict[str, float]:
+def psnr_ceiling(
+    n: int = 240, seed: int = 99, image_size: int = 96, physical_max: float = 10.0, **sim: object
+) -> dict[str, float]:
     """PSNR (dB, range ``physical_max``) against the noisy HR of bicubic, bilinear and the noiseless HR image
     (the best any SR can do), for ``n`` lenses simulated with ``LensSimConfig(**sim)``."""
     import torch
@@ -56,13 +57,18 @@ def psnr_ceiling(n: int = 240, seed: int = 99, image_size: int = 96, physical_ma
     def psnr(x: torch.Tensor) -> float:
         return float(10 * torch.log10(physical_max**2 / (x - hr).pow(2).mean()))
 
-    return {"bilinear": psnr(upsample_baseline(lr, 2, "bilinear")), "bicubic": psnr(upsample_baseline(lr, 2, "bicubic")),
-            "clean HR": psnr(torch.from_numpy(d["hr_clean"])[:, None].double())}
+    return {
+        "bilinear": psnr(upsample_baseline(lr, 2, "bilinear")),
+        "bicubic": psnr(upsample_baseline(lr, 2, "bicubic")),
+        "clean HR": psnr(torch.from_numpy(d["hr_clean"])[:, None].double()),
+    }
 
 
-CEILING_CASES = (("default: 96 px, LR PSF 0.18\"", {}),
-                 ("LR PSF = HR PSF 0.09\" (2x2 binning only)", {"lr_psf_fwhm_arcsec": None}),
-                 ("150 px field, LR PSF 0.18\"", {"image_size": 150}))
+CEILING_CASES = (
+    ('default: 96 px, LR PSF 0.18"', {}),
+    ('LR PSF = HR PSF 0.09" (2x2 binning only)', {"lr_psf_fwhm_arcsec": None}),
+    ('150 px field, LR PSF 0.18"', {"image_size": 150}),
+)
 
 
 def default_sim_options() -> dict[str, object]:
@@ -75,20 +81,28 @@ def default_sim_options() -> dict[str, object]:
 
 
 def ceiling_table() -> str:
-    lines = ["| data | bilinear PSNR | bicubic PSNR | noiseless HR PSNR (ceiling) | max gain over bicubic |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| data | bilinear PSNR | bicubic PSNR | noiseless HR PSNR (ceiling) | max gain over bicubic |",
+        "|---|---|---|---|---|",
+    ]
     for name, change in CEILING_CASES:
         c = psnr_ceiling(**{**default_sim_options(), **change})
-        lines.append(f"| {name} | {c['bilinear']:.2f} | {c['bicubic']:.2f} | {c['clean HR']:.2f} | "
-                     f"{c['clean HR'] - c['bicubic']:.2f} dB |")
-    lines += ["", "PSNR in dB against the noisy HR images, range 10 counts/s per HR pixel; 240 lenses (seed 99) per row, "
-                  "simulator options of conf/data/lensing.yaml except the change named."]
+        lines.append(
+            f"| {name} | {c['bilinear']:.2f} | {c['bicubic']:.2f} | {c['clean HR']:.2f} | "
+            f"{c['clean HR'] - c['bicubic']:.2f} dB |"
+        )
+    lines += [
+        "",
+        "PSNR in dB against the noisy HR images, range 10 counts/s per HR pixel; 240 lenses (seed 99) per row, "
+        "simulator options of conf/data/lensing.yaml except the change named.",
+    ]
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- runs
-def run_experiment(run_dir: Path, experiment: str, seed: int, overrides: Sequence[str] = (),
-                   threads: int | None = None) -> float:
+def run_experiment(
+    run_dir: Path, experiment: str, seed: int, overrides: Sequence[str] = (), threads: int | None = None
+) -> float:
     """``python run.py experiment=<experiment> seed=<seed> <overrides>`` into ``run_dir``; returns wall seconds
     (also written to ``seconds.txt``, which marks the run finished for ``--reuse``)."""
     seconds = run_py([f"experiment={experiment}", f"seed={seed}", *overrides], run_dir, threads=threads)
@@ -120,8 +134,10 @@ def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> lis
     with torch.no_grad():
         for batch in dm.dataloader("test", shuffle=False):
             sr = module.eval_net(batch["input"])
-            ev.update(batch, module.physical_images(batch, sr, {b: module.baseline(batch["input"], b)
-                                                                  for b in module.baselines}))
+            ev.update(
+                batch,
+                module.physical_images(batch, sr, {b: module.baseline(batch["input"], b) for b in module.baselines}),
+            )
     ev.compute()
     return save_figures(ev.figures(), out, prefix)
 
@@ -130,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--work", type=Path, default=None,
-                   help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_lensing or ./outputs/figures_lensing)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_lensing or ./outputs/figures_lensing)",
+    )
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work instead of training again")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
     p.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the PSNR-ceiling table")
@@ -157,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if a.reuse and _finished(run_dir):
                 seconds = float((run_dir / "seconds.txt").read_text())
             else:
-                print(f"python run.py experiment={experiment} seed={seed} {' '.join(overrides)} -> {run_dir}",
-                      flush=True)
+                print(
+                    f"python run.py experiment={experiment} seed={seed} {' '.join(overrides)} -> {run_dir}", flush=True
+                )
                 seconds = run_experiment(run_dir, experiment, seed, overrides, a.threads)
             times[experiment].append(seconds)
             print(f"  {experiment} seed {seed}: {seconds:.0f} s", flush=True)
@@ -166,10 +187,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = [r for r in find_runs(*(work / f"seed{s}" for s in a.seeds)) if r["experiment"] in EXPERIMENTS]
     written = write_outputs(runs, a.out, n_lenses=2)
     table = (a.out / "lensing_comparison.md").read_text()
-    timing = ("Wall time of `python run.py` per experiment (seeds " + ", ".join(map(str, a.seeds)) + "; "
-              + "the first run trains the judges, lensing_srgan the perceptual classifier; later runs load "
-              + "them from the cache): "
-              + "; ".join(f"{MODELS[e]} {np.mean(t):.0f} s" for e, t in times.items() if t) + ".")
+    timing = (
+        "Wall time of `python run.py` per experiment (seeds "
+        + ", ".join(map(str, a.seeds))
+        + "; "
+        + "the first run trains the judges, lensing_srgan the perceptual classifier; later runs load "
+        + "them from the cache): "
+        + "; ".join(f"{MODELS[e]} {np.mean(t):.0f} s" for e, t in times.items() if t)
+        + "."
+    )
     _write(a.out / "lensing_results.md", table.rstrip() + "\n\n" + timing)
     written.append(a.out / "lensing_results.md")
     written += evaluator_figures(work / f"seed{a.seeds[0]}" / EXPERIMENTS[0], a.out)

@@ -62,7 +62,7 @@ class FluxPositionFeatures(nn.Module):
         if not bool((self.channel_std > 0).all()):  # the first call is on HR (PerceptualLoss: target first)
             std = f.detach().std(dim=(0, 2, 3))
             live = std[std > 0]
-            floor = 0.01 * float(live.median()) if len(live) else 1.0   # a channel (nearly) dead on HR
+            floor = 0.01 * float(live.median()) if len(live) else 1.0  # a channel (nearly) dead on HR
             self.channel_std.copy_(std.clamp_min(floor))
         return f / self.channel_std.view(1, -1, 1, 1)
 
@@ -82,11 +82,13 @@ class InitGeneratorFrom(L.Callback):
         if not self.ckpt_path or trainer.ckpt_path:
             return
         ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-        sd = {k[len("net."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
+        sd = {k[len("net.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
         expected = pl_module.net.state_dict()
         if {k: tuple(v.shape) for k, v in sd.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
-            raise ValueError(f"{self.ckpt_path}: its 'net.*' weights do not match the GAN's generator "
-                             f"({type(pl_module.net).__name__} as configured); train the PSNR model with the same net")
+            raise ValueError(
+                f"{self.ckpt_path}: its 'net.*' weights do not match the GAN's generator "
+                f"({type(pl_module.net).__name__} as configured); train the PSNR model with the same net"
+            )
         pl_module.net.load_state_dict(sd)
         ema = getattr(pl_module, "ema", None)
         if ema is not None and hasattr(ema, "shadow"):
@@ -97,8 +99,9 @@ class StepDecayAdversarialLR(AdversarialPhaseLR):
     """The adversarial phase's learning rates, multiplied by ``gamma`` after each of ``milestones`` adversarial
     batches (SRGAN: 1e-4 then 1e-5 for the second half; ESRGAN: 1e-4 halved at 1/8, 1/4, 1/2, 3/4 of the run)."""
 
-    def __init__(self, generator_lr: float, critic_lr: float | None = None, milestones: Sequence[int] = (),
-                 gamma: float = 0.1) -> None:
+    def __init__(
+        self, generator_lr: float, critic_lr: float | None = None, milestones: Sequence[int] = (), gamma: float = 0.1
+    ) -> None:
         super().__init__(generator_lr, critic_lr)
         self.base = (self.generator_lr, self.critic_lr)
         self.milestones = sorted(int(m) for m in milestones)

@@ -38,8 +38,14 @@ from lit_sr.metrics.evaluator import Evaluator
 from lit_sr.metrics.stats import roc_auc, roc_curve
 
 #: evaluator-contract image keys -> source names, in table order
-IMAGE_SOURCES = {"input": "lr", "input_up": "lr_up", "bilinear": "bilinear", "bicubic": "bicubic", "output": "sr",
-                 "target": "hr"}
+IMAGE_SOURCES = {
+    "input": "lr",
+    "input_up": "lr_up",
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "output": "sr",
+    "target": "hr",
+}
 DEFAULT_SOURCES = ("lr", "bicubic", "sr", "hr")
 #: the judge of each source: the LR-trained judge for the native LR grid, the HR-trained judge otherwise
 LR_SOURCES = ("lr",)
@@ -71,8 +77,9 @@ def psnr_minmax(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(rng.pow(2) / mse.clamp_min(1e-30))).float()
 
 
-def ring_fit_radii(images: torch.Tensor, pixel_scale_arcsec: float, centers_arcsec: np.ndarray | None = None,
-                   **ring_fit: Any) -> np.ndarray:
+def ring_fit_radii(
+    images: torch.Tensor, pixel_scale_arcsec: float, centers_arcsec: np.ndarray | None = None, **ring_fit: Any
+) -> np.ndarray:
     """Einstein radius (arcsec) of every image [B, 1, H, W] (NaN where the fit finds no ring pixels)."""
     imgs = images.detach().float().cpu().numpy()[:, 0]
     out = np.empty(len(imgs))
@@ -134,15 +141,25 @@ class LensingEvaluator(Evaluator):
     ``<key>/<source>``.
     """
 
-    def __init__(self, judge: nn.Module | None = None, lr_judge: nn.Module | None = None,
-                 judge_transform: Any = None, lr_judge_transform: Any = None,
-                 class_names: Sequence[str] = LABEL_NAMES, pixel_scale_arcsec: float = 0.05, scale: int = 2,
-                 sources: Sequence[str] = DEFAULT_SOURCES, ring_fit: dict | None = None,
-                 fit_rings: bool = True) -> None:
+    def __init__(
+        self,
+        judge: nn.Module | None = None,
+        lr_judge: nn.Module | None = None,
+        judge_transform: Any = None,
+        lr_judge_transform: Any = None,
+        class_names: Sequence[str] = LABEL_NAMES,
+        pixel_scale_arcsec: float = 0.05,
+        scale: int = 2,
+        sources: Sequence[str] = DEFAULT_SOURCES,
+        ring_fit: dict | None = None,
+        fit_rings: bool = True,
+    ) -> None:
         super().__init__()
         unknown = sorted(set(sources) - set(IMAGE_SOURCES.values()))
         if unknown:
-            raise ValueError(f"LensingEvaluator sources {unknown} unknown; expected some of {list(IMAGE_SOURCES.values())}")
+            raise ValueError(
+                f"LensingEvaluator sources {unknown} unknown; expected some of {list(IMAGE_SOURCES.values())}"
+            )
         if judge is not None and judge is lr_judge:
             raise ValueError("LensingEvaluator: the HR and LR judges must be two networks (one trained on each grid)")
         self.sources = tuple(sources)
@@ -172,8 +189,13 @@ class LensingEvaluator(Evaluator):
         return None
 
     @torch.no_grad()
-    def update_sources(self, images: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
-                       theta_true: torch.Tensor | None = None, centers_arcsec: np.ndarray | None = None) -> None:
+    def update_sources(
+        self,
+        images: dict[str, torch.Tensor],
+        labels: torch.Tensor | None = None,
+        theta_true: torch.Tensor | None = None,
+        centers_arcsec: np.ndarray | None = None,
+    ) -> None:
         """``images``: source name -> physical images [B, 1, H, W] (sources not given are skipped)."""
         target = images.get("hr")
         for s in self.sources:
@@ -196,8 +218,14 @@ class LensingEvaluator(Evaluator):
             if target is not None and s != "hr" and img.shape[-2:] == target.shape[-2:]:
                 psnr = psnr_minmax(img, target.float())
                 flux = (img.flatten(1).double().sum(1) / target.flatten(1).double().sum(1)).float()
-            self.values[s].update(logits=logits, labels=labels.long() if logits is not None else None,
-                                  theta_fit=fit, theta_true=true, psnr=psnr, flux_ratio=flux)
+            self.values[s].update(
+                logits=logits,
+                labels=labels.long() if logits is not None else None,
+                theta_fit=fit,
+                theta_true=true,
+                psnr=psnr,
+                flux_ratio=flux,
+            )
 
     def compute(self) -> dict[str, float]:
         """Flat dict of floats (collective call in DDP)."""
@@ -222,8 +250,9 @@ class LensingEvaluator(Evaluator):
             if s != "hr" and "theta_fit" in v and hr_fit is not None and len(hr_fit) == len(v["theta_fit"]):
                 diff = (v["theta_fit"] - hr_fit).double().numpy()
                 ok = np.isfinite(diff)
-                out[f"theta_e_vs_hr_abs_err_arcsec/{s}"] = (float(np.median(np.abs(diff[ok]))) if ok.any()
-                                                            else float("nan"))
+                out[f"theta_e_vs_hr_abs_err_arcsec/{s}"] = (
+                    float(np.median(np.abs(diff[ok]))) if ok.any() else float("nan")
+                )
             if "psnr" in v and len(v["psnr"]):
                 out[f"psnr_minmax/{s}"] = float(v["psnr"].double().mean())
             if "flux_ratio" in v and len(v["flux_ratio"]):
@@ -241,8 +270,9 @@ class LensingEvaluator(Evaluator):
         figs: dict[str, Any] = {}
         with_scores = {s: v for s, v in cache.items() if "logits" in v and "labels" in v}
         if with_scores:
-            fig, axes = plt.subplots(1, len(self.class_names), figsize=(3.2 * len(self.class_names), 3.2),
-                                     squeeze=False)
+            fig, axes = plt.subplots(
+                1, len(self.class_names), figsize=(3.2 * len(self.class_names), 3.2), squeeze=False
+            )
             for k, (ax, name) in enumerate(zip(axes[0], self.class_names)):
                 for s, v in with_scores.items():
                     fpr, tpr = roc_curve(torch.softmax(v["logits"].double(), 1)[:, k], v["labels"] == k)

@@ -36,8 +36,10 @@ class PolarResample(nn.Module):
     def __init__(self, n_radius: int = 32, n_angle: int = 128, r_min: float = 0.1, r_max: float = 1.0) -> None:
         super().__init__()
         if not 0 <= r_min < r_max or n_radius < 2 or n_angle < 4:
-            raise ValueError(f"PolarResample needs 0 <= r_min < r_max, n_radius >= 2, n_angle >= 4; got {r_min}, "
-                             f"{r_max}, {n_radius}, {n_angle}")
+            raise ValueError(
+                f"PolarResample needs 0 <= r_min < r_max, n_radius >= 2, n_angle >= 4; got {r_min}, "
+                f"{r_max}, {n_radius}, {n_angle}"
+            )
         r = torch.linspace(r_min, r_max, n_radius)
         phi = torch.arange(n_angle) * (2 * math.pi / n_angle)
         # grid_sample's (x, y) in [-1, 1] with align_corners=False: -1/+1 are the outer pixel edges
@@ -54,8 +56,11 @@ class CircularConvBN(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1, circular: bool = False) -> None:
         self.circular = circular
-        super().__init__(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=0 if circular else 1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=0 if circular else 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.circular:  # the angle wraps round: columns padded circularly, rows (radius) with zeros
@@ -77,19 +82,34 @@ class LensClassifier(nn.Module):
         dropout: dropout before the output layer (training only).
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 96), feature_dim: int = 64,
-                 num_classes: int = 3, polar: bool = True, n_radius: int = 32, n_angle: int = 128,
-                 r_min: float = 0.1, r_max: float = 1.0, min_peak: float = 1e-3, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 96),
+        feature_dim: int = 64,
+        num_classes: int = 3,
+        polar: bool = True,
+        n_radius: int = 32,
+        n_angle: int = 128,
+        r_min: float = 0.1,
+        r_max: float = 1.0,
+        min_peak: float = 1e-3,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if len(channels) < 2 or num_classes < 1:
-            raise ValueError(f"LensClassifier needs >= 2 channel entries and num_classes >= 1, got {list(channels)}, "
-                             f"{num_classes}")
+            raise ValueError(
+                f"LensClassifier needs >= 2 channel entries and num_classes >= 1, got {list(channels)}, {num_classes}"
+            )
         self.num_classes = int(num_classes)
         self.min_peak = float(min_peak)
         self.polar = PolarResample(n_radius, n_angle, r_min, r_max) if polar else None
         layers: list[nn.Module] = [CircularConvBN(in_channels, channels[0], circular=polar)]
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers += [CircularConvBN(c_in, c_out, stride=2, circular=polar), CircularConvBN(c_out, c_out, circular=polar)]
+            layers += [
+                CircularConvBN(c_in, c_out, stride=2, circular=polar),
+                CircularConvBN(c_out, c_out, circular=polar),
+            ]
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Linear(2 * channels[-1], feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)

@@ -36,9 +36,9 @@ class NpyPairIndex:
     """Validated index of an LR/HR npy folder; ``labels`` is int64 [N] or None (no labels.csv)."""
 
     folder: Path
-    names: tuple[str, ...]           # file names (with .npy), sorted; the same in LR/ and HR/
-    lr_shape: tuple[int, int]        # (h, w) of every LR image
-    hr_shape: tuple[int, int]        # (2h, 2w) of every HR image
+    names: tuple[str, ...]  # file names (with .npy), sorted; the same in LR/ and HR/
+    lr_shape: tuple[int, int]  # (h, w) of every LR image
+    hr_shape: tuple[int, int]  # (2h, 2w) of every HR image
     labels: np.ndarray | None
     class_names: tuple[str, ...] | None = None
 
@@ -71,12 +71,15 @@ def _open_image(path: Path, split: str) -> np.ndarray:
 
 def _check_finite(arr: np.ndarray, path: Path, split: str, rows_per_chunk: int = 1024) -> None:
     for start in range(0, arr.shape[0], rows_per_chunk):
-        block = np.asarray(arr[start:start + rows_per_chunk], dtype=np.float64)
+        block = np.asarray(arr[start : start + rows_per_chunk], dtype=np.float64)
         bad = ~np.isfinite(block)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
-            raise DataFileError(path, split, f"non-finite value {block[i, j]} at (row, column) ({start + i}, {j}) "
-                                             "(expected finite numbers)")
+            raise DataFileError(
+                path,
+                split,
+                f"non-finite value {block[i, j]} at (row, column) ({start + i}, {j}) (expected finite numbers)",
+            )
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -86,8 +89,11 @@ def _listing(names: Sequence[str]) -> str:
 
 def _read_labels(path: Path, names: tuple[str, ...], class_names: Sequence[str] | None) -> np.ndarray:
     by_stem = {Path(n).stem: n for n in names}
-    allowed = (f"0..{len(class_names) - 1} or one of {list(class_names)}" if class_names is not None
-               else "a non-negative integer")
+    allowed = (
+        f"0..{len(class_names) - 1} or one of {list(class_names)}"
+        if class_names is not None
+        else "a non-negative integer"
+    )
     labels: dict[str, int] = {}
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
@@ -114,8 +120,11 @@ def _read_labels(path: Path, names: tuple[str, ...], class_names: Sequence[str] 
                     value = None
                 n_classes = len(class_names) if class_names is not None else None
                 if value is None or value < 0 or (n_classes is not None and value >= n_classes):
-                    raise DataFileError(path, f"line {line_no}",
-                                        f"label {raw_label!r} of {name} is outside the classes (allowed: {allowed})")
+                    raise DataFileError(
+                        path,
+                        f"line {line_no}",
+                        f"label {raw_label!r} of {name} is outside the classes (allowed: {allowed})",
+                    )
             labels[name] = value
     missing = [n for n in names if n not in labels]
     if missing:
@@ -123,8 +132,9 @@ def _read_labels(path: Path, names: tuple[str, ...], class_names: Sequence[str] 
     return np.array([labels[n] for n in names], dtype=np.int64)
 
 
-def scan_npy_pairs(folder: str | Path, class_names: Sequence[str] | None = None,
-                   check_finite: bool = True) -> NpyPairIndex:
+def scan_npy_pairs(
+    folder: str | Path, class_names: Sequence[str] | None = None, check_finite: bool = True
+) -> NpyPairIndex:
     """Validate ``folder`` (layout in the module doc) and return its :class:`NpyPairIndex`.
 
     Raises DataFileError for: a missing LR/ or HR/ subfolder, no pairs, names present on one side only, a file
@@ -134,8 +144,11 @@ def scan_npy_pairs(folder: str | Path, class_names: Sequence[str] | None = None,
     folder = Path(folder)
     for split in ("LR", "HR"):
         if not (folder / split).is_dir():
-            raise DataFileError(folder / split, None, f"missing {split} subfolder (expected {folder}/LR and "
-                                                      f"{folder}/HR holding one .npy image per file)")
+            raise DataFileError(
+                folder / split,
+                None,
+                f"missing {split} subfolder (expected {folder}/LR and {folder}/HR holding one .npy image per file)",
+            )
     lr_names = {p.name for p in (folder / "LR").glob("*.npy")}
     hr_names = {p.name for p in (folder / "HR").glob("*.npy")}
     only_lr, only_hr = sorted(lr_names - hr_names), sorted(hr_names - lr_names)
@@ -159,29 +172,45 @@ def scan_npy_pairs(folder: str | Path, class_names: Sequence[str] | None = None,
                 shapes[split] = (path, shape)
             elif shape != shapes[split][1]:
                 first_path, first_shape = shapes[split]
-                raise DataFileError(path, "shape", f"shape {shape} differs from {first_shape} of {first_path.name} "
-                                                   f"(all {split} images must have one shape)")
+                raise DataFileError(
+                    path,
+                    "shape",
+                    f"shape {shape} differs from {first_shape} of {first_path.name} "
+                    f"(all {split} images must have one shape)",
+                )
             if check_finite:
                 _check_finite(arr, path, split)
             del arr
         lr_shape, hr_shape = shapes["LR"][1], shapes["HR"][1]
         if hr_shape != (SR_FACTOR * lr_shape[0], SR_FACTOR * lr_shape[1]):
-            raise DataFileError(folder / "HR" / name, "shape",
-                                f"HR shape {hr_shape} is not {SR_FACTOR}x the LR shape {lr_shape} of LR/{name} "
-                                f"(expected {(SR_FACTOR * lr_shape[0], SR_FACTOR * lr_shape[1])})")
+            raise DataFileError(
+                folder / "HR" / name,
+                "shape",
+                f"HR shape {hr_shape} is not {SR_FACTOR}x the LR shape {lr_shape} of LR/{name} "
+                f"(expected {(SR_FACTOR * lr_shape[0], SR_FACTOR * lr_shape[1])})",
+            )
     labels_path = folder / LABELS_FILE
     labels = _read_labels(labels_path, names, class_names) if labels_path.is_file() else None
-    return NpyPairIndex(folder=folder, names=names, lr_shape=shapes["LR"][1], hr_shape=shapes["HR"][1],
-                        labels=labels, class_names=tuple(class_names) if class_names is not None else None)
+    return NpyPairIndex(
+        folder=folder,
+        names=names,
+        lr_shape=shapes["LR"][1],
+        hr_shape=shapes["HR"][1],
+        labels=labels,
+        class_names=tuple(class_names) if class_names is not None else None,
+    )
 
 
 def load_npy_pair(index: NpyPairIndex, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Pair ``i`` of ``index`` as float32 arrays (lr [h, w], hr [2h, 2w]); a leading axis of 1 is dropped."""
     if not -len(index) <= i < len(index):
         raise IndexError(f"pair index {i} out of range for {len(index)} pairs in {index.folder}")
-    lr = np.array(_open_image(index.lr_path(i), "LR"), dtype=np.float32)   # a copy: the memory map is released
+    lr = np.array(_open_image(index.lr_path(i), "LR"), dtype=np.float32)  # a copy: the memory map is released
     hr = np.array(_open_image(index.hr_path(i), "HR"), dtype=np.float32)
     if lr.shape != index.lr_shape or hr.shape != index.hr_shape:
-        raise DataFileError(index.lr_path(i), "shape", f"shapes changed since the scan: LR {lr.shape}, HR {hr.shape}, "
-                                                       f"expected {index.lr_shape}, {index.hr_shape}")
+        raise DataFileError(
+            index.lr_path(i),
+            "shape",
+            f"shapes changed since the scan: LR {lr.shape}, HR {hr.shape}, expected {index.lr_shape}, {index.hr_shape}",
+        )
     return lr, hr

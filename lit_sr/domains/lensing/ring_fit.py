@@ -44,13 +44,15 @@ def _pixel_coordinates(shape: tuple[int, int], pixel_scale: float) -> tuple[np.n
 
 
 def _border_noise(img: np.ndarray, width: int) -> float:
-    border = np.concatenate([img[:width].ravel(), img[-width:].ravel(),
-                             img[:, :width].ravel(), img[:, -width:].ravel()])
+    border = np.concatenate(
+        [img[:width].ravel(), img[-width:].ravel(), img[:, :width].ravel(), img[:, -width:].ravel()]
+    )
     return float(1.4826 * np.median(np.abs(border - np.median(border))))
 
 
-def _central_shape(img: np.ndarray, x: np.ndarray, y: np.ndarray, center: tuple[float, float],
-                   radius: float) -> tuple[float, float]:
+def _central_shape(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, center: tuple[float, float], radius: float
+) -> tuple[float, float]:
     """Axis ratio q and major-axis angle of the light within ``radius`` (flux-weighted second moments)."""
     dx, dy = x - center[0], y - center[1]
     w = np.where(np.hypot(dx, dy) < radius, np.clip(img, 0.0, None), 0.0)
@@ -63,8 +65,13 @@ def _central_shape(img: np.ndarray, x: np.ndarray, y: np.ndarray, center: tuple[
     return math.sqrt(lam2 / lam1), 0.5 * math.atan2(2 * qxy, qxx - qyy)
 
 
-def subtract_lens_light(img: np.ndarray, pixel_scale_arcsec: float, center_arcsec: tuple[float, float] = (0.0, 0.0),
-                        percentile: float = 20.0, shape_radius_arcsec: float = 0.5) -> np.ndarray:
+def subtract_lens_light(
+    img: np.ndarray,
+    pixel_scale_arcsec: float,
+    center_arcsec: tuple[float, float] = (0.0, 0.0),
+    percentile: float = 20.0,
+    shape_radius_arcsec: float = 0.5,
+) -> np.ndarray:
     """``img`` minus an estimate of the lens galaxy: along elliptical rings (one pixel wide; axis ratio and angle
     from the second moments of the light within ``shape_radius_arcsec``, where the lens dominates) subtract the
     ``percentile`` of the pixel values. Arcs cover only part of each ring and mostly survive."""
@@ -73,7 +80,7 @@ def subtract_lens_light(img: np.ndarray, pixel_scale_arcsec: float, center_arcse
     dx, dy = x - center_arcsec[0], y - center_arcsec[1]
     u = dx * math.cos(angle) + dy * math.sin(angle)
     v = -dx * math.sin(angle) + dy * math.cos(angle)
-    ell_r = np.sqrt(q * u * u + v * v / q)           # elliptical radius with the area of a circle of that radius
+    ell_r = np.sqrt(q * u * u + v * v / q)  # elliptical radius with the area of a circle of that radius
     ring = np.rint(ell_r / pixel_scale_arcsec).astype(int)
     out = img.astype(np.float64).copy()
     order = np.argsort(ring, axis=None, kind="stable")
@@ -83,8 +90,9 @@ def subtract_lens_light(img: np.ndarray, pixel_scale_arcsec: float, center_arcse
     return out
 
 
-def _sector_radii(img: np.ndarray, x: np.ndarray, y: np.ndarray, center: tuple[float, float], keep: np.ndarray,
-                  n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def _sector_radii(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, center: tuple[float, float], keep: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Ridge radius and angle of every sector holding kept pixels."""
     dx, dy = x[keep] - center[0], y[keep] - center[1]
     r = np.hypot(dx, dy)
@@ -105,11 +113,19 @@ def _kasa_circle(px: np.ndarray, py: np.ndarray) -> tuple[float, float, float]:
     return float(a), float(b), float(math.sqrt(max(c + a * a + b * b, 0.0)))
 
 
-def einstein_radius_from_image(img: np.ndarray, pixel_scale_arcsec: float, *,
-                               center_arcsec: tuple[float, float] | None = None, fit_center: bool = False,
-                               threshold_fraction: float = 0.15, n_sigma: float = 3.0, n_azimuth_bins: int = 32,
-                               lens_light_percentile: float | None = None, min_radius_arcsec: float = 0.0,
-                               border_width: int = 3) -> float:
+def einstein_radius_from_image(
+    img: np.ndarray,
+    pixel_scale_arcsec: float,
+    *,
+    center_arcsec: tuple[float, float] | None = None,
+    fit_center: bool = False,
+    threshold_fraction: float = 0.15,
+    n_sigma: float = 3.0,
+    n_azimuth_bins: int = 32,
+    lens_light_percentile: float | None = None,
+    min_radius_arcsec: float = 0.0,
+    border_width: int = 3,
+) -> float:
     """Einstein radius in arcsec of one lens image ``img`` [H, W] (any linear flux unit); NaN if no pixel passes
     the threshold. See the module doc for the method and the pixel convention.
 

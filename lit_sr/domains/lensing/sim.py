@@ -84,9 +84,23 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 # 1-D physical parameters returned with every block (float32 unless listed in _INT_FIELDS)
 PARAM_FIELDS = (
-    "theta_e_arcsec", "lens_e1", "lens_e2", "shear_gamma1", "shear_gamma2", "source_x_arcsec", "source_y_arcsec",
-    "source_r_eff_arcsec", "source_n_sersic", "source_amp", "n_subhalos", "exposure_s", "halo_mass_msun",
-    "velocity_dispersion_kms", "substructure_mass_msun", "lens_x_arcsec", "lens_y_arcsec",
+    "theta_e_arcsec",
+    "lens_e1",
+    "lens_e2",
+    "shear_gamma1",
+    "shear_gamma2",
+    "source_x_arcsec",
+    "source_y_arcsec",
+    "source_r_eff_arcsec",
+    "source_n_sersic",
+    "source_amp",
+    "n_subhalos",
+    "exposure_s",
+    "halo_mass_msun",
+    "velocity_dispersion_kms",
+    "substructure_mass_msun",
+    "lens_x_arcsec",
+    "lens_y_arcsec",
 )
 _INT_FIELDS = ("n_subhalos",)
 
@@ -151,8 +165,10 @@ class LensSimConfig:
         if self.vortex_n_masses < 1:
             raise ValueError(f"LensSimConfig.vortex_n_masses must be >= 1, got {self.vortex_n_masses}")
         if self.lr_psf_fwhm_arcsec is not None and self.lr_psf_fwhm_arcsec < self.psf_fwhm_arcsec:
-            raise ValueError(f"LensSimConfig.lr_psf_fwhm_arcsec={self.lr_psf_fwhm_arcsec} must be >= "
-                             f"psf_fwhm_arcsec={self.psf_fwhm_arcsec} (LR cannot be sharper than HR)")
+            raise ValueError(
+                f"LensSimConfig.lr_psf_fwhm_arcsec={self.lr_psf_fwhm_arcsec} must be >= "
+                f"psf_fwhm_arcsec={self.psf_fwhm_arcsec} (LR cannot be sharper than HR)"
+            )
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, tuple) and not (len(v) == 2 and v[0] <= v[1]):
@@ -170,6 +186,7 @@ class LensSimConfig:
 # ----------------------------------------------------------------------------------------------
 # Cosmology: M_E -> theta_E, sigma_v
 # ----------------------------------------------------------------------------------------------
+
 
 class LensCosmology:
     """Angular-diameter distances (Mpc) of the lens configuration and the M_E -> theta_E relation."""
@@ -190,8 +207,9 @@ class LensCosmology:
         # theta_E [rad] = sqrt(4 G M / c^2 * D_ls / (D_l D_s)); store theta_E [arcsec] per sqrt(Msun)
         four_g_over_c2 = (4 * const.G * const.M_sun / const.c**2).to_value(u.Mpc)  # Mpc per Msun
         rad_to_arcsec = 180.0 / math.pi * 3600.0
-        self._theta_per_sqrt_msun = math.sqrt(four_g_over_c2 * self.d_ls_mpc / (self.d_l_mpc * self.d_s_mpc)) \
-            * rad_to_arcsec
+        self._theta_per_sqrt_msun = (
+            math.sqrt(four_g_over_c2 * self.d_ls_mpc / (self.d_l_mpc * self.d_s_mpc)) * rad_to_arcsec
+        )
         self._c_kms = const.c.to_value(u.km / u.s)
         self._rad_to_arcsec = rad_to_arcsec
 
@@ -212,6 +230,7 @@ class LensCosmology:
 # ----------------------------------------------------------------------------------------------
 # Parameters of one lens
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class LensParams:
@@ -275,8 +294,9 @@ def sample_power_law_masses(rng: np.random.Generator, n: int, m_lo: float, m_hi:
     return (m_lo**a + u * (m_hi**a - m_lo**a)) ** (1.0 / a)
 
 
-def sample_lens_params(rng: np.random.Generator, label: int, config: LensSimConfig,
-                       cosmology: LensCosmology) -> LensParams:
+def sample_lens_params(
+    rng: np.random.Generator, label: int, config: LensSimConfig, cosmology: LensCosmology
+) -> LensParams:
     """Draw one lens of class ``label`` (0 no_sub, 1 cdm, 2 vortex). Draw order is fixed for all classes."""
     c = config
     mass = float(c.median_mass_msun * 10.0 ** (c.mass_scatter_dex * rng.standard_normal()))
@@ -295,40 +315,57 @@ def sample_lens_params(rng: np.random.Generator, label: int, config: LensSimConf
     ll_r = rng.uniform(*c.lens_light_r_eff_range_arcsec)
     ll_n = rng.uniform(*c.lens_light_n_sersic_range)
     params = LensParams(
-        label=int(label), halo_mass_msun=mass, theta_e_arcsec=theta_e,
+        label=int(label),
+        halo_mass_msun=mass,
+        theta_e_arcsec=theta_e,
         velocity_dispersion_kms=float(cosmology.velocity_dispersion_kms(theta_e)),
-        lens_x_arcsec=float(lx), lens_y_arcsec=float(ly), lens_e1=e1, lens_e2=e2,
-        shear_gamma1=g * math.cos(2 * g_phi), shear_gamma2=g * math.sin(2 * g_phi),
-        source_x_arcsec=float(lx + bx[0]), source_y_arcsec=float(ly + by[0]), source_r_eff_arcsec=float(r_eff),
-        source_n_sersic=float(n_s), source_e1=se1, source_e2=se2, source_amp=amp, exposure_s=exposure,
-        lens_light_amp=ll_amp if c.lens_light else 0.0, lens_light_r_eff_arcsec=float(ll_r),
+        lens_x_arcsec=float(lx),
+        lens_y_arcsec=float(ly),
+        lens_e1=e1,
+        lens_e2=e2,
+        shear_gamma1=g * math.cos(2 * g_phi),
+        shear_gamma2=g * math.sin(2 * g_phi),
+        source_x_arcsec=float(lx + bx[0]),
+        source_y_arcsec=float(ly + by[0]),
+        source_r_eff_arcsec=float(r_eff),
+        source_n_sersic=float(n_s),
+        source_e1=se1,
+        source_e2=se2,
+        source_amp=amp,
+        exposure_s=exposure,
+        lens_light_amp=ll_amp if c.lens_light else 0.0,
+        lens_light_r_eff_arcsec=float(ll_r),
         lens_light_n_sersic=float(ll_n),
     )
     if label == 1:
         n_sub = int(rng.poisson(c.subhalo_mean_count))
         masses = sample_power_law_masses(rng, n_sub, *c.subhalo_mass_range_msun, c.subhalo_mass_slope)
-        sx, sy = _uniform_annulus(rng, c.subhalo_annulus_theta_e[0] * theta_e, c.subhalo_annulus_theta_e[1] * theta_e,
-                                  n_sub)
+        sx, sy = _uniform_annulus(
+            rng, c.subhalo_annulus_theta_e[0] * theta_e, c.subhalo_annulus_theta_e[1] * theta_e, n_sub
+        )
         params.sub_x_arcsec, params.sub_y_arcsec, params.sub_mass_msun = lx + sx, ly + sy, masses
     elif label == 2:
         total = float(_loguniform(rng, *c.vortex_mass_range_msun))
         length = rng.uniform(*c.vortex_length_theta_e) * theta_e
-        cx, cy = _uniform_annulus(rng, c.vortex_center_radius_theta_e[0] * theta_e,
-                                  c.vortex_center_radius_theta_e[1] * theta_e, 1)
+        cx, cy = _uniform_annulus(
+            rng, c.vortex_center_radius_theta_e[0] * theta_e, c.vortex_center_radius_theta_e[1] * theta_e, 1
+        )
         direction = rng.uniform(0.0, math.pi)
         t = (np.linspace(0.0, 1.0, c.vortex_n_masses) - 0.5) * length if c.vortex_n_masses > 1 else np.zeros(1)
         params.sub_x_arcsec = lx + cx[0] + t * math.cos(direction)
         params.sub_y_arcsec = ly + cy[0] + t * math.sin(direction)
         params.sub_mass_msun = np.full(c.vortex_n_masses, total / c.vortex_n_masses)
     elif label != 0:
-        raise ValueError(f"lens label must be 0 ({LABEL_NAMES[0]}), 1 ({LABEL_NAMES[1]}) or 2 ({LABEL_NAMES[2]}), "
-                         f"got {label}")
+        raise ValueError(
+            f"lens label must be 0 ({LABEL_NAMES[0]}), 1 ({LABEL_NAMES[1]}) or 2 ({LABEL_NAMES[2]}), got {label}"
+        )
     return params
 
 
 # ----------------------------------------------------------------------------------------------
 # Rendering (lenstronomy) and detector response
 # ----------------------------------------------------------------------------------------------
+
 
 class LensRenderer:
     """Noiseless HR images of :class:`LensParams` with lenstronomy's ``ImageModel``.
@@ -356,8 +393,13 @@ class LensRenderer:
 
         pix = self.config.pixel_scale_arcsec
         corner = -(self.image_size - 1) / 2 * pix  # coordinate of pixel (0, 0): the image centre is (0, 0)
-        grid = PixelGrid(nx=self.image_size, ny=self.image_size, transform_pix2angle=np.eye(2) * pix,
-                         ra_at_xy_0=corner, dec_at_xy_0=corner)
+        grid = PixelGrid(
+            nx=self.image_size,
+            ny=self.image_size,
+            transform_pix2angle=np.eye(2) * pix,
+            ra_at_xy_0=corner,
+            dec_at_xy_0=corner,
+        )
         psf = PSF(psf_type="GAUSSIAN", fwhm=self.config.psf_fwhm_arcsec, truncation=5)
         return grid, psf, LightModel(["SERSIC_ELLIPSE"]), LightModel(["SERSIC_ELLIPSE"])
 
@@ -370,42 +412,79 @@ class LensRenderer:
         from lenstronomy.ImSim.image_model import ImageModel
         from lenstronomy.LensModel.lens_model import LensModel
 
-        grid, psf, source, lens_light = self._build_components() if not self.reuse else \
-            (self._grid, self._psf, self._source, self._lens_light)
+        grid, psf, source, lens_light = (
+            self._build_components() if not self.reuse else (self._grid, self._psf, self._source, self._lens_light)
+        )
         if not with_psf:
             psf = PSF(psf_type="NONE")
         lens = LensModel(["SIE", "SHEAR"] + ["POINT_MASS"] * n_point_masses)
-        numerics = {"supersampling_factor": self.config.supersampling,
-                    "supersampling_convolution": self.config.supersampling > 1}
-        model = ImageModel(grid, psf, lens_model_class=lens, source_model_class=source,
-                           lens_light_model_class=lens_light, kwargs_numerics=numerics)
+        numerics = {
+            "supersampling_factor": self.config.supersampling,
+            "supersampling_convolution": self.config.supersampling > 1,
+        }
+        model = ImageModel(
+            grid,
+            psf,
+            lens_model_class=lens,
+            source_model_class=source,
+            lens_light_model_class=lens_light,
+            kwargs_numerics=numerics,
+        )
         if self.reuse:
             self._models[key] = model
         return model
 
     @staticmethod
     def lens_kwargs(p: LensParams) -> list[dict]:
-        kw = [{"theta_E": p.theta_e_arcsec, "e1": p.lens_e1, "e2": p.lens_e2,
-               "center_x": p.lens_x_arcsec, "center_y": p.lens_y_arcsec},
-              {"gamma1": p.shear_gamma1, "gamma2": p.shear_gamma2, "ra_0": p.lens_x_arcsec, "dec_0": p.lens_y_arcsec}]
+        kw = [
+            {
+                "theta_E": p.theta_e_arcsec,
+                "e1": p.lens_e1,
+                "e2": p.lens_e2,
+                "center_x": p.lens_x_arcsec,
+                "center_y": p.lens_y_arcsec,
+            },
+            {"gamma1": p.shear_gamma1, "gamma2": p.shear_gamma2, "ra_0": p.lens_x_arcsec, "dec_0": p.lens_y_arcsec},
+        ]
         # point mass m: Einstein radius theta_E * sqrt(m / M_E) (same distances as the main lens)
         theta_sub = p.theta_e_arcsec * np.sqrt(p.sub_mass_msun / p.halo_mass_msun)
-        kw += [{"theta_E": float(t), "center_x": float(x), "center_y": float(y)}
-               for t, x, y in zip(theta_sub, p.sub_x_arcsec, p.sub_y_arcsec)]
+        kw += [
+            {"theta_E": float(t), "center_x": float(x), "center_y": float(y)}
+            for t, x, y in zip(theta_sub, p.sub_x_arcsec, p.sub_y_arcsec)
+        ]
         return kw
 
     @staticmethod
     def source_kwargs(p: LensParams) -> list[dict]:
-        return [{"amp": p.source_amp, "R_sersic": p.source_r_eff_arcsec, "n_sersic": p.source_n_sersic,
-                 "e1": p.source_e1, "e2": p.source_e2, "center_x": p.source_x_arcsec, "center_y": p.source_y_arcsec}]
+        return [
+            {
+                "amp": p.source_amp,
+                "R_sersic": p.source_r_eff_arcsec,
+                "n_sersic": p.source_n_sersic,
+                "e1": p.source_e1,
+                "e2": p.source_e2,
+                "center_x": p.source_x_arcsec,
+                "center_y": p.source_y_arcsec,
+            }
+        ]
 
     @staticmethod
     def lens_light_kwargs(p: LensParams) -> list[dict]:
-        return [{"amp": p.lens_light_amp, "R_sersic": p.lens_light_r_eff_arcsec, "n_sersic": p.lens_light_n_sersic,
-                 "e1": p.lens_e1, "e2": p.lens_e2, "center_x": p.lens_x_arcsec, "center_y": p.lens_y_arcsec}]
+        return [
+            {
+                "amp": p.lens_light_amp,
+                "R_sersic": p.lens_light_r_eff_arcsec,
+                "n_sersic": p.lens_light_n_sersic,
+                "e1": p.lens_e1,
+                "e2": p.lens_e2,
+                "center_x": p.lens_x_arcsec,
+                "center_y": p.lens_y_arcsec,
+            }
+        ]
 
-    def render(self, p: LensParams, lensed: bool = True, with_psf: bool = True,
-               lens_light: bool | None = None) -> np.ndarray:
+    def render(
+        self, p: LensParams, lensed: bool = True, with_psf: bool = True, lens_light: bool | None = None
+    ) -> np.ndarray:
         """Noiseless HR image (float64 [size, size], counts/s per HR pixel).
 
         ``lensed=False`` gives the unlensed source at its source-plane position (for magnification checks);
@@ -414,11 +493,9 @@ class LensRenderer:
         model = self.image_model(p.n_subhalos, with_psf)
         add_light = p.lens_light_amp > 0 if lens_light is None else lens_light
         if lensed:
-            img = model.source_surface_brightness(self.source_kwargs(p), self.lens_kwargs(p),
-                                                  unconvolved=not with_psf)
+            img = model.source_surface_brightness(self.source_kwargs(p), self.lens_kwargs(p), unconvolved=not with_psf)
         else:
-            img = model.source_surface_brightness(self.source_kwargs(p), None, unconvolved=not with_psf,
-                                                  de_lensed=True)
+            img = model.source_surface_brightness(self.source_kwargs(p), None, unconvolved=not with_psf, de_lensed=True)
         if add_light:
             img = img + model.lens_surface_brightness(self.lens_light_kwargs(p), unconvolved=not with_psf)
         return np.asarray(img, dtype=np.float64)
@@ -433,8 +510,11 @@ def lr_from_hr(hr_clean: np.ndarray, config: LensSimConfig) -> np.ndarray:
     """
     img = np.asarray(hr_clean, dtype=np.float64)
     if config.lr_psf_fwhm_arcsec is not None and config.lr_psf_fwhm_arcsec > config.psf_fwhm_arcsec:
-        sigma_px = math.sqrt(config.lr_psf_fwhm_arcsec**2 - config.psf_fwhm_arcsec**2) / FWHM_PER_SIGMA \
+        sigma_px = (
+            math.sqrt(config.lr_psf_fwhm_arcsec**2 - config.psf_fwhm_arcsec**2)
+            / FWHM_PER_SIGMA
             / config.pixel_scale_arcsec
+        )
         sig = (0.0,) * (img.ndim - 2) + (sigma_px, sigma_px)
         img = ndimage.gaussian_filter(img, sig, mode="reflect", truncate=5.0)
     *lead, h, w = img.shape
@@ -442,8 +522,13 @@ def lr_from_hr(hr_clean: np.ndarray, config: LensSimConfig) -> np.ndarray:
     return img.reshape(*lead, h // f, f, w // f, f).mean(axis=(-3, -1))
 
 
-def add_noise(clean: np.ndarray, rng: np.random.Generator, exposure_s: float, background_rms: float,
-              pixel_area_factor: float = 1.0) -> np.ndarray:
+def add_noise(
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    exposure_s: float,
+    background_rms: float,
+    pixel_area_factor: float = 1.0,
+) -> np.ndarray:
     """Poisson photon noise of ``clean * exposure_s * pixel_area_factor`` counts, converted back to ``clean``'s
     unit, plus Gaussian background of rms ``background_rms``. Variance: clean / (t * area) + background_rms^2."""
     scale = exposure_s * pixel_area_factor
@@ -454,6 +539,7 @@ def add_noise(clean: np.ndarray, rng: np.random.Generator, exposure_s: float, ba
 # ----------------------------------------------------------------------------------------------
 # Blocks
 # ----------------------------------------------------------------------------------------------
+
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)))
@@ -467,8 +553,11 @@ def block_labels(seed: int, block_index: int) -> np.ndarray:
 
 def _empty_block(size: int, return_clean: bool) -> dict[str, np.ndarray]:
     lr = size // LR_FACTOR
-    out = {"hr": np.zeros((0, size, size), np.float32), "lr": np.zeros((0, lr, lr), np.float32),
-           "label": np.zeros(0, np.int64)}
+    out = {
+        "hr": np.zeros((0, size, size), np.float32),
+        "lr": np.zeros((0, lr, lr), np.float32),
+        "label": np.zeros(0, np.int64),
+    }
     out.update({k: np.zeros(0, np.int64 if k in _INT_FIELDS else np.float32) for k in PARAM_FIELDS})
     if return_clean:
         out["hr_clean"] = np.zeros((0, size, size), np.float32)
@@ -496,8 +585,9 @@ class LensSimulator:
         label = int(block_labels(seed, block_index)[j])
         return sample_lens_params(_stream(seed, _KEY_LENS, block_index, j), label, self.config, cosmo)
 
-    def block(self, seed: int, block_index: int, n_lenses: int = BLOCK_LENSES,
-              return_clean: bool = False) -> dict[str, np.ndarray]:
+    def block(
+        self, seed: int, block_index: int, n_lenses: int = BLOCK_LENSES, return_clean: bool = False
+    ) -> dict[str, np.ndarray]:
         """The first ``n_lenses`` lenses of block ``block_index`` (see module doc for the keys and units)."""
         if not 0 <= n_lenses <= BLOCK_LENSES:
             raise ValueError(f"n_lenses must be in [0, {BLOCK_LENSES}], got {n_lenses}")
@@ -522,14 +612,25 @@ class LensSimulator:
             for j, p in enumerate(params):
                 rng = _stream(seed, _KEY_NOISE, block_index, j)
                 hr[j] = add_noise(hr_clean[j], rng, p.exposure_s, cfg.background_rms)
-                lr[j] = add_noise(lr_clean[j], rng, p.exposure_s * cfg.lr_exposure_factor, cfg.lr_background_rms,
-                                  pixel_area_factor=LR_FACTOR**2)
+                lr[j] = add_noise(
+                    lr_clean[j],
+                    rng,
+                    p.exposure_s * cfg.lr_exposure_factor,
+                    cfg.lr_background_rms,
+                    pixel_area_factor=LR_FACTOR**2,
+                )
         else:
             hr, lr = hr_clean, lr_clean
         out = {"hr": hr.astype(np.float32), "lr": lr.astype(np.float32), "label": labels.copy()}
         for k in PARAM_FIELDS:
-            vals = [p.n_subhalos if k == "n_subhalos" else
-                    float(p.sub_mass_msun.sum()) if k == "substructure_mass_msun" else getattr(p, k) for p in params]
+            vals = [
+                p.n_subhalos
+                if k == "n_subhalos"
+                else float(p.sub_mass_msun.sum())
+                if k == "substructure_mass_msun"
+                else getattr(p, k)
+                for p in params
+            ]
             out[k] = np.asarray(vals, np.int64 if k in _INT_FIELDS else np.float32)
         if return_clean:
             out["hr_clean"] = hr_clean.astype(np.float32)
@@ -537,8 +638,14 @@ class LensSimulator:
         return out
 
 
-def simulate_lenses(n: int, seed: int, config: LensSimConfig | None = None, image_size: int | None = None,
-                    return_clean: bool = False, reuse: bool = True) -> Iterator[dict[str, np.ndarray]]:
+def simulate_lenses(
+    n: int,
+    seed: int,
+    config: LensSimConfig | None = None,
+    image_size: int | None = None,
+    return_clean: bool = False,
+    reuse: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield the first ``n`` lenses of the sequence for ``seed`` in blocks of up to BLOCK_LENSES.
 
     Each block is a dict of numpy arrays: ``hr`` float32 [N, S, S] and ``lr`` float32 [N, S/2, S/2] in counts/s per

@@ -33,12 +33,20 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from lit_sr.data.base import SPLITS, SimulatedH5DataModule, OpenH5File
+from lit_sr.data.base import SPLITS, OpenH5File, SimulatedH5DataModule
 from lit_sr.data.h5store import FileInfo, H5Schema
 from lit_sr.data.normalise import PercentileNormaliser, apply_bounds
 from lit_sr.data.rng import stream_rng
 from lit_sr.data.validate import DataFileError, require_dataset, require_file
-from lit_sr.domains.saxs.sim import SAXSSimConfig, iter_saxs_frames, resolve_config, saxs_attrs, saxs_schema, write_options
+from lit_sr.domains.saxs.sim import (
+    SAXSSimConfig,
+    iter_saxs_frames,
+    resolve_config,
+    saxs_attrs,
+    saxs_schema,
+    write_options,
+)
+
 
 # --------------------------------------------------------------------------------------------
 # patch cutting
@@ -48,8 +56,9 @@ def rotation_region(patch_size: int) -> int:
     return int(math.ceil(patch_size * math.sqrt(2.0))) + 2
 
 
-def rotated_crops(frames: np.ndarray, index: np.ndarray, top: np.ndarray, left: np.ndarray, angle: np.ndarray,
-                  patch_size: int) -> np.ndarray:
+def rotated_crops(
+    frames: np.ndarray, index: np.ndarray, top: np.ndarray, left: np.ndarray, angle: np.ndarray, patch_size: int
+) -> np.ndarray:
     """Rotated P x P patches [m, P, P] (float32) of in-memory ``frames`` [n, H, W], all at once.
 
     Patch k is what :func:`cut_rotated_patch` returns for ``(index[k], top[k], left[k], angle[k])``: the
@@ -60,7 +69,7 @@ def rotated_crops(frames: np.ndarray, index: np.ndarray, top: np.ndarray, left: 
     side = rotation_region(patch_size)
     c0 = (side - patch_size) // 2
     centre = (side - 1) / 2.0
-    o = np.arange(c0, c0 + patch_size, dtype=np.float64) - centre            # crop pixels about the centre
+    o = np.arange(c0, c0 + patch_size, dtype=np.float64) - centre  # crop pixels about the centre
     rad = np.deg2rad(np.asarray(angle, np.float64))[:, None, None]
     cos, sin = np.cos(rad), np.sin(rad)
     oy, ox = o[None, :, None], o[None, None, :]
@@ -74,21 +83,30 @@ def rotated_crops(frames: np.ndarray, index: np.ndarray, top: np.ndarray, left: 
     i = np.asarray(index, np.int64)[:, None, None]
     ty, lx = np.asarray(top, np.int64)[:, None, None], np.asarray(left, np.int64)[:, None, None]
     y0, y1, x0, x1 = y0 + ty, y1 + ty, x0 + lx, x1 + lx
-    out = (frames[i, y0, x0] * (1 - wx) + frames[i, y0, x1] * wx) * (1 - wy) \
-        + (frames[i, y1, x0] * (1 - wx) + frames[i, y1, x1] * wx) * wy
+    out = (frames[i, y0, x0] * (1 - wx) + frames[i, y0, x1] * wx) * (1 - wy) + (
+        frames[i, y1, x0] * (1 - wx) + frames[i, y1, x1] * wx
+    ) * wy
     return np.clip(out.astype(np.float32, copy=False), 0.0, None)
 
 
 def cut_rotated_patch(frames, index: int, top: int, left: int, angle: float, patch_size: int) -> np.ndarray:
     """Read the rotation region at (top, left) of frame ``index``, rotate by ``angle`` degrees, crop P x P."""
     side = rotation_region(patch_size)
-    region = np.asarray(frames[index, top:top + side, left:left + side], dtype=np.float32)
+    region = np.asarray(frames[index, top : top + side, left : left + side], dtype=np.float32)
     zero = np.zeros(1, np.int64)
     return rotated_crops(region[None], zero, zero, zero, np.array([angle], np.float64), patch_size)[0]
 
 
-def sample_signal_patches(frames, rng: np.random.Generator, n_patches: int, patch_size: int, threshold: float,
-                          amplitude_range: Sequence[float], max_tries: int = 500, path: str = "?") -> np.ndarray:
+def sample_signal_patches(
+    frames,
+    rng: np.random.Generator,
+    n_patches: int,
+    patch_size: int,
+    threshold: float,
+    amplitude_range: Sequence[float],
+    max_tries: int = 500,
+    path: str = "?",
+) -> np.ndarray:
     """``n_patches`` random rotated signal patches [N, P, P] (keV), each with sum > threshold (keV) and
     amplitude-rescaled (log-uniform), drawn together: each round draws a frame, a position and an angle
     for every patch still missing, cuts them at once and keeps those above the threshold.
@@ -101,8 +119,11 @@ def sample_signal_patches(frames, rng: np.random.Generator, n_patches: int, patc
     n, h, w = frames.shape
     side = rotation_region(patch_size)
     if h < side or w < side:
-        raise DataFileError(path, "xray", f"frames {h}x{w} are too small for rotated {patch_size}x{patch_size} "
-                                          f"patches (need at least {side}x{side})")
+        raise DataFileError(
+            path,
+            "xray",
+            f"frames {h}x{w} are too small for rotated {patch_size}x{patch_size} patches (need at least {side}x{side})",
+        )
     out = np.empty((n_patches, patch_size, patch_size), np.float32)
     missing = np.arange(n_patches)
     in_memory = isinstance(frames, np.ndarray)
@@ -116,23 +137,36 @@ def sample_signal_patches(frames, rng: np.random.Generator, n_patches: int, patc
         if in_memory:
             p = rotated_crops(frames, i, top, left, angle, patch_size)
         else:
-            regions = np.stack([np.asarray(frames[a, t:t + side, l:l + side], np.float32)
-                                for a, t, l in zip(i.tolist(), top.tolist(), left.tolist())])
+            regions = np.stack(
+                [
+                    np.asarray(frames[a, t : t + side, l : l + side], np.float32)
+                    for a, t, l in zip(i.tolist(), top.tolist(), left.tolist())
+                ]
+            )
             zero = np.zeros(m, np.int64)
             p = rotated_crops(regions, np.arange(m), zero, zero, angle, patch_size)
         ok = p.sum(axis=(1, 2), dtype=np.float64) > threshold
         out[missing[ok]] = p[ok]
         missing = missing[~ok]
     if len(missing):
-        raise RuntimeError(f"{path}: no signal patch with integrated intensity > {threshold} keV in {max_tries} "
-                           "draws; lower signal_threshold")
+        raise RuntimeError(
+            f"{path}: no signal patch with integrated intensity > {threshold} keV in {max_tries} "
+            "draws; lower signal_threshold"
+        )
     lo, hi = amplitude_range
     gain = np.exp(rng.uniform(math.log(lo), math.log(hi), size=n_patches)).astype(np.float32)
     return out * gain[:, None, None]
 
 
-def sample_signal_patch(frames, rng: np.random.Generator, patch_size: int, threshold: float,
-                        amplitude_range: Sequence[float], max_tries: int = 500, path: str = "?") -> np.ndarray:
+def sample_signal_patch(
+    frames,
+    rng: np.random.Generator,
+    patch_size: int,
+    threshold: float,
+    amplitude_range: Sequence[float],
+    max_tries: int = 500,
+    path: str = "?",
+) -> np.ndarray:
     """A random rotated signal patch with sum > threshold (keV), amplitude-rescaled (log-uniform)."""
     return sample_signal_patches(frames, rng, 1, patch_size, threshold, amplitude_range, max_tries, path)[0]
 
@@ -145,9 +179,17 @@ def signal_mask(signal: np.ndarray, threshold: float, dilation: int, smooth: int
     return m
 
 
-def extract_noise_pool(path: str | Path, n_patches: int, patch_size: int, rng: np.random.Generator,
-                       mask_threshold: float, mask_dilation: int, max_masked_fraction: float,
-                       noise_source: str = "full", max_tries_per_patch: int = 50) -> np.ndarray:
+def extract_noise_pool(
+    path: str | Path,
+    n_patches: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    mask_threshold: float,
+    mask_dilation: int,
+    max_masked_fraction: float,
+    noise_source: str = "full",
+    max_tries_per_patch: int = 50,
+) -> np.ndarray:
     """Noise patches [N, P, P] (keV) from the full shots of ``path`` with the signal region masked."""
     if noise_source not in ("full", "background"):
         raise ValueError(f"noise_source must be 'full' or 'background', got {noise_source!r}")
@@ -175,31 +217,41 @@ def extract_noise_pool(path: str | Path, n_patches: int, patch_size: int, rng: n
             if len(ok) == 0:
                 continue
             picks = ok[rng.integers(0, len(ok), per_frame[i])]
-            out.extend(frame[t:t + P, l:l + P] for t, l in picks)
+            out.extend(frame[t : t + P, l : l + P] for t, l in picks)
     if not out:
-        raise DataFileError(path, "full", f"no {P}x{P} position has a masked fraction <= {max_masked_fraction}; "
-                                          "raise max_masked_fraction or mask_threshold, or use larger frames")
+        raise DataFileError(
+            path,
+            "full",
+            f"no {P}x{P} position has a masked fraction <= {max_masked_fraction}; "
+            "raise max_masked_fraction or mask_threshold, or use larger frames",
+        )
     pool = np.stack(out).astype(np.float32)
     if len(pool) < n_patches:  # some frames had no usable position: fill from the others
         pool = pool[rng.integers(0, len(pool), n_patches)]
     return pool
 
 
-def make_batch(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor,
-               normaliser: PercentileNormaliser | None = None) -> dict[str, torch.Tensor]:
+def make_batch(
+    signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor, normaliser: PercentileNormaliser | None = None
+) -> dict[str, torch.Tensor]:
     """Normalised training batch from keV patches [B, P, P]: input = s + n, bounds per patch from the input.
 
     Keys: ``input``, ``target`` (signal), ``noise`` [B, 1, P, P] and ``bounds`` [B, 2] (keV of 0 and 1)."""
     normaliser = normaliser or PercentileNormaliser()
     s = torch.as_tensor(np.asarray(signal, np.float32))[:, None]
     n = torch.as_tensor(np.asarray(noise, np.float32))[:, None]
-    xn, (lo, hi) = normaliser(s + n)                      # lo, hi: [B, 1]
-    return {"input": xn, "target": apply_bounds(s, lo, hi, normaliser.clip),
-            "noise": apply_bounds(n, lo, hi, normaliser.clip), "bounds": torch.cat([lo, hi], dim=1).float()}
+    xn, (lo, hi) = normaliser(s + n)  # lo, hi: [B, 1]
+    return {
+        "input": xn,
+        "target": apply_bounds(s, lo, hi, normaliser.clip),
+        "noise": apply_bounds(n, lo, hi, normaliser.clip),
+        "bounds": torch.cat([lo, hi], dim=1).float(),
+    }
 
 
-def make_item(signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor,
-              normaliser: PercentileNormaliser | None = None) -> dict[str, torch.Tensor]:
+def make_item(
+    signal: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor, normaliser: PercentileNormaliser | None = None
+) -> dict[str, torch.Tensor]:
     """Normalised training item from keV patches [P, P] (:func:`make_batch` of one, without the batch axis)."""
     batch = make_batch(np.asarray(signal, np.float32)[None], np.asarray(noise, np.float32)[None], normaliser)
     return {k: v[0] for k, v in batch.items()}
@@ -217,9 +269,18 @@ class SAXSTrainDataset(Dataset):
     ``max_memory_mb`` (per process), else every candidate region is read from the file.
     """
 
-    def __init__(self, path: str | Path, noise_pool: np.ndarray, length: int, patch_size: int = 128,
-                 signal_threshold: float = 2.0e4, amplitude_range: Sequence[float] = (0.1, 10.0), seed: int = 0,
-                 normaliser: PercentileNormaliser | None = None, max_memory_mb: float = 1024.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        noise_pool: np.ndarray,
+        length: int,
+        patch_size: int = 128,
+        signal_threshold: float = 2.0e4,
+        amplitude_range: Sequence[float] = (0.1, 10.0),
+        seed: int = 0,
+        normaliser: PercentileNormaliser | None = None,
+        max_memory_mb: float = 1024.0,
+    ) -> None:
         self.file = OpenH5File(path)
         self.normaliser = normaliser
         self.noise_pool = noise_pool
@@ -263,8 +324,15 @@ class SAXSTrainDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         rng = self._generator()
-        s = sample_signal_patches(self.frames(), rng, len(indices), self.patch_size, self.signal_threshold,
-                                  self.amplitude_range, path=self.file.path)
+        s = sample_signal_patches(
+            self.frames(),
+            rng,
+            len(indices),
+            self.patch_size,
+            self.signal_threshold,
+            self.amplitude_range,
+            path=self.file.path,
+        )
         n = self.noise_pool[rng.integers(len(self.noise_pool), size=len(indices))]
         return make_batch(s, n, self.normaliser)
 
@@ -292,17 +360,32 @@ class SAXSPairDataset(Dataset):
         return make_item(self.signal[idx], self.noise[idx], self.normaliser)
 
 
-def fixed_pairs(path: str | Path, n: int, patch_size: int, seed: int, signal_threshold: float,
-                amplitude_range: Sequence[float], mask_threshold: float, mask_dilation: int,
-                max_masked_fraction: float, noise_source: str = "full",
-                normaliser: PercentileNormaliser | None = None) -> SAXSPairDataset:
+def fixed_pairs(
+    path: str | Path,
+    n: int,
+    patch_size: int,
+    seed: int,
+    signal_threshold: float,
+    amplitude_range: Sequence[float],
+    mask_threshold: float,
+    mask_dilation: int,
+    max_masked_fraction: float,
+    noise_source: str = "full",
+    normaliser: PercentileNormaliser | None = None,
+) -> SAXSPairDataset:
     """Reproducible (per seed) held-out pairs cut from the X-ray-only and full shots of ``path``."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xE7A1])
-    noise = extract_noise_pool(path, n, patch_size, rng, mask_threshold, mask_dilation, max_masked_fraction, noise_source)
+    noise = extract_noise_pool(
+        path, n, patch_size, rng, mask_threshold, mask_dilation, max_masked_fraction, noise_source
+    )
     with h5py.File(require_file(path, "SAXS file"), "r") as h5:
         frames = require_dataset(h5, path, "xray", ndim=3)
-        signal = np.stack([sample_signal_patch(frames, rng, patch_size, signal_threshold, amplitude_range, path=str(path))
-                           for _ in range(n)])
+        signal = np.stack(
+            [
+                sample_signal_patch(frames, rng, patch_size, signal_threshold, amplitude_range, path=str(path))
+                for _ in range(n)
+            ]
+        )
     return SAXSPairDataset(signal, noise[rng.permutation(len(noise))[:n]], normaliser)
 
 
@@ -324,19 +407,43 @@ class SAXSDataModule(SimulatedH5DataModule):
     SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
     what = "SAXS file"
 
-    def __init__(self, data_dir: str = "data/saxs", train_file: str | None = None, val_file: str | None = None,
-                 test_file: str | None = None, frame_shape: Sequence[int] = (256, 512), n_xray_frames: int = 16,
-                 n_full_frames: int = 16, n_eval_frames: int = 4, photon_energy: float = 8.0,
-                 patch_size: int = 128, n_train_signal_patches: int = 1024, n_noise_patches: int = 512,
-                 n_val_patches: int = 64, n_test_patches: int = 64, signal_threshold: float = 2.0e4,
-                 amplitude_range: Sequence[float] = (0.1, 10.0), mask_threshold: float = 1.0,
-                 mask_dilation: int = 8, max_masked_fraction: float = 0.05, noise_source: str = "full",
-                 normaliser: PercentileNormaliser | None = None, seed: int = 0, batch_size: int = 16,
-                 persistent_workers: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data/saxs",
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        frame_shape: Sequence[int] = (256, 512),
+        n_xray_frames: int = 16,
+        n_full_frames: int = 16,
+        n_eval_frames: int = 4,
+        photon_energy: float = 8.0,
+        patch_size: int = 128,
+        n_train_signal_patches: int = 1024,
+        n_noise_patches: int = 512,
+        n_val_patches: int = 64,
+        n_test_patches: int = 64,
+        signal_threshold: float = 2.0e4,
+        amplitude_range: Sequence[float] = (0.1, 10.0),
+        mask_threshold: float = 1.0,
+        mask_dilation: int = 8,
+        max_masked_fraction: float = 0.05,
+        noise_source: str = "full",
+        normaliser: PercentileNormaliser | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        persistent_workers: bool = False,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("units", "keV")
         kwargs.setdefault("physical_range", (0.0, 1.0))  # model space: each patch normalised to [0, 1]
-        super().__init__(data_dir=data_dir, file={"train": train_file, "val": val_file, "test": test_file},
-                         batch_size=batch_size, persistent_workers=persistent_workers, **kwargs)
+        super().__init__(
+            data_dir=data_dir,
+            file={"train": train_file, "val": val_file, "test": test_file},
+            batch_size=batch_size,
+            persistent_workers=persistent_workers,
+            **kwargs,
+        )
         self.frame_shape = tuple(int(v) for v in frame_shape)
         self.n_xray_frames, self.n_full_frames, self.n_eval_frames = n_xray_frames, n_full_frames, n_eval_frames
         self.photon_energy = float(photon_energy)
@@ -387,29 +494,57 @@ class SAXSDataModule(SimulatedH5DataModule):
 
     def check_file(self, key: str, info: FileInfo) -> None:
         if info.shapes["full"] != info.shapes["signal"]:
-            raise DataFileError(info.path, "signal", f"expected the frame shape of 'full' {info.shapes['full']}, "
-                                                     f"found {info.shapes['signal']}")
+            raise DataFileError(
+                info.path,
+                "signal",
+                f"expected the frame shape of 'full' {info.shapes['full']}, found {info.shapes['signal']}",
+            )
 
     def _pair_kwargs(self) -> dict:
-        return dict(patch_size=self.patch_size, signal_threshold=self.signal_threshold,
-                    amplitude_range=self.amplitude_range, mask_threshold=self.mask_threshold,
-                    mask_dilation=self.mask_dilation, max_masked_fraction=self.max_masked_fraction,
-                    noise_source=self.noise_source, normaliser=self.normaliser)
+        return dict(
+            patch_size=self.patch_size,
+            signal_threshold=self.signal_threshold,
+            amplitude_range=self.amplitude_range,
+            mask_threshold=self.mask_threshold,
+            mask_dilation=self.mask_dilation,
+            max_masked_fraction=self.max_masked_fraction,
+            noise_source=self.noise_source,
+            normaliser=self.normaliser,
+        )
 
     def build_splits(self, stage: str | None) -> None:
         paths = self.paths
         if stage in (None, "fit") and self.train_set is None:
             rng = np.random.default_rng([self.seed & 0xFFFFFFFF, 0x7001])
-            pool = extract_noise_pool(paths["train"], self.n_noise_patches, self.patch_size, rng, self.mask_threshold,
-                                      self.mask_dilation, self.max_masked_fraction, self.noise_source)
-            self.train_set = SAXSTrainDataset(paths["train"], pool, self.n_train_signal_patches, self.patch_size,
-                                              self.signal_threshold, self.amplitude_range, self.seed, self.normaliser,
-                                              max_memory_mb=self.max_memory_mb)
+            pool = extract_noise_pool(
+                paths["train"],
+                self.n_noise_patches,
+                self.patch_size,
+                rng,
+                self.mask_threshold,
+                self.mask_dilation,
+                self.max_masked_fraction,
+                self.noise_source,
+            )
+            self.train_set = SAXSTrainDataset(
+                paths["train"],
+                pool,
+                self.n_train_signal_patches,
+                self.patch_size,
+                self.signal_threshold,
+                self.amplitude_range,
+                self.seed,
+                self.normaliser,
+                max_memory_mb=self.max_memory_mb,
+            )
             self.splits["train"] = self.train_set
         if stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = fixed_pairs(paths["val"], self.n_val_patches, seed=self.seed * 1000 + 1, **self._pair_kwargs())
+            self.val_set = fixed_pairs(
+                paths["val"], self.n_val_patches, seed=self.seed * 1000 + 1, **self._pair_kwargs()
+            )
             self.splits["val"] = self.val_set
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = fixed_pairs(paths["test"], self.n_test_patches, seed=self.seed * 1000 + 2,
-                                        **self._pair_kwargs())
+            self.test_set = fixed_pairs(
+                paths["test"], self.n_test_patches, seed=self.seed * 1000 + 2, **self._pair_kwargs()
+            )
             self.splits["test"] = self.test_set

@@ -53,13 +53,14 @@ INFERENCE_VARIANTS: dict[str, tuple[str, bool, str, float | None]] = {
     "ratio_cap": ("… and background ≤ 10× the patch range (default)", False, "ratio", 10.0),
 }
 DEFAULT_VARIANT = "ratio_cap"
-SPOT_FACTOR = 100.0     # spot value = factor x the frame's 99.9th percentile
+SPOT_FACTOR = 100.0  # spot value = factor x the frame's 99.9th percentile
 SPOT_SIZE = 2
 
 
 # ----------------------------------------------------------------------------- training runs
-def run_experiment(experiment: str, run_dir: Path, seed: int = 0, overrides: Sequence[str] = (),
-                   threads: int | None = None) -> float:
+def run_experiment(
+    experiment: str, run_dir: Path, seed: int = 0, overrides: Sequence[str] = (), threads: int | None = None
+) -> float:
     """``python run.py experiment=<experiment> seed=<seed> <overrides>`` into ``run_dir``; returns wall seconds."""
     return run_py([f"experiment={experiment}", f"seed={seed}", *overrides], run_dir, threads=threads)
 
@@ -67,16 +68,32 @@ def run_experiment(experiment: str, run_dir: Path, seed: int = 0, overrides: Seq
 def patch_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
     """Markdown table of the test-patch metrics: raw input, median filter, then each model."""
     first = next(iter(metrics.values()))
-    rows = [("raw input", first["input_psnr"], first["input_ssim"], first["input_hit_precision"],
-             first["input_hit_recall"]),
-            ("3×3 median filter with 5·MAD hit clipping", first["median_psnr"], first["median_ssim"],
-             first["median_hit_precision"], first["median_hit_recall"])]
+    rows = [
+        (
+            "raw input",
+            first["input_psnr"],
+            first["input_ssim"],
+            first["input_hit_precision"],
+            first["input_hit_recall"],
+        ),
+        (
+            "3×3 median filter with 5·MAD hit clipping",
+            first["median_psnr"],
+            first["median_ssim"],
+            first["median_hit_precision"],
+            first["median_hit_recall"],
+        ),
+    ]
     for exp, m in metrics.items():
         rows.append((LABELS.get(exp, exp), m["signal_psnr"], m["signal_ssim"], m["hit_precision"], m["hit_recall"]))
-    lines = ["| estimator | signal PSNR (dB) | gain over the input (dB) | SSIM | hit precision | hit recall |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| estimator | signal PSNR (dB) | gain over the input (dB) | SSIM | hit precision | hit recall |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, psnr, ssim, prec, rec in rows:
-        lines.append(f"| {name} | {psnr:.2f} | {psnr - first['input_psnr']:+.2f} | {ssim:.3f} | {prec:.3f} | {rec:.3f} |")
+        lines.append(
+            f"| {name} | {psnr:.2f} | {psnr - first['input_psnr']:+.2f} | {ssim:.3f} | {prec:.3f} | {rec:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -100,8 +117,9 @@ def load_decomposition(run_dir: Path, ckpt: Path | None = None):
     return module.eval(), cfg
 
 
-def variant_model(net: torch.nn.Module, rule: str,
-                  max_noise: float | None = None) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+def variant_model(
+    net: torch.nn.Module, rule: str, max_noise: float | None = None
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """The patch model of an inference variant: the study's forward, or an excess rule of the net."""
     if rule == "study":
         return lambda x: DecompositionNet.forward(net, x)
@@ -115,12 +133,14 @@ def variant_model(net: torch.nn.Module, rule: str,
             return net(x)
         finally:
             net.excess, net.max_noise = previous
+
     return model
 
 
 @torch.no_grad()
-def clean_frame(model: Callable, frame: np.ndarray, patch_size: int, clip: bool,
-                lower: float = 1.0, upper: float = 99.95) -> dict[str, np.ndarray]:
+def clean_frame(
+    model: Callable, frame: np.ndarray, patch_size: int, clip: bool, lower: float = 1.0, upper: float = 99.95
+) -> dict[str, np.ndarray]:
     """Blended signal/background of one frame (keV) with percentile-normalised patches."""
     predictor = FramePredictor(patch_size, normaliser=PercentileNormaliser(lower, upper, clip=clip))
     out = predictor(model, torch.from_numpy(np.asarray(frame, np.float32))[None])
@@ -130,9 +150,12 @@ def clean_frame(model: Callable, frame: np.ndarray, patch_size: int, clip: bool,
 def read_test_frames(path: Path) -> dict[str, Any]:
     """Full shots, their true signal, the beam centre and beam-stop radius of a simulated SAXS file."""
     with h5py.File(path, "r") as h5:
-        return {"full": h5["full"][()], "signal": h5["signal"][()],
-                "centre": tuple(float(c) for c in h5.attrs["beam_center"]),
-                "r_stop": float(h5.attrs.get("beamstop_radius_px", 0.0)) + 2.0}
+        return {
+            "full": h5["full"][()],
+            "signal": h5["signal"][()],
+            "centre": tuple(float(c) for c in h5.attrs["beam_center"]),
+            "r_stop": float(h5.attrs.get("beamstop_radius_px", 0.0)) + 2.0,
+        }
 
 
 def profile_edges(shape: Sequence[int], centre: Sequence[float], r_stop: float, n_bins: int = 24) -> np.ndarray:
@@ -146,8 +169,10 @@ def frame_metrics(estimate: np.ndarray, signal: np.ndarray, full: np.ndarray) ->
     the background energy left in the signal estimate, Σ max(ŝ − s, 0) / Σ (full − s)."""
     s, e = np.asarray(signal, np.float64), np.asarray(estimate, np.float64)
     background = np.clip(np.asarray(full, np.float64) - s, 0.0, None)
-    return {"signal_kept": float(np.minimum(e, s).sum() / s.sum()),
-            "background_left": float(np.clip(e - s, 0.0, None).sum() / max(background.sum(), 1e-12))}
+    return {
+        "signal_kept": float(np.minimum(e, s).sum() / s.sum()),
+        "background_left": float(np.clip(e - s, 0.0, None).sum() / max(background.sum(), 1e-12)),
+    }
 
 
 def spot_position(frame_shape: Sequence[int], centre: Sequence[float]) -> tuple[int, int]:
@@ -157,8 +182,9 @@ def spot_position(frame_shape: Sequence[int], centre: Sequence[float]) -> tuple[
     return int(h // 4), col
 
 
-def spot_kept(model: Callable, frame: np.ndarray, centre: Sequence[float], patch_size: int,
-              clip: bool) -> tuple[float, float]:
+def spot_kept(
+    model: Callable, frame: np.ndarray, centre: Sequence[float], patch_size: int, clip: bool
+) -> tuple[float, float]:
     """A 2 x 2 spot at 100 x the frame's 99.9th percentile: the fractions of its energy that come back
     in the signal and in signal + background."""
     value = SPOT_FACTOR * float(np.percentile(frame, 99.9))
@@ -183,15 +209,20 @@ def _log_img(a: np.ndarray, floor: float = 1.0) -> np.ndarray:
     return np.log10(np.clip(a, floor, None))
 
 
-def frame_figure(full: np.ndarray, signal_est: np.ndarray, background_est: np.ndarray, truth: np.ndarray,
-                 title: str = ""):
+def frame_figure(
+    full: np.ndarray, signal_est: np.ndarray, background_est: np.ndarray, truth: np.ndarray, title: str = ""
+):
     """One frame: input | cleaned signal | true signal | removed background (log10 keV)."""
 
     headless_backend()
     import matplotlib.pyplot as plt
 
-    panels = (("input (full shot)", full), ("cleaned signal", signal_est), ("true signal", truth),
-              ("removed background", background_est))
+    panels = (
+        ("input (full shot)", full),
+        ("cleaned signal", signal_est),
+        ("true signal", truth),
+        ("removed background", background_est),
+    )
     vmax = float(np.log10(max(full.max(), 10.0)))
     fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), constrained_layout=True)
     for ax, (name, img) in zip(axes.flat, panels):
@@ -212,8 +243,9 @@ def profile_figure(edges: np.ndarray, profiles: Mapping[str, np.ndarray], truth:
     import matplotlib.pyplot as plt
 
     r = np.sqrt(edges[:-1] * edges[1:])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True, constrained_layout=True,
-                                      gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6, 5.5), sharex=True, constrained_layout=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     top.loglog(r, truth, "k-", lw=2, label="true signal")
     for name, prof in profiles.items():
         top.loglog(r, prof, marker=".", lw=1, label=name)
@@ -248,14 +280,21 @@ def residual_figure(residuals: Mapping[str, np.ndarray], scale_kev: float = 50.0
 
 
 # ----------------------------------------------------------------------------- the whole study
-def frames_study(modules: Mapping[str, Any], frames: Mapping[str, Any], patch_sizes: Sequence[int] = (32, 128),
-                 variants: Sequence[str] = tuple(INFERENCE_VARIANTS)) -> tuple[str, dict[str, Any]]:
+def frames_study(
+    modules: Mapping[str, Any],
+    frames: Mapping[str, Any],
+    patch_sizes: Sequence[int] = (32, 128),
+    variants: Sequence[str] = tuple(INFERENCE_VARIANTS),
+) -> tuple[str, dict[str, Any]]:
     """Markdown table of the inference variants on whole frames, and the cleaned frames of the default."""
     full, truth, centre = frames["full"], frames["signal"], frames["centre"]
     edges = profile_edges(full.shape, centre, frames["r_stop"])
     true_prof = radial_profile(truth, centre, edges)[0].mean(0)
-    lines = ["| model | patch (px) | inference | usable radius ±10 % (px) | I(r) error 64–77 px | signal kept "
-             "| background left | spot in signal | spot in signal + background |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | patch (px) | inference | usable radius ±10 % (px) | I(r) error 64–77 px | signal kept "
+        "| background left | spot in signal | spot in signal + background |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     kept_frames: dict[str, Any] = {}
     i64 = int(np.searchsorted(edges, 64.0, side="right") - 1)
     for exp, module in modules.items():
@@ -271,11 +310,16 @@ def frames_study(modules: Mapping[str, Any], frames: Mapping[str, Any], patch_si
                 spot = np.mean([spot_kept(model, f, centre, P, clip) for f in full], axis=0)
                 radius = usable_radius(prof, true_prof, edges, 0.1)
                 err = prof[i64] / true_prof[i64] - 1.0 if 0 <= i64 < len(prof) else float("nan")
-                lines.append(f"| {LABELS.get(exp, exp)} | {P} | {label} | {radius:.0f} | {err:+.3f} | "
-                             f"{np.mean([x['signal_kept'] for x in m]):.4f} | "
-                             f"{np.mean([x['background_left'] for x in m]):.4f} | {spot[0]:.3f} | {spot[1]:.3f} |")
-                kept_frames[f"{exp}/{P}/{v}"] = {"signal": sig, "background": np.stack([c["noise"] for c in cleaned]),
-                                                 "profile": prof}
+                lines.append(
+                    f"| {LABELS.get(exp, exp)} | {P} | {label} | {radius:.0f} | {err:+.3f} | "
+                    f"{np.mean([x['signal_kept'] for x in m]):.4f} | "
+                    f"{np.mean([x['background_left'] for x in m]):.4f} | {spot[0]:.3f} | {spot[1]:.3f} |"
+                )
+                kept_frames[f"{exp}/{P}/{v}"] = {
+                    "signal": sig,
+                    "background": np.stack([c["noise"] for c in cleaned]),
+                    "profile": prof,
+                }
                 print(lines[-1], flush=True)
     kept_frames["_edges"], kept_frames["_truth_profile"] = edges, true_prof
     return "\n".join(lines), kept_frames
@@ -302,8 +346,12 @@ def _save(fig, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
-    p.add_argument("--work", type=Path, default=None,
-                   help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_saxs or ./outputs/figures_saxs)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_saxs or ./outputs/figures_saxs)",
+    )
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the training runs")
     p.add_argument("--patch-sizes", type=int, nargs="+", default=[32, 128])
@@ -336,34 +384,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     eq = modules["saxs_equnet"].net
     err = equivariance_error(eq, patches)
     err_u = equivariance_error(eq, patches * 3.0)
-    table += (f"\n\nrot90 equivariance error of the C4 net, max |f(rot90 x) − rot90 f(x)| over signal and noise: "
-              f"{err:.1e} on 32 test patches (normalised units), {err_u:.1e} on the same patches × 3 "
-              f"(values above the clip range)")
+    table += (
+        f"\n\nrot90 equivariance error of the C4 net, max |f(rot90 x) − rot90 f(x)| over signal and noise: "
+        f"{err:.1e} on 32 test patches (normalised units), {err_u:.1e} on the same patches × 3 "
+        f"(values above the clip range)"
+    )
     _write(a.out / "saxs_results.md", table)
     print(table)
 
     frames = read_test_frames(Path(dm.paths["test"]))
     text, cleaned = frames_study(modules, frames, a.patch_sizes)
-    text += (f"\n\n{len(frames['full'])} simulated test frames of {frames['full'].shape[1]}×{frames['full'].shape[2]} px "
-             f"(`{Path(dm.paths['test']).name}`, dataset `full`); spot: {SPOT_SIZE}×{SPOT_SIZE} px at "
-             f"{SPOT_FACTOR:.0f}× the frame's 99.9th percentile, placed in the dim far side of each frame.")
+    text += (
+        f"\n\n{len(frames['full'])} simulated test frames of {frames['full'].shape[1]}×{frames['full'].shape[2]} px "
+        f"(`{Path(dm.paths['test']).name}`, dataset `full`); spot: {SPOT_SIZE}×{SPOT_SIZE} px at "
+        f"{SPOT_FACTOR:.0f}× the frame's 99.9th percentile, placed in the dim far side of each frame."
+    )
     _write(a.out / "saxs_frames.md", text)
 
     # pictures: default inference of the C4 net at the training patch size
     P = a.patch_sizes[0]
     key = f"saxs_equnet/{P}/{DEFAULT_VARIANT}"
     i = 0
-    _save(frame_figure(frames["full"][i], cleaned[key]["signal"][i], cleaned[key]["background"][i],
-                       frames["signal"][i], title=f"C4 UNet, test frame {i}, {P} px patches"), a.out / "saxs_frame.png")
+    _save(
+        frame_figure(
+            frames["full"][i],
+            cleaned[key]["signal"][i],
+            cleaned[key]["background"][i],
+            frames["signal"][i],
+            title=f"C4 UNet, test frame {i}, {P} px patches",
+        ),
+        a.out / "saxs_frame.png",
+    )
     median = np.stack([median_hit_filter(torch.as_tensor(f)[None, None])[0][0, 0].numpy() for f in frames["full"]])
     edges = cleaned["_edges"]
-    profs = {"input": radial_profile(frames["full"], frames["centre"], edges)[0].mean(0),
-             "3×3 median filter": radial_profile(median, frames["centre"], edges)[0].mean(0),
-             **{LABELS[e]: cleaned[f"{e}/{P}/{DEFAULT_VARIANT}"]["profile"] for e in EXPERIMENTS}}
+    profs = {
+        "input": radial_profile(frames["full"], frames["centre"], edges)[0].mean(0),
+        "3×3 median filter": radial_profile(median, frames["centre"], edges)[0].mean(0),
+        **{LABELS[e]: cleaned[f"{e}/{P}/{DEFAULT_VARIANT}"]["profile"] for e in EXPERIMENTS},
+    }
     _save(profile_figure(edges, profs, cleaned["_truth_profile"]), a.out / "saxs_profiles.png")
-    res = {"input": frames["full"][i] - frames["signal"][i],
-           "3×3 median filter": median[i] - frames["signal"][i],
-           **{LABELS[e]: cleaned[f"{e}/{P}/{DEFAULT_VARIANT}"]["signal"][i] - frames["signal"][i] for e in EXPERIMENTS}}
+    res = {
+        "input": frames["full"][i] - frames["signal"][i],
+        "3×3 median filter": median[i] - frames["signal"][i],
+        **{LABELS[e]: cleaned[f"{e}/{P}/{DEFAULT_VARIANT}"]["signal"][i] - frames["signal"][i] for e in EXPERIMENTS},
+    }
     _save(residual_figure(res), a.out / "saxs_residuals.png")
 
 

@@ -72,10 +72,13 @@ def input_estimator(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def median_estimator(k: float, floor_kev: float, size: int = MEDIAN_SIZE) -> Estimator:
     """3x3 (``size``) median filter: pixels above the local median by more than k·1.4826·MAD + floor
     are replaced by the median (:func:`lit_sr.metrics.background.median_hit_filter`), in keV."""
+
     def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, n = median_hit_filter(torch.as_tensor(np.asarray(frame, np.float32))[None, None], k=k, size=size,
-                                 floor=floor_kev)
+        s, n = median_hit_filter(
+            torch.as_tensor(np.asarray(frame, np.float32))[None, None], k=k, size=size, floor=floor_kev
+        )
         return s[0, 0].numpy(), n[0, 0].numpy()
+
     return estimate
 
 
@@ -89,6 +92,7 @@ def model_estimator(net: torch.nn.Module, patch_size: int, max_noise: float | No
     def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = clean_frame(model, frame, patch_size, clip=False)
         return out["signal"], out["noise"]
+
     return estimate
 
 
@@ -96,6 +100,7 @@ def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float
     """``estimator`` less a flat pedestal: the mean of its signal estimate over the pixels farther than
     ``r_min_px`` from the beam (where the scattering has fallen below the diffuse background), the
     classical flat-background subtraction; the pedestal moves to the background estimate."""
+
     def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, n = estimator(frame)
         h, w = s.shape
@@ -103,6 +108,7 @@ def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float
         far = r > r_min_px
         level = float(s[far].mean(dtype=np.float64)) if far.any() else 0.0
         return s - np.float32(level), n + np.float32(level)
+
     return estimate
 
 
@@ -153,10 +159,13 @@ def score(estimator: Estimator, frames: Frames, spot: bool = True) -> dict[str, 
     s = frames.signal.astype(np.float64)
     background = np.clip(frames.full.astype(np.float64) - s, 0.0, None)
     prof = radial_profile(est, frames.centre, frames.edges)[0].mean(0)
-    out = {f"radius_{round(t * 100):02d}": usable_radius(prof, frames.true_profile, frames.edges, t) for t in TOLERANCES}
+    out = {
+        f"radius_{round(t * 100):02d}": usable_radius(prof, frames.true_profile, frames.edges, t) for t in TOLERANCES
+    }
     out["signal_kept"] = float(np.mean([np.minimum(e, t).sum() / t.sum() for e, t in zip(est, s)]))
-    out["background_left"] = float(np.mean([np.clip(e - t, 0, None).sum() / max(b.sum(), 1e-12)
-                                            for e, t, b in zip(est, s, background)]))
+    out["background_left"] = float(
+        np.mean([np.clip(e - t, 0, None).sum() / max(b.sum(), 1e-12) for e, t, b in zip(est, s, background)])
+    )
     out["profile_error"] = (prof / frames.true_profile - 1.0).tolist()
     if spot:
         fr = np.array([spot_fractions(estimator, f, frames.centre) for f in frames.full])
@@ -180,8 +189,9 @@ def simulated_fog(path: str | Path, full: np.ndarray, signal: np.ndarray) -> np.
     names = {f.name for f in dataclasses.fields(SAXSSimConfig)}
     if "seed" not in attrs or not names <= set(attrs):
         return None
-    values = {k: (tuple(np.asarray(attrs[k]).tolist()) if np.ndim(attrs[k]) else np.asarray(attrs[k]).item())
-              for k in names}
+    values = {
+        k: (tuple(np.asarray(attrs[k]).tolist()) if np.ndim(attrs[k]) else np.asarray(attrs[k]).item()) for k in names
+    }
     fog = fog_of_frames(n_xray, len(full), int(attrs["seed"]), SAXSSimConfig(**values))
     rest = full.astype(np.float64) - signal - fog
     if fog.shape != full.shape or (rest < -(1e-6 * np.abs(full) + 1e-3)).any():
@@ -195,18 +205,23 @@ def fog_oracles(frames: Frames, fog: np.ndarray) -> list[tuple[str, list[dict[st
     background estimate would add."""
     lookup: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     rows = []
-    for name, offset in (("oracle: every hit, cluster and track removed, the fog left", lambda f: 0.0),
-                         ("oracle: the same less the fog's frame mean (a flat pedestal known exactly)",
-                          lambda f: f.mean())):
-        lookup = {x.tobytes(): (s + f - offset(f), x - (s + f - offset(f)))
-                  for x, s, f in zip(frames.full, frames.signal.astype(np.float64), fog)}
-        rows.append((name, [score(lambda x, table=lookup: table[np.asarray(x, np.float32).tobytes()], frames,
-                                  spot=False)]))
+    for name, offset in (
+        ("oracle: every hit, cluster and track removed, the fog left", lambda f: 0.0),
+        ("oracle: the same less the fog's frame mean (a flat pedestal known exactly)", lambda f: f.mean()),
+    ):
+        lookup = {
+            x.tobytes(): (s + f - offset(f), x - (s + f - offset(f)))
+            for x, s, f in zip(frames.full, frames.signal.astype(np.float64), fog)
+        }
+        rows.append(
+            (name, [score(lambda x, table=lookup: table[np.asarray(x, np.float32).tobytes()], frames, spot=False)])
+        )
     return rows
 
 
-def tune_median(frames: Frames, k_grid: Sequence[float] = MEDIAN_K,
-                floor_grid: Sequence[float] = MEDIAN_FLOOR_KEV) -> tuple[dict[str, float], dict[tuple, float]]:
+def tune_median(
+    frames: Frames, k_grid: Sequence[float] = MEDIAN_K, floor_grid: Sequence[float] = MEDIAN_FLOOR_KEV
+) -> tuple[dict[str, float], dict[tuple, float]]:
     """(k, floor) of the median filter that maximise the usable radius at ±10 % on ``frames`` (the
     validation frames), ties broken by the mean relative I(r) error (clipped at 1) over all bins."""
     tried: dict[tuple, float] = {}
@@ -248,8 +263,10 @@ def parse_run(spec: str) -> tuple[str, Path, Path | None]:
     else:
         run_dir, ckpt = p, None
     if not (run_dir / "config_resolved.yaml").is_file():
-        raise FileNotFoundError(f"--run {spec!r}: {run_dir}/config_resolved.yaml missing (expected a run folder of "
-                                "python run.py experiment=saxs_*)")
+        raise FileNotFoundError(
+            f"--run {spec!r}: {run_dir}/config_resolved.yaml missing (expected a run folder of "
+            "python run.py experiment=saxs_*)"
+        )
     if ckpt is not None and not ckpt.is_file():
         raise FileNotFoundError(f"--run {spec!r}: checkpoint {ckpt} not found")
     return label.strip(), run_dir, ckpt
@@ -259,29 +276,37 @@ def _fmt(values: Sequence[float], digits: int) -> str:
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return "n/a"
-    mean = v.mean() if abs(v.mean()) >= 0.5 * 10.0 ** -digits else 0.0   # no "-0.000"
+    mean = v.mean() if abs(v.mean()) >= 0.5 * 10.0**-digits else 0.0  # no "-0.000"
     if v.size == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
-COLUMNS = (("radius_10", "usable radius ±10 % (px)", 0), ("radius_05", "usable radius ±5 % (px)", 0),
-           ("background_left", "background left", 3), ("signal_kept", "signal kept", 4),
-           ("spot_in_signal", "spot in signal", 3), ("spot_in_total", "spot in signal + background", 3))
+COLUMNS = (
+    ("radius_10", "usable radius ±10 % (px)", 0),
+    ("radius_05", "usable radius ±5 % (px)", 0),
+    ("background_left", "background left", 3),
+    ("signal_kept", "signal kept", 4),
+    ("spot_in_signal", "spot in signal", 3),
+    ("spot_in_total", "spot in signal + background", 3),
+)
 
 
 def table(rows: Sequence[tuple[str, Sequence[Mapping[str, float]]]], first: str = "estimator") -> str:
     lines = [f"| {first} | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name, scores in rows:
-        lines.append(f"| {name} | " + " | ".join(_fmt([s.get(k, np.nan) for s in scores], d) for k, _, d in COLUMNS)
-                     + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(_fmt([s.get(k, np.nan) for s in scores], d) for k, _, d in COLUMNS) + " |"
+        )
     return "\n".join(lines)
 
 
 def profile_rows(rows: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], frames: Frames) -> str:
     """Relative error of the mean I(r) per radial bin (first run of each row), and the true I(r)."""
-    lines = ["| r (px) | true I(r) (keV/px) | " + " | ".join(f"({i + 1})" for i in range(len(rows))) + " |",
-             "|---|---:|" + "---:|" * len(rows)]
+    lines = [
+        "| r (px) | true I(r) (keV/px) | " + " | ".join(f"({i + 1})" for i in range(len(rows))) + " |",
+        "|---|---:|" + "---:|" * len(rows),
+    ]
     for b, (lo, hi) in enumerate(zip(frames.edges[:-1], frames.edges[1:])):
         cells = [f"{r[1][0]['profile_error'][b]:+.3f}" for r in rows]
         lines.append(f"| {lo:.0f}–{hi:.0f} | {frames.true_profile[b]:.3g} | " + " | ".join(cells) + " |")
@@ -293,6 +318,7 @@ def patch_rows(runs: Mapping[str, Sequence[Path]]) -> str:
     """The runs' own patch test: signal PSNR / SSIM (normalised units, data_range 1) beside the input's
     and the untuned patch median filter's (k = 5, normalised units) on the same patches."""
     lines = ["| estimator | signal PSNR (dB) | SSIM | hit precision | hit recall |", "|---|---:|---:|---:|---:|"]
+
     def read(d: Path) -> dict[str, float]:
         try:
             return read_test_metrics(d)
@@ -305,19 +331,30 @@ def patch_rows(runs: Mapping[str, Sequence[Path]]) -> str:
     if not metrics:
         return "(no run has finished its test yet)"
     first = next(iter(metrics.values()))
-    lines.append(f"| raw input | {_fmt([m['input_psnr'] for m in first], 2)} | {_fmt([m['input_ssim'] for m in first], 3)}"
-                 " | n/a | n/a |")
-    lines.append(f"| 3×3 median filter, k = 5 (patch units, untuned) | {_fmt([m['median_psnr'] for m in first], 2)} | "
-                 f"{_fmt([m['median_ssim'] for m in first], 3)} | {_fmt([m['median_hit_precision'] for m in first], 3)} | "
-                 f"{_fmt([m['median_hit_recall'] for m in first], 3)} |")
+    lines.append(
+        f"| raw input | {_fmt([m['input_psnr'] for m in first], 2)} | {_fmt([m['input_ssim'] for m in first], 3)}"
+        " | n/a | n/a |"
+    )
+    lines.append(
+        f"| 3×3 median filter, k = 5 (patch units, untuned) | {_fmt([m['median_psnr'] for m in first], 2)} | "
+        f"{_fmt([m['median_ssim'] for m in first], 3)} | {_fmt([m['median_hit_precision'] for m in first], 3)} | "
+        f"{_fmt([m['median_hit_recall'] for m in first], 3)} |"
+    )
     for label, ms in metrics.items():
-        lines.append(f"| {label} | {_fmt([m['signal_psnr'] for m in ms], 2)} | {_fmt([m['signal_ssim'] for m in ms], 3)} | "
-                     f"{_fmt([m['hit_precision'] for m in ms], 3)} | {_fmt([m['hit_recall'] for m in ms], 3)} |")
+        lines.append(
+            f"| {label} | {_fmt([m['signal_psnr'] for m in ms], 2)} | {_fmt([m['signal_ssim'] for m in ms], 3)} | "
+            f"{_fmt([m['hit_precision'] for m in ms], 3)} | {_fmt([m['hit_recall'] for m in ms], 3)} |"
+        )
     return "\n".join(lines)
 
 
-def evaluate(specs: Sequence[str], frames_path: Path | None = None, val_path: Path | None = None,
-             peak_patch_sizes: Sequence[int] = (128,), spot: bool = True) -> tuple[str, dict[str, Any]]:
+def evaluate(
+    specs: Sequence[str],
+    frames_path: Path | None = None,
+    val_path: Path | None = None,
+    peak_patch_sizes: Sequence[int] = (128,),
+    spot: bool = True,
+) -> tuple[str, dict[str, Any]]:
     """The markdown report and the raw numbers (see the module docstring)."""
     from hydra.utils import instantiate
 
@@ -332,17 +369,30 @@ def evaluate(specs: Sequence[str], frames_path: Path | None = None, val_path: Pa
     test, val = Frames.read(frames_path), Frames.read(val_path)
     tuned, tried = tune_median(val)
     log.info("median filter tuned on %s: %s", val_path, tuned)
-    results: dict[str, Any] = {"tuned": tuned, "median_grid": {f"k={k},floor={f}": v for (k, f), v in tried.items()},
-                               "frames": str(frames_path), "val_frames": str(val_path), "rows": {}, "peak": {}}
+    results: dict[str, Any] = {
+        "tuned": tuned,
+        "median_grid": {f"k={k},floor={f}": v for (k, f), v in tried.items()},
+        "frames": str(frames_path),
+        "val_frames": str(val_path),
+        "rows": {},
+        "peak": {},
+    }
     median = median_estimator(tuned["median_k"], tuned["median_floor_keV"])
     r_ped, tried_ped = tune_pedestal(median, val)
     tuned["pedestal_r_min_px"] = r_ped
     results["pedestal_grid"] = tried_ped
-    main = [("raw input", [score(input_estimator, test, spot)]),
-            (f"3×3 median filter, k = {tuned['median_k']:g}, floor = {tuned['median_floor_keV']:g} keV "
-             "(tuned on the validation frames)", [score(median, test, spot)]),
-            (f"… less a flat pedestal from r > {r_ped:.0f} px (tuned on the validation frames)",
-             [score(with_pedestal(median, test.centre, r_ped), test, spot)])]
+    main = [
+        ("raw input", [score(input_estimator, test, spot)]),
+        (
+            f"3×3 median filter, k = {tuned['median_k']:g}, floor = {tuned['median_floor_keV']:g} keV "
+            "(tuned on the validation frames)",
+            [score(median, test, spot)],
+        ),
+        (
+            f"… less a flat pedestal from r > {r_ped:.0f} px (tuned on the validation frames)",
+            [score(with_pedestal(median, test.centre, r_ped), test, spot)],
+        ),
+    ]
     labels: dict[str, list] = {}
     for label, run_dir, ckpt in parsed:
         module, cfg = load_decomposition(run_dir, ckpt)
@@ -354,43 +404,73 @@ def evaluate(specs: Sequence[str], frames_path: Path | None = None, val_path: Pa
             raise ValueError(f"{label}: runs trained on different patch sizes {sorted(P)}; give them distinct labels")
         P = P.pop()
         cap = models[0][2].max_noise if hasattr(models[0][2], "max_noise") else None
-        main.append((f"{label}, {P} px patches (training size), noise cap {cap if cap is not None else 'none'}",
-                     [score(model_estimator(net, P), test, spot) for _, _, net, _, _ in models]))
-        main.append((f"… less the same flat pedestal (r > {r_ped:.0f} px)",
-                     [score(with_pedestal(model_estimator(net, P), test.centre, r_ped), test, spot=False)
-                      for _, _, net, _, _ in models]))
+        main.append(
+            (
+                f"{label}, {P} px patches (training size), noise cap {cap if cap is not None else 'none'}",
+                [score(model_estimator(net, P), test, spot) for _, _, net, _, _ in models],
+            )
+        )
+        main.append(
+            (
+                f"… less the same flat pedestal (r > {r_ped:.0f} px)",
+                [
+                    score(with_pedestal(model_estimator(net, P), test.centre, r_ped), test, spot=False)
+                    for _, _, net, _, _ in models
+                ],
+            )
+        )
         for size in (P, *[s for s in peak_patch_sizes if s != P]):
-            for c in ((cap, None) if cap is not None else (None,)):
+            for c in (cap, None) if cap is not None else (None,):
                 name = f"{label}, {size} px, noise cap {'none' if c is None else f'{c:g}× range'}"
                 peak.append((name, [score(model_estimator(net, size, c), test, spot) for _, _, net, _, _ in models]))
     fog = simulated_fog(frames_path, test.full, test.signal)
     oracles = fog_oracles(test, fog) if fog is not None else []
     if fog is not None:
         prof = radial_profile(fog, test.centre, test.edges)[0].mean(0) / test.true_profile
-        results["fog_over_signal"] = {f"{lo:.0f}-{hi:.0f}": float(v) for lo, hi, v in
-                                      zip(test.edges[:-1], test.edges[1:], prof)}
+        results["fog_over_signal"] = {
+            f"{lo:.0f}-{hi:.0f}": float(v) for lo, hi, v in zip(test.edges[:-1], test.edges[1:], prof)
+        }
     results["oracles"] = {n: s for n, s in oracles}
     results["rows"] = {n: s for n, s in main}
     results["peak"] = {n: s for n, s in peak}
     n_seeds = {label: len(m) for label, m in labels.items()}
     seeds = ", ".join(f"{label}: {n} run{'s' if n > 1 else ''}" for label, n in n_seeds.items())
-    ckpts = "; ".join(f"{label}: " + ", ".join(str(ck or run_dir) for run_dir, ck, *_ in m) for label, m in labels.items())
-    text = [f"Whole frames in keV: {len(test.full)} test frames of {test.full.shape[1]}×{test.full.shape[2]} px "
-            f"(`{Path(frames_path).name}`), beam centre ({test.centre[0]:.1f}, {test.centre[1]:.1f}) px, radial bins "
-            f"from {test.edges[0]:.0f} to {test.edges[-1]:.0f} px. Median filter tuned on {len(val.full)} validation "
-            f"frames (`{Path(val_path).name}`). Models ({seeds}; mean ± std over runs where more than one): {ckpts}.",
-            "", table(main), "",
-            f"The peak result: a {SPOT_SIZE}×{SPOT_SIZE} spot at {SPOT_FACTOR:.0f}× the frame's 99.9th percentile, at the "
-            "training patch size and at larger inference patches, with and without the cap on the noise head "
-            "(the most background a pixel above its patch's percentile range can get, in units of that range):", "",
-            table(peak, "model, inference"), "",
-            "Relative error of the test frames' mean I(r) to the true I(r), per radial bin:", "",
-            profile_rows([*main, *oracles], test), "",
-            *(["What limits the usable radius: the simulator's fog replayed from the file's attributes, and "
-               "estimators that know it (not attainable; they bound what a hit remover can reach):", "",
-               table(oracles, "oracle"), ""] if oracles else []),
-            "Patch metrics of the runs' own test (held-out 32×32 patches, "
-            "normalised units):", "", patch_rows({label: [m[0] for m in ms] for label, ms in labels.items()})]
+    ckpts = "; ".join(
+        f"{label}: " + ", ".join(str(ck or run_dir) for run_dir, ck, *_ in m) for label, m in labels.items()
+    )
+    text = [
+        f"Whole frames in keV: {len(test.full)} test frames of {test.full.shape[1]}×{test.full.shape[2]} px "
+        f"(`{Path(frames_path).name}`), beam centre ({test.centre[0]:.1f}, {test.centre[1]:.1f}) px, radial bins "
+        f"from {test.edges[0]:.0f} to {test.edges[-1]:.0f} px. Median filter tuned on {len(val.full)} validation "
+        f"frames (`{Path(val_path).name}`). Models ({seeds}; mean ± std over runs where more than one): {ckpts}.",
+        "",
+        table(main),
+        "",
+        f"The peak result: a {SPOT_SIZE}×{SPOT_SIZE} spot at {SPOT_FACTOR:.0f}× the frame's 99.9th percentile, at the "
+        "training patch size and at larger inference patches, with and without the cap on the noise head "
+        "(the most background a pixel above its patch's percentile range can get, in units of that range):",
+        "",
+        table(peak, "model, inference"),
+        "",
+        "Relative error of the test frames' mean I(r) to the true I(r), per radial bin:",
+        "",
+        profile_rows([*main, *oracles], test),
+        "",
+        *(
+            [
+                "What limits the usable radius: the simulator's fog replayed from the file's attributes, and "
+                "estimators that know it (not attainable; they bound what a hit remover can reach):",
+                "",
+                table(oracles, "oracle"),
+                "",
+            ]
+            if oracles
+            else []
+        ),
+        "Patch metrics of the runs' own test (held-out 32×32 patches, normalised units):",
+        "",
+        patch_rows({label: [m[0] for m in ms] for label, ms in labels.items()}),
+    ]
     return "\n".join(text) + "\n", results
 
 

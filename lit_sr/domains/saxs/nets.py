@@ -50,8 +50,14 @@ class SAXSDecompositionNet(DecompositionNet):
             at least ``hi``); None: no limit.
     """
 
-    def __init__(self, *args: Any, input_range: Sequence[float] = (0.0, 1.0), excess: str = "ratio",
-                 max_noise: float | None = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        input_range: Sequence[float] = (0.0, 1.0),
+        excess: str = "ratio",
+        max_noise: float | None = 10.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if excess not in EXCESS_RULES:
             raise ValueError(f"excess must be one of {', '.join(EXCESS_RULES)}, got {excess!r}")

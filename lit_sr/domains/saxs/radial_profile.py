@@ -27,8 +27,9 @@ def log_radial_edges(r_min: float, r_max: float, n_bins: int = 24) -> np.ndarray
     return np.unique(np.round(np.geomspace(r_min, r_max, n_bins + 1)))
 
 
-def radial_profile(frames: np.ndarray, centre: Sequence[float],
-                   edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def radial_profile(
+    frames: np.ndarray, centre: Sequence[float], edges: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean intensity per radial bin.
 
     frames [..., H, W]; centre (row, col) in px; edges [K + 1] in px. Returns (profile [..., K],
@@ -40,7 +41,7 @@ def radial_profile(frames: np.ndarray, centre: Sequence[float],
     r = np.hypot(y - centre[0], x - centre[1])
     edges = np.asarray(edges, dtype=np.float64)
     ok = (r >= edges[0]) & (r < edges[-1])
-    idx = np.digitize(r[ok], edges) - 1                       # bin index 0..K-1
+    idx = np.digitize(r[ok], edges) - 1  # bin index 0..K-1
     k = len(edges) - 1
     counts = np.bincount(idx, minlength=k)
     flat = frames.reshape(-1, h * w)[:, ok.ravel()]
@@ -54,19 +55,21 @@ def usable_radius(estimate: np.ndarray, truth: np.ndarray, edges: Sequence[float
     """Outer edge (px) of the last bin of the leading run of bins whose relative profile error is
     within ``tolerance``, counted from the innermost bin; ``edges[0]`` if the first bin fails."""
     rel = np.abs(np.asarray(estimate) / np.asarray(truth) - 1.0)
-    bad = ~(rel <= tolerance)                                  # NaN counts as bad
+    bad = ~(rel <= tolerance)  # NaN counts as bad
     n_ok = int(np.argmax(bad)) if bad.any() else len(rel)
     return float(edges[n_ok])
 
 
 def _read(path: str | Path, name: str) -> np.ndarray:
     import h5py
+
     with h5py.File(require_file(path, "SAXS frames"), "r") as h5:
         return require_dataset(h5, path, name, ndim=3)[:]
 
 
-def profile_table(truth_file: str | Path, cleaned_file: str | Path, dataset: str = "full", n_bins: int = 24,
-                  tolerance: float = 0.1) -> str:
+def profile_table(
+    truth_file: str | Path, cleaned_file: str | Path, dataset: str = "full", n_bins: int = 24, tolerance: float = 0.1
+) -> str:
     """Markdown table of relative profile errors of the raw input, a median filter and the cleaned
     frames against the true signal (all frames averaged), and each estimator's usable radius."""
     import h5py
@@ -88,8 +91,10 @@ def profile_table(truth_file: str | Path, cleaned_file: str | Path, dataset: str
     h, w = truth.shape[-2:]
     r_max = float(np.hypot(max(centre[0], h - centre[0]), max(centre[1], w - centre[1])))
     edges = log_radial_edges(max(r_stop, 1.0), r_max, n_bins)
-    prof = {name: radial_profile(a, centre, edges)[0].mean(axis=0)
-            for name, a in (("truth", truth), ("input", full), ("median", median), ("cleaned", cleaned))}
+    prof = {
+        name: radial_profile(a, centre, edges)[0].mean(axis=0)
+        for name, a in (("truth", truth), ("input", full), ("median", median), ("cleaned", cleaned))
+    }
     lines = ["| r (px) | true I(r) (keV/px) | input | median filter | cleaned |", "|---|---|---|---|---|"]
     for i in range(len(edges) - 1):
         t = prof["truth"][i]

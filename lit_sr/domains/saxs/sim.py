@@ -50,28 +50,28 @@ class SAXSSimConfig:
 
     height: int = JUNGFRAU_SHAPE[0]
     width: int = JUNGFRAU_SHAPE[1]
-    photon_energy: float = 8.0                 # keV per X-ray photon
+    photon_energy: float = 8.0  # keV per X-ray photon
     porod_exponent: float = 4.0
-    peak_photons: float = 1.0e6                # expected photons/pixel at r = 0 (before shot factor)
-    shot_intensity_range: tuple[float, float] = (0.3, 3.0)   # log-uniform per shot
-    core_radius: float = 4.0                   # r0 in px (512-row scale)
-    beamstop_radius: float = 6.0              # px (512-row scale)
-    beamstop_rod_width: float = 6.0            # px (512-row scale)
+    peak_photons: float = 1.0e6  # expected photons/pixel at r = 0 (before shot factor)
+    shot_intensity_range: tuple[float, float] = (0.3, 3.0)  # log-uniform per shot
+    core_radius: float = 4.0  # r0 in px (512-row scale)
+    beamstop_radius: float = 6.0  # px (512-row scale)
+    beamstop_rod_width: float = 6.0  # px (512-row scale)
     anisotropy_range: tuple[float, float] = (0.0, 0.3)
     n_streaks_range: tuple[int, int] = (1, 3)  # inclusive
     streak_amplitude_range: tuple[float, float] = (0.5, 5.0)
-    streak_width_range: tuple[float, float] = (0.03, 0.12)   # rad
+    streak_width_range: tuple[float, float] = (0.03, 0.12)  # rad
     # background
     background_intensity_range: tuple[float, float] = (0.5, 2.0)  # log-uniform per full shot
-    hit_density: float = 2.0e-3                # single-pixel hits per pixel
+    hit_density: float = 2.0e-3  # single-pixel hits per pixel
     hit_energy_range: tuple[float, float] = (4.0, 1000.0)  # keV, log-uniform (broad spectrum)
     cluster_density: float = 5.0e-4
     cluster_sigma_range: tuple[float, float] = (0.35, 0.8)  # px
     track_density: float = 3.0e-5
-    track_length_range: tuple[float, float] = (5.0, 60.0)    # px
-    track_dedx_range: tuple[float, float] = (10.0, 40.0)     # keV per px of path
-    fog_level: float = 0.5                     # mean keV/pixel of the diffuse fog
-    fog_smoothness: float = 40.0               # px (512-row scale), gaussian sigma of the fog field
+    track_length_range: tuple[float, float] = (5.0, 60.0)  # px
+    track_dedx_range: tuple[float, float] = (10.0, 40.0)  # keV per px of path
+    fog_level: float = 0.5  # mean keV/pixel of the diffuse fog
+    fog_smoothness: float = 40.0  # px (512-row scale), gaussian sigma of the fog field
 
     def scale(self) -> float:
         return min(self.height, self.width) / 512.0
@@ -106,7 +106,7 @@ def expected_signal(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator
     x = np.arange(cfg.width)[None, :] + 0.5 - cx
     r = np.hypot(y, x)
     phi = np.arctan2(y, x)
-    phi0 = rng.uniform(0, np.pi)                      # dominant direction of this shot
+    phi0 = rng.uniform(0, np.pi)  # dominant direction of this shot
     eps = rng.uniform(*cfg.anisotropy_range)
     r_eff = r * (1.0 + eps * np.cos(2 * (phi - phi0)))
     radial = 1.0 / (1.0 + (r_eff / r0) ** 2) ** (cfg.porod_exponent / 2)
@@ -114,7 +114,7 @@ def expected_signal(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator
     n_streaks = rng.integers(cfg.n_streaks_range[0], cfg.n_streaks_range[1] + 1)
     for k in range(n_streaks):
         direction = phi0 + (0.0 if k == 0 else rng.normal(0, 0.6))
-        d = np.angle(np.exp(2j * (phi - direction))) / 2        # angular distance modulo pi
+        d = np.angle(np.exp(2j * (phi - direction))) / 2  # angular distance modulo pi
         amp = _loguniform(rng, *cfg.streak_amplitude_range) * (1.0 if k == 0 else 0.3)
         ang += amp * np.exp(-0.5 * (d / rng.uniform(*cfg.streak_width_range)) ** 2)
     intensity = cfg.peak_photons * _loguniform(rng, *cfg.shot_intensity_range) * radial * ang
@@ -214,14 +214,39 @@ def fog_of_frames(n_xray: int, n_full: int, seed: int, cfg: SAXSSimConfig) -> np
 
 def saxs_schema() -> H5Schema:
     """Datasets of a SAXS file: X-ray-only shots, and full shots with their X-ray part (keV per pixel)."""
-    return H5Schema([
-        Field("xray", (None, None), "float32", nonnegative=True, units="keV", group="xray", per_sample_key=False,
-              description="X-ray-only shots"),
-        Field("full", (None, None), "float32", units="keV", group="full", per_sample_key=False,
-              description="full shots: X-ray signal + bremsstrahlung background"),
-        Field("signal", (None, None), "float32", units="keV", group="full", per_sample_key=False,
-              description="the X-ray part of each full shot"),
-    ], what="SAXS file")
+    return H5Schema(
+        [
+            Field(
+                "xray",
+                (None, None),
+                "float32",
+                nonnegative=True,
+                units="keV",
+                group="xray",
+                per_sample_key=False,
+                description="X-ray-only shots",
+            ),
+            Field(
+                "full",
+                (None, None),
+                "float32",
+                units="keV",
+                group="full",
+                per_sample_key=False,
+                description="full shots: X-ray signal + bremsstrahlung background",
+            ),
+            Field(
+                "signal",
+                (None, None),
+                "float32",
+                units="keV",
+                group="full",
+                per_sample_key=False,
+                description="the X-ray part of each full shot",
+            ),
+        ],
+        what="SAXS file",
+    )
 
 
 def resolve_config(config: SAXSSimConfig | None = None, **overrides) -> SAXSSimConfig:
@@ -257,9 +282,15 @@ def saxs_attrs(seed: int, cfg: SAXSSimConfig) -> dict:
     """File attributes of a simulated experiment (see the module docstring)."""
     geom = make_geometry(cfg, _experiment_rng(seed))
     attrs = {k: np.asarray(v) for k, v in asdict(cfg).items()}
-    attrs.update(photon_energy_keV=cfg.photon_energy, pixel_size_um=PIXEL_SIZE_UM, units="keV", seed=int(seed),
-                 beam_center=np.asarray(geom.center), beamstop_radius_px=max(2.0, cfg.beamstop_radius * cfg.scale()),
-                 simulator="lit_sr.domains.saxs.sim (Porod SAXS + bremsstrahlung)")
+    attrs.update(
+        photon_energy_keV=cfg.photon_energy,
+        pixel_size_um=PIXEL_SIZE_UM,
+        units="keV",
+        seed=int(seed),
+        beam_center=np.asarray(geom.center),
+        beamstop_radius_px=max(2.0, cfg.beamstop_radius * cfg.scale()),
+        simulator="lit_sr.domains.saxs.sim (Porod SAXS + bremsstrahlung)",
+    )
     return attrs
 
 
@@ -269,16 +300,30 @@ def write_options(cfg: SAXSSimConfig) -> dict:
     return {"chunk_rows": 1, "compression": None, "shapes": {"xray": shape, "full": shape, "signal": shape}}
 
 
-def simulate_saxs_file(path: str | Path, n_xray: int, n_full: int, seed: int = 0,
-                       config: SAXSSimConfig | None = None, progress: bool = False, **overrides) -> Path:
+def simulate_saxs_file(
+    path: str | Path,
+    n_xray: int,
+    n_full: int,
+    seed: int = 0,
+    config: SAXSSimConfig | None = None,
+    progress: bool = False,
+    **overrides,
+) -> Path:
     """Simulate ``n_xray`` X-ray-only and ``n_full`` full shots into ``path`` (atomic; see module doc).
 
     ``overrides`` set fields of :class:`SAXSSimConfig` (e.g. ``height=64, width=128``).
     """
     cfg = resolve_config(config, **overrides)
-    return write_h5(path, saxs_schema(), {"xray": n_xray, "full": n_full}, iter_saxs_frames(n_xray, n_full, seed, cfg),
-                    attrs=saxs_attrs(seed, cfg), description=f"simulating SAXS frames -> {Path(path).name}",
-                    progress=progress, **write_options(cfg))
+    return write_h5(
+        path,
+        saxs_schema(),
+        {"xray": n_xray, "full": n_full},
+        iter_saxs_frames(n_xray, n_full, seed, cfg),
+        attrs=saxs_attrs(seed, cfg),
+        description=f"simulating SAXS frames -> {Path(path).name}",
+        progress=progress,
+        **write_options(cfg),
+    )
 
 
 def is_complete(path: str | Path) -> bool:

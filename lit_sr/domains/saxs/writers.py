@@ -31,8 +31,9 @@ from lit_sr.domains.saxs.radial_profile import log_radial_edges, radial_profile
 from lit_sr.inference.writers import FramesH5Writer
 
 
-def beam_geometry(path: str | Path, beam_center: Sequence[float] | None = None,
-                  beamstop_radius_px: float | None = None) -> tuple[tuple[float, float], float]:
+def beam_geometry(
+    path: str | Path, beam_center: Sequence[float] | None = None, beamstop_radius_px: float | None = None
+) -> tuple[tuple[float, float], float]:
     """((row, col) of the beam in px, beam-stop radius in px): the given values, else the file's attributes."""
     attrs: dict[str, Any] = {}
     if beam_center is None or beamstop_radius_px is None:
@@ -40,17 +41,26 @@ def beam_geometry(path: str | Path, beam_center: Sequence[float] | None = None,
             attrs = dict(h5.attrs)
     if beam_center is None:
         if "beam_center" not in attrs:
-            raise DataFileError(path, None, "attribute 'beam_center' missing: expected (row, col) of the beam in px, "
-                                            "or give predict.beam_center=[row,col]")
+            raise DataFileError(
+                path,
+                None,
+                "attribute 'beam_center' missing: expected (row, col) of the beam in px, "
+                "or give predict.beam_center=[row,col]",
+            )
         beam_center = attrs["beam_center"]
     centre = tuple(float(c) for c in np.asarray(beam_center, dtype=np.float64).ravel())
     if len(centre) != 2 or not all(np.isfinite(centre)):
-        raise DataFileError(path, None, f"beam_center {tuple(np.ravel(beam_center))}: expected two finite "
-                                        "numbers (row, col) in px")
+        raise DataFileError(
+            path, None, f"beam_center {tuple(np.ravel(beam_center))}: expected two finite numbers (row, col) in px"
+        )
     if beamstop_radius_px is None:
         if "beamstop_radius_px" not in attrs:
-            raise DataFileError(path, None, "attribute 'beamstop_radius_px' missing: expected the beam-stop radius "
-                                            "in px, or give predict.beamstop_radius_px=<px>")
+            raise DataFileError(
+                path,
+                None,
+                "attribute 'beamstop_radius_px' missing: expected the beam-stop radius "
+                "in px, or give predict.beamstop_radius_px=<px>",
+            )
         beamstop_radius_px = attrs["beamstop_radius_px"]
     radius = float(np.asarray(beamstop_radius_px))
     if not (np.isfinite(radius) and radius >= 0):
@@ -76,9 +86,16 @@ class SAXSFramesWriter(FramesH5Writer):
         profile_units: units of the profiles (the outputs' units per pixel).
     """
 
-    def __init__(self, *args: Any, beam_center: Sequence[float] | None = None,
-                 beamstop_radius_px: float | None = None, beamstop_margin_px: float = 2.0, n_bins: int = 24,
-                 profile_units: str = "keV/px", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        beam_center: Sequence[float] | None = None,
+        beamstop_radius_px: float | None = None,
+        beamstop_margin_px: float = 2.0,
+        n_bins: int = 24,
+        profile_units: str = "keV/px",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.beam_center = None if beam_center is None else tuple(float(c) for c in beam_center)
         self.beamstop_radius_px = None if beamstop_radius_px is None else float(beamstop_radius_px)
@@ -103,12 +120,20 @@ class SAXSFramesWriter(FramesH5Writer):
             self.edges = profile_edges(shape, self.centre, stop + self.beamstop_margin_px, self.n_bins)
         self._profiles = {}
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Mapping[str, Any], batch_indices, batch: Any,
-                           batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: Mapping[str, Any],
+        batch_indices,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         super().write_on_batch_end(trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx)
         images = {k: v for k, v in prediction.items() if torch.is_tensor(v) and v.dim() == 4}
         for key, value in images.items():
-            arr = value.detach().float().cpu().numpy()[:, 0]                       # [B, H, W] physical units
+            arr = value.detach().float().cpu().numpy()[:, 0]  # [B, H, W] physical units
             if self.edges is None:
                 self.edges = profile_edges(arr.shape, self.centre, self.beamstop + self.beamstop_margin_px, self.n_bins)
             prof, self._pixels = radial_profile(arr, self.centre, self.edges)

@@ -103,11 +103,18 @@ def gaussian_smooth_rate(rate: Array, sigma_px: float, exposure: Array | None = 
     return np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(rate.dtype, copy=False)
 
 
-def tune_sigma(inputs: Sequence[Array], references: Sequence[Array], sigma_grid_px: Iterable[float] = DEFAULT_SIGMA_GRID_PX,
-               *, exposures: Sequence[Array] | None = None, masks: Sequence[Array] | None = None,
-               after: Callable[[Array], Array] | None = None, transform: Callable[[Array], Array] | None = None,
-               loss: str = "mse", reference_exposures: Sequence[Array] | None = None
-               ) -> tuple[float, dict[float, float]]:
+def tune_sigma(
+    inputs: Sequence[Array],
+    references: Sequence[Array],
+    sigma_grid_px: Iterable[float] = DEFAULT_SIGMA_GRID_PX,
+    *,
+    exposures: Sequence[Array] | None = None,
+    masks: Sequence[Array] | None = None,
+    after: Callable[[Array], Array] | None = None,
+    transform: Callable[[Array], Array] | None = None,
+    loss: str = "mse",
+    reference_exposures: Sequence[Array] | None = None,
+) -> tuple[float, dict[float, float]]:
     """The smoothing width (pixels of the input grid) that best predicts ``references`` from ``inputs``,
     chosen on a grid; returns it and every (sigma, loss) tried. Use the validation split only.
 

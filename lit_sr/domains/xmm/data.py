@@ -47,20 +47,28 @@ from lit_sr.data.rng import stream_rng
 from lit_sr.data.transforms import StretchTransform
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.xmm.fits_io import EXPOSURE_EXTNAME, _check_2d, _check_finite_nonneg
-from lit_sr.domains.xmm.sim import (HR_FACTOR, KIND_CODES, XMM_SIM_VERSION, XMMSimConfig, is_complete_xmm_dataset,
-                                    product_tags, write_xmm_dataset)
+from lit_sr.domains.xmm.sim import (
+    HR_FACTOR,
+    KIND_CODES,
+    XMM_SIM_VERSION,
+    XMMSimConfig,
+    is_complete_xmm_dataset,
+    product_tags,
+    write_xmm_dataset,
+)
 
 log = logging.getLogger("lit_sr")
 
-TASKS = {"dn": 1, "sr": HR_FACTOR}          # task -> scale
+TASKS = {"dn": 1, "sr": HR_FACTOR}  # task -> scale
 OPTIONAL_HDUS = ("EXPECTED", "BACKGROUND")
-SOURCE_MARGIN_PIX = 2.0                      # true sources kept this far (input pixels) outside the image
+SOURCE_MARGIN_PIX = 2.0  # true sources kept this far (input pixels) outside the image
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-RAW_MAPS = ("counts_in", "exposure_in", "counts_target", "exposure_target")   # what a training item is built from
+RAW_MAPS = ("counts_in", "exposure_in", "counts_target", "exposure_target")  # what a training item is built from
 
 
 # ------------------------------------------------------------------------------------------------
 # reading one field
+
 
 def read_image_file(path: str | Path, optional: Sequence[str] = OPTIONAL_HDUS) -> dict[str, np.ndarray]:
     """Counts (primary HDU), 'EXPOSURE' (s) and the ``optional`` image HDUs present, as float32 arrays.
@@ -90,16 +98,22 @@ def read_image_file(path: str | Path, optional: Sequence[str] = OPTIONAL_HDUS) -
     counts = _check_2d(out.pop("counts"), path, "HDU 0 (PRIMARY)", "counts image").astype(np.float32)
     _check_finite_nonneg(counts, path, "HDU 0 (PRIMARY)", "counts image")
     if EXPOSURE_EXTNAME not in out:
-        raise DataFileError(path, f"HDU '{EXPOSURE_EXTNAME}'", f"no exposure map (HDUs: {names}); every file of a "
-                                                               "dataset needs an 'EXPOSURE' image extension in s")
+        raise DataFileError(
+            path,
+            f"HDU '{EXPOSURE_EXTNAME}'",
+            f"no exposure map (HDUs: {names}); every file of a dataset needs an 'EXPOSURE' image extension in s",
+        )
     arrays = {"counts": counts}
     for name, data in out.items():
         field = f"HDU '{name}'"
         arr = _check_2d(data, path, field, f"{name.lower()} image").astype(np.float32)
         _check_finite_nonneg(arr, path, field, f"{name.lower()} image")
         if arr.shape != counts.shape:
-            raise DataFileError(path, field, f"shape {arr.shape} differs from the counts image {counts.shape}; "
-                                             "expected the same pixel grid")
+            raise DataFileError(
+                path,
+                field,
+                f"shape {arr.shape} differs from the counts image {counts.shape}; expected the same pixel grid",
+            )
         arrays[name] = arr
     return arrays
 
@@ -115,13 +129,20 @@ def read_sources(path: str | Path) -> dict[str, np.ndarray]:
             cols = {c.upper() for c in table.columns.names}
             need = {"X_LR", "Y_LR", "RATE", "KIND"}
             if not need <= cols:
-                raise DataFileError(path, "HDU 'SOURCES'", f"missing column(s) {sorted(need - cols)}; "
-                                                           f"expected {sorted(need)} (+ EXTENT)")
+                raise DataFileError(
+                    path,
+                    "HDU 'SOURCES'",
+                    f"missing column(s) {sorted(need - cols)}; expected {sorted(need)} (+ EXTENT)",
+                )
             kind_names = np.char.strip(np.char.decode(np.asarray(table["KIND"]).astype("S"), "ascii"))
             kind = np.array([KIND_CODES.get(str(k), -1) for k in kind_names], np.int64)
-            return {"x": np.asarray(table["X_LR"], np.float64), "y": np.asarray(table["Y_LR"], np.float64),
-                    "rate": np.asarray(table["RATE"], np.float64), "kind": kind,
-                    "extent": np.asarray(table["EXTENT"], np.float64) if "EXTENT" in cols else np.zeros(len(kind))}
+            return {
+                "x": np.asarray(table["X_LR"], np.float64),
+                "y": np.asarray(table["Y_LR"], np.float64),
+                "rate": np.asarray(table["RATE"], np.float64),
+                "kind": kind,
+                "extent": np.asarray(table["EXTENT"], np.float64) if "EXTENT" in cols else np.zeros(len(kind)),
+            }
     except DataFileError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -136,8 +157,9 @@ def count_rate(counts: np.ndarray, exposure_s: np.ndarray) -> np.ndarray:
     return rate
 
 
-def model_input(rate: torch.Tensor, exposure_s: torch.Tensor, transform: torch.nn.Module | None,
-                exposure_norm_ks: float) -> torch.Tensor:
+def model_input(
+    rate: torch.Tensor, exposure_s: torch.Tensor, transform: torch.nn.Module | None, exposure_norm_ks: float
+) -> torch.Tensor:
     """The 2-channel network input [..., 2, h, w] from a count rate and an exposure map [..., 1, h, w]:
     channel 0 = transform(rate), channel 1 = (exposure > 0) x exposure_ks / exposure_norm_ks."""
     image = transform(rate) if transform is not None else rate
@@ -154,6 +176,7 @@ def d4(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------
 # dataset
+
 
 class XMMFieldsDataset(Dataset):
     """The fields of one split. Item: ``input``, ``target``, ``index`` (+ truth keys, see the module doc).
@@ -175,10 +198,21 @@ class XMMFieldsDataset(Dataset):
             ~1 % of the pixels, so short CPU runs otherwise hardly see them.
     """
 
-    def __init__(self, files: Sequence[Mapping[str, Path | None]], scale: int, transform: torch.nn.Module | None,
-                 exposure_norm_ks: float = 100.0, with_truth: bool = False, max_sources: int = 256,
-                 train_patch: int | None = None, augment: bool = False, seed: int = 0, cache: bool = True,
-                 optional_hdus: Sequence[str] = (), crop_bias: float = 0.0) -> None:
+    def __init__(
+        self,
+        files: Sequence[Mapping[str, Path | None]],
+        scale: int,
+        transform: torch.nn.Module | None,
+        exposure_norm_ks: float = 100.0,
+        with_truth: bool = False,
+        max_sources: int = 256,
+        train_patch: int | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        cache: bool = True,
+        optional_hdus: Sequence[str] = (),
+        crop_bias: float = 0.0,
+    ) -> None:
         if not 0.0 <= crop_bias <= 1.0:
             raise ValueError(f"data.crop_bias must be in [0, 1], got {crop_bias}")
         self.files = [dict(f) for f in files]
@@ -204,11 +238,11 @@ class XMMFieldsDataset(Dataset):
         return len(self.files)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fields": {}, "_rng": None, "_crop_cdf": {}}   # each worker fills its own cache
+        return {**self.__dict__, "_fields": {}, "_rng": None, "_crop_cdf": {}}  # each worker fills its own cache
 
     def _generator(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
-        key = torch.initial_seed() if info is not None else None   # changes every epoch in workers
+        key = torch.initial_seed() if info is not None else None  # changes every epoch in workers
         if self._rng is None or key != self._rng_key:
             self._rng = stream_rng(self.seed, *(() if key is None else (key & 0xFFFFFFFF,)))
             self._rng_key = key
@@ -225,15 +259,27 @@ class XMMFieldsDataset(Dataset):
         for name in need:
             for path, arrays in ((f["input"], inp), (f["target"], tgt)):
                 if name not in arrays:
-                    raise DataFileError(path, f"HDU '{name}'", "missing, but the first file of this split has it; "
-                                                               "expected the same HDUs in every file of a split")
+                    raise DataFileError(
+                        path,
+                        f"HDU '{name}'",
+                        "missing, but the first file of this split has it; "
+                        "expected the same HDUs in every file of a split",
+                    )
         h, w = inp["counts"].shape
         if tgt["counts"].shape != (self.scale * h, self.scale * w):
-            raise DataFileError(f["target"], "HDU 0 (PRIMARY)", f"target is {tgt['counts'].shape[0]}x"
-                                f"{tgt['counts'].shape[1]} pixels; expected {self.scale * h}x{self.scale * w} "
-                                f"(scale {self.scale} x the input {h}x{w} of {f['input']})")
-        out = {"counts_in": inp["counts"], "exposure_in": inp[EXPOSURE_EXTNAME],
-               "counts_target": tgt["counts"], "exposure_target": tgt[EXPOSURE_EXTNAME]}
+            raise DataFileError(
+                f["target"],
+                "HDU 0 (PRIMARY)",
+                f"target is {tgt['counts'].shape[0]}x"
+                f"{tgt['counts'].shape[1]} pixels; expected {self.scale * h}x{self.scale * w} "
+                f"(scale {self.scale} x the input {h}x{w} of {f['input']})",
+            )
+        out = {
+            "counts_in": inp["counts"],
+            "exposure_in": inp[EXPOSURE_EXTNAME],
+            "counts_target": tgt["counts"],
+            "exposure_target": tgt[EXPOSURE_EXTNAME],
+        }
         if self.with_truth:
             if "BACKGROUND" in need:
                 out["bkg_in"], out["bkg_target"] = inp["BACKGROUND"], tgt["BACKGROUND"]
@@ -251,10 +297,11 @@ class XMMFieldsDataset(Dataset):
         idx = np.flatnonzero(keep)
         if len(idx) > self.max_sources:
             if not self._warned_truncation:
-                log.warning("%s: %d true sources, keeping the %d brightest (data.max_sources)", path, len(idx),
-                            self.max_sources)
+                log.warning(
+                    "%s: %d true sources, keeping the %d brightest (data.max_sources)", path, len(idx), self.max_sources
+                )
                 self._warned_truncation = True
-            idx = idx[np.argsort(-src["rate"][idx], kind="stable")[:self.max_sources]]
+            idx = idx[np.argsort(-src["rate"][idx], kind="stable")[: self.max_sources]]
         s = self.max_sources
         xy = np.full((s, 2), np.nan, np.float32)
         rate, extent = np.zeros(s, np.float32), np.zeros(s, np.float32)
@@ -299,7 +346,7 @@ class XMMFieldsDataset(Dataset):
                         left = min(max(cx - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1)), 0), w - p)
                 for name, m in maps.items():
                     f = s if name.endswith("_target") else 1
-                    maps[name] = m[f * top:f * (top + p), f * left:f * (left + p)]
+                    maps[name] = m[f * top : f * (top + p), f * left : f * (left + p)]
             if self.augment:
                 k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
                 maps = {name: d4(m, k, flip) for name, m in maps.items()}
@@ -312,15 +359,22 @@ class XMMFieldsDataset(Dataset):
         indices = [int(i) for i in indices]
         fields = [self.read_field(i) for i in indices]
         per_item = [self._crop_and_turn(i, a) for i, a in zip(indices, fields)]
-        raw = {name: torch.stack([m[name] for m in per_item]).numpy() for name in RAW_MAPS}   # [B, H, W]
+        raw = {name: torch.stack([m[name] for m in per_item]).numpy() for name in RAW_MAPS}  # [B, H, W]
         rate_in = torch.from_numpy(count_rate(raw["counts_in"], raw["exposure_in"]))[:, None]
         rate_t = torch.from_numpy(count_rate(raw["counts_target"], raw["exposure_target"]))[:, None]
         x = model_input(rate_in, torch.from_numpy(raw["exposure_in"])[:, None], self.transform, self.exposure_norm_ks)
         y = self.transform(rate_t) if self.transform is not None else rate_t
         batch = {"input": x.contiguous(), "target": y.contiguous(), "index": torch.tensor(indices, dtype=torch.long)}
         if self.with_truth:
-            for name in ("counts_in", "exposure_in", "counts_target", "exposure_target", "bkg_in", "bkg_target",
-                         "rate_true"):
+            for name in (
+                "counts_in",
+                "exposure_in",
+                "counts_target",
+                "exposure_target",
+                "bkg_in",
+                "bkg_target",
+                "rate_true",
+            ):
                 if name in fields[0]:
                     batch[name] = torch.from_numpy(np.stack([a[name] for a in fields]))[:, None]
             for name in ("src_xy", "src_rate", "src_kind", "src_extent"):
@@ -335,6 +389,7 @@ class XMMFieldsDataset(Dataset):
 
 # ------------------------------------------------------------------------------------------------
 # data module
+
 
 class XMMDataModule(LitSRDataModule):
     """Simulated (default) or user XMM fields for denoising (``task=dn``) or x2 SR (``task=sr``).
@@ -362,15 +417,33 @@ class XMMDataModule(LitSRDataModule):
             its ``transform`` from it).
     """
 
-    def __init__(self, data_dir: str = "data/xmm", root: str | None = None, task: str = "sr",
-                 task_scales: Mapping[str, int] | None = None, n_fields: Mapping[str, int] | None = None,
-                 sim_seed: int = 0, lr_size: int = 64, pixel_arcsec: float = 4.1, psf_fwhm_arcsec: float = 6.0,
-                 psf_beta: float = 1.5, sim: Mapping[str, Any] | None = None, exposure_norm_ks: float = 100.0,
-                 tags: Mapping[str, str] | None = None, train_patch: int | None = None, crop_bias: float = 0.0,
-                 max_sources: int = 256,
-                 augment: bool = True, augment_seed: int = 0, max_memory_mb: float = 1024.0,
-                 max_fields: int | None = None, patch_size: int | None = None, max_rate: float = 2e-3,
-                 progress: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data/xmm",
+        root: str | None = None,
+        task: str = "sr",
+        task_scales: Mapping[str, int] | None = None,
+        n_fields: Mapping[str, int] | None = None,
+        sim_seed: int = 0,
+        lr_size: int = 64,
+        pixel_arcsec: float = 4.1,
+        psf_fwhm_arcsec: float = 6.0,
+        psf_beta: float = 1.5,
+        sim: Mapping[str, Any] | None = None,
+        exposure_norm_ks: float = 100.0,
+        tags: Mapping[str, str] | None = None,
+        train_patch: int | None = None,
+        crop_bias: float = 0.0,
+        max_sources: int = 256,
+        augment: bool = True,
+        augment_seed: int = 0,
+        max_memory_mb: float = 1024.0,
+        max_fields: int | None = None,
+        patch_size: int | None = None,
+        max_rate: float = 2e-3,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if task not in TASKS:
             raise ValueError(f"data.task={task!r}: expected one of {sorted(TASKS)} (dn = denoising x1, sr = x2)")
         scales = dict(task_scales or TASKS)
@@ -389,18 +462,29 @@ class XMMDataModule(LitSRDataModule):
             kwargs["physical_range"] = (0.0, getattr(kwargs["transform"], "max_value", 1.0))
         super().__init__(**kwargs)
         if self.in_channels != 2 or self.out_channels != 1:
-            raise ValueError(f"data.in_channels/out_channels = {self.in_channels}/{self.out_channels}: the XMM data "
-                             "has 2 input channels (image, exposure) and 1 target channel")
+            raise ValueError(
+                f"data.in_channels/out_channels = {self.in_channels}/{self.out_channels}: the XMM data "
+                "has 2 input channels (image, exposure) and 1 target channel"
+            )
         self.data_dir = Path(data_dir)
         self.root = Path(root) if root else None
         self.task = task
         self.n_fields = {k: int(v) for k, v in (n_fields or {"train": 400, "val": 50, "test": 50}).items()}
         self.sim_seed = int(sim_seed)
-        self.sim_overrides = {"lr_size": int(lr_size), "pixel_arcsec": float(pixel_arcsec),
-                              "psf_fwhm_arcsec": float(psf_fwhm_arcsec), "psf_beta": float(psf_beta),
-                              "write_expected": True, **dict(sim or {})}
+        self.sim_overrides = {
+            "lr_size": int(lr_size),
+            "pixel_arcsec": float(pixel_arcsec),
+            "psf_fwhm_arcsec": float(psf_fwhm_arcsec),
+            "psf_beta": float(psf_beta),
+            "write_expected": True,
+            **dict(sim or {}),
+        }
         self.exposure_norm_ks = float(exposure_norm_ks)
-        self.pixel_arcsec, self.psf_fwhm_arcsec, self.psf_beta = float(pixel_arcsec), float(psf_fwhm_arcsec), float(psf_beta)
+        self.pixel_arcsec, self.psf_fwhm_arcsec, self.psf_beta = (
+            float(pixel_arcsec),
+            float(psf_fwhm_arcsec),
+            float(psf_beta),
+        )
         self.tags = dict(tags) if tags else None
         self.train_patch = int(train_patch) if train_patch else None
         self.crop_bias = float(crop_bias)
@@ -464,23 +548,36 @@ class XMMDataModule(LitSRDataModule):
         folders = {"input": root / split / tags["input"], "target": root / split / tags[self.task]}
         for what, folder in folders.items():
             if not folder.is_dir():
-                raise DataFileError(folder, None, f"{what} folder of split '{split}' not found (expected "
-                                                  f"<root>/{split}/{tags['input' if what == 'input' else self.task]}/"
-                                                  "*.fits; set data.tags to name other folders)")
-        names = {what: sorted(p.name for p in folder.iterdir() if p.suffix == ".fits")
-                 for what, folder in folders.items()}
+                raise DataFileError(
+                    folder,
+                    None,
+                    f"{what} folder of split '{split}' not found (expected "
+                    f"<root>/{split}/{tags['input' if what == 'input' else self.task]}/"
+                    "*.fits; set data.tags to name other folders)",
+                )
+        names = {
+            what: sorted(p.name for p in folder.iterdir() if p.suffix == ".fits") for what, folder in folders.items()
+        }
         if not names["input"]:
             raise DataFileError(folders["input"], None, "no .fits files")
         if names["input"] != names["target"]:
             missing = sorted(set(names["input"]) ^ set(names["target"]))
-            raise DataFileError(folders["target"], None, f"field files differ from {folders['input']} "
-                                                         f"(e.g. {missing[:3]}); expected the same file names")
+            raise DataFileError(
+                folders["target"],
+                None,
+                f"field files differ from {folders['input']} (e.g. {missing[:3]}); expected the same file names",
+            )
         src_dir = root / split / tags["sources"]
         files = []
-        for name in names["input"][:self.max_fields]:
+        for name in names["input"][: self.max_fields]:
             src = src_dir / name
-            files.append({"input": folders["input"] / name, "target": folders["target"] / name,
-                          "sources": src if src.is_file() else None})
+            files.append(
+                {
+                    "input": folders["input"] / name,
+                    "target": folders["target"] / name,
+                    "sources": src if src.is_file() else None,
+                }
+            )
         return files
 
     def setup(self, stage: str | None = None) -> None:
@@ -492,16 +589,28 @@ class XMMDataModule(LitSRDataModule):
             first = read_image_file(files[0]["input"])
             optional = tuple(name for name in OPTIONAL_HDUS if name in first)
             train = split == "train"
-            per_field = 4 * first["counts"].size * (4 + 4 * self.scale**2)   # float32 input/target maps + truth
+            per_field = 4 * first["counts"].size * (4 + 4 * self.scale**2)  # float32 input/target maps + truth
             cache = len(files) * per_field <= self.max_memory_mb * 1024**2
             self.splits[split] = XMMFieldsDataset(
-                files, self.scale, self.transform, self.exposure_norm_ks, with_truth=not train,
-                max_sources=self.max_sources, train_patch=self.train_patch if train else None,
-                augment=self.augment and train, seed=self.augment_seed, cache=cache, optional_hdus=optional,
-                crop_bias=self.crop_bias if train else 0.0)
+                files,
+                self.scale,
+                self.transform,
+                self.exposure_norm_ks,
+                with_truth=not train,
+                max_sources=self.max_sources,
+                train_patch=self.train_patch if train else None,
+                augment=self.augment and train,
+                seed=self.augment_seed,
+                cache=cache,
+                optional_hdus=optional,
+                crop_bias=self.crop_bias if train else 0.0,
+            )
             if not train and not self.splits[split].has_sources:
-                log.warning("%s has no '%s' truth tables: flux recovery, completeness and FWHM are skipped",
-                            self.dataset_root / split, self.folder_tags()["sources"])
+                log.warning(
+                    "%s has no '%s' truth tables: flux recovery, completeness and FWHM are skipped",
+                    self.dataset_root / split,
+                    self.folder_tags()["sources"],
+                )
 
     def predict_dataloader(self):
         return self.dataloader("test", False)

@@ -30,6 +30,7 @@ EXPERIMENTS = ("xmm_dn", "xmm_sr", "xmm_srgan")
 
 # ------------------------------------------------------------------------------------------------ runs
 
+
 def train_and_test(experiment: str, seed: int, work: Path, root: Path, extra: Sequence[str] = ()) -> dict:
     """Train + test one experiment/seed (reused if done); returns {"metrics", "seconds", "run_dir"}."""
     run_dir = work / f"{experiment}_seed{seed}"
@@ -42,14 +43,22 @@ def train_and_test(experiment: str, seed: int, work: Path, root: Path, extra: Se
     return result
 
 
-
 def predict_test_split(experiment: str, ckpt: Path, inputs: Path, work: Path, root: Path) -> tuple[Path, float]:
     """``mode=predict predict=fits`` of every test input; returns (output folder, wall time)."""
     out_dir = work / f"{experiment}_predict"
     if (out_dir / "done").is_file():
         return out_dir, float((out_dir / "done").read_text())
-    seconds = run_py([f"experiment={experiment}", "mode=predict", f"ckpt_path={ckpt}", "predict=fits",
-                      f"predict.input={inputs}", f"paths.root_dir={root}"], out_dir)
+    seconds = run_py(
+        [
+            f"experiment={experiment}",
+            "mode=predict",
+            f"ckpt_path={ckpt}",
+            "predict=fits",
+            f"predict.input={inputs}",
+            f"paths.root_dir={root}",
+        ],
+        out_dir,
+    )
     (out_dir / "done").write_text(f"{seconds:.1f}")
     return out_dir, seconds
 
@@ -68,6 +77,7 @@ def prediction_summaries(out_dir: Path) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ panel
+
 
 def _rate(path: Path) -> tuple[np.ndarray, float]:
     """Count rate per arcsec^2 of a counts FITS (its EXPOSURE extension) and its pixel size (arcsec)."""
@@ -103,8 +113,12 @@ def panel_figure(input_fits: Path, target_fits: Path, prediction_fits: Path, tit
         ens = h["ENS_STD"].data.astype(np.float64) / pix**2 if "ENS_STD" in h else None
         ratio = h[0].header.get("LRDEVRAT", float("nan"))
     vmax = float(np.percentile(tgt, 99.9)) or 1.0
-    cols = [("input (20 ks)", lr, "sqrt"), ("model", model, "sqrt"), ("target", tgt, "sqrt"),
-            (f"LR deviance (ratio {ratio:.2f})", dev, "dev")]
+    cols = [
+        ("input (20 ks)", lr, "sqrt"),
+        ("model", model, "sqrt"),
+        ("target", tgt, "sqrt"),
+        (f"LR deviance (ratio {ratio:.2f})", dev, "dev"),
+    ]
     if ens is not None:
         cols.append(("ensemble std", ens, "std"))
     fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 3.4))
@@ -144,14 +158,20 @@ def brightest_field(root: Path, split: str = "test") -> str:
 
 # ------------------------------------------------------------------------------------------------ studies
 
-POISSON = ["model.loss._target_=lit_sr.losses.combined.PhysicalSpaceLoss", "~model.loss.kind",
-           "+model.loss.loss._target_=lit_sr.losses.pixel.PixelLoss", "+model.loss.loss.kind=poisson",
-           "+model.loss.transform=${data.transform}"]
+POISSON = [
+    "model.loss._target_=lit_sr.losses.combined.PhysicalSpaceLoss",
+    "~model.loss.kind",
+    "+model.loss.loss._target_=lit_sr.losses.pixel.PixelLoss",
+    "+model.loss.loss.kind=poisson",
+    "+model.loss.transform=${data.transform}",
+]
 # Pixel-loss comparison on xmm_dn (uniform crops, seed 0): the paper's L1, the Poisson likelihood of the count
 # rate, and the squared error of the scaled images.
-LOSS_STUDY = {"L1 (paper)": ["model.loss.kind=l1", "data.crop_bias=0"],
-              "Poisson NLL (count rate)": [*POISSON, "data.crop_bias=0"],
-              "squared error": ["model.loss.kind=mse", "data.crop_bias=0"]}
+LOSS_STUDY = {
+    "L1 (paper)": ["model.loss.kind=l1", "data.crop_bias=0"],
+    "Poisson NLL (count rate)": [*POISSON, "data.crop_bias=0"],
+    "squared error": ["model.loss.kind=mse", "data.crop_bias=0"],
+}
 
 
 def psnr_ceilings(data_root: Path, task: str, max_rate: float = 2e-3, stretch: str = "sqrt") -> dict[str, float]:
@@ -189,16 +209,26 @@ def psnr_ceilings(data_root: Path, task: str, max_rate: float = 2e-3, stretch: s
 
 
 def losses_markdown(runs: dict[str, dict]) -> str:
-    keys = [("PSNR vs truth (dB)", "psnr_truth/model", "{:.2f}"), ("input PSNR vs truth", "psnr_truth/input", "{:.2f}"),
-            ("flux median", "flux_median/model", "{:.2f}"), ("completeness", "completeness/model", "{:.3f}"),
-            ("false / field", "false_per_field/model", "{:.2f}"), ("FWHM (\")", "fwhm_arcsec/model", "{:.1f}"),
-            ("LR consistency", "lr_consistency/model", "{:.2f}"), ("min", None, "{:.1f}")]
-    lines = ["| xmm_dn, seed 0, uniform crops | " + " | ".join(k for k, _, _ in keys) + " |",
-             "|---|" + "---|" * len(keys)]
+    keys = [
+        ("PSNR vs truth (dB)", "psnr_truth/model", "{:.2f}"),
+        ("input PSNR vs truth", "psnr_truth/input", "{:.2f}"),
+        ("flux median", "flux_median/model", "{:.2f}"),
+        ("completeness", "completeness/model", "{:.3f}"),
+        ("false / field", "false_per_field/model", "{:.2f}"),
+        ('FWHM (")', "fwhm_arcsec/model", "{:.1f}"),
+        ("LR consistency", "lr_consistency/model", "{:.2f}"),
+        ("min", None, "{:.1f}"),
+    ]
+    lines = [
+        "| xmm_dn, seed 0, uniform crops | " + " | ".join(k for k, _, _ in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for name, r in runs.items():
         m = r["metrics"]
-        cells = [fmt.format(r["seconds"] / 60) if key is None else (fmt.format(m[key]) if key in m else "")
-                 for _, key, fmt in keys]
+        cells = [
+            fmt.format(r["seconds"] / 60) if key is None else (fmt.format(m[key]) if key in m else "")
+            for _, key, fmt in keys
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -207,10 +237,16 @@ def losses_markdown(runs: dict[str, dict]) -> str:
 
 #: columns of the tables: the observed input, the classical baselines, the model, then the references
 SOURCES = ("input", "smooth", "bicubic", "bicubic_smooth", "model", "target", "truth")
-HEADERS = {"input": "input", "smooth": "smoothed input (σ tuned)", "bicubic": "bicubic",
-           "bicubic_smooth": "bicubic of smoothed input (σ tuned)", "model": "model",
-           "target": "target (noisy)", "truth": "truth (noiseless)"}
-REFERENCES = ("target", "truth")       # not competitors: never bold
+HEADERS = {
+    "input": "input",
+    "smooth": "smoothed input (σ tuned)",
+    "bicubic": "bicubic",
+    "bicubic_smooth": "bicubic of smoothed input (σ tuned)",
+    "model": "model",
+    "target": "target (noisy)",
+    "truth": "truth (noiseless)",
+}
+REFERENCES = ("target", "truth")  # not competitors: never bold
 ROWS = [  # (label, metric key template, format, best: "max" | "min" | "one" | None)
     ("**PSNR vs noiseless truth (dB)**", "psnr_truth/{}", "{:.2f}", "max"),
     ("**SSIM vs noiseless truth**", "ssim_truth/{}", "{:.3f}", "max"),
@@ -258,24 +294,30 @@ def _best(means: dict[str, float | None], rule: str | None) -> str | None:
 def verdict(metrics: list[dict[str, float]]) -> str:
     """First sentence of a section: how the model compares with the strongest baseline on the primary PSNR,
     the photometry and the matched-rate completeness (means over seeds)."""
-    baselines = [s for s in SOURCES if s not in ("model", *REFERENCES)
-                 and any(f"psnr_truth/{s}" in m for m in metrics)]
+    baselines = [s for s in SOURCES if s not in ("model", *REFERENCES) and any(f"psnr_truth/{s}" in m for m in metrics)]
     if not baselines or _mean([m.get("psnr_truth/model") for m in metrics]) is None:
         return ""
     psnr = {s: _mean([m.get(f"psnr_truth/{s}") for m in metrics]) for s in (*baselines, "model")}
     best = max(baselines, key=lambda s: psnr[s] if psnr[s] is not None else -math.inf)
     gap = psnr["model"] - psnr[best]
-    head = (f"The model **loses** to the {HEADERS[best]} baseline on PSNR against the noiseless truth "
-            f"({psnr['model']:.2f} vs {psnr[best]:.2f} dB, {gap:+.2f} dB)" if gap < 0 else
-            f"The model beats the strongest baseline ({HEADERS[best]}) on PSNR against the noiseless truth "
-            f"({psnr['model']:.2f} vs {psnr[best]:.2f} dB, {gap:+.2f} dB)")
-    comp = {s: _mean([m.get(f"completeness_at_input_fdr/{s}") for m in metrics]) for s in ("input", *baselines, "model")}
+    head = (
+        f"The model **loses** to the {HEADERS[best]} baseline on PSNR against the noiseless truth "
+        f"({psnr['model']:.2f} vs {psnr[best]:.2f} dB, {gap:+.2f} dB)"
+        if gap < 0
+        else f"The model beats the strongest baseline ({HEADERS[best]}) on PSNR against the noiseless truth "
+        f"({psnr['model']:.2f} vs {psnr[best]:.2f} dB, {gap:+.2f} dB)"
+    )
+    comp = {
+        s: _mean([m.get(f"completeness_at_input_fdr/{s}") for m in metrics]) for s in ("input", *baselines, "model")
+    }
     known = {s: v for s, v in comp.items() if v is not None and s != "model"}
     if comp["model"] is not None and known:
         best_c = max(known, key=known.get)
         word = "below" if comp["model"] < known[best_c] else "above"
-        head += (f"; at the input's false-detection rate its completeness is {comp['model']:.3f}, {word} the "
-                 f"best other product's ({HEADERS[best_c]}, {known[best_c]:.3f})")
+        head += (
+            f"; at the input's false-detection rate its completeness is {comp['model']:.3f}, {word} the "
+            f"best other product's ({HEADERS[best_c]}, {known[best_c]:.3f})"
+        )
     return head + "."
 
 
@@ -284,13 +326,26 @@ def results_markdown(results: dict[str, list[dict]], predictions: dict[str, dict
     for exp, runs in results.items():
         metrics = [r["metrics"] for r in runs]
         lines += [f"### {exp}", "", verdict(metrics), ""]
-        tuned = [(k[len("tuned/"):], _cell([m.get(k) for m in metrics], "{:.2f}"))
-                 for k in sorted({k for m in metrics for k in m if k.startswith("tuned/")})]
+        tuned = [
+            (k[len("tuned/") :], _cell([m.get(k) for m in metrics], "{:.2f}"))
+            for k in sorted({k for m in metrics for k in m if k.startswith("tuned/")})
+        ]
         if tuned:
-            lines += ["Baseline widths tuned on the validation split (input pixels of 4.1\"): "
-                      + ", ".join(f"`{k}` = {v}" for k, v in tuned) + ".", ""]
-        lines += [f"Train + test wall time {_cell([r['seconds'] / 60 for r in runs], '{:.1f}')} min per run "
-                  "(shared machine).", ""] if all("seconds" in r for r in runs) else []
+            lines += [
+                'Baseline widths tuned on the validation split (input pixels of 4.1"): '
+                + ", ".join(f"`{k}` = {v}" for k, v in tuned)
+                + ".",
+                "",
+            ]
+        lines += (
+            [
+                f"Train + test wall time {_cell([r['seconds'] / 60 for r in runs], '{:.1f}')} min per run "
+                "(shared machine).",
+                "",
+            ]
+            if all("seconds" in r for r in runs)
+            else []
+        )
         sources = [s for s in SOURCES if any(_value(m, t, s) is not None for m in metrics for _, t, _, _ in ROWS)]
         lines.append("| metric | " + " | ".join(HEADERS[s] for s in sources) + " |")
         lines.append("|---|" + "---|" * len(sources))
@@ -300,45 +355,63 @@ def results_markdown(results: dict[str, list[dict]], predictions: dict[str, dict
             cells = []
             for s in sources:
                 c = _cell([_value(m, template, s) for m in metrics], fmt)
-                if c and template == "completeness_at_input_fdr/{}" and any(
+                if (
+                    c
+                    and template == "completeness_at_input_fdr/{}"
+                    and any(
                         m.get(f"threshold_at_input_fdr/{s}", math.inf) <= m.get("detection_floor", -math.inf) + 1e-9
-                        for m in metrics):
-                    c = "≥ " + c         # the curve reached its floor with fewer false detections: a lower bound
+                        for m in metrics
+                    )
+                ):
+                    c = "≥ " + c  # the curve reached its floor with fewer false detections: a lower bound
                 cells.append(f"**{c}**" if c and s == best else c)
             if any(cells):
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         m0 = metrics[0]
         if m0.get("flux_n/model") is not None:
-            lines += ["", f"Sources per test split: {m0['flux_n/model']:.0f} point sources for flux (>= 1e-3 ct/s), "
-                          f"{m0.get('completeness_n/model', float('nan')):.0f} for completeness, "
-                          f"{m0.get('fwhm_n/model', float('nan')):.0f} for FWHM (isolated, >= 2e-3 ct/s); the "
-                          f"input's false-detection rate at 5 sigma: "
-                          f"{_cell([m.get('input_false_per_field') for m in metrics], '{:.2f}')} per field."]
+            lines += [
+                "",
+                f"Sources per test split: {m0['flux_n/model']:.0f} point sources for flux (>= 1e-3 ct/s), "
+                f"{m0.get('completeness_n/model', float('nan')):.0f} for completeness, "
+                f"{m0.get('fwhm_n/model', float('nan')):.0f} for FWHM (isolated, >= 2e-3 ct/s); the "
+                f"input's false-detection rate at 5 sigma: "
+                f"{_cell([m.get('input_false_per_field') for m in metrics], '{:.2f}')} per field.",
+            ]
         if exp in predictions and "ceilings" in predictions[exp]:
             c = predictions[exp]["ceilings"]
-            lines += ["", f"PSNR vs the noisy target of the noiseless target rate: {c['truth']:.2f} dB; ceiling of a "
-                          f"squared-error model on that secondary metric (perfect knowledge of the rates, "
-                          f"E[scaled noisy target]): {c['bayes']:.2f} dB."]
+            lines += [
+                "",
+                f"PSNR vs the noisy target of the noiseless target rate: {c['truth']:.2f} dB; ceiling of a "
+                f"squared-error model on that secondary metric (perfect knowledge of the rates, "
+                f"E[scaled noisy target]): {c['bayes']:.2f} dB.",
+            ]
         if exp in predictions and "seconds" in predictions[exp]:
             p = predictions[exp]
-            lines += ["", f"`mode=predict predict=fits` on the {p.get('n_files', 0):.0f} test-split input FITS "
-                          f"(seed-0 checkpoint, {p['seconds']:.0f} s): mean LR consistency "
-                          f"{p.get('LRDEVRAT', float('nan')):.3f}, pixels above deviance 9: "
-                          f"{p.get('LRDEVFRA', float('nan')):.4f} (expected {p.get('LRDEVFEX', float('nan')):.4f}), "
-                          f"self-ensemble relative std {p.get('ENSRELSD', float('nan')):.3f}."]
+            lines += [
+                "",
+                f"`mode=predict predict=fits` on the {p.get('n_files', 0):.0f} test-split input FITS "
+                f"(seed-0 checkpoint, {p['seconds']:.0f} s): mean LR consistency "
+                f"{p.get('LRDEVRAT', float('nan')):.3f}, pixels above deviance 9: "
+                f"{p.get('LRDEVFRA', float('nan')):.4f} (expected {p.get('LRDEVFEX', float('nan')):.4f}), "
+                f"self-ensemble relative std {p.get('ENSRELSD', float('nan')):.3f}.",
+            ]
         lines.append("")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ main
 
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/figures", help="folder of the figures and xmm_results.md")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
-    parser.add_argument("--root", default=os.environ.get("LIT_SR_ROOT", str(REPO)),
-                        help="paths.root_dir of the runs (data and outputs); default $LIT_SR_ROOT or the repository")
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("LIT_SR_ROOT", str(REPO)),
+        help="paths.root_dir of the runs (data and outputs); default $LIT_SR_ROOT or the repository",
+    )
     parser.add_argument("--extra", nargs="*", default=[], help="extra overrides for every training run")
     parser.add_argument("--no-loss-study", action="store_true", help="skip the xmm_dn pixel-loss comparison")
     args = parser.parse_args(argv)
@@ -351,8 +424,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         results[exp] = []
         for seed in args.seeds:
             r = train_and_test(exp, seed, work, root, args.extra)
-            print(f"{exp} seed {seed}: psnr {r['metrics'].get('psnr', float('nan')):.2f} dB in {r['seconds'] / 60:.1f} min",
-                  flush=True)
+            print(
+                f"{exp} seed {seed}: psnr {r['metrics'].get('psnr', float('nan')):.2f} dB in {r['seconds'] / 60:.1f} min",
+                flush=True,
+            )
             results[exp].append(r)
         # the data folder of the run (simulated default) -> the test inputs and targets
         from lit_sr.domains.xmm.data import XMMDataModule
@@ -365,14 +440,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         predictions[exp] = prediction_summaries(pred_dir) | {"seconds": seconds}
         predictions[exp]["ceilings"] = psnr_ceilings(data_root, task, dm.max_rate)
         field = brightest_field(data_root)
-        stem = field[:-len(".fits")]
-        panel_figure(data_root / "test" / tags["input"] / field, data_root / "test" / tags[task] / field,
-                     pred_dir / f"{stem}_{task}.fits", f"{exp}: test {stem} (mode=predict on the FITS)",
-                     out / f"xmm_panel_{exp}.png")
+        stem = field[: -len(".fits")]
+        panel_figure(
+            data_root / "test" / tags["input"] / field,
+            data_root / "test" / tags[task] / field,
+            pred_dir / f"{stem}_{task}.fits",
+            f"{exp}: test {stem} (mode=predict on the FITS)",
+            out / f"xmm_panel_{exp}.png",
+        )
     md = results_markdown(results, predictions, args.seeds)
     if not args.no_loss_study:
-        study = {name: train_and_test("xmm_dn", 0, work / "loss_study" / name.split()[0].lower(), root, overrides)
-                 for name, overrides in LOSS_STUDY.items()}
+        study = {
+            name: train_and_test("xmm_dn", 0, work / "loss_study" / name.split()[0].lower(), root, overrides)
+            for name, overrides in LOSS_STUDY.items()
+        }
         md += "\n### Pixel losses (xmm_dn)\n\n" + losses_markdown(study) + "\n"
     (out / "xmm_results.md").write_text(md)
     print(md)

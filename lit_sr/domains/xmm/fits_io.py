@@ -47,8 +47,23 @@ PHYSICAL_UNIT_ARCSEC = {"DETX": 0.05, "DETY": 0.05, "X": 0.05, "Y": 0.05}
 #: relative pixel-size difference from the training data that is refused (above) or logged (above 5 %)
 MAX_PIXEL_SCALE_MISMATCH = 0.25
 # Header cards copied from an input file into a prediction (metadata only; structure and WCS are rebuilt).
-_COPY_KEYS = ("TELESCOP", "INSTRUME", "OBJECT", "OBS_ID", "DATE-OBS", "DATE-END", "FILTER", "EXPOSURE",
-              "RA_PNT", "DEC_PNT", "PA_PNT", "EQUINOX", "RADESYS", "ENERG_LO", "ENERG_HI")
+_COPY_KEYS = (
+    "TELESCOP",
+    "INSTRUME",
+    "OBJECT",
+    "OBS_ID",
+    "DATE-OBS",
+    "DATE-END",
+    "FILTER",
+    "EXPOSURE",
+    "RA_PNT",
+    "DEC_PNT",
+    "PA_PNT",
+    "EQUINOX",
+    "RADESYS",
+    "ENERG_LO",
+    "ENERG_HI",
+)
 
 
 @dataclass
@@ -61,7 +76,7 @@ class Observation:
     wcs: WCS
     header: fits.Header
     path: Path
-    exposure_source: str = field(default="")   # where the exposure came from (for logs / provenance)
+    exposure_source: str = field(default="")  # where the exposure came from (for logs / provenance)
     pixel_arcsec: float = float("nan")
     celestial: bool = True
 
@@ -91,10 +106,12 @@ def _open_image(path: Path, hdu_key: int | str, what: str) -> tuple[np.ndarray |
                 header = hdu.header.copy()
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         if truncation():
-            raise DataFileError(path, field_name, f"{what} is truncated ({truncation()}); "
-                                                  "re-download or re-create it") from exc
-        raise DataFileError(path, field_name, f"{what} is not a readable FITS file "
-                                              f"({type(exc).__name__}: {exc})") from exc
+            raise DataFileError(
+                path, field_name, f"{what} is truncated ({truncation()}); re-download or re-create it"
+            ) from exc
+        raise DataFileError(
+            path, field_name, f"{what} is not a readable FITS file ({type(exc).__name__}: {exc})"
+        ) from exc
     if truncation():
         raise DataFileError(path, field_name, f"{what} is truncated ({truncation()}); re-download or re-create it")
     return data, header, names
@@ -108,13 +125,21 @@ def _check_finite_nonneg(arr: np.ndarray, path: Path, field_name: str, what: str
     bad = ~np.isfinite(arr)
     if bad.any():
         kinds = "NaN" if np.isnan(arr).all(where=bad) else "non-finite (NaN/Inf)"
-        raise DataFileError(path, field_name, f"{what} has {int(bad.sum())} {kinds} pixel(s), first at index "
-                                              f"(row, col) = {_first_bad(bad)}; expected finite values")
+        raise DataFileError(
+            path,
+            field_name,
+            f"{what} has {int(bad.sum())} {kinds} pixel(s), first at index "
+            f"(row, col) = {_first_bad(bad)}; expected finite values",
+        )
     neg = arr < 0
     if neg.any():
-        raise DataFileError(path, field_name, f"{what} has {int(neg.sum())} negative pixel(s) (minimum "
-                                              f"{float(arr.min()):g}), first at index (row, col) = {_first_bad(neg)}; "
-                                              "expected values >= 0")
+        raise DataFileError(
+            path,
+            field_name,
+            f"{what} has {int(neg.sum())} negative pixel(s) (minimum "
+            f"{float(arr.min()):g}), first at index (row, col) = {_first_bad(neg)}; "
+            "expected values >= 0",
+        )
 
 
 def _check_2d(data: np.ndarray | None, path: Path, field_name: str, what: str) -> np.ndarray:
@@ -140,8 +165,12 @@ def read_exposure_map(path: str | Path, shape: tuple[int, int] | None = None) ->
     data = _check_2d(data, path, field_name, "exposure map (s)").astype(np.float32)
     _check_finite_nonneg(data, path, field_name, "exposure map")
     if shape is not None and tuple(data.shape) != tuple(shape):
-        raise DataFileError(path, field_name, f"exposure map shape {data.shape} does not match the counts image "
-                                              f"shape {tuple(shape)}; expected the same pixel grid")
+        raise DataFileError(
+            path,
+            field_name,
+            f"exposure map shape {data.shape} does not match the counts image "
+            f"shape {tuple(shape)}; expected the same pixel grid",
+        )
     return data
 
 
@@ -153,7 +182,7 @@ def image_wcs(header: fits.Header, path: Path, pixel_arcsec: float | None = None
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")       # FITSFixedWarning about date/obsgeo cards is noise here
+            warnings.simplefilter("ignore")  # FITSFixedWarning about date/obsgeo cards is noise here
             wcs = WCS(header, naxis=2)
     except Exception as exc:  # astropy raises several types for malformed WCS cards
         raise DataFileError(path, "HDU 0 WCS", f"cannot parse the WCS keywords ({type(exc).__name__}: {exc})") from exc
@@ -164,31 +193,48 @@ def image_wcs(header: fits.Header, path: Path, pixel_arcsec: float | None = None
         wcs = wcs.celestial
         scales = np.abs(proj_plane_pixel_scales(wcs)) * 3600.0
         if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-            raise DataFileError(path, "HDU 0 CDELT/CD", f"celestial WCS with pixel scale {scales} arcsec; expected "
-                                                         "positive finite CDELT1/CDELT2 (or CD matrix) in degrees")
+            raise DataFileError(
+                path,
+                "HDU 0 CDELT/CD",
+                f"celestial WCS with pixel scale {scales} arcsec; expected "
+                "positive finite CDELT1/CDELT2 (or CD matrix) in degrees",
+            )
         return wcs, True, float(np.mean(scales))
     units = [PHYSICAL_UNIT_ARCSEC.get(c.upper()) for c in ctypes]
     cdelt = [header.get("CDELT1"), header.get("CDELT2")]
     if all(u is not None for u in units) and all(isinstance(c, (int, float)) and c != 0 for c in cdelt):
         pix_axes = [abs(float(c)) * u for c, u in zip(cdelt, units)]
         if abs(pix_axes[0] / pix_axes[1] - 1) > 0.01:
-            raise DataFileError(path, "HDU 0 CDELT1/CDELT2", f"non-square pixels ({pix_axes[0]:g}\" x {pix_axes[1]:g}\"); "
-                                                             "expected the same binning on both axes")
+            raise DataFileError(
+                path,
+                "HDU 0 CDELT1/CDELT2",
+                f'non-square pixels ({pix_axes[0]:g}" x {pix_axes[1]:g}"); expected the same binning on both axes',
+            )
         pix = float(np.mean(pix_axes))
-        how = f"{ctypes[0]}/{ctypes[1]} axes, CDELT {cdelt[0]:g} x 0.05\""
+        how = f'{ctypes[0]}/{ctypes[1]} axes, CDELT {cdelt[0]:g} x 0.05"'
     elif pixel_arcsec is not None and np.isfinite(pixel_arcsec) and pixel_arcsec > 0:
         pix, how = float(pixel_arcsec), "given pixel_arcsec"
     else:
-        raise DataFileError(path, "HDU 0 CTYPE1/CTYPE2", f"no celestial WCS and no known pixel size (CTYPE1, CTYPE2 = "
-                                                          f"{ctypes}); expected sky axes such as RA---TAN / DEC--TAN, "
-                                                          "SAS DETX/DETY or X/Y axes with CDELT, or predict.pixel_arcsec=<arcsec>")
-    log.info("%s: no celestial WCS (CTYPE1, CTYPE2 = %s): the output keeps these axes; pixel size %.4g arcsec (%s)",
-             path, ctypes, pix, how)
+        raise DataFileError(
+            path,
+            "HDU 0 CTYPE1/CTYPE2",
+            f"no celestial WCS and no known pixel size (CTYPE1, CTYPE2 = "
+            f"{ctypes}); expected sky axes such as RA---TAN / DEC--TAN, "
+            "SAS DETX/DETY or X/Y axes with CDELT, or predict.pixel_arcsec=<arcsec>",
+        )
+    log.info(
+        "%s: no celestial WCS (CTYPE1, CTYPE2 = %s): the output keeps these axes; pixel size %.4g arcsec (%s)",
+        path,
+        ctypes,
+        pix,
+        how,
+    )
     return wcs, False, pix
 
 
-def check_pixel_scale(pixel_arcsec: float, train_pixel_arcsec: float | None, path: Path,
-                      max_mismatch: float = MAX_PIXEL_SCALE_MISMATCH) -> None:
+def check_pixel_scale(
+    pixel_arcsec: float, train_pixel_arcsec: float | None, path: Path, max_mismatch: float = MAX_PIXEL_SCALE_MISMATCH
+) -> None:
     """Refuse an image whose pixels differ from the training pixels by more than ``max_mismatch`` (relative);
     log a note above 5 %. The message says by how much to rebin."""
     if not train_pixel_arcsec:
@@ -198,18 +244,27 @@ def check_pixel_scale(pixel_arcsec: float, train_pixel_arcsec: float | None, pat
         if ratio < 1:
             hint = f"bin the image by {max(1, round(1 / ratio))} (e.g. evselect ximagebinsize / yimagebinsize x{max(1, round(1 / ratio))})"
         else:
-            hint = "make the image with smaller pixels (e.g. evselect ximagebinsize=80 for 4.0\" pixels)"
-        raise DataFileError(path, "pixel size", f"pixels of {pixel_arcsec:.4g} arcsec, the model was trained on "
-                                                f"{train_pixel_arcsec:.4g} arcsec pixels (ratio {ratio:.3g}, more than "
-                                                f"{max_mismatch:.0%} off: PSF and sources would have the wrong size in "
-                                                f"pixels); {hint}")
+            hint = 'make the image with smaller pixels (e.g. evselect ximagebinsize=80 for 4.0" pixels)'
+        raise DataFileError(
+            path,
+            "pixel size",
+            f"pixels of {pixel_arcsec:.4g} arcsec, the model was trained on "
+            f"{train_pixel_arcsec:.4g} arcsec pixels (ratio {ratio:.3g}, more than "
+            f"{max_mismatch:.0%} off: PSF and sources would have the wrong size in "
+            f"pixels); {hint}",
+        )
     if abs(ratio - 1.0) > 0.05:
-        log.warning("%s: pixels of %.4g arcsec, the model was trained on %.4g arcsec pixels", path, pixel_arcsec,
-                    train_pixel_arcsec)
+        log.warning(
+            "%s: pixels of %.4g arcsec, the model was trained on %.4g arcsec pixels",
+            path,
+            pixel_arcsec,
+            train_pixel_arcsec,
+        )
 
 
-def estimate_detector_mask(counts: np.ndarray, deficit: float = 0.25, window: int = 31,
-                           p_value: float = 1e-6) -> np.ndarray:
+def estimate_detector_mask(
+    counts: np.ndarray, deficit: float = 0.25, window: int = 31, p_value: float = 1e-6
+) -> np.ndarray:
     """Exposed detector pixels (bool [H, W]) estimated from a counts image without an exposure map.
 
     A line (row or column) is unexposed when its counts are both below ``deficit`` x a reference and
@@ -242,7 +297,7 @@ def estimate_detector_mask(counts: np.ndarray, deficit: float = 0.25, window: in
 
     def deficit_lines(sums: np.ndarray) -> np.ndarray:
         bad = np.zeros(sums.shape, bool)
-        for _ in range(5):           # the reference again without the lines found (gaps come in clusters)
+        for _ in range(5):  # the reference again without the lines found (gaps come in clusters)
             keep = np.flatnonzero(~bad)
             if keep.size == 0:
                 break
@@ -260,7 +315,7 @@ def estimate_detector_mask(counts: np.ndarray, deficit: float = 0.25, window: in
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return mask
-    bands = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)   # runs of consecutive exposed rows
+    bands = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)  # runs of consecutive exposed rows
     for band in bands:
         sub = c[band]
         cols = np.flatnonzero(mask[band[0]])
@@ -276,14 +331,23 @@ def _note_ontime(header: fits.Header, path: Path) -> None:
     ontime = [header.get(f"ONTIME{i:02d}") for i in range(1, 13)]
     ontime = [float(t) for t in ontime if isinstance(t, (int, float)) and t > 0]
     if len(ontime) > 1 and min(ontime) < 0.99 * max(ontime):
-        log.warning("%s: the per-CCD good times (ONTIMEnn) range from %.3g to %.3g ks; a flat exposure ignores "
-                    "this (pass an exposure map with predict.exposure=<file> for exact rates)", path,
-                    min(ontime) / 1e3, max(ontime) / 1e3)
+        log.warning(
+            "%s: the per-CCD good times (ONTIMEnn) range from %.3g to %.3g ks; a flat exposure ignores "
+            "this (pass an exposure map with predict.exposure=<file> for exact rates)",
+            path,
+            min(ontime) / 1e3,
+            max(ontime) / 1e3,
+        )
 
 
-def read_observation(path: str | Path, exposure: str | Path | None = None, exposure_ks: float | None = None,
-                     min_size: int | None = None, detector_mask: str = "auto",
-                     pixel_arcsec: float | None = None) -> Observation:
+def read_observation(
+    path: str | Path,
+    exposure: str | Path | None = None,
+    exposure_ks: float | None = None,
+    min_size: int | None = None,
+    detector_mask: str = "auto",
+    pixel_arcsec: float | None = None,
+) -> Observation:
     """Read and validate a counts image (primary HDU, ``.fits`` or ``.fits.gz``) and its exposure map.
 
     exposure: path of an exposure-map FITS file (s) on the same grid; exposure_ks: assume a flat exposure
@@ -299,13 +363,19 @@ def read_observation(path: str | Path, exposure: str | Path | None = None, expos
     if not path.is_file():
         raise DataFileError(path, None, "counts image not found (expected an existing FITS file)")
     if exposure is not None and exposure_ks is not None:
-        raise DataFileError(path, "exposure", "give either predict.exposure=<file> or predict.exposure_ks=<ks>, not both")
+        raise DataFileError(
+            path, "exposure", "give either predict.exposure=<file> or predict.exposure_ks=<ks>, not both"
+        )
     data, header, names = _open_image(path, 0, "counts image")
     counts = _check_2d(data, path, "HDU 0 (PRIMARY)", "counts image").astype(np.float32)
     h, w = counts.shape
     if min_size is not None and (h < min_size or w < min_size):
-        raise DataFileError(path, "HDU 0 (PRIMARY)", f"image is {h}x{w} pixels, smaller than the model patch size "
-                                                     f"{min_size}x{min_size}; expected at least {min_size} pixels per side")
+        raise DataFileError(
+            path,
+            "HDU 0 (PRIMARY)",
+            f"image is {h}x{w} pixels, smaller than the model patch size "
+            f"{min_size}x{min_size}; expected at least {min_size} pixels per side",
+        )
     wcs, celestial, pix = image_wcs(header, path, pixel_arcsec)
     _check_finite_nonneg(counts, path, "HDU 0 (PRIMARY)", "counts image")
 
@@ -314,7 +384,9 @@ def read_observation(path: str | Path, exposure: str | Path | None = None, expos
         source = f"file {exposure}"
     elif exposure_ks is not None:
         if not (np.isfinite(exposure_ks) and exposure_ks > 0):
-            raise DataFileError(path, "exposure_ks", f"flat exposure must be a positive number of ks, got {exposure_ks}")
+            raise DataFileError(
+                path, "exposure_ks", f"flat exposure must be a positive number of ks, got {exposure_ks}"
+            )
         if detector_mask not in ("auto", "none"):
             raise DataFileError(path, "detector_mask", f"detector_mask={detector_mask!r}; expected 'auto' or 'none'")
         exp = np.full((h, w), exposure_ks * 1e3, np.float32)
@@ -330,15 +402,31 @@ def read_observation(path: str | Path, exposure: str | Path | None = None, expos
         exp = _check_2d(edata, path, field_name, "exposure map (s)").astype(np.float32)
         _check_finite_nonneg(exp, path, field_name, "exposure map")
         if exp.shape != counts.shape:
-            raise DataFileError(path, field_name, f"exposure map shape {exp.shape} does not match the counts image "
-                                                  f"shape {counts.shape}; expected the same pixel grid")
+            raise DataFileError(
+                path,
+                field_name,
+                f"exposure map shape {exp.shape} does not match the counts image "
+                f"shape {counts.shape}; expected the same pixel grid",
+            )
         source = f"extension {EXPOSURE_EXTNAME}"
     else:
-        raise DataFileError(path, f"HDU '{EXPOSURE_EXTNAME}'", "no exposure map: the file has no 'EXPOSURE' image "
-                            f"extension (HDUs: {names}); pass one with predict.exposure=<file> or assume a flat "
-                            "exposure with predict.exposure_ks=<ks>")
-    return Observation(counts=counts, exposure_s=exp, wcs=wcs, header=header, path=path, exposure_source=source,
-                       pixel_arcsec=pix, celestial=celestial)
+        raise DataFileError(
+            path,
+            f"HDU '{EXPOSURE_EXTNAME}'",
+            "no exposure map: the file has no 'EXPOSURE' image "
+            f"extension (HDUs: {names}); pass one with predict.exposure=<file> or assume a flat "
+            "exposure with predict.exposure_ks=<ks>",
+        )
+    return Observation(
+        counts=counts,
+        exposure_s=exp,
+        wcs=wcs,
+        header=header,
+        path=path,
+        exposure_source=source,
+        pixel_arcsec=pix,
+        celestial=celestial,
+    )
 
 
 def scaled_wcs(wcs: WCS, factor: int) -> WCS:
@@ -373,9 +461,15 @@ def _image_header(wcs: WCS | None, bunit: str) -> fits.Header:
     return hdr
 
 
-def write_prediction_fits(path: str | Path, image: np.ndarray, header_like: fits.Header | None, wcs: WCS | None,
-                          bunit: str, extensions: Mapping[str, tuple] | None = None,
-                          history: Sequence[str] = ()) -> Path:
+def write_prediction_fits(
+    path: str | Path,
+    image: np.ndarray,
+    header_like: fits.Header | None,
+    wcs: WCS | None,
+    bunit: str,
+    extensions: Mapping[str, tuple] | None = None,
+    history: Sequence[str] = (),
+) -> Path:
     """Write a 2-D image (float32) with a WCS and optional named image extensions, atomically.
 
     header_like: a header whose metadata cards (TELESCOP, INSTRUME, OBJECT, DATE-OBS, ...) are copied.
@@ -400,8 +494,10 @@ def write_prediction_fits(path: str | Path, image: np.ndarray, header_like: fits
         arr, unit = np.asarray(spec[0]), spec[1]
         ext_wcs = spec[2] if len(spec) > 2 else wcs
         if len(spec) <= 2 and arr.shape != image.shape:
-            raise ValueError(f"extension {name!r} has shape {arr.shape} but the image is {image.shape}; "
-                             "pass (array, bunit, wcs) for another grid")
+            raise ValueError(
+                f"extension {name!r} has shape {arr.shape} but the image is {image.shape}; "
+                "pass (array, bunit, wcs) for another grid"
+            )
         hdus.append(fits.ImageHDU(arr.astype(np.float32), header=_image_header(ext_wcs, unit), name=name.upper()))
     with atomic_path(path, overwrite=False) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)

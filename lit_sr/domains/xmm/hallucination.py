@@ -34,8 +34,12 @@ def _convolve_reflect(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fftconvolve(padded, k, mode="valid", axes=(-2, -1))
 
 
-def forward_model_to_input(pred_rate: np.ndarray, scale: int, exposure_input_s: np.ndarray | float,
-                           psf_matching_kernel: np.ndarray | None = None) -> np.ndarray:
+def forward_model_to_input(
+    pred_rate: np.ndarray,
+    scale: int,
+    exposure_input_s: np.ndarray | float,
+    psf_matching_kernel: np.ndarray | None = None,
+) -> np.ndarray:
     """Expected input counts implied by a predicted rate image (numpy [..., H, W], counts/s/pixel).
 
     scale 1 (denoising): the prediction is on the input grid with the input PSF: rate x exposure.
@@ -58,8 +62,13 @@ def forward_model_to_input(pred_rate: np.ndarray, scale: int, exposure_input_s: 
     return lr * exposure_input_s
 
 
-def lr_consistency_map(observed_counts: np.ndarray, expected_counts: np.ndarray, threshold: float = 9.0,
-                       cell: int = 1, mask: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def lr_consistency_map(
+    observed_counts: np.ndarray,
+    expected_counts: np.ndarray,
+    threshold: float = 9.0,
+    cell: int = 1,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, float]]:
     """Per-pixel Poisson deviance of the observed input counts against the forward-modelled expectation.
 
     cell > 1: counts and expectations are first summed in a sliding cell x cell box (more sensitive to
@@ -71,8 +80,8 @@ def lr_consistency_map(observed_counts: np.ndarray, expected_counts: np.ndarray,
     o = np.asarray(observed_counts, np.float64)
     e = np.asarray(expected_counts, np.float64)
     if cell > 1:
-        o = ndimage.uniform_filter(o, size=cell, mode="constant") * cell ** 2
-        e = ndimage.uniform_filter(e, size=cell, mode="constant") * cell ** 2
+        o = ndimage.uniform_filter(o, size=cell, mode="constant") * cell**2
+        e = ndimage.uniform_filter(e, size=cell, mode="constant") * cell**2
         o, e = np.round(o, 9), np.clip(e, 0.0, None)
     dev = poisson_deviance(o, e)
     use = e > 0
@@ -82,10 +91,15 @@ def lr_consistency_map(observed_counts: np.ndarray, expected_counts: np.ndarray,
     n = int(use.sum())
     mean = float(dev[use].mean()) if n else float("nan")
     exp_mean = float(ref_mean.mean()) if n else float("nan")
-    summary = {"mean_deviance": mean, "expected_mean": exp_mean, "ratio": mean / exp_mean if n else float("nan"),
-               "frac_above": float((dev[use] > threshold).mean()) if n else float("nan"),
-               "expected_frac_above": float(ref_frac.mean()) if n else float("nan"),
-               "threshold": float(threshold), "n_pixels": n}
+    summary = {
+        "mean_deviance": mean,
+        "expected_mean": exp_mean,
+        "ratio": mean / exp_mean if n else float("nan"),
+        "frac_above": float((dev[use] > threshold).mean()) if n else float("nan"),
+        "expected_frac_above": float(ref_frac.mean()) if n else float("nan"),
+        "threshold": float(threshold),
+        "n_pixels": n,
+    }
     return dev, summary
 
 
@@ -102,7 +116,9 @@ def _d4_inverse(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return y
 
 
-def self_ensemble(predict_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def self_ensemble(
+    predict_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation (population, over the 8 D4 transforms) of predict_fn on x [B, C, H, W].
 
     Each transform (rotations by 0/90/180/270 degrees, with and without a horizontal flip) is applied to

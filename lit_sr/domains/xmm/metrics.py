@@ -71,9 +71,17 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_sr.domains.xmm.baselines import DEFAULT_SIGMA_GRID_PX, gaussian_smooth_rate, tune_sigma
 from lit_sr.domains.xmm.hallucination import forward_model_to_input, lr_consistency_map
-from lit_sr.domains.xmm.photometry import (aperture_net_ratios, aperture_recovery_fraction, broadened_psf_kernel,
-                                           completeness_at_false_rate, detection_curve, detection_stats,
-                                           estimate_background_rate, point_source_fwhm, poisson_deviance)
+from lit_sr.domains.xmm.photometry import (
+    aperture_net_ratios,
+    aperture_recovery_fraction,
+    broadened_psf_kernel,
+    completeness_at_false_rate,
+    detection_curve,
+    detection_stats,
+    estimate_background_rate,
+    point_source_fwhm,
+    poisson_deviance,
+)
 from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
 from lit_sr.metrics.evaluator import Batch, Evaluator, Images
 from lit_sr.metrics.image import upsample_baseline
@@ -81,8 +89,22 @@ from lit_sr.metrics.image import upsample_baseline
 #: baselines the evaluator can compute, and the grid they are scored on ("input" is always measured)
 BASELINES = {"dn": ("input", "smooth"), "sr": ("input", "bicubic", "bicubic_smooth")}
 SMOOTHED = ("smooth", "bicubic_smooth")
-SUM_STATS = ("sq_truth", "pix_truth", "ssim_truth", "ssim_fields", "sq_target", "pix_target", "dev_sum", "dev_pix",
-             "cons_dev", "cons_exp", "cons_above", "cons_above_exp", "cons_pix", "fields")
+SUM_STATS = (
+    "sq_truth",
+    "pix_truth",
+    "ssim_truth",
+    "ssim_fields",
+    "sq_target",
+    "pix_target",
+    "dev_sum",
+    "dev_pix",
+    "cons_dev",
+    "cons_exp",
+    "cons_above",
+    "cons_above_exp",
+    "cons_pix",
+    "fields",
+)
 CAT_STATS = ("flux_raw", "fwhm", "true_best_sig", "false_sig")
 DEVIANCE_FLOOR_COUNTS = 1e-6
 
@@ -116,7 +138,9 @@ class _States(Metric):
 
 
 @lru_cache(maxsize=16)
-def _psf_kernel(fwhm_arcsec: float, beta: float, truncation_arcsec: float, pixel_arcsec: float, half: int) -> np.ndarray:
+def _psf_kernel(
+    fwhm_arcsec: float, beta: float, truncation_arcsec: float, pixel_arcsec: float, half: int
+) -> np.ndarray:
     return KingPSF.from_fwhm(fwhm_arcsec, beta, truncation_arcsec).kernel(pixel_arcsec, half_size=half)
 
 
@@ -161,24 +185,42 @@ class XMMEvaluator(Evaluator):
         consistency_threshold, gap_margin_lr: LR-consistency map threshold and SR gap mask margin.
     """
 
-    def __init__(self, scale: int = 2, transform: nn.Module | None = None, baselines: Sequence[str] | None = None,
-                 sigma_grid_px: Sequence[float] = DEFAULT_SIGMA_GRID_PX, pixel_arcsec: float = 4.1,
-                 psf_fwhm_arcsec: float = 6.0, psf_beta: float = 1.5, psf_truncation_arcsec: float = 60.0,
-                 flux_min_rate: float = 1e-3, detection_min_rate: float = 5e-4, fwhm_min_rate: float = 2e-3,
-                 aperture_radius_lr: float = 2.0, aperture_fwhm_factor: float = 1.5,
-                 aperture_radii_lr: Sequence[float] = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5),
-                 annulus_lr: Sequence[float] = (5.0, 8.0), detection_significance: float = 5.0,
-                 detection_floor: float = 2.0, cell_radius_lr: float = 1.5, match_radius_lr: float = 2.0,
-                 isolation_lr: float = 5.0, fwhm_box_lr: int = 9, consistency_threshold: float = 9.0,
-                 gap_margin_lr: int = 3) -> None:
+    def __init__(
+        self,
+        scale: int = 2,
+        transform: nn.Module | None = None,
+        baselines: Sequence[str] | None = None,
+        sigma_grid_px: Sequence[float] = DEFAULT_SIGMA_GRID_PX,
+        pixel_arcsec: float = 4.1,
+        psf_fwhm_arcsec: float = 6.0,
+        psf_beta: float = 1.5,
+        psf_truncation_arcsec: float = 60.0,
+        flux_min_rate: float = 1e-3,
+        detection_min_rate: float = 5e-4,
+        fwhm_min_rate: float = 2e-3,
+        aperture_radius_lr: float = 2.0,
+        aperture_fwhm_factor: float = 1.5,
+        aperture_radii_lr: Sequence[float] = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5),
+        annulus_lr: Sequence[float] = (5.0, 8.0),
+        detection_significance: float = 5.0,
+        detection_floor: float = 2.0,
+        cell_radius_lr: float = 1.5,
+        match_radius_lr: float = 2.0,
+        isolation_lr: float = 5.0,
+        fwhm_box_lr: int = 9,
+        consistency_threshold: float = 9.0,
+        gap_margin_lr: int = 3,
+    ) -> None:
         super().__init__()
         self.scale = int(scale)
         task = "dn" if self.scale == 1 else "sr"
         names = tuple(BASELINES[task]) if baselines is None else tuple(baselines)
         unknown = sorted(set(names) - set(BASELINES[task]))
         if unknown:
-            raise ValueError(f"model.evaluator.baselines: {unknown} not available at scale {self.scale}; expected "
-                             f"some of {list(BASELINES[task])}")
+            raise ValueError(
+                f"model.evaluator.baselines: {unknown} not available at scale {self.scale}; expected "
+                f"some of {list(BASELINES[task])}"
+            )
         self.baselines = tuple(b for b in names if b != "input")
         self.sources = ("input", *self.baselines, "model", "target", "truth")
         self.sigma_grid_px = tuple(float(s) for s in sigma_grid_px)
@@ -186,21 +228,31 @@ class XMMEvaluator(Evaluator):
         self.pixel_arcsec = float(pixel_arcsec)
         self.psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta, psf_truncation_arcsec)
         self.psf_target = self.psf_lr.narrower(self.scale) if self.scale > 1 else self.psf_lr
-        self.flux_min_rate, self.detection_min_rate, self.fwhm_min_rate = flux_min_rate, detection_min_rate, fwhm_min_rate
+        self.flux_min_rate, self.detection_min_rate, self.fwhm_min_rate = (
+            flux_min_rate,
+            detection_min_rate,
+            fwhm_min_rate,
+        )
         self.aperture_radius_lr, self.aperture_fwhm_factor = float(aperture_radius_lr), float(aperture_fwhm_factor)
         self.aperture_radii_lr = tuple(sorted(float(r) for r in aperture_radii_lr))
         self.annulus_lr = tuple(float(a) for a in annulus_lr)
         if not self.aperture_radii_lr or self.aperture_radii_lr[-1] >= self.annulus_lr[0]:
-            raise ValueError(f"model.evaluator.aperture_radii_lr={list(self.aperture_radii_lr)}: expected radii "
-                             f"below the annulus inner radius {self.annulus_lr[0]} (input pixels)")
+            raise ValueError(
+                f"model.evaluator.aperture_radii_lr={list(self.aperture_radii_lr)}: expected radii "
+                f"below the annulus inner radius {self.annulus_lr[0]} (input pixels)"
+            )
         self.detection_significance, self.detection_floor = float(detection_significance), float(detection_floor)
         if self.detection_floor > self.detection_significance:
-            raise ValueError(f"model.evaluator.detection_floor={detection_floor} is above detection_significance="
-                             f"{detection_significance}; the curves must reach the nominal threshold")
+            raise ValueError(
+                f"model.evaluator.detection_floor={detection_floor} is above detection_significance="
+                f"{detection_significance}; the curves must reach the nominal threshold"
+            )
         self.cell_radius_lr, self.match_radius_lr = float(cell_radius_lr), float(match_radius_lr)
         self.isolation_lr, self.fwhm_box_lr = float(isolation_lr), int(fwhm_box_lr)
         self.consistency_threshold, self.gap_margin_lr = float(consistency_threshold), int(gap_margin_lr)
-        self.matching = matching_kernel(self.psf_lr, self.psf_target, pixel_arcsec / self.scale) if self.scale > 1 else None
+        self.matching = (
+            matching_kernel(self.psf_lr, self.psf_target, pixel_arcsec / self.scale) if self.scale > 1 else None
+        )
         self.states = nn.ModuleDict({s: _States(SUM_STATS, CAT_STATS) for s in self.sources})
         self._seen: set[str] = set()
 
@@ -225,8 +277,10 @@ class XMMEvaluator(Evaluator):
     def sigma_of(self, name: str) -> float:
         key = f"{name}_sigma_px"
         if key not in self.tuned:
-            raise RuntimeError(f"XMMEvaluator: baseline {name!r} has no tuned width; call prepare(pairs) on the "
-                               "validation split first (the modules do it before the first val/test pass)")
+            raise RuntimeError(
+                f"XMMEvaluator: baseline {name!r} has no tuned width; call prepare(pairs) on the "
+                "validation split first (the modules do it before the first val/test pass)"
+            )
         return self.tuned[key]
 
     def baseline_images(self, batch: Batch, images: Images) -> dict[str, torch.Tensor]:
@@ -263,16 +317,32 @@ class XMMEvaluator(Evaluator):
             if "rate_true" in batch:
                 truths.append(batch["rate_true"].double().cpu())
         if not inputs:
-            raise ValueError("XMMEvaluator.tune: the validation batches carry no exposure maps (exposure_in, "
-                             "exposure_target); the smoothing width cannot be tuned")
+            raise ValueError(
+                "XMMEvaluator.tune: the validation batches carry no exposure maps (exposure_in, "
+                "exposure_target); the smoothing width cannot be tuned"
+            )
         out = {}
         for name in smoothed:
             if len(truths) == len(inputs):
-                sigma, _ = tune_sigma(inputs, truths, self.sigma_grid_px, exposures=exposures, masks=masks,
-                                      after=self._smooth_then(name), transform=self._to_model)
+                sigma, _ = tune_sigma(
+                    inputs,
+                    truths,
+                    self.sigma_grid_px,
+                    exposures=exposures,
+                    masks=masks,
+                    after=self._smooth_then(name),
+                    transform=self._to_model,
+                )
             else:
-                sigma, _ = tune_sigma(inputs, counts_t, self.sigma_grid_px, exposures=exposures,
-                                      after=self._smooth_then(name), loss="poisson", reference_exposures=exposures_t)
+                sigma, _ = tune_sigma(
+                    inputs,
+                    counts_t,
+                    self.sigma_grid_px,
+                    exposures=exposures,
+                    after=self._smooth_then(name),
+                    loss="poisson",
+                    reference_exposures=exposures_t,
+                )
             out[f"{name}_sigma_px"] = sigma
         return out
 
@@ -281,9 +351,13 @@ class XMMEvaluator(Evaluator):
     def update(self, batch: Batch, images: Images) -> None:
         """``images``: physical-unit tensors (``input``, ``output``, ``target`` ...) [B, 1, H, W]."""
         if "counts_in" not in batch or "exposure_target" not in batch:
-            return          # batches without the truth keys (e.g. a user's loader): nothing to measure
-        srcs = {"input": images["input"], **self.baseline_images(batch, images), "model": images["output"],
-                "target": images["target"]}
+            return  # batches without the truth keys (e.g. a user's loader): nothing to measure
+        srcs = {
+            "input": images["input"],
+            **self.baseline_images(batch, images),
+            "model": images["output"],
+            "target": images["target"],
+        }
         if "rate_true" in batch:
             srcs["truth"] = batch["rate_true"]
         srcs = {k: v.float() for k, v in srcs.items()}
@@ -299,11 +373,18 @@ class XMMEvaluator(Evaluator):
             if truth_model is not None and source != "truth":
                 pred = pred * live_t
                 d = (pred - truth_model).double()[live_t]
-                ssim = structural_similarity_index_measure(pred.float(), truth_model.float(), data_range=1.0,
-                                                           reduction="none")
-                self.states[source].update({"sq_truth": float((d**2).sum()), "pix_truth": float(d.numel()),
-                                            "ssim_truth": float(ssim.double().sum()),
-                                            "ssim_fields": float(ssim.numel())}, {})
+                ssim = structural_similarity_index_measure(
+                    pred.float(), truth_model.float(), data_range=1.0, reduction="none"
+                )
+                self.states[source].update(
+                    {
+                        "sq_truth": float((d**2).sum()),
+                        "pix_truth": float(d.numel()),
+                        "ssim_truth": float(ssim.double().sum()),
+                        "ssim_fields": float(ssim.numel()),
+                    },
+                    {},
+                )
         np_batch = {k: v.detach().float().cpu().numpy() for k, v in batch.items() if torch.is_tensor(v)}
         arrays = {k: v.detach().float().cpu().numpy()[:, 0] for k, v in srcs.items()}
         for b in range(next(iter(arrays.values())).shape[0]):
@@ -313,8 +394,9 @@ class XMMEvaluator(Evaluator):
                 sums, cats = self._measure(source, imgs[b], field)
                 self.states[source].update(sums, cats)
 
-    def _measure(self, source: str, rate: np.ndarray, f: Mapping[str, np.ndarray]
-                 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    def _measure(
+        self, source: str, rate: np.ndarray, f: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         sums: dict[str, float] = {"fields": 1.0}
         cats: dict[str, np.ndarray] = {}
         on_input = source == "input"
@@ -325,8 +407,9 @@ class XMMEvaluator(Evaluator):
         rate = np.clip(np.asarray(rate, np.float64), 0.0, None)
         # proper score against the observed target counts (target grid only)
         if rate.shape == f["counts_target"].shape and source != "target":
-            dev = poisson_deviance(f["counts_target"][live],
-                                   np.maximum(rate[live] * f["exposure_target"][live], DEVIANCE_FLOOR_COUNTS))
+            dev = poisson_deviance(
+                f["counts_target"][live], np.maximum(rate[live] * f["exposure_target"][live], DEVIANCE_FLOOR_COUNTS)
+            )
             sums.update(dev_sum=float(dev.sum()), dev_pix=float(live.sum()))
         # hallucination summary (a): consistency with the observed input counts
         if not on_input:
@@ -335,27 +418,36 @@ class XMMEvaluator(Evaluator):
             _, s = lr_consistency_map(f["counts_in"], expected, self.consistency_threshold, mask=mask)
             n = s["n_pixels"]
             if n:
-                sums.update(cons_dev=s["mean_deviance"] * n, cons_exp=s["expected_mean"] * n,
-                            cons_above=s["frac_above"] * n, cons_above_exp=s["expected_frac_above"] * n,
-                            cons_pix=float(n))
+                sums.update(
+                    cons_dev=s["mean_deviance"] * n,
+                    cons_exp=s["expected_mean"] * n,
+                    cons_above=s["frac_above"] * n,
+                    cons_above_exp=s["expected_frac_above"] * n,
+                    cons_pix=float(n),
+                )
         if "src_xy" not in f:
             return sums, cats
         valid = np.isfinite(f["src_xy"][:, 0]) & (f["src_kind"] >= 0)
         xy_lr, rates = f["src_xy"][valid].astype(np.float64), f["src_rate"][valid].astype(np.float64)
         kind, extent = f["src_kind"][valid].astype(np.int64), f["src_extent"][valid].astype(np.float64)
-        xy = g * xy_lr + (g - 1) / 2.0                  # input-grid pixel -> this grid (pixel centres at integers)
+        xy = g * xy_lr + (g - 1) / 2.0  # input-grid pixel -> this grid (pixel centres at integers)
         h, w = rate.shape
         point = kind == 0
 
         def inside(margin: float) -> np.ndarray:
-            return (xy[:, 0] >= margin) & (xy[:, 0] <= w - 1 - margin) & (xy[:, 1] >= margin) & (xy[:, 1] <= h - 1 - margin)
+            return (
+                (xy[:, 0] >= margin)
+                & (xy[:, 0] <= w - 1 - margin)
+                & (xy[:, 1] >= margin)
+                & (xy[:, 1] <= h - 1 - margin)
+            )
 
         def exposed_at(p: np.ndarray, radius: float) -> np.ndarray:
             out = np.zeros(len(p), bool)
             for i, (x, y) in enumerate(p):
                 x0, x1 = int(max(math.floor(x - radius), 0)), int(min(math.ceil(x + radius), w - 1))
                 y0, y1 = int(max(math.floor(y - radius), 0)), int(min(math.ceil(y + radius), h - 1))
-                out[i] = x1 >= x0 and y1 >= y0 and bool(live[y0:y1 + 1, x0:x1 + 1].all())
+                out[i] = x1 >= x0 and y1 >= y0 and bool(live[y0 : y1 + 1, x0 : x1 + 1].all())
             return out
 
         # flux at the true positions, every aperture radius (the product's is chosen in compute())
@@ -371,8 +463,15 @@ class XMMEvaluator(Evaluator):
             bkg = f["bkg_in"] if on_input else f["bkg_target"]
         else:
             bkg = estimate_background_rate(observed, exposure) * exposure
-        det = detection_stats(counts_equiv, bkg, xy, rates, self.detection_floor,
-                              match_radius_pix=self.match_radius_lr * g, cell_radius_pix=self.cell_radius_lr * g)
+        det = detection_stats(
+            counts_equiv,
+            bkg,
+            xy,
+            rates,
+            self.detection_floor,
+            match_radius_pix=self.match_radius_lr * g,
+            cell_radius_pix=self.cell_radius_lr * g,
+        )
         considered = point & (rates >= self.detection_min_rate) & inside(0.0)
         considered[considered] = exposed_at(xy[considered], 1.0)
         best = np.full(len(xy), -np.inf)
@@ -382,7 +481,9 @@ class XMMEvaluator(Evaluator):
         if false.any() and (~point).any():
             ext_xy = xy[~point]
             ext_r = np.maximum(2.0 * extent[~point] / (self.pixel_arcsec / g), 3.0 * g)
-            d = np.hypot(det.positions_xy[:, None, 0] - ext_xy[None, :, 0], det.positions_xy[:, None, 1] - ext_xy[None, :, 1])
+            d = np.hypot(
+                det.positions_xy[:, None, 0] - ext_xy[None, :, 0], det.positions_xy[:, None, 1] - ext_xy[None, :, 1]
+            )
             false &= ~(d <= ext_r[None, :]).any(axis=1)
         cats["true_best_sig"] = best[considered]
         cats["false_sig"] = det.significance[false]
@@ -395,8 +496,9 @@ class XMMEvaluator(Evaluator):
                 sel[i] = False
         sel[sel] = exposed_at(xy[sel], half)
         if sel.any():
-            fw = point_source_fwhm(rate, xy[sel], box=2 * half + 1, pixel_arcsec=self.pixel_arcsec / g, beta=1.5,
-                                   oversample=4)
+            fw = point_source_fwhm(
+                rate, xy[sel], box=2 * half + 1, pixel_arcsec=self.pixel_arcsec / g, beta=1.5, oversample=4
+            )
             cats["fwhm"] = fw[np.isfinite(fw)]
         return sums, cats
 
@@ -418,8 +520,9 @@ class XMMEvaluator(Evaluator):
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        stats = {s: self.states[s].compute() for s in self.sources
-                 if s in self._seen or self.states[s]._update_count > 0}
+        stats = {
+            s: self.states[s].compute() for s in self.sources if s in self._seen or self.states[s]._update_count > 0
+        }
         n_r = len(self.aperture_radii_lr)
         curves = {}
         for source, s in stats.items():

@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 # ------------------------------------------------------------------------------------------------
 # Poisson deviance
 
+
 def poisson_deviance(observed_counts: np.ndarray, expected_counts: np.ndarray) -> np.ndarray:
     """Per-pixel Poisson deviance 2 [o ln(o/e) - (o - e)] (o = 0 gives 2 e; o > 0 with e = 0 gives inf)."""
     o = np.asarray(observed_counts, dtype=np.float64)
@@ -58,7 +59,7 @@ def poisson_deviance_reference(mu: np.ndarray, threshold: float | None = None) -
         logp = special.xlogy(k, m[None, :]) - m[None, :] - special.gammaln(k + 1)
         p = np.exp(logp)
         d = poisson_deviance(np.broadcast_to(k, p.shape), np.broadcast_to(m[None, :], p.shape))
-        d = np.where(np.isfinite(d), d, 0.0)       # k > 0 at mu = 0 has p = 0
+        d = np.where(np.isfinite(d), d, 0.0)  # k > 0 at mu = 0 has p = 0
         ed[small] = (p * d).sum(axis=0)
         if pt is not None:
             pt[small] = (p * (d > threshold)).sum(axis=0)
@@ -73,14 +74,21 @@ def poisson_deviance_reference(mu: np.ndarray, threshold: float | None = None) -
 # ------------------------------------------------------------------------------------------------
 # aperture photometry
 
+
 def _positions(positions_xy: np.ndarray) -> np.ndarray:
     pos = np.asarray(positions_xy, dtype=np.float64).reshape(-1, 2)
     return pos
 
 
-def aperture_flux_ratio(rate_image: np.ndarray, positions_xy: np.ndarray, true_rates: np.ndarray,
-                        radius_pix: float, annulus: tuple[float, float] = (6.0, 9.0),
-                        psf: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+def aperture_flux_ratio(
+    rate_image: np.ndarray,
+    positions_xy: np.ndarray,
+    true_rates: np.ndarray,
+    radius_pix: float,
+    annulus: tuple[float, float] = (6.0, 9.0),
+    psf: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Recovered / true flux of sources at known positions.
 
     Flux = sum in a circle of ``radius_pix`` minus the local background, estimated as the *mean* per pixel
@@ -114,22 +122,30 @@ def aperture_recovery_fraction(psf: np.ndarray, radius_pix: float, annulus: tupl
     c = ((k.shape[1] - 1) / 2.0, (k.shape[0] - 1) / 2.0)
     ee_ap = float(CircularAperture(c, r=radius_pix).do_photometry(k, method="exact")[0][0])
     ee_an = float(CircularAnnulus(c, r_in=annulus[0], r_out=annulus[1]).do_photometry(k, method="exact")[0][0])
-    return ee_ap - radius_pix ** 2 / (annulus[1] ** 2 - annulus[0] ** 2) * ee_an
+    return ee_ap - radius_pix**2 / (annulus[1] ** 2 - annulus[0] ** 2) * ee_an
 
 
-def aperture_net_ratios(rate_image: np.ndarray, positions_xy: np.ndarray, true_rates: np.ndarray,
-                        radii_pix: Sequence[float], annulus: tuple[float, float],
-                        mask: np.ndarray | None = None) -> np.ndarray:
+def aperture_net_ratios(
+    rate_image: np.ndarray,
+    positions_xy: np.ndarray,
+    true_rates: np.ndarray,
+    radii_pix: Sequence[float],
+    annulus: tuple[float, float],
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Background-subtracted aperture flux / true rate at several radii, no PSF correction: [N, len(radii)].
     The correction for the PSF of the product (:func:`aperture_recovery_fraction`) is applied later, once
     the product's PSF is known (see :func:`broadened_psf_kernel`)."""
-    cols = [aperture_flux_ratio(rate_image, positions_xy, true_rates, float(r), annulus, psf=None, mask=mask)
-            for r in radii_pix]
+    cols = [
+        aperture_flux_ratio(rate_image, positions_xy, true_rates, float(r), annulus, psf=None, mask=mask)
+        for r in radii_pix
+    ]
     return np.stack(cols, axis=-1) if cols else np.zeros((len(_positions(positions_xy)), 0))
 
 
-def broadened_psf_kernel(kernel: np.ndarray, fwhm_pix: float, box: int, oversample: int = 4,
-                         tolerance_pix: float = 0.01) -> tuple[np.ndarray, float]:
+def broadened_psf_kernel(
+    kernel: np.ndarray, fwhm_pix: float, box: int, oversample: int = 4, tolerance_pix: float = 0.01
+) -> tuple[np.ndarray, float]:
     """The nominal PSF ``kernel`` (centred, odd side, summing to one) convolved with the circular Gaussian that
     makes its FWHM, measured as the products' FWHM is measured (:func:`point_source_fwhm`: pixel-integrated
     King fit, beta 1.5, ``box`` pixels), equal ``fwhm_pix``; and that Gaussian's sigma (pixels).
@@ -144,8 +160,9 @@ def broadened_psf_kernel(kernel: np.ndarray, fwhm_pix: float, box: int, oversamp
     centre = np.array([[(k.shape[1] - 1) / 2.0, (k.shape[0] - 1) / 2.0]])
 
     def fwhm_of(sigma: float) -> float:
-        return float(point_source_fwhm(gaussian_smooth_rate(k, sigma), centre, box=box, beta=1.5,
-                                       oversample=oversample)[0])
+        return float(
+            point_source_fwhm(gaussian_smooth_rate(k, sigma), centre, box=box, beta=1.5, oversample=oversample)[0]
+        )
 
     if not (math.isfinite(fwhm_pix) and fwhm_pix > fwhm_of(0.0)):
         return k, 0.0
@@ -172,6 +189,7 @@ def summarize_ratios(ratios: np.ndarray) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------
 # detection
 
+
 def _disk(radius_pix: float) -> np.ndarray:
     h = math.floor(radius_pix)
     o = np.arange(-h, h + 1)
@@ -182,17 +200,17 @@ def _disk(radius_pix: float) -> np.ndarray:
 class DetectionResult:
     """Detections (x, y, significance), their match to the truth, completeness and false detections."""
 
-    positions_xy: np.ndarray          # [n_det, 2]
-    significance: np.ndarray          # [n_det] Gaussian-equivalent sigma of the cell Poisson test
-    matched_true: np.ndarray          # [n_det] index of the matched true source, -1 if false
-    true_detected: np.ndarray         # [n_true] bool
-    completeness: float               # among true sources with rate >= min_rate
-    n_considered: int                 # how many true sources entered ``completeness``
-    bin_edges: np.ndarray             # rate bins (counts/s or the image unit)
-    bin_completeness: np.ndarray      # per bin (nan if empty)
-    bin_counts: np.ndarray            # true sources per bin
+    positions_xy: np.ndarray  # [n_det, 2]
+    significance: np.ndarray  # [n_det] Gaussian-equivalent sigma of the cell Poisson test
+    matched_true: np.ndarray  # [n_det] index of the matched true source, -1 if false
+    true_detected: np.ndarray  # [n_true] bool
+    completeness: float  # among true sources with rate >= min_rate
+    n_considered: int  # how many true sources entered ``completeness``
+    bin_edges: np.ndarray  # rate bins (counts/s or the image unit)
+    bin_completeness: np.ndarray  # per bin (nan if empty)
+    bin_counts: np.ndarray  # true sources per bin
     n_false: int
-    false_per_deg2: float             # nan without pixel_arcsec
+    false_per_deg2: float  # nan without pixel_arcsec
     exposed_pixels: int
 
 
@@ -203,14 +221,19 @@ def significance_map(counts: np.ndarray, background_counts: np.ndarray, cell_rad
     b = ndimage.convolve(np.asarray(background_counts, np.float64), cell, mode="constant")
     p = np.ones_like(n)
     ok = (n > 0) & (b > 0)
-    p[ok] = special.gammainc(n[ok], b[ok])          # P(X >= n | Poisson(b)) for integer n
+    p[ok] = special.gammainc(n[ok], b[ok])  # P(X >= n | Poisson(b)) for integer n
     sig = stats.norm.isf(np.clip(p, 1e-300, 1.0))
     sig[b <= 0] = 0.0
     return sig
 
 
-def detect_sources(counts: np.ndarray, background_counts: np.ndarray, significance: float = 5.0,
-                   cell_radius_pix: float = 1.5, min_separation_pix: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def detect_sources(
+    counts: np.ndarray,
+    background_counts: np.ndarray,
+    significance: float = 5.0,
+    cell_radius_pix: float = 1.5,
+    min_separation_pix: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of the cell significance above ``significance``; returns (positions_xy [n, 2], sigma [n]).
 
     Positions are background-subtracted centroids of the counts in a (2 ceil(r)+3)^2 box around each peak.
@@ -246,11 +269,19 @@ def detect_sources(counts: np.ndarray, background_counts: np.ndarray, significan
     return np.asarray(pos), np.asarray(sigs)
 
 
-def detection_stats(image_counts_or_rate: np.ndarray, background: np.ndarray | float, true_positions: np.ndarray,
-                    true_rates: np.ndarray, significance: float = 5.0, match_radius_pix: float = 2.0,
-                    cell_radius_pix: float = 1.5, exposure_s: np.ndarray | float | None = None,
-                    min_rate: float = 0.0, rate_bins: np.ndarray | None = None,
-                    pixel_arcsec: float | None = None) -> DetectionResult:
+def detection_stats(
+    image_counts_or_rate: np.ndarray,
+    background: np.ndarray | float,
+    true_positions: np.ndarray,
+    true_rates: np.ndarray,
+    significance: float = 5.0,
+    match_radius_pix: float = 2.0,
+    cell_radius_pix: float = 1.5,
+    exposure_s: np.ndarray | float | None = None,
+    min_rate: float = 0.0,
+    rate_bins: np.ndarray | None = None,
+    pixel_arcsec: float | None = None,
+) -> DetectionResult:
     """Detect sources, match them to the true list and measure completeness and false detections.
 
     image / background: counts and expected background counts per pixel; or, with ``exposure_s``, rates
@@ -296,21 +327,34 @@ def detection_stats(image_counts_or_rate: np.ndarray, background: np.ndarray | f
     per_deg2 = float("nan")
     if pixel_arcsec is not None and exposed > 0:
         per_deg2 = n_false / (exposed * (pixel_arcsec / 3600.0) ** 2)
-    return DetectionResult(det_pos, det_sig, matched, taken, completeness, int(sel.sum()), edges, bin_comp,
-                           bin_counts, n_false, per_deg2, exposed)
+    return DetectionResult(
+        det_pos,
+        det_sig,
+        matched,
+        taken,
+        completeness,
+        int(sel.sum()),
+        edges,
+        bin_comp,
+        bin_counts,
+        n_false,
+        per_deg2,
+        exposed,
+    )
 
 
 @dataclass
 class DetectionCurve:
     """Completeness and false detections per field as functions of the detection threshold (Gaussian sigma)."""
 
-    thresholds: np.ndarray            # descending
-    completeness: np.ndarray          # at each threshold
-    false_per_field: np.ndarray       # at each threshold (non-decreasing along the array)
+    thresholds: np.ndarray  # descending
+    completeness: np.ndarray  # at each threshold
+    false_per_field: np.ndarray  # at each threshold (non-decreasing along the array)
 
 
-def detection_curve(true_best_significance: np.ndarray, false_significance: np.ndarray, n_fields: int,
-                    floor: float = 0.0) -> DetectionCurve:
+def detection_curve(
+    true_best_significance: np.ndarray, false_significance: np.ndarray, n_fields: int, floor: float = 0.0
+) -> DetectionCurve:
     """The completeness / false-detection curve of one product over every threshold >= ``floor``.
 
     ``true_best_significance``: per true source, the significance of the detection matched to it (one-to-one,
@@ -322,7 +366,7 @@ def detection_curve(true_best_significance: np.ndarray, false_significance: np.n
     f_sig = np.sort(np.asarray(false_significance, np.float64).ravel())
     steps = np.concatenate([t_sig[t_sig >= floor], f_sig[f_sig >= floor], [floor]])
     thresholds = np.unique(steps)[::-1]
-    top = np.nextafter(thresholds[0], np.inf)        # above everything: nothing detected
+    top = np.nextafter(thresholds[0], np.inf)  # above everything: nothing detected
     thresholds = np.concatenate([[top], thresholds])
     t_sorted = np.sort(t_sig)
     comp = (len(t_sorted) - np.searchsorted(t_sorted, thresholds, side="left")) / max(len(t_sorted), 1)
@@ -347,8 +391,13 @@ def completeness_at_false_rate(curve: DetectionCurve, false_per_field: float) ->
     return comp, threshold
 
 
-def estimate_background_rate(counts: np.ndarray, exposure_s: np.ndarray, clip_sigma: float = 3.0,
-                             cell_radius_pix: float = 1.5, iterations: int = 3) -> float:
+def estimate_background_rate(
+    counts: np.ndarray,
+    exposure_s: np.ndarray,
+    clip_sigma: float = 3.0,
+    cell_radius_pix: float = 1.5,
+    iterations: int = 3,
+) -> float:
     """Flat background rate (counts/s/pixel) of a counts image: total counts / total exposure over exposed
     pixels, iteratively excluding cells that are significant at ``clip_sigma`` (sources). A simple helper
     for real data where the true background is unknown; it ignores vignetting differences between the
@@ -370,6 +419,7 @@ def estimate_background_rate(counts: np.ndarray, exposure_s: np.ndarray, clip_si
 # ------------------------------------------------------------------------------------------------
 # FWHM
 
+
 def _king_pixel_model(params: np.ndarray, shape: tuple[int, int], beta: float | None, oversample: int) -> np.ndarray:
     if beta is None:
         x0, y0, log_rc, amp, bkg, log_bm1 = params
@@ -382,13 +432,19 @@ def _king_pixel_model(params: np.ndarray, shape: tuple[int, int], beta: float | 
     sy = (np.arange(h * oversample) + 0.5) / oversample - 0.5
     sx = (np.arange(w * oversample) + 0.5) / oversample - 0.5
     r2 = (sy[:, None] - y0) ** 2 + (sx[None, :] - x0) ** 2
-    prof = (1.0 + r2 / rc ** 2) ** (-b) / (math.pi * rc ** 2 / (b - 1.0))   # unit total flux (untruncated)
+    prof = (1.0 + r2 / rc**2) ** (-b) / (math.pi * rc**2 / (b - 1.0))  # unit total flux (untruncated)
     pix = prof.reshape(h, oversample, w, oversample).mean(axis=(1, 3))
     return amp * pix + bkg
 
 
-def point_source_fwhm(image: np.ndarray, positions_xy: np.ndarray, box: int = 11, pixel_arcsec: float | None = None,
-                      beta: float | None = 1.5, oversample: int = 8) -> np.ndarray:
+def point_source_fwhm(
+    image: np.ndarray,
+    positions_xy: np.ndarray,
+    box: int = 11,
+    pixel_arcsec: float | None = None,
+    beta: float | None = 1.5,
+    oversample: int = 8,
+) -> np.ndarray:
     """FWHM of point sources from a least-squares fit of a pixel-integrated King profile plus a flat background.
 
     A Gaussian or second moments would not reproduce the FWHM of a King profile (wings; infinite second
@@ -405,7 +461,7 @@ def point_source_fwhm(image: np.ndarray, positions_xy: np.ndarray, box: int = 11
         if cy - half < 0 or cx - half < 0 or cy + half >= img.shape[0] or cx + half >= img.shape[1]:
             out.append(np.nan)
             continue
-        cut = img[cy - half:cy + half + 1, cx - half:cx + half + 1]
+        cut = img[cy - half : cy + half + 1, cx - half : cx + half + 1]
         edge = np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]])
         b0 = float(np.median(edge))
         amp0 = max(float((cut - b0).sum()), 1e-12)

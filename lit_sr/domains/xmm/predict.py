@@ -61,6 +61,7 @@ D4_KEYS = tuple(f"d4_{i}" for i in range(1, 8))
 # ------------------------------------------------------------------------------------------------
 # inputs
 
+
 def list_inputs(input: str | Path | None) -> list[Path]:
     """The FITS file, or the FITS files of a folder (sorted); a clear error if there are none."""
     if not input:
@@ -84,12 +85,17 @@ def exposure_for(input_path: Path, exposure: str | Path | None, n_inputs: int) -
     if e.is_dir():
         candidate = e / input_path.name
         if not candidate.is_file():
-            raise DataFileError(candidate, None, f"no exposure map named like the input {input_path.name} in the "
-                                                 f"exposure folder {e}")
+            raise DataFileError(
+                candidate, None, f"no exposure map named like the input {input_path.name} in the exposure folder {e}"
+            )
         return candidate
     if n_inputs > 1:
-        raise DataFileError(e, None, f"one exposure-map file for {n_inputs} inputs; pass predict.exposure=<folder of "
-                                     "maps named like the inputs> or predict.exposure_ks=<ks>")
+        raise DataFileError(
+            e,
+            None,
+            f"one exposure-map file for {n_inputs} inputs; pass predict.exposure=<folder of "
+            "maps named like the inputs> or predict.exposure_ks=<ks>",
+        )
     return e
 
 
@@ -103,9 +109,17 @@ def pixel_scale_arcsec(wcs) -> float:
 class FITSFramesDataset(Dataset):
     """Item i: ``{"frame": [2, H, W] model space, "index": i}`` from the i-th input observation."""
 
-    def __init__(self, files: Sequence[Path], exposure: str | None, exposure_ks: float | None,
-                 transform: torch.nn.Module | None, exposure_norm_ks: float, patch_size: int,
-                 detector_mask: str = "auto", pixel_arcsec: float | None = None) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        exposure: str | None,
+        exposure_ks: float | None,
+        transform: torch.nn.Module | None,
+        exposure_norm_ks: float,
+        patch_size: int,
+        detector_mask: str = "auto",
+        pixel_arcsec: float | None = None,
+    ) -> None:
         self.files, self.exposure, self.exposure_ks = list(files), exposure, exposure_ks
         self.transform, self.exposure_norm_ks, self.patch_size = transform, float(exposure_norm_ks), int(patch_size)
         self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
@@ -115,9 +129,14 @@ class FITSFramesDataset(Dataset):
 
     def observation(self, i: int):
         path = self.files[i]
-        return read_observation(path, exposure_for(path, self.exposure, len(self.files)), self.exposure_ks,
-                                min_size=self.patch_size, detector_mask=self.detector_mask,
-                                pixel_arcsec=self.pixel_arcsec)
+        return read_observation(
+            path,
+            exposure_for(path, self.exposure, len(self.files)),
+            self.exposure_ks,
+            min_size=self.patch_size,
+            detector_mask=self.detector_mask,
+            pixel_arcsec=self.pixel_arcsec,
+        )
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         obs = self.observation(i)
@@ -143,23 +162,39 @@ class FITSFramesDataModule(L.LightningDataModule):
         pixel_arcsec: pixel size for inputs whose header gives none (no celestial WCS, no SAS DETX/DETY axes).
     """
 
-    def __init__(self, input: str, exposure: str | None = None, exposure_ks: float | None = None,
-                 transform: torch.nn.Module | None = None, exposure_norm_ks: float = 100.0, patch_size: int = 64,
-                 train_pixel_arcsec: float | None = None, detector_mask: str = "auto",
-                 pixel_arcsec: float | None = None, max_pixel_mismatch: float = 0.25) -> None:
+    def __init__(
+        self,
+        input: str,
+        exposure: str | None = None,
+        exposure_ks: float | None = None,
+        transform: torch.nn.Module | None = None,
+        exposure_norm_ks: float = 100.0,
+        patch_size: int = 64,
+        train_pixel_arcsec: float | None = None,
+        detector_mask: str = "auto",
+        pixel_arcsec: float | None = None,
+        max_pixel_mismatch: float = 0.25,
+    ) -> None:
         super().__init__()
         self.files = list_inputs(input)
-        self.dataset = FITSFramesDataset(self.files, exposure, exposure_ks, transform, exposure_norm_ks, patch_size,
-                                         detector_mask, pixel_arcsec)
+        self.dataset = FITSFramesDataset(
+            self.files, exposure, exposure_ks, transform, exposure_norm_ks, patch_size, detector_mask, pixel_arcsec
+        )
         self.train_pixel_arcsec = train_pixel_arcsec
         self.max_pixel_mismatch = float(max_pixel_mismatch)
 
     def setup(self, stage: str | None = None) -> None:
-        for i, path in enumerate(self.files):   # every input checked before any prediction is written
+        for i, path in enumerate(self.files):  # every input checked before any prediction is written
             obs = self.dataset.observation(i)
             check_pixel_scale(obs.pixel_arcsec, self.train_pixel_arcsec, path, self.max_pixel_mismatch)
-            log.info("%s: %dx%d pixels of %.4g arcsec, exposure %s", path, obs.shape[0], obs.shape[1],
-                     obs.pixel_arcsec, obs.exposure_source)
+            log.info(
+                "%s: %dx%d pixels of %.4g arcsec, exposure %s",
+                path,
+                obs.shape[0],
+                obs.shape[1],
+                obs.pixel_arcsec,
+                obs.exposure_source,
+            )
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=1, shuffle=False, num_workers=0)
@@ -168,11 +203,17 @@ class FITSFramesDataModule(L.LightningDataModule):
 # ------------------------------------------------------------------------------------------------
 # prediction
 
+
 class XMMFramePredictor(FramePredictor):
     """Blended whole-frame prediction; with ``self_ensemble`` also the 8 flips/rotations (see module doc)."""
 
-    def __init__(self, patch_size: int = 64, offsets: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
-                 self_ensemble: bool = True) -> None:
+    def __init__(
+        self,
+        patch_size: int = 64,
+        offsets: Sequence[Sequence[int]] | None = None,
+        batch_size: int = 16,
+        self_ensemble: bool = True,
+    ) -> None:
         super().__init__(patch_size, offsets, batch_size, normaliser=None)
         self.self_ensemble = bool(self_ensemble)
 
@@ -181,8 +222,14 @@ class XMMFramePredictor(FramePredictor):
         if self.self_ensemble:
             transforms = [(k, flip) for flip in (False, True) for k in range(4)][1:]
             for key, (k, flip) in zip(D4_KEYS, transforms):
-                y = blend_predict(model, d4(frame, k, flip), self.patch_size, self.offsets, self.batch_size,
-                                  where=f"{where} (flip={flip}, rot90 x{k})")
+                y = blend_predict(
+                    model,
+                    d4(frame, k, flip),
+                    self.patch_size,
+                    self.offsets,
+                    self.batch_size,
+                    where=f"{where} (flip={flip}, rot90 x{k})",
+                )
                 out[key] = _d4_inverse(y, k, flip)
         return out
 
@@ -198,8 +245,17 @@ def _d4_inverse(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # writing
 
-def write_fits(path: Path, image: np.ndarray, header_like: fits.Header, wcs, bunit: str, cards: Mapping[str, tuple],
-               history: Sequence[str], extensions: Mapping[str, tuple]) -> Path:
+
+def write_fits(
+    path: Path,
+    image: np.ndarray,
+    header_like: fits.Header,
+    wcs,
+    bunit: str,
+    cards: Mapping[str, tuple],
+    history: Sequence[str],
+    extensions: Mapping[str, tuple],
+) -> Path:
     """Primary image + named extensions (array, bunit, wcs) with metadata, summary cards and HISTORY; atomic,
     never overwriting (an existing ``path`` raises FileExistsError)."""
     hdr = fits.Header()
@@ -219,9 +275,17 @@ def write_fits(path: Path, image: np.ndarray, header_like: fits.Header, wcs, bun
     return path
 
 
-def consistency_maps(rate: np.ndarray, counts: np.ndarray, exposure_s: np.ndarray, scale: int, pixel_arcsec: float,
-                     psf_fwhm_arcsec: float, psf_beta: float, threshold: float = 9.0,
-                     gap_margin: int = 3) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+def consistency_maps(
+    rate: np.ndarray,
+    counts: np.ndarray,
+    exposure_s: np.ndarray,
+    scale: int,
+    pixel_arcsec: float,
+    psf_fwhm_arcsec: float,
+    psf_beta: float,
+    threshold: float = 9.0,
+    gap_margin: int = 3,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """(deviance map, expected input counts, summary) of a predicted rate against the observed input counts."""
     kernel = None
     if scale > 1:
@@ -248,11 +312,25 @@ class FITSPredictionWriter(BasePredictionWriter):
         checkpoint, experiment: provenance for HISTORY.
     """
 
-    def __init__(self, input: str, exposure: str | None = None, exposure_ks: float | None = None,
-                 output: str | None = None, output_dir: str = ".", suffix: str = "pred", scale: int = 2,
-                 transform: torch.nn.Module | None = None, psf_fwhm_arcsec: float = 6.0, psf_beta: float = 1.5,
-                 consistency_threshold: float = 9.0, gap_margin: int = 3, checkpoint: str | None = None,
-                 experiment: str | None = None, detector_mask: str = "auto", pixel_arcsec: float | None = None) -> None:
+    def __init__(
+        self,
+        input: str,
+        exposure: str | None = None,
+        exposure_ks: float | None = None,
+        output: str | None = None,
+        output_dir: str = ".",
+        suffix: str = "pred",
+        scale: int = 2,
+        transform: torch.nn.Module | None = None,
+        psf_fwhm_arcsec: float = 6.0,
+        psf_beta: float = 1.5,
+        consistency_threshold: float = 9.0,
+        gap_margin: int = 3,
+        checkpoint: str | None = None,
+        experiment: str | None = None,
+        detector_mask: str = "auto",
+        pixel_arcsec: float | None = None,
+    ) -> None:
         super().__init__(write_interval="batch")
         self.input, self.exposure, self.exposure_ks = input, exposure, exposure_ks
         self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
@@ -270,7 +348,7 @@ class FITSPredictionWriter(BasePredictionWriter):
         name = input_path.name
         for suf in FITS_SUFFIXES:
             if name.lower().endswith(suf):
-                name = name[:-len(suf)]
+                name = name[: -len(suf)]
                 break
         return (self.output or self.output_dir) / f"{name}_{self.suffix}.fits"
 
@@ -283,30 +361,59 @@ class FITSPredictionWriter(BasePredictionWriter):
             if dst.resolve() == src.resolve():
                 raise ValueError(f"{dst}: output would replace its input; choose another predict.suffix or output")
             if dst.exists():
-                raise FileExistsError(f"{dst}: output file exists; refusing to overwrite it (remove it or choose "
-                                      "another predict.output folder / predict.suffix)")
+                raise FileExistsError(
+                    f"{dst}: output file exists; refusing to overwrite it (remove it or choose "
+                    "another predict.output folder / predict.suffix)"
+                )
         if len(set(self.outputs)) != len(self.outputs):
             raise ValueError("two inputs map to the same output name; rename them or predict them separately")
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Mapping[str, Any], batch_indices, batch: Any,
-                           batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer,
+        pl_module,
+        prediction: Mapping[str, Any],
+        batch_indices,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         for j, index in enumerate(prediction["index"].tolist()):
             self.write_one(int(index), {k: v[j] for k, v in prediction.items() if torch.is_tensor(v) and v.dim() == 4})
 
     def write_one(self, index: int, images: Mapping[str, torch.Tensor]) -> Path:
         """Write the output of input ``index`` from physical-unit images ``{output, d4_1 ...}`` [C, H, W]."""
         src, dst = self.inputs[index], self.outputs[index]
-        obs = read_observation(src, exposure_for(src, self.exposure, len(self.inputs)), self.exposure_ks,
-                               detector_mask=self.detector_mask, pixel_arcsec=self.pixel_arcsec)
+        obs = read_observation(
+            src,
+            exposure_for(src, self.exposure, len(self.inputs)),
+            self.exposure_ks,
+            detector_mask=self.detector_mask,
+            pixel_arcsec=self.pixel_arcsec,
+        )
         rate = images["output"][0].detach().float().cpu().numpy().astype(np.float64)
         pix = obs.pixel_arcsec
-        dev, expected, s = consistency_maps(rate, obs.counts, obs.exposure_s, self.scale, pix, self.psf_fwhm_arcsec,
-                                            self.psf_beta, self.consistency_threshold, self.gap_margin)
+        dev, expected, s = consistency_maps(
+            rate,
+            obs.counts,
+            obs.exposure_s,
+            self.scale,
+            pix,
+            self.psf_fwhm_arcsec,
+            self.psf_beta,
+            self.consistency_threshold,
+            self.gap_margin,
+        )
         out_wcs = scaled_wcs(obs.wcs, self.scale) if self.scale > 1 else obs.wcs
         extensions: dict[str, tuple] = {}
-        summary = {"lr_consistency": s["ratio"], "lr_mean_deviance": s["mean_deviance"],
-                   "lr_expected_deviance": s["expected_mean"], "lr_frac_above": s["frac_above"],
-                   "lr_expected_frac_above": s["expected_frac_above"], "lr_pixels": float(s["n_pixels"])}
+        summary = {
+            "lr_consistency": s["ratio"],
+            "lr_mean_deviance": s["mean_deviance"],
+            "lr_expected_deviance": s["expected_mean"],
+            "lr_frac_above": s["frac_above"],
+            "lr_expected_frac_above": s["expected_frac_above"],
+            "lr_pixels": float(s["n_pixels"]),
+        }
         d4_present = [k for k in D4_KEYS if k in images]
         if d4_present:
             stack = np.stack([rate] + [images[k][0].detach().float().cpu().numpy() for k in d4_present])
@@ -318,29 +425,38 @@ class FITSPredictionWriter(BasePredictionWriter):
 
         def card(v: float) -> float:
             return float(v) if math.isfinite(v) else -1.0
-        cards = {"PREDSCAL": (self.scale, "output pixels per input pixel (per axis)"),
-                 "LRDEVRAT": (card(s["ratio"]), "LR consistency: mean deviance / expectation"),
-                 "LRDEVMEA": (card(s["mean_deviance"]), "mean Poisson deviance of the input counts"),
-                 "LRDEVEXP": (card(s["expected_mean"]), "its expectation under the prediction"),
-                 "LRDEVFRA": (card(s["frac_above"]), f"fraction of LR_DEV > {self.consistency_threshold:g}"),
-                 "LRDEVFEX": (card(s["expected_frac_above"]), "its expectation"),
-                 "LRDEVNPX": (int(s["n_pixels"]), "input pixels used (exposed, off gap edges)")}
+
+        cards = {
+            "PREDSCAL": (self.scale, "output pixels per input pixel (per axis)"),
+            "LRDEVRAT": (card(s["ratio"]), "LR consistency: mean deviance / expectation"),
+            "LRDEVMEA": (card(s["mean_deviance"]), "mean Poisson deviance of the input counts"),
+            "LRDEVEXP": (card(s["expected_mean"]), "its expectation under the prediction"),
+            "LRDEVFRA": (card(s["frac_above"]), f"fraction of LR_DEV > {self.consistency_threshold:g}"),
+            "LRDEVFEX": (card(s["expected_frac_above"]), "its expectation"),
+            "LRDEVNPX": (int(s["n_pixels"]), "input pixels used (exposed, off gap edges)"),
+        }
         if "ensemble_rel_std" in summary:
             cards["ENSRELSD"] = (summary["ensemble_rel_std"], "sum ENS_STD / sum prediction (8 flips/rot)")
-        history = [f"lit_sr prediction ({self.experiment or 'model'}, x{self.scale}) of {src.name}",
-                   f"checkpoint: {self.checkpoint}",
-                   f"scaling: {type(self.transform).__name__}({self.transform.extra_repr() if self.transform is not None else ''})"
-                   " applied to counts/exposure (count/s); output = inverse scaling of the net output",
-                   f"exposure: {obs.exposure_source}",
-                   f"BUNIT count/s per output pixel; {'celestial' if obs.celestial else 'detector (no celestial)'} "
-                   "WCS of the input; x2: CDELT / 2, CRPIX' = 2 CRPIX - 0.5 (positions kept)",
-                   f"pixel size of the input: {obs.pixel_arcsec:.4g} arcsec",
-                   "extensions: ENS_STD (self-ensemble std), LR_DEV (Poisson deviance vs input), LR_EXPCT"]
+        history = [
+            f"lit_sr prediction ({self.experiment or 'model'}, x{self.scale}) of {src.name}",
+            f"checkpoint: {self.checkpoint}",
+            f"scaling: {type(self.transform).__name__}({self.transform.extra_repr() if self.transform is not None else ''})"
+            " applied to counts/exposure (count/s); output = inverse scaling of the net output",
+            f"exposure: {obs.exposure_source}",
+            f"BUNIT count/s per output pixel; {'celestial' if obs.celestial else 'detector (no celestial)'} "
+            "WCS of the input; x2: CDELT / 2, CRPIX' = 2 CRPIX - 0.5 (positions kept)",
+            f"pixel size of the input: {obs.pixel_arcsec:.4g} arcsec",
+            "extensions: ENS_STD (self-ensemble std), LR_DEV (Poisson deviance vs input), LR_EXPCT",
+        ]
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_fits(dst, rate, obs.header, out_wcs, "count/s", cards, history, extensions)
         self.summaries[str(dst)] = summary
-        log.info("Wrote %s (LR consistency %.3g%s)", dst, s["ratio"],
-                 f", ensemble rel. std {summary['ensemble_rel_std']:.3g}" if "ensemble_rel_std" in summary else "")
+        log.info(
+            "Wrote %s (LR consistency %.3g%s)",
+            dst,
+            s["ratio"],
+            f", ensemble rel. std {summary['ensemble_rel_std']:.3g}" if "ensemble_rel_std" in summary else "",
+        )
         return dst
 
     def on_predict_end(self, trainer, pl_module) -> None:

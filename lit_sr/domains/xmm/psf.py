@@ -57,8 +57,12 @@ class KingPSF:
             raise ValueError(f"KingPSF beta must be > 0, got {self.beta}")
 
     @classmethod
-    def from_fwhm(cls, fwhm_arcsec: float = DEFAULT_FWHM_ARCSEC, beta: float = DEFAULT_BETA,
-                  truncation_arcsec: float = DEFAULT_TRUNCATION_ARCSEC) -> KingPSF:
+    def from_fwhm(
+        cls,
+        fwhm_arcsec: float = DEFAULT_FWHM_ARCSEC,
+        beta: float = DEFAULT_BETA,
+        truncation_arcsec: float = DEFAULT_TRUNCATION_ARCSEC,
+    ) -> KingPSF:
         return cls(king_core_radius(fwhm_arcsec, beta), beta, truncation_arcsec)
 
     @property
@@ -78,7 +82,7 @@ class KingPSF:
     def _cumulative(self, radius_arcsec: np.ndarray) -> np.ndarray:
         """Integral of the untruncated profile over a disc of the given radius (arcsec^2)."""
         x2 = (np.asarray(radius_arcsec, dtype=np.float64) / self.core_radius_arcsec) ** 2
-        rc2 = self.core_radius_arcsec ** 2
+        rc2 = self.core_radius_arcsec**2
         if abs(self.beta - 1.0) < 1e-12:
             return math.pi * rc2 * np.log1p(x2)
         return math.pi * rc2 / (self.beta - 1.0) * (1.0 - (1.0 + x2) ** (1.0 - self.beta))
@@ -96,8 +100,13 @@ class KingPSF:
         """Sub-pixels per axis: at least 8, and >= 8 per core radius."""
         return max(8, math.ceil(8.0 * pixel_arcsec / self.core_radius_arcsec))
 
-    def kernel(self, pixel_arcsec: float, oversample: int | None = None,
-               offset_pix: tuple[float, float] = (0.0, 0.0), half_size: int | None = None) -> np.ndarray:
+    def kernel(
+        self,
+        pixel_arcsec: float,
+        oversample: int | None = None,
+        offset_pix: tuple[float, float] = (0.0, 0.0),
+        half_size: int | None = None,
+    ) -> np.ndarray:
         """Pixel-integrated PSF as a (2H+1, 2H+1) float64 array summing to one.
 
         ``offset_pix`` = (dy, dx): source position relative to the centre pixel [H, H], in pixels.
@@ -110,7 +119,7 @@ class KingPSF:
         if half_size is None:
             half_size = math.ceil(self.truncation_arcsec / pixel_arcsec + 0.5 + max(abs(dy), abs(dx)))
         n = 2 * half_size + 1
-        sub = (np.arange(n * os_) + 0.5) / os_ - half_size - 0.5      # sub-pixel centres, pixels
+        sub = (np.arange(n * os_) + 0.5) / os_ - half_size - 0.5  # sub-pixel centres, pixels
         yy = (sub - dy)[:, None]
         xx = (sub - dx)[None, :]
         vals = self.profile(np.hypot(yy, xx) * pixel_arcsec)
@@ -119,24 +128,25 @@ class KingPSF:
 
 
 @lru_cache(maxsize=16)
-def _phase_stamps_cached(core_radius_arcsec: float, beta: float, truncation_arcsec: float,
-                         pixel_arcsec: float, phases: int) -> np.ndarray:
+def _phase_stamps_cached(
+    core_radius_arcsec: float, beta: float, truncation_arcsec: float, pixel_arcsec: float, phases: int
+) -> np.ndarray:
     psf = KingPSF(core_radius_arcsec, beta, truncation_arcsec)
     fine = pixel_arcsec / phases
-    r_fine = math.floor(truncation_arcsec / fine)           # last fine offset with flux
-    half = math.ceil(r_fine / phases)                            # stamp half size, pixels
-    a = half * phases + phases                                   # fine-array half size
+    r_fine = math.floor(truncation_arcsec / fine)  # last fine offset with flux
+    half = math.ceil(r_fine / phases)  # stamp half size, pixels
+    a = half * phases + phases  # fine-array half size
     o = np.arange(-a, a + 1)
     kf = psf.profile(np.hypot(o[:, None], o[None, :]) * fine)
-    kf /= kf.sum()                                               # midpoint rule, sub-pixel = fine pixel
+    kf /= kf.sum()  # midpoint rule, sub-pixel = fine pixel
     n = 2 * half + 1
     out = np.empty((phases, phases, n, n))
     for py in range(phases):
         s = a - half * phases - py
-        rows = kf[s:s + n * phases].reshape(n, phases, -1).sum(axis=1)
+        rows = kf[s : s + n * phases].reshape(n, phases, -1).sum(axis=1)
         for px in range(phases):
             t = a - half * phases - px
-            out[py, px] = rows[:, t:t + n * phases].reshape(n, n, phases).sum(axis=2)
+            out[py, px] = rows[:, t : t + n * phases].reshape(n, n, phases).sum(axis=2)
     out.setflags(write=False)
     return out
 
@@ -150,12 +160,14 @@ def phase_stamps(psf: KingPSF, pixel_arcsec: float, phases: int) -> np.ndarray:
     sub-pixel (py, px) of that pixel. Each stamp holds the whole truncated PSF, so it sums to one
     (to rounding). Cached per (PSF, pixel size, phases).
     """
-    return _phase_stamps_cached(float(psf.core_radius_arcsec), float(psf.beta), float(psf.truncation_arcsec),
-                                float(pixel_arcsec), int(phases))
+    return _phase_stamps_cached(
+        float(psf.core_radius_arcsec), float(psf.beta), float(psf.truncation_arcsec), float(pixel_arcsec), int(phases)
+    )
 
 
-def cauchy_matching_kernel(psf_lr: KingPSF, psf_hr: KingPSF, hr_pixel_arcsec: float,
-                           half_size: int | None = None) -> np.ndarray:
+def cauchy_matching_kernel(
+    psf_lr: KingPSF, psf_hr: KingPSF, hr_pixel_arcsec: float, half_size: int | None = None
+) -> np.ndarray:
     """Analytic matching kernel for beta = 1.5: King(r_c,LR - r_c,HR) sampled at HR pixel centres."""
     if abs(psf_lr.beta - 1.5) > 1e-9 or abs(psf_hr.beta - 1.5) > 1e-9:
         raise ValueError("the Cauchy matching kernel is exact only for beta = 1.5 (use method='fourier')")
@@ -169,8 +181,14 @@ def cauchy_matching_kernel(psf_lr: KingPSF, psf_hr: KingPSF, hr_pixel_arcsec: fl
     return k / k.sum()
 
 
-def matching_kernel(psf_lr: KingPSF, psf_hr: KingPSF, hr_pixel_arcsec: float, method: str = "fourier",
-                    half_size: int | None = None, regularization: float = 1e-6) -> np.ndarray:
+def matching_kernel(
+    psf_lr: KingPSF,
+    psf_hr: KingPSF,
+    hr_pixel_arcsec: float,
+    method: str = "fourier",
+    half_size: int | None = None,
+    regularization: float = 1e-6,
+) -> np.ndarray:
     """Kernel K on the HR grid with PSF_HR ⊛ K ≈ PSF_LR (both pixel-integrated on the HR grid).
 
     ``method='fourier'``: K = IFFT[ P_LR conj(P_HR) / (|P_HR|^2 + eps max|P_HR|^2) ] on a zero-padded
@@ -190,12 +208,12 @@ def matching_kernel(psf_lr: KingPSF, psf_hr: KingPSF, hr_pixel_arcsec: float, me
     def centred_fft(a: np.ndarray) -> np.ndarray:
         c = a.shape[0] // 2
         buf = np.zeros((n, n))
-        buf[:a.shape[0], :a.shape[1]] = a
-        return np.fft.rfft2(np.roll(buf, (-c, -c), axis=(0, 1)))   # centre pixel -> index 0
+        buf[: a.shape[0], : a.shape[1]] = a
+        return np.fft.rfft2(np.roll(buf, (-c, -c), axis=(0, 1)))  # centre pixel -> index 0
 
     ft, fp = centred_fft(t), centred_fft(p)
     eps = regularization * float(np.max(np.abs(fp)) ** 2)
     k = np.fft.irfft2(ft * np.conj(fp) / (np.abs(fp) ** 2 + eps), s=(n, n))
-    k = np.roll(k, (h, h), axis=(0, 1))[:2 * h + 1, :2 * h + 1]
-    k = np.clip(k, 0.0, None)        # ringing at the 1e-6 level; a kernel of optics is non-negative
+    k = np.roll(k, (h, h), axis=(0, 1))[: 2 * h + 1, : 2 * h + 1]
+    k = np.clip(k, 0.0, None)  # ringing at the 1e-6 level; a kernel of optics is non-negative
     return k / k.sum()

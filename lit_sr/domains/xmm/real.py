@@ -62,11 +62,11 @@ class RealPair:
     """One observation: the 20 ks slice and the held-out counts (full - slice) on the same grid."""
 
     obsid: str
-    slice_counts: np.ndarray        # counts [H, W]
-    heldout_counts: np.ndarray      # counts [H, W] (full - slice)
+    slice_counts: np.ndarray  # counts [H, W]
+    heldout_counts: np.ndarray  # counts [H, W] (full - slice)
     slice_exposure_s: float
     heldout_exposure_s: float
-    mask: np.ndarray                # exposed pixels (bool [H, W]), from the full observation
+    mask: np.ndarray  # exposed pixels (bool [H, W]), from the full observation
     pixel_arcsec: float
     slice_path: Path
     full_path: Path
@@ -96,8 +96,12 @@ def load_pairs(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full"
     """Every ObsID with a file in both ``<data>/20ks`` and ``<data>/full`` (matched by the leading digits)."""
     data = Path(data)
     if not (data / slice_dir).is_dir() or not (data / full_dir).is_dir():
-        raise DataFileError(data, None, f"expected sub-folders '{slice_dir}/' (time slices) and '{full_dir}/' "
-                                        "(whole observations) of FITS counts images")
+        raise DataFileError(
+            data,
+            None,
+            f"expected sub-folders '{slice_dir}/' (time slices) and '{full_dir}/' "
+            "(whole observations) of FITS counts images",
+        )
 
     def by_obsid(folder: Path) -> dict[str, Path]:
         out: dict[str, Path] = {}
@@ -105,7 +109,9 @@ def load_pairs(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full"
             m = re.match(r"(\d{10})", p.name)
             if m and p.name.lower().endswith((".fits", ".fits.gz")):
                 if m.group(1) in out:
-                    raise DataFileError(p, None, f"a second file of ObsID {m.group(1)} in {folder} ({out[m.group(1)].name})")
+                    raise DataFileError(
+                        p, None, f"a second file of ObsID {m.group(1)} in {folder} ({out[m.group(1)].name})"
+                    )
                 out[m.group(1)] = p
         return out
 
@@ -119,23 +125,43 @@ def load_pairs(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full"
         s_obs = read_observation(s_path, exposure_ks=1.0, detector_mask="none")
         f_obs = read_observation(f_path, exposure_ks=1.0, detector_mask="none")
         if s_obs.shape != f_obs.shape:
-            raise DataFileError(f_path, "HDU 0", f"shape {f_obs.shape} differs from the slice {s_path.name} {s_obs.shape}")
+            raise DataFileError(
+                f_path, "HDU 0", f"shape {f_obs.shape} differs from the slice {s_path.name} {s_obs.shape}"
+            )
         heldout = f_obs.counts.astype(np.float64) - s_obs.counts.astype(np.float64)
         if (heldout < 0).any():
-            raise DataFileError(f_path, "HDU 0", f"{int((heldout < 0).sum())} pixels have fewer counts than in the slice "
-                                                 f"{s_path.name}; expected the slice's events to be a subset")
+            raise DataFileError(
+                f_path,
+                "HDU 0",
+                f"{int((heldout < 0).sum())} pixels have fewer counts than in the slice "
+                f"{s_path.name}; expected the slice's events to be a subset",
+            )
         t_s, t_f = _exposure_s(s_path), _exposure_s(f_path)
         if t_f <= t_s:
             raise DataFileError(f_path, "HDU 0 EXPOSURE", f"{t_f:g} s is not longer than the slice's {t_s:g} s")
-        pairs.append(RealPair(obsid, s_obs.counts.astype(np.float64), heldout, t_s, t_f - t_s,
-                              estimate_detector_mask(f_obs.counts), s_obs.pixel_arcsec, s_path, f_path, s_obs.header))
+        pairs.append(
+            RealPair(
+                obsid,
+                s_obs.counts.astype(np.float64),
+                heldout,
+                t_s,
+                t_f - t_s,
+                estimate_detector_mask(f_obs.counts),
+                s_obs.pixel_arcsec,
+                s_path,
+                f_path,
+                s_obs.header,
+            )
+        )
     return pairs
 
 
 # ------------------------------------------------------------------------------------------------ scores
 
-def score(rate: np.ndarray, pair: RealPair, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-          ) -> dict[str, float]:
+
+def score(
+    rate: np.ndarray, pair: RealPair, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, float]:
     """Held-out scores of a predicted rate (counts/s per input pixel) on ``pair`` (see the module doc)."""
     m = pair.mask
     t_h = pair.heldout_exposure_s
@@ -144,12 +170,15 @@ def score(rate: np.ndarray, pair: RealPair, transform: Callable[[torch.Tensor], 
     mu = np.maximum(r * t_h, MU_FLOOR)
     dev = poisson_deviance(k, mu)
     r_h = k / t_h
-    noise = float(np.mean(k)) / t_h**2                       # E[(k/T - lambda)^2] estimated by k / T^2
+    noise = float(np.mean(k)) / t_h**2  # E[(k/T - lambda)^2] estimated by k / T^2
     r_raw = pair.raw_rate[m]
     se, se_raw = float(np.mean((r - r_h) ** 2)), float(np.mean((r_raw - r_h) ** 2))
-    out = {"deviance": float(np.mean(dev)), "count_ratio": float(np.sum(r) * t_h / max(np.sum(k), 1.0)),
-           "se_ratio": (se - noise) / (se_raw - noise) if se_raw > noise else float("nan"),
-           "se_minus_raw": se - se_raw}
+    out = {
+        "deviance": float(np.mean(dev)),
+        "count_ratio": float(np.sum(r) * t_h / max(np.sum(k), 1.0)),
+        "se_ratio": (se - noise) / (se_raw - noise) if se_raw > noise else float("nan"),
+        "se_minus_raw": se - se_raw,
+    }
     if transform is not None:
         a = transform(torch.from_numpy(r)).numpy()
         b = transform(torch.from_numpy(r_h)).numpy()
@@ -160,8 +189,10 @@ def score(rate: np.ndarray, pair: RealPair, transform: Callable[[torch.Tensor], 
 
 # ------------------------------------------------------------------------------------------------ baselines
 
-def simulated_validation(sim_root: str | Path, max_fields: int | None = None
-                         ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+
+def simulated_validation(
+    sim_root: str | Path, max_fields: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """(input rates, input exposures, target counts, target exposures) of the simulated validation split
     (``<sim_root>/val/input_20ks`` and ``val/target_50ks``: the DN pair, two independent exposures)."""
     from lit_sr.domains.xmm.data import count_rate, read_image_file
@@ -169,8 +200,11 @@ def simulated_validation(sim_root: str | Path, max_fields: int | None = None
     root = Path(sim_root)
     files = sorted((root / "val" / "input_20ks").glob("field_*.fits"))[:max_fields]
     if not files:
-        raise DataFileError(root / "val" / "input_20ks", None, "no simulated validation fields (field_*.fits); run "
-                                                               "a training of xmm_dn once to simulate them")
+        raise DataFileError(
+            root / "val" / "input_20ks",
+            None,
+            "no simulated validation fields (field_*.fits); run a training of xmm_dn once to simulate them",
+        )
     rates, exps, tgt, texp = [], [], [], []
     for f in files:
         a = read_image_file(f, optional=())
@@ -194,9 +228,15 @@ def tune_sigma_real(pairs: Sequence[RealPair], grid: Sequence[float]) -> tuple[f
     """The oracle: the width with the lowest held-out deviance on the real files themselves."""
     from lit_sr.domains.xmm.baselines import tune_sigma
 
-    return tune_sigma([p.raw_rate for p in pairs], [p.heldout_counts for p in pairs], grid,
-                      exposures=[p.slice_exposure_map for p in pairs], masks=[p.mask for p in pairs],
-                      loss="poisson", reference_exposures=[p.heldout_exposure_map for p in pairs])
+    return tune_sigma(
+        [p.raw_rate for p in pairs],
+        [p.heldout_counts for p in pairs],
+        grid,
+        exposures=[p.slice_exposure_map for p in pairs],
+        masks=[p.mask for p in pairs],
+        loss="poisson",
+        reference_exposures=[p.heldout_exposure_map for p in pairs],
+    )
 
 
 def smoothed(pair: RealPair, sigma_px: float) -> np.ndarray:
@@ -206,6 +246,7 @@ def smoothed(pair: RealPair, sigma_px: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ models
+
 
 @dataclass
 class LoadedModel:
@@ -238,13 +279,21 @@ def load_model(checkpoint: str | Path) -> LoadedModel:
     module.load_state_dict(state["state_dict"], strict=True)
     module.eval()
     transform = instantiate(OmegaConf.to_container(cfg.data.transform, resolve=True))
-    return LoadedModel(module, transform, int(cfg.data.scale), int(cfg.data.patch_size),
-                       float(cfg.data.exposure_norm_ks), ckpt, str(cfg.get("experiment_name", "model")))
+    return LoadedModel(
+        module,
+        transform,
+        int(cfg.data.scale),
+        int(cfg.data.patch_size),
+        float(cfg.data.exposure_norm_ks),
+        ckpt,
+        str(cfg.get("experiment_name", "model")),
+    )
 
 
 @torch.no_grad()
-def model_rate(model: LoadedModel, pair: RealPair, self_ensemble: bool = False, batch_size: int = 16
-               ) -> tuple[np.ndarray, np.ndarray]:
+def model_rate(
+    model: LoadedModel, pair: RealPair, self_ensemble: bool = False, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """(rate on the model's output grid, the same summed back to the input grid), counts/s per pixel.
     With ``self_ensemble`` the mean of the 8 flips/rotations."""
     from lit_sr.domains.xmm.data import model_input
@@ -265,11 +314,12 @@ def model_rate(model: LoadedModel, pair: RealPair, self_ensemble: bool = False, 
 
 # ------------------------------------------------------------------------------------------------ sim-to-real
 
-COUNT_BINS = (0, 1, 2, 3, 6, 21, 41, np.inf)      # counts-per-pixel histogram edges: 0, 1, 2, 3-5, 6-20, 21-40, >40
+COUNT_BINS = (0, 1, 2, 3, 6, 21, 41, np.inf)  # counts-per-pixel histogram edges: 0, 1, 2, 3-5, 6-20, 21-40, >40
 
 
-def image_statistics(counts: Sequence[np.ndarray], exposures_s: Sequence[np.ndarray], pixel_arcsec: float
-                     ) -> dict[str, float]:
+def image_statistics(
+    counts: Sequence[np.ndarray], exposures_s: Sequence[np.ndarray], pixel_arcsec: float
+) -> dict[str, float]:
     """Statistics of 20 ks counts images (pooled over the images) for the simulator-vs-real comparison:
     field size, counts-per-pixel histogram of the exposed pixels, flat background (counts/s/arcmin^2, sources
     clipped), 5-sigma detections per deg^2 and their net counts in a 3-pixel radius, and extended emission
@@ -293,12 +343,14 @@ def image_statistics(counts: Sequence[np.ndarray], exposures_s: Sequence[np.ndar
         hist += np.histogram(v, bins=COUNT_BINS)[0]
         n_pix += v.size
         area += v.size * pix_arcmin2
-        b = estimate_background_rate(c, e)                       # counts/s/pixel
+        b = estimate_background_rate(c, e)  # counts/s/pixel
         bkg_rates.append(b / pix_arcmin2)
         bc = b * e
         total += v.sum()
         src_counts += max(v.sum() - bc[live].sum(), 0.0)
-        sm = ndimage.gaussian_filter(np.where(live, c, 0.0), 4.0) / np.maximum(ndimage.gaussian_filter(live * 1.0, 4.0), 1e-6)
+        sm = ndimage.gaussian_filter(np.where(live, c, 0.0), 4.0) / np.maximum(
+            ndimage.gaussian_filter(live * 1.0, 4.0), 1e-6
+        )
         bright_area += float((sm[live] > 3 * b * e[live]).sum()) * pix_arcmin2
         pos, _ = detect_sources(c * live, bc * live, 5.0)
         n_det += len(pos)
@@ -306,13 +358,20 @@ def image_statistics(counts: Sequence[np.ndarray], exposures_s: Sequence[np.ndar
         for x, y in pos:
             net_counts.append(float(net[int(round(y)), int(round(x))]))
     net_counts_arr = np.asarray(net_counts) if net_counts else np.zeros(1)
-    out = {"images": float(len(counts)), "field_px": float(np.mean([np.asarray(c).shape[0] for c in counts])),
-           "pixel_arcsec": pixel_arcsec, "exposed_arcmin2_per_image": area / len(counts),
-           "mean_counts_per_pixel": total / n_pix, "background_per_arcmin2_s": float(np.median(bkg_rates)),
-           "detections_per_deg2": n_det / (area / 3600.0), "detections": float(n_det),
-           "det_net_counts_median": float(np.median(net_counts_arr)),
-           "det_net_counts_p90": float(np.percentile(net_counts_arr, 90)),
-           "bright_area_fraction": bright_area / area, "source_count_fraction": src_counts / total}
+    out = {
+        "images": float(len(counts)),
+        "field_px": float(np.mean([np.asarray(c).shape[0] for c in counts])),
+        "pixel_arcsec": pixel_arcsec,
+        "exposed_arcmin2_per_image": area / len(counts),
+        "mean_counts_per_pixel": total / n_pix,
+        "background_per_arcmin2_s": float(np.median(bkg_rates)),
+        "detections_per_deg2": n_det / (area / 3600.0),
+        "detections": float(n_det),
+        "det_net_counts_median": float(np.median(net_counts_arr)),
+        "det_net_counts_p90": float(np.percentile(net_counts_arr, 90)),
+        "bright_area_fraction": bright_area / area,
+        "source_count_fraction": src_counts / total,
+    }
     labels = ["0", "1", "2", "3-5", "6-20", "21-40", ">40"]
     out.update({f"frac_pixels_{lab}": float(h / n_pix) for lab, h in zip(labels, hist)})
     return out
@@ -326,16 +385,22 @@ def sim_to_real_table(sim_root: str | Path, pairs: Sequence[RealPair], sim_pixel
     real = {p.obsid: image_statistics([p.slice_counts], [p.slice_exposure_map], p.pixel_arcsec) for p in pairs}
     cols = ["simulated (val, pooled)", *real]
     stats_all = [sim, *real.values()]
-    rows = [("field (pixels a side)", "field_px", ".0f"), ("pixel (arcsec)", "pixel_arcsec", ".2f"),
-            ("exposed area per image (arcmin^2)", "exposed_arcmin2_per_image", ".1f"),
-            ("mean counts per exposed pixel", "mean_counts_per_pixel", ".3f"),
-            *[(f"pixels with {lab} counts", f"frac_pixels_{lab}", ".3f") for lab in ("0", "1", "2", "3-5", "6-20", "21-40", ">40")],
-            ("background (counts/s/arcmin^2)", "background_per_arcmin2_s", ".2e"),
-            ("5-sigma detections per deg^2", "detections_per_deg2", ".0f"),
-            ("detections: median net counts (r = 3 px)", "det_net_counts_median", ".0f"),
-            ("detections: 90th percentile net counts", "det_net_counts_p90", ".0f"),
-            ("area brighter than 3x background (4 px smoothing)", "bright_area_fraction", ".3f"),
-            ("fraction of counts above the background", "source_count_fraction", ".3f")]
+    rows = [
+        ("field (pixels a side)", "field_px", ".0f"),
+        ("pixel (arcsec)", "pixel_arcsec", ".2f"),
+        ("exposed area per image (arcmin^2)", "exposed_arcmin2_per_image", ".1f"),
+        ("mean counts per exposed pixel", "mean_counts_per_pixel", ".3f"),
+        *[
+            (f"pixels with {lab} counts", f"frac_pixels_{lab}", ".3f")
+            for lab in ("0", "1", "2", "3-5", "6-20", "21-40", ">40")
+        ],
+        ("background (counts/s/arcmin^2)", "background_per_arcmin2_s", ".2e"),
+        ("5-sigma detections per deg^2", "detections_per_deg2", ".0f"),
+        ("detections: median net counts (r = 3 px)", "det_net_counts_median", ".0f"),
+        ("detections: 90th percentile net counts", "det_net_counts_p90", ".0f"),
+        ("area brighter than 3x background (4 px smoothing)", "bright_area_fraction", ".3f"),
+        ("fraction of counts above the background", "source_count_fraction", ".3f"),
+    ]
     lines = ["| statistic (20 ks) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(format(st[key], fmt) for st in stats_all) + " |")
@@ -344,8 +409,12 @@ def sim_to_real_table(sim_root: str | Path, pairs: Sequence[RealPair], sim_pixel
 
 # ------------------------------------------------------------------------------------------------ report
 
-def evaluate(pairs: Sequence[RealPair], predictions: Mapping[str, Mapping[str, np.ndarray]],
-             transform: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, dict[str, dict[str, float]]]:
+
+def evaluate(
+    pairs: Sequence[RealPair],
+    predictions: Mapping[str, Mapping[str, np.ndarray]],
+    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> dict[str, dict[str, dict[str, float]]]:
     """{method: {obsid | 'mean': scores}} for ``predictions[method][obsid]`` (rates on the input grid)."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method, by_obs in predictions.items():
@@ -356,8 +425,9 @@ def evaluate(pairs: Sequence[RealPair], predictions: Mapping[str, Mapping[str, n
     return table
 
 
-def markdown_table(table: Mapping[str, Mapping[str, Mapping[str, float]]], obsids: Sequence[str], metric: str,
-                   fmt: str) -> str:
+def markdown_table(
+    table: Mapping[str, Mapping[str, Mapping[str, float]]], obsids: Sequence[str], metric: str, fmt: str
+) -> str:
     head = "| method | " + " | ".join(obsids) + " | mean |"
     lines = [head, "|" + "---|" * (len(obsids) + 2)]
     for method, rows in table.items():
@@ -387,17 +457,20 @@ def panel_figure(pair: RealPair, images: Mapping[str, np.ndarray], out_png: Path
     half = (crop or max(h, w)) // 2
     y0, x0 = int(np.clip(cy - half, 0, max(0, h - 2 * half))), int(np.clip(cx - half, 0, max(0, w - 2 * half)))
     pix2 = pair.pixel_arcsec**2
-    vmax = float(np.percentile(ref[y0:y0 + 2 * half, x0:x0 + 2 * half], 99.7)) / pix2 or 1.0
+    vmax = float(np.percentile(ref[y0 : y0 + 2 * half, x0 : x0 + 2 * half], 99.7)) / pix2 or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (name, img) in zip(axes, panels.items()):
         f = img.shape[0] // h
-        cut = img[f * y0:f * (y0 + 2 * half), f * x0:f * (x0 + 2 * half)] / (pix2 / f**2)
+        cut = img[f * y0 : f * (y0 + 2 * half), f * x0 : f * (x0 + 2 * half)] / (pix2 / f**2)
         ax.imshow(np.sqrt(np.clip(cut, 0, None)), origin="lower", cmap="magma", vmin=0, vmax=math.sqrt(vmax))
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"XMM-Newton EPIC-pn {pair.obsid}, 0.5-2 keV: count rate per arcsec$^2$ (sqrt scale), "
-                 f"{2 * half} x {2 * half} input pixels of {pair.pixel_arcsec:.1f}\"", fontsize=9)
+    fig.suptitle(
+        f"XMM-Newton EPIC-pn {pair.obsid}, 0.5-2 keV: count rate per arcsec$^2$ (sqrt scale), "
+        f'{2 * half} x {2 * half} input pixels of {pair.pixel_arcsec:.1f}"',
+        fontsize=9,
+    )
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_png, overwrite=True) as tmp:
@@ -409,11 +482,15 @@ def panel_figure(pair: RealPair, images: Mapping[str, np.ndarray], out_png: Path
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from lit_sr.domains.xmm.baselines import DEFAULT_SIGMA_GRID_PX
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True, help="folder with 20ks/ and full/ FITS counts images")
     ap.add_argument("--dn", action="append", default=[], help="xmm_dn checkpoint (repeatable; label=path allowed)")
     ap.add_argument("--sr", action="append", default=[], help="xmm_sr checkpoint (repeatable; label=path allowed)")
-    ap.add_argument("--sim", default="data/xmm", help="simulated dataset folder (or its parent) for the sim-tuned sigma")
+    ap.add_argument(
+        "--sim", default="data/xmm", help="simulated dataset folder (or its parent) for the sim-tuned sigma"
+    )
     ap.add_argument("--sim-sigma", type=float, default=None, help="use this sim-tuned sigma (px) instead of tuning")
     ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
     ap.add_argument("--out", default="docs", help="folder for xmm_real.md / .json and figures/")
@@ -424,8 +501,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     pairs = load_pairs(args.data)
     obsids = [p.obsid for p in pairs]
-    log.info("real pairs: %s", ", ".join(f"{p.obsid} ({p.slice_exposure_s / 1e3:.1f} + {p.heldout_exposure_s / 1e3:.1f} ks)"
-                                          for p in pairs))
+    log.info(
+        "real pairs: %s",
+        ", ".join(f"{p.obsid} ({p.slice_exposure_s / 1e3:.1f} + {p.heldout_exposure_s / 1e3:.1f} ks)" for p in pairs),
+    )
     grid = list(DEFAULT_SIGMA_GRID_PX)
     sim = Path(args.sim)
     if not (sim / "val").is_dir():
@@ -447,8 +526,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Gaussian, sigma {sigma_real:.2f} px (real-tuned oracle)": {p.obsid: smoothed(p, sigma_real) for p in pairs},
     }
     panel_images: dict[str, dict[str, np.ndarray]] = {
-        p.obsid: {f"Gaussian {sigma_sim:.2f} px (sim)": predictions[f"Gaussian, sigma {sigma_sim:.2f} px (sim-tuned)"][p.obsid]}
-        for p in pairs}
+        p.obsid: {
+            f"Gaussian {sigma_sim:.2f} px (sim)": predictions[f"Gaussian, sigma {sigma_sim:.2f} px (sim-tuned)"][
+                p.obsid
+            ]
+        }
+        for p in pairs
+    }
     transform = None
     timings: dict[str, float] = {}
     for kind, ckpts in (("DN", args.dn), ("SR", args.sr)):
@@ -456,8 +540,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             label, _, path = spec.rpartition("=")
             model = load_model(path)
             transform = transform or model.transform
-            name = f"{kind} {label or model.experiment}" + (" (8-fold ensemble)" if args.self_ensemble else "") + \
-                   (", summed 2x2" if model.scale > 1 else "")
+            name = (
+                f"{kind} {label or model.experiment}"
+                + (" (8-fold ensemble)" if args.self_ensemble else "")
+                + (", summed 2x2" if model.scale > 1 else "")
+            )
             predictions[name] = {}
             t0 = time.perf_counter()
             for p in pairs:
@@ -479,30 +566,66 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pair = next((p for p in pairs if p.obsid == obsid), None)
         if pair is not None:
             figs.append(panel_figure(pair, panel_images[obsid], out / "figures" / f"xmm_real_{obsid}.png"))
-    clip = {p.obsid: float((p.raw_rate[p.mask] > transform.max_value).mean()) for p in pairs} \
-        if hasattr(transform, "max_value") else {}
-    result = {"table": table, "sigma_sim_px": sigma_sim, "sigma_real_px": sigma_real,
-              "curve_sim": {str(k): v for k, v in curve_sim.items()}, "curve_real": {str(k): v for k, v in curve_real.items()},
-              "pairs": {p.obsid: {"slice_ks": p.slice_exposure_s / 1e3, "heldout_ks": p.heldout_exposure_s / 1e3,
-                                  "exposed_fraction": float(p.mask.mean()), "pixel_arcsec": p.pixel_arcsec,
-                                  "slice_counts": float(p.slice_counts[p.mask].sum()),
-                                  "fraction_above_clip": clip.get(p.obsid, float("nan"))} for p in pairs},
-              "timings_s": timings, "self_ensemble": bool(args.self_ensemble), "figures": [str(f) for f in figs],
-              "command": "python -m lit_sr.domains.xmm.real " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    md = [f"Held-out scores on {len(pairs)} real XMM-Newton EPIC-pn observations (20 ks slice -> full - slice), "
-          f"{result['date']}.", "", "`" + result["command"] + "`", "",
-          "Mean held-out Poisson deviance per exposed pixel (lower is better):", "",
-          markdown_table(table, obsids, "deviance", ".4f"), "",
-          "Squared error relative to the raw 20 ks rate, held-out Poisson variance subtracted (< 1 is better):", "",
-          markdown_table(table, obsids, "se_ratio", ".3f"), "",
-          "PSNR (dB) in the scaled space (clip at max_rate, sqrt) against the held-out rate image:", "",
-          markdown_table(table, obsids, "psnr", ".2f"), "",
-          "Predicted / held-out counts summed over the exposed pixels:", "",
-          markdown_table(table, obsids, "count_ratio", ".3f"), "",
-          "Input pixels above the scaling's clip (max_rate): " + ", ".join(f"{k} {v:.1%}" for k, v in clip.items())]
+    clip = (
+        {p.obsid: float((p.raw_rate[p.mask] > transform.max_value).mean()) for p in pairs}
+        if hasattr(transform, "max_value")
+        else {}
+    )
+    result = {
+        "table": table,
+        "sigma_sim_px": sigma_sim,
+        "sigma_real_px": sigma_real,
+        "curve_sim": {str(k): v for k, v in curve_sim.items()},
+        "curve_real": {str(k): v for k, v in curve_real.items()},
+        "pairs": {
+            p.obsid: {
+                "slice_ks": p.slice_exposure_s / 1e3,
+                "heldout_ks": p.heldout_exposure_s / 1e3,
+                "exposed_fraction": float(p.mask.mean()),
+                "pixel_arcsec": p.pixel_arcsec,
+                "slice_counts": float(p.slice_counts[p.mask].sum()),
+                "fraction_above_clip": clip.get(p.obsid, float("nan")),
+            }
+            for p in pairs
+        },
+        "timings_s": timings,
+        "self_ensemble": bool(args.self_ensemble),
+        "figures": [str(f) for f in figs],
+        "command": "python -m lit_sr.domains.xmm.real "
+        + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    md = [
+        f"Held-out scores on {len(pairs)} real XMM-Newton EPIC-pn observations (20 ks slice -> full - slice), "
+        f"{result['date']}.",
+        "",
+        "`" + result["command"] + "`",
+        "",
+        "Mean held-out Poisson deviance per exposed pixel (lower is better):",
+        "",
+        markdown_table(table, obsids, "deviance", ".4f"),
+        "",
+        "Squared error relative to the raw 20 ks rate, held-out Poisson variance subtracted (< 1 is better):",
+        "",
+        markdown_table(table, obsids, "se_ratio", ".3f"),
+        "",
+        "PSNR (dB) in the scaled space (clip at max_rate, sqrt) against the held-out rate image:",
+        "",
+        markdown_table(table, obsids, "psnr", ".2f"),
+        "",
+        "Predicted / held-out counts summed over the exposed pixels:",
+        "",
+        markdown_table(table, obsids, "count_ratio", ".3f"),
+        "",
+        "Input pixels above the scaling's clip (max_rate): " + ", ".join(f"{k} {v:.1%}" for k, v in clip.items()),
+    ]
     if args.sim_to_real:
-        md += ["", "Simulator (validation inputs, 20 ks) against the real 20 ks slices:", "", sim_to_real_table(sim, pairs)]
+        md += [
+            "",
+            "Simulator (validation inputs, 20 ks) against the real 20 ks slices:",
+            "",
+            sim_to_real_table(sim, pairs),
+        ]
     with open(out / "xmm_real.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
     with open(out / "xmm_real.json", "w") as fh:

@@ -90,10 +90,10 @@ from lit_sr.domains.xmm.fits_io import EXPOSURE_EXTNAME, scaled_wcs
 from lit_sr.domains.xmm.psf import KingPSF, phase_stamps
 
 XMM_SIM_VERSION = "1"
-HR_FACTOR = 2              # SR scale (fixed: the sub-pixel lattice below is built for it)
-LR_PHASES = 16             # source-position lattice per LR pixel (8 per HR pixel)
-EXT_FACTOR = 4             # extended sources are rendered on LR / 4 pixels (= HR / 2)
-SUBSAMPLE_LR = 4           # exposure-map sub-samples per LR pixel axis (2 per HR pixel)
+HR_FACTOR = 2  # SR scale (fixed: the sub-pixel lattice below is built for it)
+LR_PHASES = 16  # source-position lattice per LR pixel (8 per HR pixel)
+EXT_FACTOR = 4  # extended sources are rendered on LR / 4 pixels (= HR / 2)
+SUBSAMPLE_LR = 4  # exposure-map sub-samples per LR pixel axis (2 per HR pixel)
 KIND_CODES = {"point": 0, "cluster": 1, "galaxy": 2}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
 MARKER_NAME = "xmm_dataset.json"
@@ -107,9 +107,9 @@ class XMMSimConfig:
     (0.5-2 keV); densities per deg^2 above the minimum rate; exposures in ks."""
 
     # grid and optics
-    lr_size: int = 64                          # LR image side, pixels (HR side = 2 * lr_size)
-    pixel_arcsec: float = 4.1                  # LR pixel (EPIC-pn); HR pixels are pixel_arcsec / 2
-    psf_fwhm_arcsec: float = 6.0               # LR King PSF; the HR target PSF has r_c / 2
+    lr_size: int = 64  # LR image side, pixels (HR side = 2 * lr_size)
+    pixel_arcsec: float = 4.1  # LR pixel (EPIC-pn); HR pixels are pixel_arcsec / 2
+    psf_fwhm_arcsec: float = 6.0  # LR King PSF; the HR target PSF has r_c / 2
     psf_beta: float = 1.5
     psf_truncation_arcsec: float = 60.0
     # exposures (ks)
@@ -117,28 +117,28 @@ class XMMSimConfig:
     exposure_target_ks: float = 50.0
     exposure_sr_ks: float = 100.0
     # pointing and detector
-    vignetting_per_arcmin2: float = 0.0027     # V = 1 - c theta^2 (theta in arcmin)
+    vignetting_per_arcmin2: float = 0.0027  # V = 1 - c theta^2 (theta in arcmin)
     fov_radius_arcmin: float = 13.75
-    max_offaxis_arcmin: float = 8.0            # field centre uniform within this off-axis disc
-    ccd_width_arcmin: float = 64 * 4.1 / 60    # 6 CCD columns
+    max_offaxis_arcmin: float = 8.0  # field centre uniform within this off-axis disc
+    ccd_width_arcmin: float = 64 * 4.1 / 60  # 6 CCD columns
     ccd_height_arcmin: float = 200 * 4.1 / 60  # 2 CCD rows
     chip_gap_arcsec: float = 8.0
-    aimpoint_arcmin: tuple[float, float] = (2.2, 3.0)   # optical axis rel. to array centre (detector x, y)
+    aimpoint_arcmin: tuple[float, float] = (2.2, 3.0)  # optical axis rel. to array centre (detector x, y)
     random_roll: bool = True
-    random_pointing: bool = True               # random (RA, Dec); else (ra_deg, dec_deg)
+    random_pointing: bool = True  # random (RA, Dec); else (ra_deg, dec_deg)
     ra_deg: float = 150.1
     dec_deg: float = 2.2
     # AGN
-    agn_density_per_deg2: float = 400.0        # N(> agn_ref_rate)
+    agn_density_per_deg2: float = 400.0  # N(> agn_ref_rate)
     agn_ref_rate: float = 1.0e-3
-    agn_slope: float = 1.5                     # N(>S) ∝ S^-slope
+    agn_slope: float = 1.5  # N(>S) ∝ S^-slope
     agn_min_rate: float = 1.0e-4
     agn_max_rate: float = 0.3
     # clusters (beta models)
     cluster_density_per_deg2: float = 60.0
     cluster_rate_range: tuple[float, float] = (2.0e-3, 0.1)
     cluster_slope: float = 1.5
-    cluster_core_arcsec_range: tuple[float, float] = (10.0, 60.0)   # log-uniform
+    cluster_core_arcsec_range: tuple[float, float] = (10.0, 60.0)  # log-uniform
     cluster_beta_range: tuple[float, float] = (0.55, 0.8)
     cluster_axis_ratio_range: tuple[float, float] = (0.7, 1.0)
     cluster_truncation_rc: float = 5.0
@@ -147,17 +147,17 @@ class XMMSimConfig:
     galaxy_rate_range: tuple[float, float] = (2.0e-4, 5.0e-3)
     galaxy_slope: float = 1.5
     galaxy_sersic_range: tuple[float, float] = (0.5, 4.0)
-    galaxy_re_arcsec_range: tuple[float, float] = (2.0, 12.0)       # log-uniform
+    galaxy_re_arcsec_range: tuple[float, float] = (2.0, 12.0)  # log-uniform
     galaxy_axis_ratio_range: tuple[float, float] = (0.3, 1.0)
     galaxy_truncation_re: float = 5.0
-    extended_margin_arcsec: float = 120.0      # extended sources are drawn this far outside the field
+    extended_margin_arcsec: float = 120.0  # extended sources are drawn this far outside the field
     # backgrounds (counts/s/arcmin^2)
-    cosmic_bkg_rate: float = 3.0e-3            # vignetted
-    cosmic_bkg_modulation: float = 0.1         # fractional amplitude of the large-scale modulation
-    cosmic_bkg_scale_arcmin: float = 8.0       # shortest wavelength of the modulation
-    particle_bkg_rate: float = 1.5e-3          # not vignetted, not PSF-convolved
+    cosmic_bkg_rate: float = 3.0e-3  # vignetted
+    cosmic_bkg_modulation: float = 0.1  # fractional amplitude of the large-scale modulation
+    cosmic_bkg_scale_arcmin: float = 8.0  # shortest wavelength of the modulation
+    particle_bkg_rate: float = 1.5e-3  # not vignetted, not PSF-convolved
     # output
-    write_expected: bool = False               # add 'EXPECTED' and 'BACKGROUND' (expected counts) HDUs
+    write_expected: bool = False  # add 'EXPECTED' and 'BACKGROUND' (expected counts) HDUs
 
     # derived quantities -------------------------------------------------------------------------
     @property
@@ -197,15 +197,17 @@ class XMMSimConfig:
         return cls(**kw)
 
 
-PRODUCTS = ("input", "target", "sr")          # grid: LR, LR, HR
+PRODUCTS = ("input", "target", "sr")  # grid: LR, LR, HR
 
 
 def product_tags(config: XMMSimConfig) -> dict[str, str]:
     """Folder names per product, e.g. {'input': 'input_20ks', 'target': 'target_50ks', 'sr': 'target_100ks_x2'}."""
-    return {"input": f"input_{config.exposure_input_ks:g}ks",
-            "target": f"target_{config.exposure_target_ks:g}ks",
-            "sr": f"target_{config.exposure_sr_ks:g}ks_x{HR_FACTOR}",
-            "sources": "sources"}
+    return {
+        "input": f"input_{config.exposure_input_ks:g}ks",
+        "target": f"target_{config.exposure_target_ks:g}ks",
+        "sr": f"target_{config.exposure_sr_ks:g}ks_x{HR_FACTOR}",
+        "sources": "sources",
+    }
 
 
 def field_name(index: int) -> str:
@@ -214,6 +216,7 @@ def field_name(index: int) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # random streams
+
 
 def field_streams(seed: int, split: str, index: int) -> dict[str, np.random.Generator]:
     """Independent generators for the sky and each product's noise of field ``index`` of ``split``."""
@@ -227,19 +230,20 @@ def field_streams(seed: int, split: str, index: int) -> dict[str, np.random.Gene
 # ------------------------------------------------------------------------------------------------
 # sky description
 
+
 @dataclass
 class SourceCatalog:
     """True sources. Positions in 0-based LR pixel coordinates; ``extent_arcsec`` is r_c (cluster),
     r_e (galaxy) or 0 (point); ``shape`` is beta (cluster), Sersic n (galaxy) or 0."""
 
-    kind: np.ndarray          # int8 codes, see KIND_CODES
+    kind: np.ndarray  # int8 codes, see KIND_CODES
     x_lr: np.ndarray
     y_lr: np.ndarray
-    rate: np.ndarray          # counts/s (total within truncation for extended sources)
+    rate: np.ndarray  # counts/s (total within truncation for extended sources)
     extent_arcsec: np.ndarray
     shape: np.ndarray
     axis_ratio: np.ndarray
-    pa_deg: np.ndarray        # major-axis position angle from the +x pixel axis, degrees
+    pa_deg: np.ndarray  # major-axis position angle from the +x pixel axis, degrees
 
     @classmethod
     def empty(cls) -> SourceCatalog:
@@ -248,8 +252,7 @@ class SourceCatalog:
 
     @classmethod
     def concat(cls, parts: list[SourceCatalog]) -> SourceCatalog:
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                      for f in dataclasses.fields(cls)})
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)})
 
     def __len__(self) -> int:
         return len(self.rate)
@@ -276,10 +279,10 @@ class FieldSky:
 
     ra_deg: float
     dec_deg: float
-    axis_offset_arcmin: tuple[float, float]   # optical axis relative to the field centre (pixel x, y axes)
-    roll_deg: float                           # detector rotation relative to the pixel axes
+    axis_offset_arcmin: tuple[float, float]  # optical axis relative to the field centre (pixel x, y axes)
+    roll_deg: float  # detector rotation relative to the pixel axes
     sources: SourceCatalog
-    cosmic_modes: np.ndarray                  # [m, 4]: kx, ky (1/arcmin), phase, amplitude
+    cosmic_modes: np.ndarray  # [m, 4]: kx, ky (1/arcmin), phase, amplitude
 
 
 def snap_to_lattice(x_lr: np.ndarray) -> np.ndarray:
@@ -294,8 +297,7 @@ def _power_law_rates(rng: np.random.Generator, n: int, lo: float, hi: float, slo
     return lo * (1.0 - u * (1.0 - (lo / hi) ** slope)) ** (-1.0 / slope)
 
 
-def _expected_number(density_per_deg2_above_lo: float, lo: float, hi: float, slope: float,
-                     area_deg2: float) -> float:
+def _expected_number(density_per_deg2_above_lo: float, lo: float, hi: float, slope: float, area_deg2: float) -> float:
     return density_per_deg2_above_lo * (1.0 - (lo / hi) ** slope) * area_deg2
 
 
@@ -310,7 +312,7 @@ def draw_field(config: XMMSimConfig, rng: np.random.Generator) -> FieldSky:
     pix_deg = c.pixel_arcsec / 3600.0
     if c.random_pointing:
         ra = float(rng.uniform(0.0, 360.0))
-        dec = float(np.degrees(np.arcsin(rng.uniform(-0.85, 0.85))))   # uniform on the sphere, |Dec| < 58 deg
+        dec = float(np.degrees(np.arcsin(rng.uniform(-0.85, 0.85))))  # uniform on the sphere, |Dec| < 58 deg
     else:
         ra, dec = c.ra_deg, c.dec_deg
     r = c.max_offaxis_arcmin * math.sqrt(rng.uniform())
@@ -326,38 +328,65 @@ def draw_field(config: XMMSimConfig, rng: np.random.Generator) -> FieldSky:
     n = rng.poisson(_expected_number(dens_lo, c.agn_min_rate, c.agn_max_rate, c.agn_slope, area))
     x, y = _draw_positions(rng, n, c.lr_size, m)
     z = np.zeros(n)
-    parts.append(SourceCatalog(np.full(n, KIND_CODES["point"], np.int8), x, y,
-                               _power_law_rates(rng, n, c.agn_min_rate, c.agn_max_rate, c.agn_slope), z, z, z + 1, z))
+    parts.append(
+        SourceCatalog(
+            np.full(n, KIND_CODES["point"], np.int8),
+            x,
+            y,
+            _power_law_rates(rng, n, c.agn_min_rate, c.agn_max_rate, c.agn_slope),
+            z,
+            z,
+            z + 1,
+            z,
+        )
+    )
     # extended sources: drawn further out since their light reaches far
     me = m + c.extended_margin_arcsec / c.pixel_arcsec
     area_e = ((c.lr_size + 2 * me) * pix_deg) ** 2
     lo, hi = c.cluster_rate_range
     n = rng.poisson(_expected_number(c.cluster_density_per_deg2, lo, hi, c.cluster_slope, area_e))
     x, y = _draw_positions(rng, n, c.lr_size, me)
-    parts.append(SourceCatalog(
-        np.full(n, KIND_CODES["cluster"], np.int8), x, y, _power_law_rates(rng, n, lo, hi, c.cluster_slope),
-        np.exp(rng.uniform(*np.log(c.cluster_core_arcsec_range), n)), rng.uniform(*c.cluster_beta_range, n),
-        rng.uniform(*c.cluster_axis_ratio_range, n), rng.uniform(0, 180, n)))
+    parts.append(
+        SourceCatalog(
+            np.full(n, KIND_CODES["cluster"], np.int8),
+            x,
+            y,
+            _power_law_rates(rng, n, lo, hi, c.cluster_slope),
+            np.exp(rng.uniform(*np.log(c.cluster_core_arcsec_range), n)),
+            rng.uniform(*c.cluster_beta_range, n),
+            rng.uniform(*c.cluster_axis_ratio_range, n),
+            rng.uniform(0, 180, n),
+        )
+    )
     lo, hi = c.galaxy_rate_range
     n = rng.poisson(_expected_number(c.galaxy_density_per_deg2, lo, hi, c.galaxy_slope, area_e))
     x, y = _draw_positions(rng, n, c.lr_size, me)
-    parts.append(SourceCatalog(
-        np.full(n, KIND_CODES["galaxy"], np.int8), x, y, _power_law_rates(rng, n, lo, hi, c.galaxy_slope),
-        np.exp(rng.uniform(*np.log(c.galaxy_re_arcsec_range), n)), rng.uniform(*c.galaxy_sersic_range, n),
-        rng.uniform(*c.galaxy_axis_ratio_range, n), rng.uniform(0, 180, n)))
+    parts.append(
+        SourceCatalog(
+            np.full(n, KIND_CODES["galaxy"], np.int8),
+            x,
+            y,
+            _power_law_rates(rng, n, lo, hi, c.galaxy_slope),
+            np.exp(rng.uniform(*np.log(c.galaxy_re_arcsec_range), n)),
+            rng.uniform(*c.galaxy_sersic_range, n),
+            rng.uniform(*c.galaxy_axis_ratio_range, n),
+            rng.uniform(0, 180, n),
+        )
+    )
 
     # cosmic background modulation: 3 plane waves with wavelengths >= cosmic_bkg_scale_arcmin
     n_modes = 3
     kmag = rng.uniform(0.25, 1.0, n_modes) / c.cosmic_bkg_scale_arcmin
     kang = rng.uniform(0, 2 * math.pi, n_modes)
     amp = rng.uniform(0.5, 1.0, n_modes)
-    amp = amp / amp.sum()                       # |modulation| <= 1 before scaling
+    amp = amp / amp.sum()  # |modulation| <= 1 before scaling
     modes = np.stack([kmag * np.cos(kang), kmag * np.sin(kang), rng.uniform(0, 2 * math.pi, n_modes), amp], 1)
     return FieldSky(ra, dec, axis, roll, SourceCatalog.concat(parts), modes)
 
 
 # ------------------------------------------------------------------------------------------------
 # WCS
+
 
 def lr_wcs(config: XMMSimConfig, sky: FieldSky) -> WCS:
     """TAN WCS of the LR grid, north up / east left, CRVAL at the field centre."""
@@ -380,12 +409,13 @@ def hr_wcs(config: XMMSimConfig, sky: FieldSky) -> WCS:
 # ------------------------------------------------------------------------------------------------
 # exposure
 
+
 def _subsample_offsets_arcmin(config: XMMSimConfig) -> tuple[np.ndarray, np.ndarray]:
     """Sky offsets (arcmin, pixel x and y axes) from the field centre of the exposure sub-samples."""
     n = config.lr_size * SUBSAMPLE_LR
     x_lr = -0.5 + (np.arange(n) + 0.5) / SUBSAMPLE_LR
     off = (x_lr - (config.lr_size - 1) / 2.0) * config.pixel_arcsec / 60.0
-    return off[None, :], off[:, None]     # u (x) varies along columns, v (y) along rows
+    return off[None, :], off[:, None]  # u (x) varies along columns, v (y) along rows
 
 
 def vignetting(theta_arcmin: np.ndarray, config: XMMSimConfig) -> np.ndarray:
@@ -408,9 +438,9 @@ def live_mask_at(config: XMMSimConfig, theta: np.ndarray, xd: np.ndarray, yd: np
     """True where a sky point falls on a live CCD inside the FOV (not in a chip gap)."""
     w, h, g = config.ccd_width_arcmin, config.ccd_height_arcmin, config.chip_gap_arcsec / 60.0
     live = (theta <= config.fov_radius_arcmin) & (np.abs(xd) < 3 * w) & (np.abs(yd) < h)
-    for k in range(-2, 3):                     # 5 boundaries between the 6 CCD columns
+    for k in range(-2, 3):  # 5 boundaries between the 6 CCD columns
         live &= np.abs(xd - k * w) >= g / 2
-    live &= np.abs(yd) >= g / 2                # boundary between the 2 CCD rows
+    live &= np.abs(yd) >= g / 2  # boundary between the 2 CCD rows
     return live
 
 
@@ -428,9 +458,9 @@ def _block_sum(a: np.ndarray, f: int) -> np.ndarray:
 class ExposureGeometry:
     """Per-pixel exposure factors (dimensionless, per unit exposure time) on both grids."""
 
-    vign_live_lr: np.ndarray    # mean over the pixel of V x live
+    vign_live_lr: np.ndarray  # mean over the pixel of V x live
     vign_live_hr: np.ndarray
-    live_lr: np.ndarray         # live fraction of the pixel (for the particle background)
+    live_lr: np.ndarray  # live fraction of the pixel (for the particle background)
     live_hr: np.ndarray
 
 
@@ -440,12 +470,14 @@ def exposure_geometry(config: XMMSimConfig, sky: FieldSky) -> ExposureGeometry:
     live = live_mask_at(config, theta, xd, yd).astype(np.float64)
     vl = vignetting(theta, config) * live
     f_hr = SUBSAMPLE_LR // HR_FACTOR
-    return ExposureGeometry(_block_mean(vl, SUBSAMPLE_LR), _block_mean(vl, f_hr),
-                            _block_mean(live, SUBSAMPLE_LR), _block_mean(live, f_hr))
+    return ExposureGeometry(
+        _block_mean(vl, SUBSAMPLE_LR), _block_mean(vl, f_hr), _block_mean(live, SUBSAMPLE_LR), _block_mean(live, f_hr)
+    )
 
 
-def exposure_map(config: XMMSimConfig, sky: FieldSky, product: str,
-                 geometry: ExposureGeometry | None = None) -> np.ndarray:
+def exposure_map(
+    config: XMMSimConfig, sky: FieldSky, product: str, geometry: ExposureGeometry | None = None
+) -> np.ndarray:
     """Exposure map in seconds (T x vignetting x live fraction) of ``product`` ('input', 'target', 'sr')."""
     g = geometry or exposure_geometry(config, sky)
     t = config.exposure_ks(product) * 1e3
@@ -455,13 +487,14 @@ def exposure_map(config: XMMSimConfig, sky: FieldSky, product: str,
 # ------------------------------------------------------------------------------------------------
 # rendering
 
+
 def _add_stamp(canvas: np.ndarray, stamp: np.ndarray, top: int, left: int, weight: float) -> None:
     """canvas[top:top+n, left:left+n] += weight * stamp, clipped to the canvas."""
     n0, n1 = stamp.shape
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + n0, canvas.shape[0]), min(left + n1, canvas.shape[1])
     if y0 < y1 and x0 < x1:
-        canvas[y0:y1, x0:x1] += weight * stamp[y0 - top:y1 - top, x0 - left:x1 - left]
+        canvas[y0:y1, x0:x1] += weight * stamp[y0 - top : y1 - top, x0 - left : x1 - left]
 
 
 def render_points(config: XMMSimConfig, sources: SourceCatalog, grid: str) -> np.ndarray:
@@ -476,8 +509,8 @@ def render_points(config: XMMSimConfig, sources: SourceCatalog, grid: str) -> np
     img = np.zeros((size, size))
     pts = np.flatnonzero(sources.kind == KIND_CODES["point"])
     # the fine lattice index is the same on both grids: x_hr = -0.5 + (f + 0.5) / 8 with x_lr = -0.5 + (f + 0.5) / 16
-    fx = np.floor((sources.x_lr[pts] + 0.5) * LR_PHASES).astype(np.int64)   # positions off the lattice
-    fy = np.floor((sources.y_lr[pts] + 0.5) * LR_PHASES).astype(np.int64)   # use their lattice cell
+    fx = np.floor((sources.x_lr[pts] + 0.5) * LR_PHASES).astype(np.int64)  # positions off the lattice
+    fy = np.floor((sources.y_lr[pts] + 0.5) * LR_PHASES).astype(np.int64)  # use their lattice cell
     for i, jx, jy in zip(pts, fx, fy):
         px, phx = divmod(int(jx), phases)
         py, phy = divmod(int(jy), phases)
@@ -489,15 +522,16 @@ def _extended_profile(kind: int, r_ell_arcsec: np.ndarray, extent: float, shape:
     """Unnormalised surface brightness of a cluster (beta model) or galaxy (Sersic) at elliptical radius r."""
     x = r_ell_arcsec / extent
     if kind == KIND_CODES["cluster"]:
-        prof = (1.0 + x ** 2) ** (-3.0 * shape + 0.5)
+        prof = (1.0 + x**2) ** (-3.0 * shape + 0.5)
     else:
-        b_n = special.gammaincinv(2.0 * shape, 0.5)     # half-light radius definition of b_n
+        b_n = special.gammaincinv(2.0 * shape, 0.5)  # half-light radius definition of b_n
         prof = np.exp(-b_n * (x ** (1.0 / shape) - 1.0))
     return np.where(x <= trunc, prof, 0.0)
 
 
-def extended_stamp(config: XMMSimConfig, sources: SourceCatalog, i: int, ext_pixel_arcsec: float,
-                   x_ext: float, y_ext: float) -> tuple[np.ndarray, int, int]:
+def extended_stamp(
+    config: XMMSimConfig, sources: SourceCatalog, i: int, ext_pixel_arcsec: float, x_ext: float, y_ext: float
+) -> tuple[np.ndarray, int, int]:
     """Normalised (sum = rate) intrinsic image of extended source ``i`` on the extended grid.
 
     (x_ext, y_ext): source centre in extended-grid pixel coordinates (0-based). Returns the stamp and
@@ -522,7 +556,7 @@ def extended_stamp(config: XMMSimConfig, sources: SourceCatalog, i: int, ext_pix
     pa = math.radians(float(sources.pa_deg[i]))
     major = dx * math.cos(pa) + dy * math.sin(pa)
     minor = -dx * math.sin(pa) + dy * math.cos(pa)
-    r_ell = np.sqrt(major ** 2 + (minor / q) ** 2)
+    r_ell = np.sqrt(major**2 + (minor / q) ** 2)
     img = _extended_profile(kind, r_ell, extent, shape, trunc).reshape(n, os_, n, os_).sum(axis=(1, 3))
     total = img.sum()
     return img * (float(sources.rate[i]) / total), cy - half, cx - half
@@ -561,7 +595,7 @@ def cosmic_background(config: XMMSimConfig, sky: FieldSky) -> tuple[np.ndarray, 
     """(LR, HR) cosmic-background rate images (counts/s/pixel, before vignetting); LR = 2x2 sum of HR."""
     n = config.hr_size
     x_hr = np.arange(n)
-    off = (x_hr - (n - 1) / 2.0) * config.hr_pixel_arcsec / 60.0     # arcmin from the field centre
+    off = (x_hr - (n - 1) / 2.0) * config.hr_pixel_arcsec / 60.0  # arcmin from the field centre
     u, v = off[None, :], off[:, None]
     mod = np.zeros((n, n))
     for kx, ky, ph, amp in sky.cosmic_modes:
@@ -597,11 +631,12 @@ def expected_rates(config: XMMSimConfig, sky: FieldSky) -> ExpectedRates:
     ext_lr, ext_hr = render_extended(config, sky.sources)
     cos_lr, cos_hr = cosmic_background(config, sky)
     part_lr = config.particle_bkg_rate * (config.pixel_arcsec / 60.0) ** 2
-    return ExpectedRates(pts_lr + ext_lr, pts_hr + ext_hr, cos_lr, cos_hr, part_lr, part_lr / HR_FACTOR ** 2)
+    return ExpectedRates(pts_lr + ext_lr, pts_hr + ext_hr, cos_lr, cos_hr, part_lr, part_lr / HR_FACTOR**2)
 
 
-def expected_counts(config: XMMSimConfig, rates: ExpectedRates, geometry: ExposureGeometry, product: str,
-                    background_only: bool = False) -> np.ndarray:
+def expected_counts(
+    config: XMMSimConfig, rates: ExpectedRates, geometry: ExposureGeometry, product: str, background_only: bool = False
+) -> np.ndarray:
     """Noiseless expected counts per pixel of ``product``: sky rate x exposure map + particle x T x live."""
     t = config.exposure_ks(product) * 1e3
     if product == "sr":
@@ -622,10 +657,10 @@ class SimulatedField:
     sky: FieldSky
     geometry: ExposureGeometry
     rates: ExpectedRates
-    expected: dict[str, np.ndarray]      # product -> expected counts (float64)
-    background: dict[str, np.ndarray]    # product -> expected background counts (cosmic + particle)
-    counts: dict[str, np.ndarray]        # product -> Poisson counts (int32)
-    exposure: dict[str, np.ndarray]      # product -> exposure map (s, float64)
+    expected: dict[str, np.ndarray]  # product -> expected counts (float64)
+    background: dict[str, np.ndarray]  # product -> expected background counts (cosmic + particle)
+    counts: dict[str, np.ndarray]  # product -> Poisson counts (int32)
+    exposure: dict[str, np.ndarray]  # product -> exposure map (s, float64)
 
 
 def simulate_field(config: XMMSimConfig, seed: int, split: str, index: int) -> SimulatedField:
@@ -646,6 +681,7 @@ def simulate_field(config: XMMSimConfig, seed: int, split: str, index: int) -> S
 # ------------------------------------------------------------------------------------------------
 # FITS output
 
+
 def _common_cards(hdr: fits.Header, sim: SimulatedField) -> None:
     c = sim.config
     hdr["TELESCOP"] = (TELESCOP, "simulated XMM-Newton-like data")
@@ -661,8 +697,9 @@ def _common_cards(hdr: fits.Header, sim: SimulatedField) -> None:
     hdr["AXOFFY"] = (round(sim.sky.axis_offset_arcmin[1], 6), "[arcmin] optical axis - field centre, y")
     hdr["BKGCXB"] = (c.cosmic_bkg_rate, "[ct/s/arcmin2] mean cosmic bkg (vignetted)")
     hdr["BKGPART"] = (c.particle_bkg_rate, "[ct/s/arcmin2] particle bkg (not vignetted)")
-    hdr.add_history(f"Simulated by lit_sr.domains.xmm.sim v{XMM_SIM_VERSION}: seed={sim.seed} "
-                    f"split={sim.split} field={sim.index}")
+    hdr.add_history(
+        f"Simulated by lit_sr.domains.xmm.sim v{XMM_SIM_VERSION}: seed={sim.seed} split={sim.split} field={sim.index}"
+    )
     hdr.add_comment("SIMULATED DATA - not an XMM-Newton observation.")
 
 
@@ -677,8 +714,10 @@ def _image_hdus(sim: SimulatedField, product: str, wcs_header: fits.Header, comm
     hdr.extend(common)
     ehdr = wcs_header.copy()
     ehdr["BUNIT"] = "s"
-    hdus = [fits.PrimaryHDU(sim.counts[product].astype(np.int32), header=hdr),
-            fits.ImageHDU(sim.exposure[product].astype(np.float32), header=ehdr, name=EXPOSURE_EXTNAME)]
+    hdus = [
+        fits.PrimaryHDU(sim.counts[product].astype(np.int32), header=hdr),
+        fits.ImageHDU(sim.exposure[product].astype(np.float32), header=ehdr, name=EXPOSURE_EXTNAME),
+    ]
     if c.write_expected:
         for name, arr in (("EXPECTED", sim.expected[product]), ("BACKGROUND", sim.background[product])):
             h = wcs_header.copy()
@@ -694,11 +733,17 @@ def source_table_hdus(sim: SimulatedField, common: fits.Header | None = None) ->
     columns = [  # (name, FITS-compatible dtype, unit, values); a structured array is ~3x faster than fits.Column
         ("SRC_ID", ">i4", "", np.arange(len(s))),
         ("KIND", "S7", "", np.array([KIND_NAMES[int(k)] for k in s.kind], dtype="S7")),
-        ("RA", ">f8", "deg", ra), ("DEC", ">f8", "deg", dec),
-        ("X_LR", ">f8", "pix", s.x_lr), ("Y_LR", ">f8", "pix", s.y_lr),
-        ("X_HR", ">f8", "pix", s.x_hr), ("Y_HR", ">f8", "pix", s.y_hr),
-        ("RATE", ">f8", "count/s", s.rate), ("EXTENT", ">f4", "arcsec", s.extent_arcsec),
-        ("SHAPE", ">f4", "", s.shape), ("AXRATIO", ">f4", "", s.axis_ratio), ("PA", ">f4", "deg", s.pa_deg),
+        ("RA", ">f8", "deg", ra),
+        ("DEC", ">f8", "deg", dec),
+        ("X_LR", ">f8", "pix", s.x_lr),
+        ("Y_LR", ">f8", "pix", s.y_lr),
+        ("X_HR", ">f8", "pix", s.x_hr),
+        ("Y_HR", ">f8", "pix", s.y_hr),
+        ("RATE", ">f8", "count/s", s.rate),
+        ("EXTENT", ">f4", "arcsec", s.extent_arcsec),
+        ("SHAPE", ">f4", "", s.shape),
+        ("AXRATIO", ">f4", "", s.axis_ratio),
+        ("PA", ">f4", "deg", s.pa_deg),
         ("IN_FIELD", "?", "", s.in_field(c.lr_size)),
     ]
     rec = np.zeros(len(s), dtype=[(n, t) for n, t, _, _ in columns])
@@ -726,7 +771,7 @@ def write_field(out_root: Path, sim: SimulatedField) -> None:
     tags = product_tags(sim.config)
     name = field_name(sim.index) + ".fits"
     common = fits.Header()
-    _common_cards(common, sim)          # built once per field: astropy card creation dominates write time
+    _common_cards(common, sim)  # built once per field: astropy card creation dominates write time
     wcs_headers = {"lr": lr_wcs(sim.config, sim.sky).to_header(), "hr": hr_wcs(sim.config, sim.sky).to_header()}
     for product in PRODUCTS:
         hdus = _image_hdus(sim, product, wcs_headers["hr" if product == "sr" else "lr"], common)
@@ -736,6 +781,7 @@ def write_field(out_root: Path, sim: SimulatedField) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # dataset
+
 
 class _Progress:
     """rich progress bar on a TTY, else one plain line every ~10 %."""
@@ -747,6 +793,7 @@ class _Progress:
         self.bar = None
         if self.enabled and sys.stdout.isatty():
             from rich.progress import Progress
+
             self.bar = Progress(transient=False)
             self.bar.start()
             self.task = self.bar.add_task("simulating XMM fields", total=total)
@@ -759,8 +806,10 @@ class _Progress:
             self.bar.advance(self.task)
         elif self.done / self.total >= self.next_report - 1e-9 or self.done == self.total:
             dt = time.perf_counter() - self.t0
-            print(f"xmm sim: {self.done}/{self.total} fields ({100 * self.done / self.total:.0f} %), "
-                  f"{dt:.1f} s", flush=True)
+            print(
+                f"xmm sim: {self.done}/{self.total} fields ({100 * self.done / self.total:.0f} %), {dt:.1f} s",
+                flush=True,
+            )
             while self.next_report <= self.done / self.total + 1e-9:
                 self.next_report += 0.1
 
@@ -782,8 +831,12 @@ def _read_marker(root: Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("complete") is True else None
 
 
-def is_complete_xmm_dataset(root: str | Path, config: XMMSimConfig | None = None, seed: int | None = None,
-                            n_fields: Mapping[str, int] | None = None) -> bool:
+def is_complete_xmm_dataset(
+    root: str | Path,
+    config: XMMSimConfig | None = None,
+    seed: int | None = None,
+    n_fields: Mapping[str, int] | None = None,
+) -> bool:
     """True if ``root`` holds a finished dataset (marker present and every file there); with config / seed /
     n_fields given, also require that they match the ones it was simulated with."""
     root = Path(root)
@@ -804,8 +857,13 @@ def is_complete_xmm_dataset(root: str | Path, config: XMMSimConfig | None = None
     return True
 
 
-def write_xmm_dataset(root: str | Path, n_fields: Mapping[str, int] | None = None,
-                      config: XMMSimConfig | None = None, seed: int = 0, progress: bool = True) -> Path:
+def write_xmm_dataset(
+    root: str | Path,
+    n_fields: Mapping[str, int] | None = None,
+    config: XMMSimConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
     """Simulate ``n_fields`` (split -> count; default train 400, val 50, test 50) into
     ``<root>/<split>/<tag>/field_XXXXXX.fits``, atomically.
 
@@ -821,8 +879,10 @@ def write_xmm_dataset(root: str | Path, n_fields: Mapping[str, int] | None = Non
     if is_complete_xmm_dataset(root, config, seed, n_fields):
         return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root}: exists and is not a complete XMM dataset with this config/seed/n_fields; "
-                              "choose another folder or delete it")
+        raise FileExistsError(
+            f"{root}: exists and is not a complete XMM dataset with this config/seed/n_fields; "
+            "choose another folder or delete it"
+        )
     tags = product_tags(config)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
@@ -834,13 +894,20 @@ def write_xmm_dataset(root: str | Path, n_fields: Mapping[str, int] | None = Non
             for k in range(int(n)):
                 write_field(tmp / split, simulate_field(config, seed, split, k))
                 bar.step()
-        meta = {"complete": True, "format": "lit_sr.xmm", "version": XMM_SIM_VERSION, "seed": int(seed),
-                "n_fields": {k: int(v) for k, v in n_fields.items()}, "tags": tags, "config": config.to_json(),
-                "seconds": round(time.perf_counter() - t0, 3)}
+        meta = {
+            "complete": True,
+            "format": "lit_sr.xmm",
+            "version": XMM_SIM_VERSION,
+            "seed": int(seed),
+            "n_fields": {k: int(v) for k, v in n_fields.items()},
+            "tags": tags,
+            "config": config.to_json(),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         with open(tmp / MARKER_NAME, "w") as fh:
             json.dump(meta, fh, indent=2)
         if root.exists():
-            root.rmdir()                        # empty folder (checked above)
+            root.rmdir()  # empty folder (checked above)
         os.replace(tmp, root)
     finally:
         bar.close()
