@@ -37,6 +37,24 @@ TINY = [
 ]
 
 
+# A SAXS dataset that simulates in seconds (3 + 3 frames of 64 x 128, 32 px patches), shared by the SAXS tests.
+SAXS_SMALL = dict(
+    frame_shape=(64, 128),
+    n_xray_frames=3,
+    n_full_frames=3,
+    n_eval_frames=2,
+    patch_size=32,
+    n_train_signal_patches=16,
+    n_noise_patches=16,
+    n_val_patches=8,
+    n_test_patches=8,
+    signal_threshold=2000.0,
+    mask_dilation=2,
+    max_masked_fraction=0.2,
+    batch_size=4,
+)
+
+
 def compose_config(overrides: list[str], root: Path, output_dir: Path | None = None) -> DictConfig:
     """Compose conf/config.yaml as ``python run.py`` would, with Hydra's runtime set for ``run(cfg)``."""
     GlobalHydra.instance().clear()

@@ -6,27 +6,12 @@ import types
 import lightning as L
 import pytest
 import torch
+from conftest import SAXS_SMALL
 
 from lit_sr.domains.saxs.data import SAXSDataModule
 from lit_sr.metrics.background import HitPrecision, HitRecall, median_hit_filter
 from lit_sr.models.decomposition import DecompositionModule
 from lit_sr.nets.decomposition import DecompositionNet
-
-SMALL = dict(
-    frame_shape=(64, 128),
-    n_xray_frames=3,
-    n_full_frames=3,
-    n_eval_frames=2,
-    patch_size=32,
-    n_train_signal_patches=16,
-    n_noise_patches=16,
-    n_val_patches=8,
-    n_test_patches=8,
-    signal_threshold=2000.0,
-    mask_dilation=2,
-    max_masked_fraction=0.2,
-    batch_size=4,
-)
 
 
 def test_hit_metrics():
@@ -79,7 +64,7 @@ def test_loss_and_perfect_metrics():
 @pytest.mark.slow
 def test_fit_validate_test(tmp_path):
     torch.manual_seed(0)
-    dm = SAXSDataModule(data_dir=str(tmp_path), **SMALL)
+    dm = SAXSDataModule(data_dir=str(tmp_path), **SAXS_SMALL)
     net = DecompositionNet("c4", features=(2, 4, 4, 4))
     model = DecompositionModule(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0))
     assert "net" not in model.hparams

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config, run_py
+from conftest import SAXS_SMALL, TINY, compose_config, run_py
 
 from lit_sr.cli import run
 from lit_sr.data.validate import DataFileError
@@ -24,27 +24,12 @@ from lit_sr.domains.saxs.sim import SAXSSimConfig, make_geometry, simulate_backg
 
 SAXS_EXPERIMENTS = ["saxs_equnet", "saxs_unet"]
 TINY_NETS = {"saxs_equnet": "model.net.features=[2,4,4,4]", "saxs_unet": "model.net.features=[4,8,8,8]"}
-DATA = dict(
-    frame_shape=[64, 128],
-    n_xray_frames=3,
-    n_full_frames=3,
-    n_eval_frames=2,
-    patch_size=32,
-    n_train_signal_patches=16,
-    n_noise_patches=16,
-    n_val_patches=8,
-    n_test_patches=8,
-    signal_threshold=2000.0,
-    mask_dilation=2,
-    max_masked_fraction=0.2,
-    batch_size=4,
-)
 
 
 def _data_overrides(data_dir: Path) -> list[str]:
     out = [f"paths.data_dir={data_dir}"]
-    for k, v in DATA.items():
-        out.append(f"data.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"data.{k}={v}")
+    for k, v in SAXS_SMALL.items():
+        out.append(f"data.{k}=[{','.join(map(str, v))}]" if isinstance(v, tuple) else f"data.{k}={v}")
     return out
 
 
@@ -68,8 +53,7 @@ def _sha256(path: Path) -> str:
 def saxs_data_dir(tmp_path_factory) -> Path:
     """Tiny simulated train/val/test files, simulated once for the module."""
     d = tmp_path_factory.mktemp("saxs_data")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in DATA.items()}
-    SAXSDataModule(data_dir=str(d / "saxs"), **kw).prepare_data()
+    SAXSDataModule(data_dir=str(d / "saxs"), **SAXS_SMALL).prepare_data()
     return d
 
 
