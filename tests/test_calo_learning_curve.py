@@ -80,3 +80,9 @@ def test_impact_term_pulls_the_barycentre_to_the_truth_and_is_zero_there():
     # lowering the loss = moving energy from the left deposit to the right one
     assert sr.grad[0, 0, 10, 12] < 0 < sr.grad[0, 0, 10, 10]
     assert m.impact_loss({}, sr) is None
+    # in the adversarial phase the term is part of the pixel loss: weight impact_weight x pixel_weight
+    m.w_pix = 1e-3
+    terms = m.generator_terms({"target": tr(sr_gev), "impact_cm": truth}, tr(sr_gev))
+    assert terms["impact"][0] == pytest.approx(1e-3)
+    m.w_pix = 0.0
+    assert "impact" not in m.generator_terms({"target": tr(sr_gev), "impact_cm": truth}, tr(sr_gev))
