@@ -35,11 +35,12 @@ test: setup
 bench: setup
 	QUICK=$(QUICK) $(BIN)/python benchmarks/run_all.py
 
-# Regenerate every README figure and results table from runs on this machine (docs/figures/)
+# Regenerate every README figure and results table from runs on this machine (docs/figures/); the drivers
+# are reports/<domain>/figures.py, a layer above the library (not installed: run from the repository root)
 figures: setup
-	for f in lit_sr/domains/*/figures.py; do \
+	for f in reports/*/figures.py; do \
 		d=$$(basename $$(dirname $$f)); \
-		echo "== $$d"; $(BIN)/python -m lit_sr.domains.$$d.figures --out docs/figures || exit 1; \
+		echo "== $$d"; $(BIN)/python -m reports.$$d.figures --out docs/figures || exit 1; \
 	done
 
 clean-outputs:

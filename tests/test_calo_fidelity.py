@@ -1,4 +1,4 @@
-"""Calorimeter fidelity pieces: the block-softmax energy-conserving generator, and the README tables.
+"""Calorimeter fidelity pieces: the block-softmax energy-conserving generator, and the results tables (docs/calo.md).
 
 Physics asserted: every SR block sums to its LR crystal (GeV, through the log transform), the
 generator starts as the flux-conserving nearest-neighbour upsampling, every pixel keeps a gradient
@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from lit_sr.data.transforms import IntensityTransform
-from lit_sr.domains.calo.figures import gap_closed, mean_std, results_table
 from lit_sr.domains.calo.metrics import sum_pool
 from lit_sr.domains.calo.nets import BlockSoftmaxGenerator, EnergyConservingGenerator, calo_generator
+from lit_sr.domains.calo.results import gap_closed, results_table
+from lit_sr.metrics.stats import mean_std
 
 TINY = dict(num_features=8, num_blocks=1, growth_channels=8)
 LOG = IntensityTransform(0.1, log=True)  # the CPU recipe's model space, log1p(E / 0.1 GeV)

@@ -42,7 +42,7 @@ def test_learning_curve_command_writes_table_and_plot(calo_data_dir, tmp_path, m
     class Run:
         eval_net = gen.eval()
 
-    monkeypatch.setattr("lit_sr.inference.runs.load_run", lambda run: (Run(), dm))
+    monkeypatch.setattr("lit_sr.inference.run_folder.load_run", lambda run: (Run(), dm))
     lc.main(
         ["--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--n", "16", "--seeds", "0", "--steps", "3"]
     )

@@ -1,10 +1,12 @@
-"""lit_sr.inference.runs: what the README's figures are read from (a run's metrics.csv and checkpoints)."""
+"""A finished run read back (lit_sr.inference.run_folder: metrics.csv, checkpoints), the mean ± std over seeds,
+and the report drivers' subprocess harness (reports.runs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lit_sr.inference.runs import best_checkpoint, mean_std, read_test_metrics
+from lit_sr.inference.run_folder import best_checkpoint, read_test_metrics
+from lit_sr.metrics.stats import mean_std
 
 
 def test_test_metrics_reads_the_last_logged_test_values(tmp_path):
@@ -32,3 +34,15 @@ def test_mean_std_is_the_sample_standard_deviation():
         ((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) ** 0.5 / 2**0.5
     )
     assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_report_harness_runs_this_checkout_with_overrides_the_config_knows(tmp_path):
+    """reports.runs: ``python run.py`` of the repository the reports sit in, with QUIET overrides that name
+    existing config keys (a renamed key would fail every report run)."""
+    from conftest import ROOT, compose_config
+
+    from reports.runs import QUIET, REPO
+
+    assert REPO == ROOT and (REPO / "run.py").is_file()
+    cfg = compose_config(list(QUIET), tmp_path)
+    assert cfg.print_config is False and cfg.callbacks.progress_bar is None

@@ -13,12 +13,14 @@ def image_quality(data_range: float, prefix: str = "") -> MetricCollection:
 
     A fixed range (not the per-batch min/max) makes values comparable between runs and models.
     PSNR is accumulated over the whole epoch (sum of squared errors / number of pixels).
-    SSIM uses a 7x7 Gaussian window only if images are smaller than the default 11x11.
+    SSIM uses the standard Gaussian window of Wang et al. (2004): sigma = 1.5 px, truncated to 11x11 px
+    (torchmetrics sizes a Gaussian window from sigma, 2 * int(3.5 sigma + 0.5) + 1 px; its ``kernel_size``
+    only applies to a uniform window), averaged over the pixels whose window lies inside the image.
     """
     return MetricCollection(
         {
             "psnr": PeakSignalNoiseRatio(data_range=data_range),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=data_range, kernel_size=7),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=data_range),
         },
         prefix=prefix,
     )

@@ -1,5 +1,6 @@
 """Statistics every evaluator shares, one copy each: ROC, AUC, background rejection with its lower limit,
-the 1-D Wasserstein distance, bootstrap intervals and a grid search for a baseline's free parameter.
+the 1-D Wasserstein distance, bootstrap intervals, a grid search for a baseline's free parameter, and the
+mean ± sample std of a metric over seeds.
 
 Conventions: ``scores`` are "higher = more positive"; ``positive`` is a boolean mask (or 0/1 labels).
 """
@@ -21,6 +22,12 @@ def as_numpy(x: ArrayLike, dtype=np.float64) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=dtype).ravel()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of values over runs or seeds."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 def roc_curve(scores: ArrayLike, positive: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

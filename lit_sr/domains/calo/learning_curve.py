@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=300, help="training steps of every CNN (batch 64)")
     p.add_argument("--prefix", default="calo_")
     a = p.parse_args(argv)
-    from lit_sr.inference.runs import load_run
+    from lit_sr.inference.run_folder import load_run
     from lit_sr.utils.atomic import atomic_path
 
     module, datamodule = load_run(a.run)

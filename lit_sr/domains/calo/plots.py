@@ -5,7 +5,7 @@ Each function returns a ``matplotlib.figure.Figure``; loggers take it as is (``c
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from lit_sr.utils.figures import headless_backend
 
@@ -102,4 +102,38 @@ def roc_curves(scores: Mapping[str, tuple[torch.Tensor, torch.Tensor]], photon_e
     ax.set_xlabel("photon efficiency")
     ax.set_ylabel("pion rejection (1 / pion efficiency)")
     ax.legend(fontsize=7)
+    return fig
+
+
+def panel_figure(
+    examples: Mapping[str, torch.Tensor],
+    columns: Sequence[tuple[str, str]] = (
+        ("input_up", "LR (6×6)"),
+        ("output", "SR (GAN)"),
+        ("target", "HR (truth)"),
+        ("bicubic", "bicubic"),
+        ("nearest", "nearest"),
+    ),
+    floor_gev: float = 1e-3,
+):
+    """Rows of events (photons first, then pions), columns LR | SR | HR | baselines; log10 GeV colours
+    shared per row (its HR's range)."""
+    labels = examples["label"].tolist()
+    n = len(labels)
+    fig, axes = plt.subplots(
+        n, len(columns), figsize=(1.7 * len(columns) + 0.8, 1.7 * n), squeeze=False, constrained_layout=True
+    )
+    for r in range(n):
+        ref = np.log10(np.clip(examples["target"][r, 0].numpy(), floor_gev, None))
+        vmin, vmax = float(ref.min()), float(ref.max())
+        for c, (key, title) in enumerate(columns):
+            img = np.log10(np.clip(examples[key][r, 0].numpy(), floor_gev, None))
+            im = axes[r, c].imshow(img, vmin=vmin, vmax=vmax, cmap="magma", interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=9)
+            if c == 0:
+                axes[r, c].set_ylabel("photon" if labels[r] == 0 else "π⁰", fontsize=9)
+        fig.colorbar(im, ax=axes[r, -1], fraction=0.046, label="log10 E / GeV" if r == n - 1 else None)
     return fig

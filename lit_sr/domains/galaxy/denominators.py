@@ -19,9 +19,9 @@ import h5py
 import numpy as np
 import torch
 
-from lit_sr.domains.galaxy.figures import STAT_LABELS, _cell
 from lit_sr.domains.galaxy.metrics import frechet_distance
 from lit_sr.domains.galaxy.morphology import STATISTICS, draw_splits, morphology_statistics
+from lit_sr.domains.galaxy.plots import STAT_LABELS
 from lit_sr.metrics.stats import wasserstein_1d
 
 
@@ -75,7 +75,8 @@ def denominators(run_dir: Path, n_splits: int = 10, seed: int = 0) -> str:
         *header,
     ]
     for s in STATISTICS:
-        lines.append(f"| W1(real_b, real_a), {_cell(STAT_LABELS[s])} | " + " | ".join(values[s]) + " |")
+        label = STAT_LABELS[s].replace("|", "\\|")  # a literal | would end the markdown cell
+        lines.append(f"| W1(real_b, real_a), {label} | " + " | ".join(values[s]) + " |")
     lines.append("| FD(real_b, real_a), classifier features | " + " | ".join(values["fd"]) + " |")
     return "\n".join(lines) + "\n"
 

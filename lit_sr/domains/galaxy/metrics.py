@@ -218,13 +218,13 @@ class GalaxyGenerationEvaluator(Evaluator):
 
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures: distributions of the five statistics (generated vs real) and example stamps."""
-        from lit_sr.domains.galaxy import figures as gal_figures
+        from lit_sr.domains.galaxy import plots
 
         if self._cache is None:
             self.compute()
         if self._cache is None:
             return {}
-        figs = {"morphology": gal_figures.statistic_histograms(self._cache["real_stats"], self._cache["fake_stats"])}
+        figs = {"morphology": plots.statistic_histograms(self._cache["real_stats"], self._cache["fake_stats"])}
         if self._examples.get("target") and self._examples.get("output"):
-            figs["examples"] = gal_figures.example_grid(self._examples, self.class_names)
+            figs["examples"] = plots.example_grid(self._examples, self.class_names)
         return figs

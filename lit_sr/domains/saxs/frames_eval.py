@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lit_sr.domains.saxs.figures import (
+from lit_sr.domains.saxs.frames import (
     SPOT_FACTOR,
     SPOT_SIZE,
     clean_frame,
@@ -47,10 +47,13 @@ from lit_sr.domains.saxs.figures import (
 )
 from lit_sr.domains.saxs.radial_profile import radial_profile, usable_radius
 from lit_sr.domains.saxs.writers import profile_edges
-from lit_sr.inference.runs import read_test_metrics
+from lit_sr.inference.run_folder import read_test_metrics
 from lit_sr.metrics.background import median_hit_filter
 
 log = logging.getLogger(__name__)
+
+#: the SAXS experiments (conf/experiment/) by the names the tables give them
+LABELS = {"saxs_unet": "UNet", "saxs_equnet": "C4-equivariant UNet"}
 
 #: A frame estimator: full frame [H, W] in keV -> (signal estimate, background estimate) in keV.
 Estimator = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -311,6 +314,38 @@ def profile_rows(rows: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], frames
         cells = [f"{r[1][0]['profile_error'][b]:+.3f}" for r in rows]
         lines.append(f"| {lo:.0f}–{hi:.0f} | {frames.true_profile[b]:.3g} | " + " | ".join(cells) + " |")
     lines += ["", "; ".join(f"({i + 1}) {name}" for i, (name, _) in enumerate(rows))]
+    return "\n".join(lines)
+
+
+def patch_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table of the test-patch metrics: raw input, median filter, then each model."""
+    first = next(iter(metrics.values()))
+    rows = [
+        (
+            "raw input",
+            first["input_psnr"],
+            first["input_ssim"],
+            first["input_hit_precision"],
+            first["input_hit_recall"],
+        ),
+        (
+            "3×3 median filter with 5·MAD hit clipping",
+            first["median_psnr"],
+            first["median_ssim"],
+            first["median_hit_precision"],
+            first["median_hit_recall"],
+        ),
+    ]
+    for exp, m in metrics.items():
+        rows.append((LABELS.get(exp, exp), m["signal_psnr"], m["signal_ssim"], m["hit_precision"], m["hit_recall"]))
+    lines = [
+        "| estimator | signal PSNR (dB) | gain over the input (dB) | SSIM | hit precision | hit recall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, psnr, ssim, prec, rec in rows:
+        lines.append(
+            f"| {name} | {psnr:.2f} | {psnr - first['input_psnr']:+.2f} | {ssim:.3f} | {prec:.3f} | {rec:.3f} |"
+        )
     return "\n".join(lines)
 
 

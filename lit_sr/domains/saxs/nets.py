@@ -18,8 +18,8 @@ outputs are exactly the study's. Two rules for a pixel above the range (x > 1, c
   with n' at most ``max_noise`` (normalised units, i.e. times the patch's percentile range) if given.
 
 On the simulated test frames the pixels above their patch's range are hits (background) up to 2x
-the range (32 px patches) and 5.3x (128 px), signal up to 2.5x (``saxs_frames.md`` in docs/figures
-and the README have the measured rules). A Bragg-like peak is far brighter; ``ratio`` with
+the range (32 px patches) and 5.3x (128 px), signal up to 2.5x (``docs/figures/saxs_frames.md`` and
+``docs/saxs.md`` have the measured rules). A Bragg-like peak is far brighter; ``ratio`` with
 ``max_noise=10`` removes the hits above the range as the net decides and keeps such a peak, which
 ``ratio`` alone sends to the background whenever the net calls the clipped pixel a hit.
 

@@ -1,6 +1,6 @@
 """Figures and the results table of the galaxy ProGAN, and the command that regenerates them for the README.
 
-    python -m lit_sr.domains.galaxy.figures --out docs/figures [--seeds 0 1 2] [--work DIR]
+    python -m reports.galaxy.figures --out docs/figures [--seeds 0 1 2] [--work DIR]
 
 trains ``experiment=galaxy_progan`` (CPU recipe) once per seed (default seed 0 only: one run takes
 longer than the ~6 min under which the README reports three seeds) with ``python run.py`` in subprocesses,
@@ -26,85 +26,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lit_sr.domains.galaxy.morphology import STATISTICS
-from lit_sr.inference.runs import read_test_metrics, run_py
+from lit_sr.domains.galaxy.plots import STAT_LABELS, example_grid
+from lit_sr.inference.run_folder import read_test_metrics
 from lit_sr.utils.figures import headless_backend
-
-STAT_LABELS = {
-    "flux": "flux [ADU]",
-    "hlr": "half-light radius [arcsec]",
-    "e": "ellipticity |g| (HSM)",
-    "C": "concentration C",
-    "A": "asymmetry A",
-}
-
-
-def _asinh(img: np.ndarray, softening: float = 10.0) -> np.ndarray:
-    """asinh(x / 10 ADU): the display stretch (sky noise +-0.9, galaxy cores 3-7)."""
-    return np.arcsinh(np.asarray(img, dtype=np.float64) / softening)
-
-
-def statistic_histograms(real: Mapping[str, np.ndarray], fake: Mapping[str, np.ndarray]):
-    """One panel per morphology statistic: histograms of real and generated values."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(STATISTICS), figsize=(3.0 * len(STATISTICS), 2.6))
-    for ax, s in zip(axes, STATISTICS):
-        r = np.asarray(real[s], dtype=np.float64)
-        f = np.asarray(fake[s], dtype=np.float64)
-        label = STAT_LABELS[s]
-        if s == "flux":  # log-normal fluxes: compare log10 values
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r, f = np.log10(r), np.log10(f)
-            label = "log10 flux [ADU]"
-        r, f = r[np.isfinite(r)], f[np.isfinite(f)]
-        both = np.concatenate([r, f]) if r.size + f.size else np.zeros(1)
-        lo, hi = np.percentile(both, [1, 99]) if both.size > 1 else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
-        ax.hist(r, bins=bins, density=True, histtype="step", lw=1.5, label=f"real ({r.size})")
-        ax.hist(f, bins=bins, density=True, histtype="step", lw=1.5, label=f"generated ({f.size})")
-        ax.set_xlabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def example_grid(
-    examples: Mapping[str, Mapping[int, Sequence[np.ndarray]]], class_names: Sequence[str], columns: int = 4
-):
-    """Rows per class: real (PSF-free, observed) and generated (PSF-free, convolved, observed) stamps.
-
-    ``examples[kind][label]`` holds ADU stamps; kinds ``target_psf_free``, ``target``, ``output_psf_free``,
-    ``output_convolved``, ``output`` (absent kinds are skipped). Shown as asinh(x / 10 ADU) on one colour scale [-1, 7].
-    """
-    import matplotlib.pyplot as plt
-
-    kinds = [
-        ("target_psf_free", "real, PSF-free"),
-        ("target", "real, observed"),
-        ("output_psf_free", "generated, PSF-free"),
-        ("output_convolved", "generated, convolved"),
-        ("output", "generated, observed"),
-    ]
-    kinds = [(k, t) for k, t in kinds if examples.get(k)]
-    labels = sorted({lab for k, _ in kinds for lab in examples[k]})
-    rows = [(lab, k, t) for lab in labels for k, t in kinds]
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.25 * columns + 1.6, 1.25 * len(rows)), squeeze=False)
-    for r, (lab, k, title) in enumerate(rows):
-        stamps = list(examples[k].get(lab, []))[:columns]
-        name = class_names[lab] if 0 <= lab < len(class_names) else "all"
-        for j in range(columns):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(stamps):
-                ax.imshow(_asinh(stamps[j]), cmap="magma", vmin=-1.0, vmax=7.0, origin="lower", interpolation="nearest")
-            else:
-                ax.axis("off")
-            if j == 0:
-                ax.set_ylabel(f"{name}\n{title}", fontsize=7)
-    fig.tight_layout()
-    return fig
+from reports.runs import REPO, run_py, write_text
 
 
 # ---------------------------------------------------------------------------------------------- README
@@ -263,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--work",
         type=Path,
         default=None,
-        help="folder of the runs and data (default <out>/../../outputs/galaxy_figures)",
+        help="folder of the runs and data (default <repository>/outputs/galaxy_figures)",
     )
     ap.add_argument("--extra", nargs="*", default=[], help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
@@ -272,9 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     headless_backend()
     import matplotlib.pyplot as plt
 
-    repo = Path(__file__).resolve().parents[3]
     out = args.out.resolve()
-    work = (args.work or repo / "outputs" / "galaxy_figures").resolve()
+    work = (args.work or REPO / "outputs" / "galaxy_figures").resolve()
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     common = ["experiment=galaxy_progan", f"paths.root_dir={work}", "trainer.accelerator=cpu", *args.extra]
@@ -296,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics.append(read_test_metrics(run_dir))
         run_dirs.append(run_dir)
     class_names = ["disk", "bulge", "irregular"]
-    (out / "galaxy_results.md").write_text(results_table(metrics, class_names, args.seeds, commands, timings))
+    write_text(out / "galaxy_results.md", results_table(metrics, class_names, args.seeds, commands, timings))
 
     first = run_dirs[0]
     samples = first / "predict" / "samples.h5"

@@ -1,8 +1,8 @@
 """README figures and tables of the strong-lensing SR slice, regenerated from runs on the reader's machine.
 
-    python -m lit_sr.domains.lensing.figures --out docs/figures                 # 3 seeds x 4 experiments
-    python -m lit_sr.domains.lensing.figures --out docs/figures --seeds 0       # one seed
-    python -m lit_sr.domains.lensing.figures --out docs/figures --reuse         # reuse finished runs in --work
+    python -m reports.lensing.figures --out docs/figures                 # 3 seeds x 4 experiments
+    python -m reports.lensing.figures --out docs/figures --seeds 0       # one seed
+    python -m reports.lensing.figures --out docs/figures --reuse         # reuse finished runs in --work
 
 What it does:
   1. ``lensing_ceiling.md``: how much any SR can gain over bicubic/bilinear on the default data and two variants
@@ -13,7 +13,7 @@ What it does:
      classifiers) into the cache under data_dir, the others load them; lensing_srgan starts from the
      lensing_srresnet run of the same seed (its best checkpoint) and trains the GANs' perceptual classifier of
      that seed into the cache; lensing_esrgan loads it and trains its RRDB-PSNR starting point first (cached);
-  3. ``lensing_results.md``: the comparison table of :mod:`lit_sr.domains.lensing.compare` (mean ± std over the
+  3. ``lensing_results.md``: the comparison table of :mod:`reports.lensing.compare` (mean ± std over the
      seeds) and the wall time of every run; ``lensing_panels.png``: LR | bicubic | models | HR | residuals of the
      seed-0 runs; ``lensing_roc.png`` and ``lensing_theta_e_error.png``: the evaluator's plots for the seed-0 RDN.
 """
@@ -27,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lit_sr.domains.lensing.compare import MODELS, find_runs, write_outputs
-from lit_sr.inference.runs import REPO, load_run, run_py
-from lit_sr.utils.figures import headless_backend, save_figures
+from lit_sr.domains.lensing.plots import evaluator_figures
+from reports.lensing.compare import MODELS, find_runs, write_outputs
+from reports.runs import REPO, run_py, write_text
 
 EXPERIMENTS = tuple(MODELS)
 
@@ -114,34 +114,6 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "seconds.txt").is_file() and (run_dir / "metrics.csv").is_file()
 
 
-def _write(path: Path, text: str) -> None:
-    from lit_sr.utils.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text + "\n")
-
-
-def evaluator_figures(run_dir: Path, out: Path, prefix: str = "lensing_") -> list[Path]:
-    """The evaluator's plots (ROC per class, Einstein-radius errors) of one run on its test split."""
-    headless_backend()
-    import torch
-
-    module, dm = load_run(run_dir)
-    dm.prepare_data()
-    dm.setup("test")
-    ev = module.evaluator
-    ev.reset()
-    with torch.no_grad():
-        for batch in dm.dataloader("test", shuffle=False):
-            sr = module.eval_net(batch["input"])
-            ev.update(
-                batch,
-                module.physical_images(batch, sr, {b: module.baseline(batch["input"], b) for b in module.baselines}),
-            )
-    ev.compute()
-    return save_figures(ev.figures(), out, prefix)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "figures")
@@ -162,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if a.ceiling:
         table = ceiling_table()
-        _write(a.out / "lensing_ceiling.md", table)
+        write_text(a.out / "lensing_ceiling.md", table)
         print(table, flush=True)
 
     times: dict[str, list[float]] = {e: [] for e in EXPERIMENTS}
@@ -196,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + "; ".join(f"{MODELS[e]} {np.mean(t):.0f} s" for e, t in times.items() if t)
         + "."
     )
-    _write(a.out / "lensing_results.md", table.rstrip() + "\n\n" + timing)
+    write_text(a.out / "lensing_results.md", table.rstrip() + "\n\n" + timing)
     written.append(a.out / "lensing_results.md")
     written += evaluator_figures(work / f"seed{a.seeds[0]}" / EXPERIMENTS[0], a.out)
     for path in written:
