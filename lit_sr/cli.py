@@ -197,14 +197,37 @@ def prepare_components(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------------------- modes
-def predict(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
+def prediction_writer(cfg: DictConfig) -> tuple[Any, Any | None]:
+    """The writer callback of ``cfg.predict`` and its frame predictor (None without one).
+
+    One predictor object serves both: the model blends frames with it (:func:`predict` sets
+    ``model.frame_predictor``) and a writer that declares a ``frame_predictor`` key records its settings."""
+    p = cfg.get("predict")
+    if not (p and p.get("writer")):
+        raise ConfigError(
+            "mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
+            "predict=frames (predict.input=<file>)"
+        )
+    predictor = instantiate(p.frame_predictor, _convert_="all") if p.get("frame_predictor") else None
+    extra = {"frame_predictor": predictor} if "frame_predictor" in p.writer else {}
+    return instantiate(p.writer, _convert_="all", **extra), predictor
+
+
+def predict(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
+    frame_predictor: Any | None = None,
+) -> None:
     """``mode=predict``: the ``predict`` config group names the data (the experiment's test split, or a
-    frames file), an optional frame predictor and the writer callback (added to the trainer)."""
+    frames file), an optional frame predictor (from :func:`prediction_writer`) and the writer callback (added
+    to the trainer)."""
     from lit_sr.inference.frames import load_module_weights
 
     p = cfg.predict
-    if p.get("frame_predictor"):
-        model.frame_predictor = instantiate(p.frame_predictor, _convert_="all")
+    if frame_predictor is not None:
+        model.frame_predictor = frame_predictor
     if p.get("datamodule"):
         datamodule = instantiate(p.datamodule)
     # weights_only=True, and a clear message naming the differing tensors for another architecture
@@ -244,13 +267,10 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     # _convert_="all": plain lists/dicts in hparams, so checkpoints load with weights_only=True
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_list(cfg.get("callbacks"))
+    frame_predictor = None
     if cfg.mode == "predict":
-        if not (cfg.get("predict") and cfg.predict.get("writer")):
-            raise ConfigError(
-                "mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
-                "predict=frames (predict.input=<file>)"
-            )
-        callbacks.append(instantiate(cfg.predict.writer, _convert_="all"))
+        writer, frame_predictor = prediction_writer(cfg)
+        callbacks.append(writer)
     loggers = instantiate_list(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -270,7 +290,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         print_metrics(metrics, f"test metrics ({Path(cfg.ckpt_path).name})")
     else:
-        predict(trainer, model, datamodule, cfg)
+        predict(trainer, model, datamodule, cfg, frame_predictor)
 
     optimized = cfg.get("optimized_metric")
     if optimized:
