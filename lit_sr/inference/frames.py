@@ -318,13 +318,16 @@ def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Load the ``state_dict`` of a Lightning checkpoint into ``model`` (``weights_only=True``).
 
     A checkpoint of another architecture raises a DataFileError (a ValueError) naming the checkpoint and
-    the differing tensors (before any prediction starts).
+    the differing tensors (before any prediction starts). A LightningModule's ``on_load_checkpoint`` sees the
+    checkpoint first, as when Lightning restores it (e.g. to rename the tensors of an older layout).
     """
     ckpt_path = Path(ckpt_path)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or pickled objects that weights_only refuses
         raise DataFileError(ckpt_path, None, f"cannot load the checkpoint with weights_only=True ({err})") from err
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and isinstance(model, L.LightningModule):
+        model.on_load_checkpoint(ckpt)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise DataFileError(ckpt_path, None, "no state_dict in the checkpoint (expected a Lightning checkpoint)")
