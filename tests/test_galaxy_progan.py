@@ -348,9 +348,14 @@ def test_predict_psf_override_is_checked(tmp_path) -> None:
     with pytest.raises(DataFileError, match=r"psf.npy \[array\].*sum to 1"):
         resolve_psf(str(bad), 16)
     with pytest.raises(ValueError, match=r"predict.psf \(31x31\) is larger than the image \(16x16\)"):
-        resolve_psf({"fwhm_pix": 3.0, "size": 31}, 16)
+        resolve_psf({"fwhm_pix": 3.0, "beta": 3.5, "size": 31}, 16)
     k = resolve_psf({"fwhm_arcsec": 0.8, "pixel_scale_arcsec": 0.2, "beta": 2.5, "size": 9}, 16)
     torch.testing.assert_close(k, moffat_psf(4.0, 2.5, 9))
+    # what the spec leaves out comes from the training data's PSF parameters, never from a built-in default
+    data = {"beta": 2.5, "size": 9, "pixel_scale_arcsec": 0.2}
+    torch.testing.assert_close(resolve_psf({"fwhm_arcsec": 0.8}, 16, defaults=data), k)
+    with pytest.raises(ValueError, match="predict.psf: a Moffat PSF needs beta"):
+        resolve_psf({"fwhm_pix": 3.0, "size": 9}, 16)
 
 
 def _sample(model: ProGANModule, out_dir: Path, name: str, **dm_kwargs) -> Path:
