@@ -81,7 +81,11 @@ def worker(mode: str, strategy: str, steps: int, batch: int) -> None:
         calo_generator(),
         Critic(input_size=24),
         "wgan-gp",
+        scale=4,
         perceptual_net=CNNClassifier(),
+        generator_adversarial_weight=1e-4,  # the calorimeter study's weights
+        perceptual_weight=1e-9,
+        critic_adversarial_weight=10.0,
         transform=IntensityTransform(20.0),
         physical_range=(0.0, 20.0),
         ddp_step=mode,

@@ -176,8 +176,11 @@ def main() -> None:
             return GANSRModule(
                 _generator(),
                 Critic(input_size=24),
+                scale=4,
                 physical_range=(0, 20),
                 transform=transform,
+                generator_adversarial_weight=1e-4,  # the calorimeter study's weights, as bare_gan
+                critic_adversarial_weight=10.0,
                 pixel_weight=1e-3,
                 generator_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)),
                 critic_optimizer=lambda p: torch.optim.Adam(p, lr, betas=(0.0, 0.9)),

@@ -9,19 +9,19 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from lit_sr.utils.atomic import atomic_path
 from lit_sr.utils.errors import ConfigError, UserError
+from lit_sr.utils.trainer import build_trainer, run_output_dir, with_updates
 
 log = logging.getLogger("lit_sr")
 
@@ -95,34 +95,36 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
 
 
 # ---------------------------------------------------------------------------- W&B
-def _wandb_node(cfg: DictConfig) -> DictConfig | None:
-    for node in (cfg.get("logger") or {}).values():
+def _wandb_key(cfg: DictConfig) -> str | None:
+    for name, node in (cfg.get("logger") or {}).items():
         if node is not None and "WandbLogger" in str(node.get("_target_", "")):
-            return node
+            return str(name)
     return None
 
 
-def prepare_wandb(cfg: DictConfig) -> None:
-    """Never block on W&B: offline unless credentials exist; resume the run id stored in a checkpoint."""
-    node = _wandb_node(cfg)
-    if node is None:
-        return
+def wandb_updates(cfg: DictConfig) -> dict[str, Any]:
+    """Never block on W&B: offline unless credentials exist; resume the run id stored in a checkpoint.
+    Returns the config updates of the W&B logger node (dotted key -> value)."""
+    name = _wandb_key(cfg)
+    if name is None:
+        return {}
+    node, at = cfg.logger[name], f"logger.{name}"
     os.environ.setdefault("WANDB_SILENT", "true")
-    with open_dict(node):
-        if not node.get("offline", True):
-            has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
-            if not has_key:
-                log.warning(
-                    "W&B online logging requested but no API key found (WANDB_API_KEY or ~/.netrc); "
-                    "logging offline instead (sync later with `wandb sync`)"
-                )
-                node.offline = True
-        if cfg.get("ckpt_path") and not node.get("id"):
-            run_id = _checkpoint_wandb_id(cfg.ckpt_path)
-            if run_id:
-                log.info("Resuming W&B run %s from %s", run_id, cfg.ckpt_path)
-                node.id = run_id
-                node.resume = "allow"
+    updates: dict[str, Any] = {}
+    if not node.get("offline", True):
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+        if not has_key:
+            log.warning(
+                "W&B online logging requested but no API key found (WANDB_API_KEY or ~/.netrc); "
+                "logging offline instead (sync later with `wandb sync`)"
+            )
+            updates[f"{at}.offline"] = True
+    if cfg.get("ckpt_path") and not node.get("id"):
+        run_id = _checkpoint_wandb_id(cfg.ckpt_path)
+        if run_id:
+            log.info("Resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+            updates.update({f"{at}.id": run_id, f"{at}.resume": "allow"})
+    return updates
 
 
 def _netrc_has_wandb() -> bool:
@@ -161,16 +163,17 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
     return [instantiate(sub) for sub in node.values() if sub is not None and "_target_" in sub]
 
 
-def resume_in_place(cfg: DictConfig, output_dir: Path) -> None:
+def resume_updates(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """``resume: auto``: a training job started again in a folder that holds ``checkpoints/last.ckpt`` (a
-    requeued SLURM job, a re-run after preemption) continues from it instead of starting over."""
+    requeued SLURM job, a re-run after preemption) continues from it instead of starting over. Returns the
+    config update ``{"ckpt_path": <last.ckpt>}`` or nothing."""
     if cfg.mode != "train" or cfg.get("ckpt_path") or cfg.get("resume", "auto") != "auto":
-        return
+        return {}
     last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("Resuming from %s (found in this run's folder; resume=never starts over)", last)
-        with open_dict(cfg):
-            cfg.ckpt_path = str(last)
+        return {"ckpt_path": str(last)}
+    return {}
 
 
 def check_mode(cfg: DictConfig) -> None:
@@ -182,29 +185,64 @@ def check_mode(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
 
 
-def prepare_components(cfg: DictConfig) -> None:
-    """Hook for experiments that need another model first (e.g. the calorimeter classifier).
+def setup_stage(cfg: DictConfig) -> DictConfig:
+    """The setup stage, a step of every run before data and model are built: models the experiment needs
+    first (a perceptual classifier, independent judges, a generator's PSNR model; ``lit_sr.setup_hooks``).
 
-    ``setup_hook._target_`` names a function called with the job's own config object (not a copy,
-    unlike ``instantiate``), so the hook may fill in values such as a checkpoint path.
+    ``setup_hook._target_`` names a function called as ``fn(cfg=cfg, **<the hook's other keys>)``; it reads the
+    config and returns what it found or trained as dotted config keys -> values (e.g.
+    ``{"model.classifier_ckpt": path}``). Returns a new config with those merged in (``cfg`` is not changed);
+    without a hook, ``cfg`` itself.
     """
     hook = cfg.get("setup_hook")
-    if hook:
-        from hydra.utils import get_method
+    if not hook:
+        return cfg
+    from hydra.utils import get_method
 
-        kwargs = {k: v for k, v in hook.items() if not k.startswith("_")}
-        get_method(hook._target_)(cfg=cfg, **kwargs)
+    kwargs = {k: v for k, v in hook.items() if not k.startswith("_")}
+    updates = get_method(hook._target_)(cfg=cfg, **kwargs)
+    if updates is None:
+        return cfg
+    if not isinstance(updates, Mapping):
+        raise ConfigError(
+            f"setup_hook._target_={hook._target_} returned {type(updates).__name__}; a setup hook returns config "
+            "updates (dotted key -> value), e.g. lit_sr.setup_hooks.ensure_classifiers"
+        )
+    return with_updates(cfg, updates)
 
 
 # ---------------------------------------------------------------------------- modes
-def predict(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
+def prediction_writer(cfg: DictConfig) -> tuple[Any, Any | None]:
+    """The writer callback of ``cfg.predict`` and its frame predictor (None without one).
+
+    One predictor object serves both: the model blends frames with it (:func:`predict` sets
+    ``model.frame_predictor``) and a writer that declares a ``frame_predictor`` key records its settings."""
+    p = cfg.get("predict")
+    if not (p and p.get("writer")):
+        raise ConfigError(
+            "mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
+            "predict=frames (predict.input=<file>)"
+        )
+    predictor = instantiate(p.frame_predictor, _convert_="all") if p.get("frame_predictor") else None
+    extra = {"frame_predictor": predictor} if "frame_predictor" in p.writer else {}
+    return instantiate(p.writer, _convert_="all", **extra), predictor
+
+
+def predict(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
+    frame_predictor: Any | None = None,
+) -> None:
     """``mode=predict``: the ``predict`` config group names the data (the experiment's test split, or a
-    frames file), an optional frame predictor and the writer callback (added to the trainer)."""
+    frames file), an optional frame predictor (from :func:`prediction_writer`) and the writer callback (added
+    to the trainer)."""
     from lit_sr.inference.frames import load_module_weights
 
     p = cfg.predict
-    if p.get("frame_predictor"):
-        model.frame_predictor = instantiate(p.frame_predictor, _convert_="all")
+    if frame_predictor is not None:
+        model.frame_predictor = frame_predictor
     if p.get("datamodule"):
         datamodule = instantiate(p.datamodule)
     # weights_only=True, and a clear message naming the differing tensors for another architecture
@@ -231,28 +269,25 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
     check_mode(cfg)
     if cfg.get("seed") is not None:  # 0 is a seed like any other
         L.seed_everything(int(cfg.seed), workers=True)
-    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.paths.output_dir)
-    resume_in_place(cfg, output_dir)
-    prepare_wandb(cfg)
+    output_dir = run_output_dir(cfg)
+    # The run's config is never edited in place: each step below returns a new one.
+    cfg = with_updates(cfg, resume_updates(cfg, output_dir))
+    cfg = with_updates(cfg, wandb_updates(cfg))
     if cfg.mode == "predict" and cfg.model.get("evaluator") is not None:
-        with open_dict(cfg):
-            cfg.model.evaluator = None  # prediction evaluates nothing: no judges to load or train
-    prepare_components(cfg)
+        cfg = with_updates(cfg, {"model.evaluator": None})  # prediction evaluates nothing: no judges to load
+    cfg = setup_stage(cfg)  # models trained first (lit_sr.setup_hooks): a new config naming their checkpoints
     print_config(cfg, output_dir)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # _convert_="all": plain lists/dicts in hparams, so checkpoints load with weights_only=True
     model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_list(cfg.get("callbacks"))
+    frame_predictor = None
     if cfg.mode == "predict":
-        if not (cfg.get("predict") and cfg.predict.get("writer")):
-            raise ConfigError(
-                "mode=predict needs a prediction writer: choose predict=h5 (the test split) or "
-                "predict=frames (predict.input=<file>)"
-            )
-        callbacks.append(instantiate(cfg.predict.writer, _convert_="all"))
+        writer, frame_predictor = prediction_writer(cfg)
+        callbacks.append(writer)
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, float] = {}
     if cfg.mode == "train":
@@ -270,7 +305,7 @@ def _run(cfg: DictConfig) -> float | dict[str, float]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         print_metrics(metrics, f"test metrics ({Path(cfg.ckpt_path).name})")
     else:
-        predict(trainer, model, datamodule, cfg)
+        predict(trainer, model, datamodule, cfg, frame_predictor)
 
     optimized = cfg.get("optimized_metric")
     if optimized:

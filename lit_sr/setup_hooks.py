@@ -1,12 +1,16 @@
-"""Setup hooks: work an experiment needs done before its data and model are built (``setup_hook`` key).
+"""The setup stage of a run: models an experiment needs trained before its data and model are built.
 
-``lit_sr.cli`` calls the function named by ``cfg.setup_hook._target_`` with the job's own config
-object (``cfg=cfg``) after seeding and before instantiating ``cfg.data`` / ``cfg.model``, so a hook
-hands results on by filling in config values (here ``model.classifier_ckpt``, which the perceptual
-net and the evaluator interpolate, and ``judges.nets.<name>.ckpt``). Generic: any domain whose GAN or
-evaluator needs its own classifier (calorimeter photon/pion, lens substructure) uses
-:func:`ensure_classifier`; evaluators with independent judges (networks no model trains against) use
-:func:`ensure_judges`; :func:`ensure_classifiers` runs both.
+A step of the one runner (:func:`lit_sr.cli.setup_stage`): after seeding, before ``cfg.data`` / ``cfg.model``
+are instantiated, the runner calls the function named by ``cfg.setup_hook._target_`` (here
+:func:`ensure_classifiers`) with the run's config (``cfg=cfg``, read only) and the hook's other keys. The hook
+returns what it found or trained as dotted config keys -> values (``model.classifier_ckpt``, which the perceptual
+net and the evaluator interpolate, ``judges.nets.<name>.ckpt``, ``generator_init.ckpt``); the runner merges them
+into a new config (:func:`lit_sr.utils.trainer.with_updates`) and builds the run from it. No config is edited in
+place. Every model trained here goes through the runner's own Trainer builder
+(:func:`lit_sr.utils.trainer.build_trainer`) and is saved atomically. Generic: any domain whose GAN or evaluator
+needs its own classifier (calorimeter photon/pion, lens substructure, galaxy morphology) uses the perceptual
+classifier (:func:`ensure_classifier`); evaluators with independent judges (networks no model trains against)
+use :func:`ensure_judges`; a GAN that starts from a trained PSNR model uses :func:`ensure_pretrained`.
 
 Data without labels (a user's LR/HR folder): a classifier needs labels. When the user's training batches
 carry no ``label`` the hooks ask the DataModule for a labelled stand-in (``labelled_stand_in()``: overrides
@@ -26,20 +30,14 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+
+from lit_sr.utils.trainer import build_trainer, run_output_dir, with_updates
 
 log = logging.getLogger("lit_sr")
 
 CLASSIFIER_SUBDIR = "classifier"
 CLASSIFIER_FILE = "classifier.ckpt"
-
-
-def _output_dir(cfg: DictConfig) -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.output_dir)
 
 
 def _classifier_of_gan_checkpoint(ckpt_path: str) -> str | None:
@@ -53,13 +51,8 @@ def _classifier_of_gan_checkpoint(ckpt_path: str) -> str | None:
     return (ckpt.get("hyper_parameters") or {}).get("classifier_ckpt")
 
 
-def _use(cfg: DictConfig, path: str) -> None:
-    with open_dict(cfg):
-        cfg.model.classifier_ckpt = str(path)
-
-
 def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
-    """Make sure ``cfg.model.classifier_ckpt`` names a classifier checkpoint; train one if null.
+    """The checkpoint ``model.classifier_ckpt`` should name: the given one, or one found or trained now.
 
     The GAN's perceptual net and the physics evaluator read ``${model.classifier_ckpt}``. Order:
       1. ``model.classifier_ckpt`` given: used as is (``load_frozen_classifier`` checks it when the
@@ -73,7 +66,7 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
          the data carry no labels (then the classifier is trained on the DataModule's labelled
          stand-in), it is cached there instead (default ``<paths.data_dir>/classifiers``), named by a
          hash of the data, net, trainer and seed, and found there by later runs.
-    Returns the checkpoint path.
+    Returns the checkpoint path (``cfg`` is not changed).
     """
     given = cfg.model.get("classifier_ckpt")
     if given:
@@ -83,16 +76,14 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
         recorded = _classifier_of_gan_checkpoint(cfg.ckpt_path)
         if recorded and Path(recorded).is_file():
             log.info("Using the classifier recorded in %s: %s", cfg.ckpt_path, recorded)
-            _use(cfg, recorded)
             return str(recorded)
         raise ValueError(
             f"mode={cfg.mode}: the classifier recorded in {cfg.ckpt_path} ({recorded!r}) is not "
             "available; give one with model.classifier_ckpt=/path/to/classifier.ckpt"
         )
-    path = _output_dir(cfg) / CLASSIFIER_SUBDIR / CLASSIFIER_FILE
+    path = run_output_dir(cfg) / CLASSIFIER_SUBDIR / CLASSIFIER_FILE
     if path.is_file():
         log.info("Using this run's classifier checkpoint %s", path)
-        _use(cfg, str(path))
         return str(path)
     from lit_sr.utils.distributed import is_ddp_child
 
@@ -115,7 +106,6 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
             path = cache_dir / f"{key}-{_config_hash(data_cfg, node, int(cfg.get('seed') or 0))}.ckpt"
         if path.is_file():
             log.info("Using the cached classifier %s", path)
-            _use(cfg, str(path))
             return str(path)
     if is_ddp_child():  # the parent trains it before it starts the children
         raise FileNotFoundError(f"{path}: the classifier checkpoint the parent process should have written is missing")
@@ -132,7 +122,6 @@ def ensure_classifier(cfg: DictConfig, key: str = "classifier") -> str:
                 path,
             )
             train_classifier(cfg, node, path, data_cfg=data_cfg)
-    _use(cfg, str(path))
     return str(path)
 
 
@@ -236,7 +225,8 @@ def _exclusive(path: Path, poll_s: float = 5.0) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- judges
 def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]:
-    """Fill in ``cfg[key].nets.<name>.ckpt`` for every judge: a classifier no model trains against.
+    """The checkpoint ``cfg[key].nets.<name>.ckpt`` should name for every judge: a classifier no model trains
+    against.
 
     ``cfg[key]``: ``cache_dir`` (default ``<paths.data_dir>/judges``) and ``nets``: name ->
     ``{model: ClassifierModule config, trainer: Trainer arguments, seed: int, ckpt: path | null}``.
@@ -247,7 +237,7 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
     ``mode=predict`` nothing is trained (no evaluation). When the data carry no labels the judges are
     not trained (``ckpt`` stays null): the evaluator skips its label-based metrics, as one log line
     says. A judge's checkpoint may not be the perceptual classifier's (``model.classifier_ckpt``).
-    Returns name -> checkpoint path (None when skipped).
+    Returns name -> checkpoint path (None when skipped); ``cfg`` is not changed.
     """
     node = cfg.get(key)
     if node is None or not node.get("nets"):
@@ -280,7 +270,7 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
         seed = int(judge.get("seed") or 0)
         data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
         if _fast_dev_run(cfg):
-            path = _output_dir(cfg) / "judges" / f"{name}.ckpt"
+            path = run_output_dir(cfg) / "judges" / f"{name}.ckpt"
         else:
             cache_dir = Path(node.get("cache_dir") or Path(cfg.paths.data_dir) / "judges")
             path = cache_dir / f"{name}-{_config_hash(data_cfg, judge, seed)}.ckpt"
@@ -324,22 +314,19 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
                 f"{key}.nets.{name}.ckpt={path} is the perceptual classifier (model.classifier_ckpt): "
                 "a judge must be a network the model never trained against"
             )
-    with open_dict(cfg):
-        for name, path in out.items():
-            cfg[key].nets[name].ckpt = path
     return out
 
 
 # ---------------------------------------------------------------------------- a model to start from
 def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | None:
-    """Fill in ``cfg[key].ckpt``: the trained model a run starts from (a GAN's PSNR-oriented generator).
+    """The checkpoint ``cfg[key].ckpt`` should name: the trained model a run starts from (a GAN's PSNR model).
 
     ``cfg[key]``: ``ckpt`` (a given checkpoint, e.g. a finished supervised run of the same net: used as is),
     ``model`` (the LightningModule config that trains it), ``trainer`` (Trainer arguments), ``seed`` and
     ``cache_dir`` (default ``<paths.data_dir>/pretrained``). Without ``ckpt`` and in ``mode=train`` the model is
     trained once on ``cfg.data`` and cached as ``<cache_dir>/<key>-<hash>.ckpt`` (hash of data, model, trainer
     and seed); later runs load it. ``debug=fdr``: a one-batch model in the run folder, never cached. Other
-    modes: nothing (the run's own checkpoint holds the weights). Returns the path or None.
+    modes: nothing (the run's own checkpoint holds the weights). Returns the path or None (``cfg`` is not changed).
     """
     node = cfg.get(key)
     if node is None:
@@ -351,7 +338,7 @@ def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | Non
         return None
     seed = int(node.get("seed") or 0)
     if _fast_dev_run(cfg):
-        path = _output_dir(cfg) / "pretrained" / f"{key}.ckpt"
+        path = run_output_dir(cfg) / "pretrained" / f"{key}.ckpt"
     else:
         data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
         path = (
@@ -376,8 +363,6 @@ def ensure_pretrained(cfg: DictConfig, key: str = "generator_init") -> str | Non
             )
             data_cfg = OmegaConf.merge(cfg.data, {"augment_seed": seed}) if "augment_seed" in cfg.data else cfg.data
             train_classifier(cfg, node, path, data_cfg=data_cfg, seed=seed)
-    with open_dict(cfg):
-        cfg[key].ckpt = str(path)
     return str(path)
 
 
@@ -388,15 +373,22 @@ def ensure_classifiers(
     judges_key: str = "judges",
     pretrained: bool = False,
     pretrained_key: str = "generator_init",
-) -> None:
-    """The setup stage of an experiment with a perceptual classifier (``perceptual``; see
-    :func:`ensure_classifier`), independent judges (:func:`ensure_judges`) and, with ``pretrained``, a trained
-    model to start from (:func:`ensure_pretrained`)."""
+) -> dict[str, Any]:
+    """The setup stage (the experiment's ``setup_hook``): with ``pretrained`` a trained model to start from
+    (:func:`ensure_pretrained`), with ``perceptual`` the perceptual classifier (:func:`ensure_classifier`), then
+    the independent judges of ``cfg[judges_key]`` if any (:func:`ensure_judges`, which refuses the perceptual
+    checkpoint as a judge). Returns the config updates (dotted key -> checkpoint path) for the runner to merge;
+    ``cfg`` is not changed."""
+    updates: dict[str, Any] = {}
     if pretrained:
-        ensure_pretrained(cfg, pretrained_key)
+        path = ensure_pretrained(cfg, pretrained_key)
+        if path is not None:
+            updates[f"{pretrained_key}.ckpt"] = path
     if perceptual:
-        ensure_classifier(cfg, key)
-    ensure_judges(cfg, judges_key)
+        updates["model.classifier_ckpt"] = ensure_classifier(cfg, key)
+    judges = ensure_judges(with_updates(cfg, updates), judges_key)  # sees the perceptual checkpoint
+    updates.update({f"{judges_key}.nets.{name}.ckpt": path for name, path in judges.items()})
+    return updates
 
 
 def _describe(trainer_node: Any) -> str:
@@ -452,17 +444,17 @@ def _train_classifier(
         L.seed_everything(int(seed), workers=True, verbose=False)
     datamodule = instantiate(data_cfg)
     module = instantiate(node.model, _convert_="all")
-    kwargs: dict[str, Any] = {"accelerator": "auto", "enable_progress_bar": False, "enable_model_summary": False}
-    kwargs.update(OmegaConf.to_container(node.get("trainer") or {}, resolve=True))
+    spec: dict[str, Any] = {"accelerator": "auto", "enable_progress_bar": False, "enable_model_summary": False}
+    spec.update(OmegaConf.to_container(node.get("trainer") or {}, resolve=True))
     if (cfg.get("trainer") or {}).get("fast_dev_run"):  # debug=fdr: one batch through the classifier too
-        kwargs = {k: v for k, v in kwargs.items() if not k.startswith(("limit_", "max_", "min_"))}
-        kwargs["fast_dev_run"] = True
-    kwargs["devices"] = 1  # single process, also inside a DDP job (rank 0 trains it before the children start)
-    trainer = L.Trainer(
-        **kwargs,
+        spec = {k: v for k, v in spec.items() if not k.startswith(("limit_", "max_", "min_"))}
+        spec["fast_dev_run"] = True
+    trainer = build_trainer(
+        spec,
+        logger=CSVLogger(str(out_dir), name=path.stem if path.stem != "classifier" else "", version=""),
+        devices=1,  # single process, also inside a DDP job (rank 0 trains it before the children start)
         default_root_dir=str(out_dir),
         enable_checkpointing=False,
-        logger=CSVLogger(str(out_dir), name=path.stem if path.stem != "classifier" else "", version=""),
         plugins=[AtomicCheckpointIO()],
     )
     t0 = time.perf_counter()

@@ -83,6 +83,9 @@ def split_model(x):
     return {"signal": 0.75 * x, "noise": 0.25 * x}
 
 
+SAXS_OUTPUTS = {"signal": "signal", "noise": "background"}  # the SAXS decomposition's dataset names
+
+
 def test_clean_frames_roundtrip(frames_file, tmp_path):
     out = clean_frames(
         split_model,
@@ -92,6 +95,8 @@ def test_clean_frames_roundtrip(frames_file, tmp_path):
         patch_size=32,
         progress=True,
         normaliser=PercentileNormaliser(),
+        outputs=SAXS_OUTPUTS,
+        units="keV",
     )
     with h5py.File(frames_file) as a, h5py.File(out) as b:
         x = a["data"][:]
@@ -102,9 +107,15 @@ def test_clean_frames_roundtrip(frames_file, tmp_path):
             atol=2.0,
         )
         assert b["data_signal"].shape == x.shape and b.attrs["source_dataset"] == "data"
-    out2 = clean_frames(split_model, frames_file, tmp_path / "o2.h5", "single", patch_size=32)
+        assert b.attrs["units"] == "keV" and b["data_background"].attrs["units"] == "keV"
+    out2 = clean_frames(split_model, frames_file, tmp_path / "o2.h5", "single", patch_size=32, outputs=SAXS_OUTPUTS)
     with h5py.File(out2) as b:
         np.testing.assert_allclose(b["single_signal"][:], 0.75)
+    # generic defaults: every output under its own key, no units named
+    out3 = clean_frames(split_model, frames_file, tmp_path / "o3.h5", "single", patch_size=32)
+    with h5py.File(out3) as b:
+        assert sorted(b) == ["single_noise", "single_signal"] and "units" not in b.attrs
+        np.testing.assert_allclose(b["single_noise"][:], 0.25)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +129,7 @@ def test_clean_frames_roundtrip(frames_file, tmp_path):
 )
 def test_bad_input_messages(frames_file, tmp_path, name, match):
     with pytest.raises(DataFileError, match=match):
-        clean_frames(split_model, frames_file, tmp_path / "o.h5", name, patch_size=32)
+        clean_frames(split_model, frames_file, tmp_path / "o.h5", name, patch_size=32, negative_tolerance=10.0)
     assert not (tmp_path / "o.h5").exists()
 
 

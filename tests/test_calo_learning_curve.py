@@ -63,6 +63,7 @@ def test_impact_term_pulls_the_barycentre_to_the_truth_and_is_zero_there():
     m = CaloGANSRModule(
         net=calo_generator(num_features=8, num_blocks=1, growth_channels=8),
         critic=Critic(channels=(8,) * 6, hidden=16, input_size=24),
+        scale=4,
         transform=tr,
         physical_range=(0.0, 20.0),
         impact_weight=1.0,

@@ -116,6 +116,37 @@ def test_unknown_config_key_is_named(tmp_path):
         compose_config(["experiment=calo_rrdb", "model.learning_rate=1e-3"], tmp_path)
 
 
+def found_a_classifier(cfg, path: str) -> dict[str, str]:
+    """A setup hook for the test below: reports a classifier checkpoint as the stage's result."""
+    return {"model.classifier_ckpt": path}
+
+
+def returns_a_path(cfg, path: str) -> str:
+    """A hook that returns a path instead of config updates (refused)."""
+    return path
+
+
+def test_setup_stage_merges_the_hook_results_into_a_new_config(tmp_path):
+    """The setup stage is a step of the runner: the hook reads the config and returns its results; the runner
+    builds the run from a new config with them merged in (interpolations see them), the old one stays as it was;
+    a hook that returns no updates is refused with a message naming it."""
+    from omegaconf import OmegaConf, open_dict
+
+    from lit_sr.cli import setup_stage
+    from lit_sr.utils.errors import ConfigError
+
+    cfg = compose_config(["experiment=calo_srgan", *TINY], tmp_path)
+    with open_dict(cfg):
+        cfg.setup_hook = {"_target_": "test_cli.found_a_classifier", "path": str(tmp_path / "clf.ckpt")}
+    new = setup_stage(cfg)
+    assert cfg.model.classifier_ckpt is None and new.model.classifier_ckpt == str(tmp_path / "clf.ckpt")
+    assert OmegaConf.to_container(new.model.perceptual_net, resolve=True)["ckpt_path"] == str(tmp_path / "clf.ckpt")
+    with open_dict(cfg):
+        cfg.setup_hook = {"_target_": "test_cli.returns_a_path", "path": "x.ckpt"}
+    with pytest.raises(ConfigError, match=r"setup_hook._target_=test_cli.returns_a_path returned str"):
+        setup_stage(cfg)
+
+
 def test_test_mode_without_checkpoint_is_refused(tmp_path):
     cfg = compose_config(["experiment=calo_rrdb", "mode=test"], tmp_path)
     with pytest.raises(ValueError, match="ckpt_path"):

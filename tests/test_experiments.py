@@ -40,9 +40,9 @@ def test_experiment_fast_dev_run_then_predict(experiment, default_data_dir, tmp_
     # data -> model -> writer path and its files are)
     build = compose_config([*common, "debug=fdr"], tmp_path, tmp_path / "build")
     if build.get("setup_hook"):
-        from lit_sr.cli import prepare_components
+        from lit_sr.cli import setup_stage
 
-        prepare_components(build)
+        build = setup_stage(build)
     model = instantiate(build.model, _convert_="all")
     ckpt = tmp_path / "weights.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {}}, ckpt)

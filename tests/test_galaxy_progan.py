@@ -17,6 +17,7 @@ from lit_sr.data.validate import DataFileError
 from lit_sr.domains.galaxy.data import AsinhFluxTransform, GalaxyDataModule
 from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator, frechet_distance
 from lit_sr.domains.galaxy.morphology import morphology_report
+from lit_sr.domains.galaxy.observation import PSFObservation
 from lit_sr.inference.samples import SamplesH5Writer, SamplingDataModule, resolve_psf
 from lit_sr.models.progan import (
     ProGANModule,
@@ -54,8 +55,11 @@ def data_dir(tmp_path_factory) -> Path:
     return d
 
 
-def make_module(conditional: bool = True, noise: bool = True, **kwargs) -> ProGANModule:
+def make_module(conditional: bool = True, noise: bool = True, psf=None, **kwargs) -> ProGANModule:
     torch.manual_seed(0)
+    observation = PSFObservation(
+        psf_size=PSF, psf=psf, noise_background=400.0 if noise else None, noise_gain=4.0 if noise else None
+    )
     args = dict(
         net=lambda num_classes: ProGenerator(16, CHANNELS, 1, num_classes),
         critic=lambda num_classes: ProCritic(CHANNELS, 1, num_classes, mbstd_group=4),
@@ -64,9 +68,7 @@ def make_module(conditional: bool = True, noise: bool = True, **kwargs) -> ProGA
         schedule=SCHEDULE,
         transform=AsinhFluxTransform(),
         units="ADU",
-        psf_size=PSF,
-        noise_background=400.0 if noise else None,
-        noise_gain=4.0 if noise else None,
+        observation=observation,
         ema_decay=0.9,
         grid_columns=0,
     )
@@ -242,7 +244,7 @@ def test_critic_sees_psf_convolved_generator_output(data_dir) -> None:
     model = make_module(noise=False)
     trainer(0).fit(model, datamodule=dm)  # setup: the PSF layer takes the training set's PSF
     psf = dm.psf_kernel().double().numpy()
-    torch.testing.assert_close(model.psf_layer.psf, torch.from_numpy(psf).float())
+    torch.testing.assert_close(model.observation.psf_layer.psf, torch.from_numpy(psf).float())
     model.images_seen.fill_(32 + 64 + 16 + 32)  # phase 2 (16x16), alpha 1
     batch = next(iter(dm.train_dataloader()))
     seen = []
@@ -283,8 +285,22 @@ def test_low_phase_fake_is_pooled_psf_image_and_noise_has_the_ccd_variance() -> 
     assert out["convolved"][0, 0, 8, 8].item() == pytest.approx(level, rel=1e-5)  # interior: PSF sums to 1
     torch.testing.assert_close(out["observed"], out["convolved"])  # eps = 0: no noise
     x = torch.full((1, 1, 200, 200), 100.0)
-    noisy = model.noise(x)
+    noisy = model.observation.noise(x)
     assert (noisy - x).var().item() == pytest.approx((400.0 + 100.0) / 4.0, rel=0.05)  # (sky + signal) / gain
+
+
+def test_checkpoint_of_the_older_layout_loads_its_psf(tmp_path) -> None:
+    """A checkpoint from before the observation model left ProGANModule (PSF buffer at ``psf_layer.psf``)
+    predicts with its trained PSF."""
+    from lit_sr.inference.frames import load_module_weights
+
+    psf = moffat_psf(2.5, 3.0, PSF)
+    state = make_module(psf=psf).state_dict()
+    state["psf_layer.psf"] = state.pop("observation.psf_layer.psf")
+    torch.save({"state_dict": state}, tmp_path / "old.ckpt")
+    fresh = make_module()
+    load_module_weights(fresh, tmp_path / "old.ckpt")
+    torch.testing.assert_close(fresh.observation.psf_layer.psf, psf.float())
 
 
 # ------------------------------------------------------------------------------------------ conditioning
@@ -332,9 +348,14 @@ def test_predict_psf_override_is_checked(tmp_path) -> None:
     with pytest.raises(DataFileError, match=r"psf.npy \[array\].*sum to 1"):
         resolve_psf(str(bad), 16)
     with pytest.raises(ValueError, match=r"predict.psf \(31x31\) is larger than the image \(16x16\)"):
-        resolve_psf({"fwhm_pix": 3.0, "size": 31}, 16)
+        resolve_psf({"fwhm_pix": 3.0, "beta": 3.5, "size": 31}, 16)
     k = resolve_psf({"fwhm_arcsec": 0.8, "pixel_scale_arcsec": 0.2, "beta": 2.5, "size": 9}, 16)
     torch.testing.assert_close(k, moffat_psf(4.0, 2.5, 9))
+    # what the spec leaves out comes from the training data's PSF parameters, never from a built-in default
+    data = {"beta": 2.5, "size": 9, "pixel_scale_arcsec": 0.2}
+    torch.testing.assert_close(resolve_psf({"fwhm_arcsec": 0.8}, 16, defaults=data), k)
+    with pytest.raises(ValueError, match="predict.psf: a Moffat PSF needs beta"):
+        resolve_psf({"fwhm_pix": 3.0, "size": 9}, 16)
 
 
 def _sample(model: ProGANModule, out_dir: Path, name: str, **dm_kwargs) -> Path:

@@ -54,6 +54,7 @@ def _module(loss="wgan-gp", **kw):
         net=_generator(),
         critic=Critic(channels=(8, 8, 8, 8, 8, 8), hidden=16, input_size=24),
         adversarial_loss=loss,
+        scale=4,
         transform=IntensityTransform(20.0),
         physical_range=(0.0, 20.0),
         perceptual_net=CNNClassifier(channels=(8,), feature_dim=16),

@@ -72,7 +72,7 @@ def test_judges_trained_once_cached_and_random_state_kept(tmp_path):
     assert torch.equal(torch.rand(3), expected), "training the judges changed the run's random state"
     assert set(paths) == {"hr", "lr"}
     assert all(Path(p).parent == data_dir / "judges" and Path(p).is_file() for p in paths.values())
-    assert cfg.judges.nets.hr.ckpt == paths["hr"] and paths["hr"] != paths["lr"]
+    assert paths["hr"] != paths["lr"] and cfg.judges.nets.hr.ckpt is None  # the config is read, never edited
     mtimes = {k: Path(p).stat().st_mtime_ns for k, p in paths.items()}
     # a later run (another experiment, another run seed) finds them: nothing is trained again
     cfg2 = compose_config(
@@ -186,7 +186,8 @@ def test_a_second_run_waits_for_the_checkpoint_another_run_is_training(tmp_path)
 
 
 def test_the_gan_starts_from_a_psnr_model_trained_once_and_cached(tmp_path):
-    from lit_sr.setup_hooks import ensure_pretrained
+    from lit_sr.setup_hooks import ensure_classifiers, ensure_pretrained
+    from lit_sr.utils.trainer import with_updates
 
     data_dir = tmp_path / "data"
     overrides = [
@@ -198,11 +199,14 @@ def test_the_gan_starts_from_a_psnr_model_trained_once_and_cached(tmp_path):
         "+generator_init.trainer.limit_val_batches=1",
     ]
     cfg = compose_config(overrides, tmp_path, tmp_path / "run1")
-    path = ensure_pretrained(cfg)
-    assert Path(path).parent == data_dir / "pretrained" and cfg.generator_init.ckpt == path
+    updates = ensure_classifiers(cfg, perceptual=False, pretrained=True, judges_key="no_judges")
+    path = updates["generator_init.ckpt"]
+    assert Path(path).parent == data_dir / "pretrained" and cfg.generator_init.ckpt is None  # read, not edited
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     assert any(k.startswith("net.") for k in state)
-    assert OmegaConf.to_container(cfg.callbacks.init_generator, resolve=True)["ckpt_path"] == path
+    # the runner's merged config: the callback that loads the generator sees the path
+    new = with_updates(cfg, updates)
+    assert OmegaConf.to_container(new.callbacks.init_generator, resolve=True)["ckpt_path"] == path
     mtime = Path(path).stat().st_mtime_ns
     cfg2 = compose_config(overrides, tmp_path, tmp_path / "run2")
     assert ensure_pretrained(cfg2) == path and Path(path).stat().st_mtime_ns == mtime  # found, not retrained

@@ -182,7 +182,8 @@ class FramesH5Output:
 
     Datasets ``<dataset>_<name>`` (``names`` maps model output keys to suffixes) of the input's shape
     with the last two dims times ``scale`` (and a channel axis if an output has several channels) are
-    created at the first frame; :meth:`commit` renames the temporary file onto ``path``.
+    created at the first frame; :meth:`commit` renames the temporary file onto ``path``. ``units``: the
+    physical units of every output (a string) or by output key, written as each dataset's ``units``.
     """
 
     def __init__(
@@ -193,7 +194,7 @@ class FramesH5Output:
         input_shape: Sequence[int],
         names: Mapping[str, str] | None = None,
         attrs: Mapping[str, Any] | None = None,
-        units: Mapping[str, str] | None = None,
+        units: Mapping[str, str] | str | None = None,
         overwrite: bool = False,
     ) -> None:
         path, input_path = Path(path), Path(input_path)
@@ -208,7 +209,7 @@ class FramesH5Output:
         self.h5 = h5py.File(self.file.tmp, "w")
         self.dataset, self.input_shape = dataset, tuple(input_shape)
         self.names = dict(names or {})
-        self.units = dict(units or {})
+        self.units = units if isinstance(units, str) else dict(units or {})
         self.h5.attrs["source_file"] = str(input_path)
         self.h5.attrs["source_dataset"] = dataset
         for k, v in (attrs or {}).items():
@@ -230,8 +231,9 @@ class FramesH5Output:
                 name = f"{self.dataset}_{self.names.get(key, key)}"
                 chunks = (1, *arr.shape) if len(self.input_shape) == 3 else None
                 self._datasets[key] = self.h5.create_dataset(name, shape, np.float32, chunks=chunks)
-                if key in self.units:
-                    self._datasets[key].attrs["units"] = self.units[key]
+                unit = self.units if isinstance(self.units, str) else self.units.get(key, "")
+                if unit:
+                    self._datasets[key].attrs["units"] = unit
             if len(self.input_shape) == 3:
                 self._datasets[key][index] = arr
             else:
@@ -259,24 +261,25 @@ def clean_frames(
     offsets: Sequence[Sequence[int]] | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
-    negative_tolerance: float | None = 10.0,
-    outputs: dict[str, str] | None = None,
+    negative_tolerance: float | None = None,
+    outputs: Mapping[str, str] | None = None,
     progress: bool = True,
     overwrite: bool = False,
     normaliser: Normaliser | None = None,
-    units: str = "keV",
+    units: str = "",
 ) -> Path:
     """Blended prediction of every frame of ``input_path[dataset]`` (physical units) into ``output_path``.
 
-    ``model`` maps patch batches to a tensor or a dict of tensors (e.g. ``{"signal", "noise"}``);
-    ``outputs`` maps its keys to dataset suffixes (default: the SAXS decomposition's
-    ``{"signal": "signal", "noise": "background"}``). ``normaliser`` is the training's per-patch
-    normalisation (None: patches as they are). An existing ``output_path`` raises FileExistsError
-    before any work unless ``overwrite``. Returns the output path.
+    ``model`` maps patch batches to a tensor (written as ``output``) or a dict of tensors (e.g. a SAXS
+    decomposition's ``{"signal", "noise"}``); ``outputs`` maps the keys to write to their dataset suffixes
+    (e.g. ``{"signal": "signal", "noise": "background"}``; None: every key under its own name).
+    ``negative_tolerance``: values below ``-negative_tolerance`` (physical units) are refused (None: any
+    value). ``units``: the physical units' name, written to the file (e.g. ``"keV"``). ``normaliser`` is the
+    training's per-patch normalisation (None: patches as they are). An existing ``output_path`` raises
+    FileExistsError before any work unless ``overwrite``. Returns the output path.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     require_file(input_path, "input frames file")
-    outputs = outputs or {"signal": "signal", "noise": "background"}
     predictor = FramePredictor(patch_size, offsets, batch_size, normaliser)
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
@@ -290,35 +293,41 @@ def clean_frames(
             ds.shape,
             names=outputs,
             attrs=predictor.attrs(),
-            units={k: units for k in outputs},
+            units=units,
             overwrite=overwrite,
         )
         try:
             n = ds.shape[0] if ds.ndim == 3 else 1
             for i in track(
-                range(n), n, f"cleaning {input_path.name}[{dataset}]", unit="frames", enabled=progress and n > 1
+                range(n), n, f"predicting {input_path.name}[{dataset}]", unit="frames", enabled=progress and n > 1
             ):
                 frame = torch.from_numpy(np.asarray(ds[i] if ds.ndim == 3 else ds[()], np.float32))[None].to(device)
                 pred = predictor(model, frame, where=f"{input_path} [{dataset}] frame {i}")
                 pred = pred if isinstance(pred, dict) else {"output": pred}
-                out.write(i, {k: pred[k] for k in outputs})
+                missing = sorted(set(outputs or ()) - set(pred))
+                if missing:
+                    raise ConfigError(f"outputs {missing} are not among the model's outputs {sorted(pred)}")
+                out.write(i, {k: pred[k] for k in (outputs or pred)})
         except BaseException:
             out.abort()
             raise
-        return out.commit({"units": units})
+        return out.commit({"units": units} if units else None)
 
 
 def load_module_weights(model: torch.nn.Module, ckpt_path: str | Path) -> None:
     """Load the ``state_dict`` of a Lightning checkpoint into ``model`` (``weights_only=True``).
 
     A checkpoint of another architecture raises a DataFileError (a ValueError) naming the checkpoint and
-    the differing tensors (before any prediction starts).
+    the differing tensors (before any prediction starts). A LightningModule's ``on_load_checkpoint`` sees the
+    checkpoint first, as when Lightning restores it (e.g. to rename the tensors of an older layout).
     """
     ckpt_path = Path(ckpt_path)
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or pickled objects that weights_only refuses
         raise DataFileError(ckpt_path, None, f"cannot load the checkpoint with weights_only=True ({err})") from err
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and isinstance(model, L.LightningModule):
+        model.on_load_checkpoint(ckpt)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise DataFileError(ckpt_path, None, "no state_dict in the checkpoint (expected a Lightning checkpoint)")

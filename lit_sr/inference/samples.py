@@ -34,24 +34,37 @@ from lit_sr.utils.atomic import atomic_path
 log = logging.getLogger("lit_sr")
 
 
+MOFFAT_KEYS = ("fwhm_pix", "fwhm_arcsec", "pixel_scale_arcsec", "beta", "size", "oversample")
+
+
 def resolve_psf(
-    spec: str | Path | Mapping[str, Any] | None, image_size: int | None = None, key: str = "predict.psf"
+    spec: str | Path | Mapping[str, Any] | None,
+    image_size: int | None = None,
+    key: str = "predict.psf",
+    defaults: Mapping[str, Any] | None = None,
 ) -> torch.Tensor | None:
     """``spec`` -> a kernel [K, K] (sum 1) or None.
 
     A string is a ``.npy`` or FITS file (:func:`lit_sr.nets.psf.load_psf`, not renormalised: it must
     sum to 1). A mapping gives a Moffat: ``fwhm_pix`` (or ``fwhm_arcsec`` and ``pixel_scale_arcsec``),
-    ``beta`` (default 3.5), odd ``size`` (default 25), ``oversample`` (default 1, pixel centres).
+    ``beta``, odd ``size``, ``oversample`` (default 1, pixel centres). ``defaults``: Moffat parameters the
+    spec falls back on (the training data's ``psf_beta``, ``psf_size``, ``pixel_scale_arcsec`` in
+    conf/predict/samples.yaml; null values are ignored).
     """
     if spec is None:
         return None
     if isinstance(spec, (str, Path)):
         kernel = load_psf(spec, normalise=False)
     elif isinstance(spec, Mapping):
-        known = {"fwhm_pix", "fwhm_arcsec", "pixel_scale_arcsec", "beta", "size", "oversample"}
+        known = set(MOFFAT_KEYS)
         unknown = sorted(set(spec) - known)
         if unknown:
             raise ValueError(f"{key}: unknown Moffat parameter(s) {unknown}; expected {sorted(known)}")
+        given = {k: v for k, v in (defaults or {}).items() if v is not None and k in known}
+        spec = {**given, **spec}
+        for needed in ("beta", "size"):
+            if needed not in spec:
+                raise ValueError(f"{key}: a Moffat PSF needs {needed} (none given, and the data name none)")
         if "fwhm_pix" in spec:
             fwhm = float(spec["fwhm_pix"])
         elif "fwhm_arcsec" in spec and "pixel_scale_arcsec" in spec:
@@ -59,9 +72,7 @@ def resolve_psf(
         else:
             raise ValueError(f"{key}: a Moffat PSF needs fwhm_pix, or fwhm_arcsec and pixel_scale_arcsec")
         try:
-            kernel = moffat_psf(
-                fwhm, float(spec.get("beta", 3.5)), int(spec.get("size", 25)), int(spec.get("oversample", 1))
-            )
+            kernel = moffat_psf(fwhm, float(spec["beta"]), int(spec["size"]), int(spec.get("oversample", 1)))
         except ValueError as err:
             raise ValueError(f"{key}: {err}") from err
     else:
@@ -115,6 +126,7 @@ class SamplingDataModule(L.LightningDataModule):
         class_names: the model's classes (``${model.class_names}``).
         psf: PSF override (see :func:`resolve_psf`); None = the model's own.
         image_size: stamp side (PSFs larger than this are refused).
+        psf_defaults: Moffat parameters a ``psf`` mapping falls back on (the training data's).
     """
 
     def __init__(
@@ -127,6 +139,7 @@ class SamplingDataModule(L.LightningDataModule):
         class_names: Sequence[str] | None = None,
         psf: str | Mapping[str, Any] | None = None,
         image_size: int | None = None,
+        psf_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if int(num_samples) < 1:
@@ -137,7 +150,7 @@ class SamplingDataModule(L.LightningDataModule):
         self.conditional = bool(conditional)
         self.class_names = [str(c) for c in class_names] if class_names else []
         self.label = self._label_index(label)
-        self.psf = resolve_psf(psf, image_size)
+        self.psf = resolve_psf(psf, image_size, defaults=psf_defaults)
         self.dataset: SampleSeeds | None = None
 
     def _label_index(self, label: int | str | None) -> int | None:

@@ -132,6 +132,8 @@ class FramesH5Writer(BasePredictionWriter):
         output_dir: the run's folder.
         names: output key -> dataset suffix (e.g. ``{noise: background}``); others keep their key.
         attrs: extra file attributes.
+        frame_predictor: the predictor the model blends the frames with (the runner passes the same object
+            it gives the model); its ``attrs()`` (patch size, offsets, ...) are recorded in the file.
     """
 
     def __init__(
@@ -143,12 +145,14 @@ class FramesH5Writer(BasePredictionWriter):
         names: Mapping[str, str] | None = None,
         attrs: Mapping[str, Any] | None = None,
         default_suffix: str = "predicted",
+        frame_predictor: Any | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.input, self.dataset, self.output, self.output_dir = Path(input), str(dataset), output, output_dir
         self.names = dict(names or {})
         self.attrs = dict(attrs or {})
         self.default_suffix = default_suffix
+        self.frame_predictor = frame_predictor
         self.path: Path | None = None
         self._out: FramesH5Output | None = None
 
@@ -178,9 +182,8 @@ class FramesH5Writer(BasePredictionWriter):
             with h5py.File(self.input, "r") as h5:
                 shape = h5[self.dataset].shape
             attrs = {k: (str(v) if v is not None else "") for k, v in self.attrs.items()}
-            predictor = getattr(pl_module, "frame_predictor", None)
-            if predictor is not None and hasattr(predictor, "attrs"):
-                attrs.update(predictor.attrs())
+            if self.frame_predictor is not None and hasattr(self.frame_predictor, "attrs"):
+                attrs.update(self.frame_predictor.attrs())
             units = pl_module.prediction_units() if hasattr(pl_module, "prediction_units") else {}
             if units:
                 attrs["units"] = ", ".join(sorted(set(units.values())))

@@ -122,8 +122,8 @@ class LitSRModule(L.LightningModule):
     Prediction: ``predict_step`` serves two kinds of batches. Sample batches (the batch contract) go to
     ``predict_samples``. Frame batches (``{"frame": [B, C, H, W], ...}`` from a frames data module, in
     model space) go through ``frame_predictor`` (e.g. :class:`lit_sr.inference.frames.FramePredictor`:
-    blended patches), set by the runner from ``predict.frame_predictor``; outputs are returned in
-    physical units by ``frame_outputs_to_physical``.
+    blended patches), which the runner (``lit_sr.cli.predict``) sets from ``predict.frame_predictor``;
+    outputs are returned in physical units by ``frame_outputs_to_physical``.
     """
 
     frame_predictor: Callable | None = None

@@ -6,10 +6,10 @@ beside the adversarial one: a pixel loss and a perceptual loss on the features o
 (our own domain classifier: no pretrained VGG). Evaluation, baselines and prediction are the
 supervised module's (:class:`~lit_sr.models.image_to_image.ImageToImageTask`).
 
-Defaults are the calorimeter study's (Erdmann et al. 2022):
-    generator  L = 1e-4 * L_WGAN + 1e-9 * L_perceptual (+ pixel_weight * L_pixel, default 0)
-    critic     L = 10 * L_WGAN + 10 * L_GP
-    Adam(lr=1e-4, betas=(0, 0.9)) for both, n_critic = 1.
+Loss weights default to a plain sum (adversarial and perceptual terms weighted 1, no pixel term);
+every recipe states its own, e.g. the calorimeter study (Erdmann et al., EPJC 83 (2023) 1001) in
+conf/experiment/calo_srgan.yaml: generator 1e-4 L_WGAN + 1e-9 L_perceptual, critic 10 L_WGAN + 10 L_GP.
+``scale`` has no default: it is the data's (``${data.scale}`` in conf/model/gan.yaml).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         perceptual_net: frozen feature net (``load_frozen_classifier(...)``) or None (no perceptual term).
         perceptual_reduction: 'mean' or 'sum' over the features (see ``PerceptualLoss``).
         loss: pixel loss (L1 default) of the pixel term and of the pre-training phase.
-        perceptual_weight, pixel_weight: generator loss weights.
+        scale: upsampling factor of ``net`` (required, keyword-only: the data's).
+        generator_adversarial_weight, critic_adversarial_weight: weights of the adversarial terms (default 1).
+        perceptual_weight, pixel_weight: generator loss weights (default 1 and 0: the pixel term is off).
         condition_on_input: the critic gets the LR input (its image channels, in model space) as
             condition (needs a critic built with ``condition_channels``).
         classifier_ckpt: provenance only: the checkpoint the perceptual net / evaluator were loaded
@@ -46,10 +48,11 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         net: nn.Module,
         critic: nn.Module,
         adversarial_loss: str | AdversarialLoss = "wgan-gp",
+        *,
+        scale: int,
         perceptual_net: nn.Module | None = None,
         perceptual_reduction: str = "mean",
         loss: nn.Module | None = None,
-        scale: int = 4,
         data_range: float | None = None,
         physical_range: Sequence[float] | None = None,
         transform: nn.Module | None = None,
@@ -62,10 +65,10 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         generator_optimizer: OptimizerFactory | None = None,
         critic_optimizer: OptimizerFactory | None = None,
         n_critic: int = 1,
-        generator_adversarial_weight: float = 1e-4,
-        perceptual_weight: float = 1e-9,
+        generator_adversarial_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
         pixel_weight: float = 0.0,
-        critic_adversarial_weight: float = 10.0,
+        critic_adversarial_weight: float = 1.0,
         penalty: str = "auto",
         gp_weight: float = 10.0,
         drift_weight: float = 0.0,

@@ -1,4 +1,4 @@
-"""Progressive, optionally class-conditional WGAN-GP with a fixed PSF layer and an observation model.
+"""Progressive, optionally class-conditional WGAN-GP with an observation model between generator and critic.
 
 :class:`ProGANModule` runs on the adversarial engine (:class:`~lit_sr.models.adversarial.AdversarialModule`):
 the critic judges ``observe(generator(z, label))`` against real stamps, both at the resolution of the
@@ -11,14 +11,13 @@ output, which lives in the data's model space):
    model space (:func:`soft_clamp`: identity inside, smooth saturation outside, never a zero
    gradient; keeps exponential inverse transforms finite), is upsampled (nearest: surface brightness per native pixel is kept) to
    the stamp size S;
-2. convolved with the non-trainable PSF (``psf_mode='fixed'``: one kernel, by default the training
-   set's, taken from the data module's ``psf_kernel()``; ``'per_sample'``: each stamp's own
-   ``batch['psf']``; ``'none'``: no PSF);
-3. observation noise (``noise_gain`` set): Gaussian with variance (``noise_background`` + max(x, 0)) /
-   ``noise_gain`` per pixel (the CCD noise of a subtracted sky plus the source's shot noise,
-   reparameterised, so gradients pass). Without it a PSF-convolved (band-limited) fake can never
-   look like a real noisy stamp, and the critic separates them by their noise alone;
-4. averaged over (S / r)^2 blocks back to r (the same pooling the real stamps get), then ``transform``.
+2. through the ``observation`` model (the instrument, a domain's module given by config; None: the
+   image is observed as it is): ``observation(x, psf=None, eps=None)`` returns the noise-free
+   ``convolved`` image and the ``observed`` one (with noise drawn from ``eps``, reparameterised so
+   gradients pass); e.g. the galaxy domain's ``PSFObservation``, the survey's PSF and CCD noise. It may also have ``psf_of(batch)`` (per-sample PSFs a batch carries, or None),
+   ``setup(datamodule)`` (called at fit, e.g. to take the training set's PSF), ``has_noise`` and
+   ``attrs()`` (recorded in sample files);
+3. averaged over (S / r)^2 blocks back to r (the same pooling the real stamps get), then ``transform``.
 
 Real stamps: ``batch['image']`` (model space, [B, 1, S, S]) -> physical -> averaged to r; during a
 fade-in they are mixed as the networks are, (1 - alpha) * up2(pool2(x_r)) + alpha * x_r, so the critic
@@ -65,11 +64,9 @@ from torch import nn
 from lit_sr.losses.adversarial import AdversarialLoss
 from lit_sr.models.adversarial import AdversarialModule
 from lit_sr.models.base import OptimizerFactory, log_evaluation, transform_hparams
-from lit_sr.nets.psf import FFTPSFConv
 
 log = logging.getLogger("lit_sr")
 
-PSF_MODES = ("fixed", "per_sample", "none")
 STAGES = ("val", "test")
 
 
@@ -141,29 +138,6 @@ class ProgressiveSchedule:
         return {"fade_images": list(self.fade), "stable_images": list(self.stable), "batch_size": list(self.batch)}
 
 
-class ObservationNoise(nn.Module):
-    """x + sqrt((background + max(x, 0)) / gain) * eps, physical units (e.g. ADU, gain in e-/ADU)."""
-
-    def __init__(self, background: float, gain: float) -> None:
-        super().__init__()
-        if not gain > 0 or background < 0:
-            raise ValueError(
-                f"ObservationNoise needs gain > 0 and background >= 0, got gain={gain}, background={background}"
-            )
-        self.background = float(background)
-        self.gain = float(gain)
-
-    def sigma(self, x: torch.Tensor) -> torch.Tensor:
-        return ((self.background + x.clamp_min(0.0)) / self.gain).sqrt()
-
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-        eps = torch.randn_like(x) if eps is None else eps.to(x)
-        return x + self.sigma(x) * eps
-
-    def extra_repr(self) -> str:
-        return f"background={self.background}, gain={self.gain}"
-
-
 def _build(net: nn.Module | Callable[..., nn.Module], num_classes: int, what: str) -> nn.Module:
     """A net config given as a partial is built with ``num_classes``; a built net must agree."""
     if isinstance(net, nn.Module):
@@ -188,11 +162,8 @@ class ProGANModule(AdversarialModule):
         schedule: ``{fade_images, stable_images, batch_size}`` lists, one entry per phase (4x4, 8x8, ...).
         transform: physical units <-> model space (the data's); None = identity.
         units: physical units of the images (written into sample files).
-        psf: fixed kernel [K, K] (sums to 1) or None = the training set's (data module ``psf_kernel()``).
-        psf_mode: 'fixed', 'per_sample' (``batch['psf']`` in training) or 'none'.
-        psf_size: K, the side of the stored kernel (checkpoints must agree).
-        psf_padding: 'zeros' (empty sky outside the stamp) or 'reflect'.
-        noise_background, noise_gain: observation noise (see the module docstring); gain None = no noise.
+        observation: the instrument between the generator and the critic (see the module docstring), e.g.
+            the galaxy domain's ``PSFObservation``; None = observed as generated.
         model_range: [lo, hi] soft limits of generator outputs in model space before the inverse transform
             (None = off); ``range_sharpness`` the k of :func:`soft_clamp`.
         evaluator: metrics on generated vs real stamps (see the module docstring) or None.
@@ -211,12 +182,7 @@ class ProGANModule(AdversarialModule):
         schedule: Mapping[str, Sequence[int]] | None = None,
         transform: nn.Module | None = None,
         units: str = "",
-        psf: torch.Tensor | np.ndarray | None = None,
-        psf_mode: str = "fixed",
-        psf_size: int = 25,
-        psf_padding: str = "zeros",
-        noise_background: float | None = None,
-        noise_gain: float | None = None,
+        observation: nn.Module | None = None,
         model_range: Sequence[float] | None = (-2.0, 6.0),
         range_sharpness: float = 5.0,
         evaluator: nn.Module | None = None,
@@ -265,7 +231,7 @@ class ProGANModule(AdversarialModule):
                 "critic",
                 "evaluator",
                 "transform",
-                "psf",
+                "observation",
                 "generator_optimizer",
                 "critic_optimizer",
                 "adversarial_loss",
@@ -288,23 +254,7 @@ class ProGANModule(AdversarialModule):
         self.units = units
         self.latent_dim = int(net.latent_dim)
         self.image_size = int(net.max_resolution)
-        if psf_mode not in PSF_MODES:
-            raise ValueError(f"model.psf_mode must be one of {', '.join(PSF_MODES)}, got {psf_mode!r}")
-        self.psf_mode = psf_mode
-        self.psf_size = int(psf_size)
-        self._psf_from_data = psf is None and psf_mode != "none"
-        if psf is None:
-            kernel = torch.zeros(self.psf_size, self.psf_size)
-            kernel[self.psf_size // 2, self.psf_size // 2] = 1.0  # identity until the data's PSF is set
-        else:
-            kernel = torch.as_tensor(psf, dtype=torch.float32)
-            if tuple(kernel.shape) != (self.psf_size, self.psf_size):
-                raise ValueError(
-                    f"model.psf has shape {tuple(kernel.shape)}; model.psf_size={self.psf_size} expects "
-                    f"{self.psf_size}x{self.psf_size}"
-                )
-        self.psf_layer = FFTPSFConv(kernel, padding=psf_padding)
-        self.noise = ObservationNoise(noise_background or 0.0, noise_gain) if noise_gain else None
+        self.observation = observation
         self.model_range = tuple(float(v) for v in model_range) if model_range is not None else None
         if self.model_range is not None and not self.model_range[0] < self.model_range[1]:
             raise ValueError(f"model.model_range must be [lo, hi] with lo < hi, got {list(self.model_range)}")
@@ -340,6 +290,10 @@ class ProGANModule(AdversarialModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict) and "psf_layer.psf" in state and self.observation is not None:
+            # checkpoints from before the observation model left this module: the PSF buffer moved
+            state["observation.psf_layer.psf"] = state.pop("psf_layer.psf")
         stored = checkpoint.get("progan")
         if stored and stored.get("schedule") != self.schedule.as_dict():
             log.warning(
@@ -352,19 +306,8 @@ class ProGANModule(AdversarialModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        if stage != "fit" or not self._psf_from_data:
-            return
-        dm = getattr(self.trainer, "datamodule", None)
-        get = getattr(dm, "psf_kernel", None)
-        if get is None:
-            raise ValueError(
-                "model.psf is null (use the training set's PSF) but the data module has no psf_kernel(); "
-                "give model.psf or model.psf_mode=none"
-            )
-        kernel = torch.as_tensor(get(), dtype=torch.float32)
-        if tuple(kernel.shape) != (self.psf_size, self.psf_size):
-            raise ValueError(f"the training set's PSF is {tuple(kernel.shape)} but model.psf_size={self.psf_size}")
-        self.psf_layer.psf.copy_(kernel)
+        if stage == "fit" and hasattr(self.observation, "setup"):
+            self.observation.setup(getattr(self.trainer, "datamodule", None))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -399,19 +342,21 @@ class ProGANModule(AdversarialModule):
         f = self.image_size // x.shape[-1]
         if f > 1:
             x = F.interpolate(x, scale_factor=f, mode="nearest")
-        if self.psf_mode == "none":
-            conv = x
-        else:
-            conv = self.psf_layer(x, psf=psf if psf is not None and self.psf_mode == "per_sample" else None)
-        observed = self.noise(conv, eps) if self.noise is not None else conv
-        return {"psf_free": x, "convolved": conv, "observed": observed}
+        if self.observation is None:
+            if psf is not None:
+                raise ValueError("predict.psf: this model has no observation model (model.observation=null)")
+            return {"psf_free": x, "convolved": x, "observed": x}
+        return {"psf_free": x, **self.observation(x, psf=psf, eps=eps)}
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the observation adds noise (then ``observed`` differs from ``convolved``)."""
+        return self.observation is not None and bool(getattr(self.observation, "has_noise", True))
 
     def _batch_psf(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
-        if self.psf_mode != "per_sample":
-            return None
-        if "psf" not in batch:
-            raise ValueError("model.psf_mode=per_sample needs a 'psf' entry [B, K, K] in every batch")
-        return batch["psf"]
+        """The per-sample PSFs the observation takes from a training or evaluation batch (or None)."""
+        psf_of = getattr(self.observation, "psf_of", None)
+        return psf_of(batch) if psf_of is not None else None
 
     def _labels(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         if not self.conditional:
@@ -631,21 +576,12 @@ class ProGANModule(AdversarialModule):
         y = self.eval_net(
             torch.from_numpy(z).to(self.device), labels.long() if self.conditional else None, depth=phase, alpha=alpha
         )
-        psf = batch.get("psf")
-        if psf is not None and self.psf_mode == "none":
-            raise ValueError("predict.psf: this model has no PSF layer (model.psf_mode=none)")
-        if psf is not None:
-            x = self.observe(y)["psf_free"]
-            conv = self.psf_layer(x, psf=psf.to(x))
-            images = {
-                "psf_free": x,
-                "convolved": conv,
-                "observed": self.noise(conv, torch.from_numpy(eps).to(x)) if self.noise is not None else conv,
-            }
-        else:
-            images = self.observe(y, None, torch.from_numpy(eps).to(self.device))
+        psf = batch.get("psf")  # predict.psf: replaces the model's PSF for every sample
+        images = self.observe(
+            y, psf.to(self.device) if psf is not None else None, torch.from_numpy(eps).to(self.device)
+        )
         out = {"psf_free": images["psf_free"], "convolved": images["convolved"]}
-        if self.noise is not None:
+        if self.noisy:
             out["observed"] = images["observed"]
         out["label"] = labels.long() if labels is not None else torch.full((n,), -1, dtype=torch.long)
         out["index"], out["seed"] = index, seed
@@ -664,10 +600,8 @@ class ProGANModule(AdversarialModule):
             "phase": phase,
             "alpha": alpha,
             "generated_resolution": self.resolution(phase),
-            "psf_mode": self.psf_mode,
-            "training_psf": self.psf_layer.psf.detach().cpu().numpy(),
             "label_meaning": "class index into class_names; -1 = unconditional model",
         }
-        if self.noise is not None:
-            attrs.update(noise_background=self.noise.background, noise_gain=self.noise.gain)
+        if hasattr(self.observation, "attrs"):
+            attrs.update(self.observation.attrs())
         return attrs

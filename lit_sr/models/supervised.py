@@ -21,7 +21,7 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
     """Args:
     net: image-to-image network (e.g. ``RRDBNet``), output = scale x input size.
     loss: pixel loss module (default L1).
-    scale: upsampling factor of ``net`` (1 for denoising).
+    scale: upsampling factor of ``net`` (1 for denoising; required, keyword-only: the data's).
     data_range: range of target values in model space for PSNR/SSIM; None = the transform's image of
         ``physical_range``.
     physical_range: [lo, hi] of meaningful physical values (from the data config).
@@ -42,7 +42,8 @@ class SupervisedSRModule(ImageToImageTask, LitSRModule):
         self,
         net: nn.Module,
         loss: nn.Module | None = None,
-        scale: int = 4,
+        *,
+        scale: int,
         data_range: float | None = None,
         physical_range: Sequence[float] | None = None,
         transform: nn.Module | None = None,

@@ -39,7 +39,7 @@ class Critic(nn.Module):
         strides: stride of each conv layer (same length as ``channels``; default 1, 2, 1, 2, 1, 2).
         hidden: width of the first dense layer.
         activation: activation name (``make_activation``), Swish by default.
-        input_size: image size (int or (H, W)) the critic is built for; None -> adaptive pooling.
+        input_size: image size (int or (H, W)) the critic is built for; None (default) -> adaptive pooling.
         pooled_size: spatial size after adaptive pooling when ``input_size`` is None.
         norm: 'layer' (per-sample LayerNorm over C,H,W) or 'none'.
         condition_channels: channels of the condition image (0: unconditional).
@@ -53,7 +53,7 @@ class Critic(nn.Module):
         strides: Sequence[int] = (1, 2, 1, 2, 1, 2),
         hidden: int = 256,
         activation: str = "swish",
-        input_size: int | Sequence[int] | None = 24,
+        input_size: int | Sequence[int] | None = None,
         pooled_size: int = 4,
         norm: str = "layer",
         condition_channels: int = 0,

@@ -374,7 +374,7 @@ class GalaxyDataModule(SimulatedH5DataModule):
         if spread > 0.01:
             log.warning(
                 "%s: PSFs differ between galaxies (max deviation %.1f %% of the peak); the fixed PSF layer uses "
-                "their mean (model.psf_mode=per_sample uses each galaxy's own)",
+                "their mean (model.observation.psf_mode=per_sample uses each galaxy's own)",
                 ds.path,
                 100 * spread,
             )
