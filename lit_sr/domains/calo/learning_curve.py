@@ -223,6 +223,8 @@ def figure(rows: Sequence[Mapping[str, Any]]):
     axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
         ax.set_xlabel("training events per class")
     axes[0].legend(fontsize=7)
     return fig
