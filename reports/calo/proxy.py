@@ -30,7 +30,11 @@ net = calo_generator(
 loss_fn = ShowerLoss(transform=tr, barycentre_weight=1.0, width_weight=width_weight)
 opt = torch.optim.Adam(net.parameters(), lr=5e-4, betas=(0.0, 0.9))
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
-ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+ema = (
+    torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
+    if ema_decay
+    else None
+)
 t0 = time.time()
 for i, b in enumerate(dm.train_dataloader()):
     if i >= steps:
