@@ -142,7 +142,9 @@ def main() -> None:
     )
     ap.add_argument("--batches", type=int, default=WARMUP + (5 if quick() else 10), help="batches per run")
     ap.add_argument("--repeat", type=int, default=2 if quick() else 3)
-    ap.add_argument("--large", action="store_true", default=not quick(), help="also SRResNet 64x16 (slow)")
+    ap.add_argument(
+        "--large", action=argparse.BooleanOptionalAction, default=not quick(), help="also SRResNet 64x16 (slow)"
+    )
     ap.add_argument("--srresnet", action=argparse.BooleanOptionalAction, default=True, help="the SRResNet 16x8 rows")
     ap.add_argument(
         "--override",
