@@ -9,10 +9,12 @@ Rows (no goal: they say where ``trainer.precision=bf16-mixed`` (+ ``model.channe
   batches.
 * ``precision/<recipe>/<bf16|bf16_channels_last>``: the same ratio for the experiment's own model through
   Lightning (``precision="bf16-mixed"`` and ``channels_last=True`` as the configs set them), on batches
-  of its own data module pre-loaded (perceptual nets and evaluators off, as in bench_pipeline).
-The variants alternate ``--repeat`` times; each ratio is the median over the interleaved repetitions
-(a change of the machine's load hits all variants alike). Timed windows as in bench_training (optimiser
-steps counted by torch; the variants must count the same number).
+  of its own data module pre-loaded (perceptual nets and evaluators off, as in bench_pipeline; a GAN's
+  pre-training off, so the timed batches are its adversarial step: critic + gradient penalty + generator).
+``--clock cpu`` with ``--threads 1`` times CPU seconds of the process (the work done, which another
+process's load changes far less than wall time). The variants alternate ``--repeat`` times; each ratio is
+the median over the interleaved repetitions (a change of the machine's load hits all variants alike).
+Timed windows as in bench_training (optimiser steps counted by torch; the variants must count the same number).
 A speed-up does not by itself make bf16 a default: its results must stay within the fp32 seed spread.
 """
 
@@ -20,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Sequence
 
+import common
 import torch  # noqa: E402
-from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick
+from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick, use_clock
 from hydra.utils import instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 VARIANTS = ("fp32", "bf16", "bf16_channels_last")
 
@@ -61,7 +66,8 @@ def rows(name: str, runs: dict[str, list[Window]], detail: str) -> None:
             "x",
             "",
             None,
-            f"fp32 {best['fp32']:.0f} ms -> {best[v]:.0f} ms per step (best of {len(fp32)}; ratio: median of "
+            f"fp32 {best['fp32']:.0f} ms -> {best[v]:.0f} ms per step ({common.CLOCK} clock, best of {len(fp32)}; "
+            "ratio: median of "
             f"interleaved repetitions), {'faster' if ratio > 1.05 else 'not faster' if ratio > 0.95 else 'SLOWER'}"
             f" in {v}; {detail}",
         )
@@ -85,10 +91,15 @@ def bench_srresnet(features: int, blocks: int, n_batches: int, repeat: int) -> N
     )
 
 
-def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
+def bench_recipe(name: str, n_batches: int, repeat: int, overrides: Sequence[str] = ()) -> None:
     base = [f"experiment={name}", "trainer.accelerator=cpu", f"paths.data_dir={ROOT / 'data'}"]
     cfg = compose(base)
+    # the --override options whose key this recipe has (a data size for one domain is no key of another)
+    base += [o for o in overrides if OmegaConf.select(cfg, o.split("=", 1)[0].lstrip("+~")) is not None]
+    cfg = compose(base)
     extra = classifier_free_overrides(cfg)
+    if cfg.model.get("pretrain_steps"):  # a GAN's timed batches are its adversarial step, not pre-training
+        extra += ["model.pretrain_steps=0"]
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
@@ -112,7 +123,12 @@ def bench_recipe(name: str, n_batches: int, repeat: int) -> None:
         for v in VARIANTS[1:]:
             emit(f"precision/{name}/{v}", None, "x", "", None, f"skipped: {type(err).__name__}: {str(err)[:120]}")
         return
-    rows(name, runs, f"Lightning step of the recipe's model, batch {dm.batch_size}")
+    rows(
+        name,
+        runs,
+        f"Lightning step of the recipe's model, batch {dm.batch_size}, {torch.get_num_threads()} threads"
+        + (f", overrides {' '.join(base[3:] + extra)}" if base[3:] or extra else ""),
+    )
 
 
 def main() -> None:
@@ -126,21 +142,39 @@ def main() -> None:
     )
     ap.add_argument("--batches", type=int, default=WARMUP + (5 if quick() else 10), help="batches per run")
     ap.add_argument("--repeat", type=int, default=2 if quick() else 3)
-    ap.add_argument("--large", action="store_true", default=not quick(), help="also SRResNet 64x16 (slow)")
+    ap.add_argument(
+        "--large", action=argparse.BooleanOptionalAction, default=not quick(), help="also SRResNet 64x16 (slow)"
+    )
+    ap.add_argument("--srresnet", action=argparse.BooleanOptionalAction, default=True, help="the SRResNet 16x8 rows")
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="Hydra override for the recipes that have its key, repeatable (e.g. a small data file: "
+        "data.n_per_class=600); the timed step does not depend on the file's size",
+    )
     ap.add_argument(
         "--threads",
         type=int,
         default=None,
         help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
     )
+    ap.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="'wall' or 'cpu' (process CPU seconds; with --threads 1 the work done, whatever the machine's load)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench_srresnet(16, 8, args.batches, args.repeat)
+    use_clock(args.clock)
+    if args.srresnet:
+        bench_srresnet(16, 8, args.batches, args.repeat)
     if args.large:
         bench_srresnet(64, 16, args.batches, args.repeat)
     for name in filter(None, args.recipes.split(",")):
-        bench_recipe(name, args.batches, args.repeat)
+        bench_recipe(name, args.batches, args.repeat, args.override)
 
 
 if __name__ == "__main__":

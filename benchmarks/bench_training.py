@@ -17,6 +17,9 @@ by a global ``torch.optim`` step hook (not by Lightning's step counter or batch 
 Lightning run must count the same number of optimiser steps, else the bench stops with an error. The
 pre-loaded loader is as long as the run (no epoch ends inside the timed window). Bare and Lightning runs
 alternate ``--repeat`` times; the ratio is the median of the per-pair ratios (load changes hit both).
+``--clock cpu`` times the windows in CPU seconds of the process instead of wall seconds: with ``--threads 1``
+the work done, which another process's load changes far less (a crowded machine makes 2-thread wall times
+useless: every parallel op waits for a descheduled thread).
 A Lightning step cannot be much faster than the same step in a bare loop: an overhead below
 ``-IMPLAUSIBLE_PERCENT`` is reported as a failed row (a bench or load artefact), never as a pass.
 """
@@ -27,8 +30,9 @@ import argparse
 import statistics
 import tempfile
 
+import common
 import torch  # noqa: E402
-from common import WARMUP, Window, emit, lightning_run, quick  # noqa: F401  (sys.path set up by common)
+from common import WARMUP, Window, emit, lightning_run, quick, use_clock  # noqa: F401  (sys.path set up by common)
 
 IMPLAUSIBLE_PERCENT = 5.0
 
@@ -112,7 +116,8 @@ def overhead_row(name: str, pairs: list[tuple[Window, Window]], batch: int) -> N
     detail = (
         f"bare {bare_s * 1e3:.1f} ms, Lightning {lit_s * 1e3:.1f} ms per optimiser step (best of "
         f"{len(pairs)}), {pairs[0][0].steps} optimiser steps timed in each run (same count checked), "
-        f"batch {batch}; median of {len(pairs)} interleaved pairs"
+        f"batch {batch}, {torch.get_num_threads()} threads, {common.CLOCK} clock; median of {len(pairs)} "
+        "interleaved pairs"
     )
     if overhead < -IMPLAUSIBLE_PERCENT:
         emit(
@@ -140,9 +145,16 @@ def main() -> None:
         default=None,
         help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
     )
+    ap.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="'wall' or 'cpu' (process CPU seconds; with --threads 1 the work done, whatever the machine's load)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    use_clock(args.clock)
     if args.batches <= WARMUP + 1:
         raise SystemExit(f"--batches must exceed the {WARMUP} warm-up batches by at least 2")
 

@@ -57,6 +57,20 @@ def peak_rss_mb() -> float:
 
 WARMUP = 5  # batches before the timed window (first-call costs, caches, allocator)
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+#: the clock of the timed windows: "wall" (``time.perf_counter``, the default) or "cpu" (``time.process_time``:
+#: CPU seconds of every thread of the process; with one torch thread, the work done whatever else runs on the
+#: machine). Set by ``use_clock``.
+CLOCK = "wall"
+
+
+def use_clock(name: str) -> None:
+    """Time the windows of :class:`Window` with the ``CLOCKS[name]`` seconds."""
+    global CLOCK
+    if name not in CLOCKS:
+        raise SystemExit(f"--clock must be one of {', '.join(CLOCKS)}, got {name!r}")
+    CLOCK = name
+
 
 class StepCounter:
     """Counts every ``torch.optim`` optimiser step of the process while ``active``."""
@@ -91,11 +105,11 @@ class Window:
     def batch_start(self, i: int) -> None:
         if i == WARMUP:
             COUNTER.start()
-            self.t0 = time.perf_counter()
+            self.t0 = CLOCKS[CLOCK]()
 
     def batch_end(self, i: int) -> None:
         if i == self.n_batches - 1:
-            self.seconds = time.perf_counter() - self.t0
+            self.seconds = CLOCKS[CLOCK]() - self.t0
             self.steps = COUNTER.stop()
 
     @property

@@ -69,7 +69,7 @@ def _module(loss="wgan-gp", **kw):
 
 
 def _trainer(max_steps, **kw):
-    return L.Trainer(
+    options = dict(
         max_steps=max_steps,
         accelerator="cpu",
         devices=1,
@@ -79,8 +79,9 @@ def _trainer(max_steps, **kw):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        **kw,
+        log_every_n_steps=1,  # the tests read each step's logged values
     )
+    return L.Trainer(**{**options, **kw})
 
 
 def _loader(n=32, bs=8):
@@ -208,3 +209,44 @@ def test_resume_keeps_the_batch_count_and_the_pretraining_switch(tmp_path):
     t2.callbacks.append(Watch())
     t2.fit(m2, _loader(), ckpt_path=ckpt)
     assert phases == [(3, 1.0), (4, 0.0), (5, 0.0)]
+
+
+def test_diagnostics_logged_only_on_written_steps_lose_nothing(monkeypatch):
+    """The GAN logs its many per-step diagnostics only on the steps whose values Lightning writes
+    (log_every_n_steps): the logger receives the same rows, with the same values, as when every step logs."""
+    from lightning.pytorch.loggers.logger import Logger
+
+    class Recorder(Logger):
+        name, version = "recorder", 0
+
+        def __init__(self):
+            super().__init__()
+            self.rows = []
+
+        def log_metrics(self, metrics, step=None):
+            self.rows.append((step, {k: float(v) for k, v in metrics.items()}))
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            pass
+
+    def run():
+        recorder = Recorder()
+        calls = []
+        m = _module(pretrain_steps=2)
+        m.log = lambda name, *a, **k: calls.append(name) or GANSRModule.log(m, name, *a, **k)
+        t = _trainer(max_steps=4, log_every_n_steps=2, logger=recorder)
+        t.fit(m, _loader())
+        return recorder.rows, calls
+
+    rows, calls = run()
+    monkeypatch.setattr(GANSRModule, "step_logs_written", property(lambda self: True))
+    rows_every_step, calls_every_step = run()
+    assert rows == rows_every_step  # same steps, same keys, same values (the same seeded training)
+    (pre_step, pre), (gan_step, gan) = rows
+    assert (pre_step, gan_step) == (1, 3) and pre["train/pretraining"] == 1.0 and gan["train/pretraining"] == 0.0
+    diagnostics = [k for k in gan if k.startswith("train/") and k not in ("train/loss", "train/pretrain_loss")]
+    assert {"train/gp", "train/wasserstein", "train/perceptual"} <= set(diagnostics)
+    # 2 pre-training batches (2 values when written), 2 GAN batches (the diagnostics when written, train/loss on
+    # every batch for the progress bar)
+    assert len(calls) == 2 + len(diagnostics) + 2
+    assert len(calls_every_step) == 2 * 2 + 2 * (len(diagnostics) + 1)

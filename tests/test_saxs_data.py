@@ -52,6 +52,28 @@ def test_normalise_roundtrip_and_bounds():
     assert torch.isfinite(xn0).all() and hi0 > lo0
 
 
+def test_percentiles_from_a_partial_sort_are_torch_quantile_bit_for_bit():
+    from lit_sr.data.normalise import quantiles
+
+    g = torch.Generator().manual_seed(0)
+    with_nan = torch.rand(4, 100, generator=g)
+    with_nan[1, 7] = float("nan")
+    cases = [
+        torch.rand(16, 1, 1024, generator=g) ** 4 * 100,  # a SAXS batch: sparse bright pixels
+        torch.randint(0, 5, (7, 3, 400), generator=g).float(),  # counts: many ties
+        torch.zeros(2, 64),
+        torch.rand(5, 1, generator=g),
+        torch.rand(3, 2, 1000, generator=g).double(),
+        with_nan,  # torch.quantile gives NaN for that row
+    ]
+    for x in cases:
+        for q in ([0.01, 0.9995], [0.5], [0.0, 1.0], [0.25, 0.75, 1 / 3]):
+            q = torch.tensor(q, dtype=x.dtype)
+            got, ref = quantiles(x, q), torch.quantile(x, q, dim=-1)
+            assert got.shape == ref.shape and got.dtype == ref.dtype
+            assert torch.equal(got.isnan(), ref.isnan()) and torch.equal(got.nan_to_num(), ref.nan_to_num())
+
+
 def test_prepare_data_resimulates_incomplete(tmp_path):
     d = SAXSDataModule(data_dir=str(tmp_path), **SMALL)
     bad = tmp_path / "saxs_train.h5"

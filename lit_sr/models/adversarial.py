@@ -262,12 +262,16 @@ class AdversarialModule(LitSRModule):
         if self.pretraining:
             out = self._update(opt_g, self.critic, lambda: {"loss": self.pretrain_loss(batch)}, through_lightning=True)
             self.update_ema()
-            self.log_dict({"train/pretrain_loss": out["loss"].detach(), "train/pretraining": 1.0}, batch_size=n)
+            if self.step_logs_written:
+                self.log_dict({"train/pretrain_loss": out["loss"].detach(), "train/pretraining": 1.0}, batch_size=n)
             return
         for _ in range(self.n_critic):
             d = self._update(opt_d, self.net, lambda: self.critic_loss(batch), through_lightning=False)
         g = self._update(opt_g, self.critic, lambda: self.generator_loss(batch), through_lightning=True)
         self.update_ema()
+        self.log("train/loss", g["loss"].detach(), prog_bar=True, batch_size=n)  # every step: the progress bar
+        if not self.step_logs_written:  # the diagnostics only on the steps whose values the loggers get
+            return
         logs = {
             "train/loss_d": d["loss"].detach(),
             "train/adv_d": d["adv"].detach(),
@@ -286,4 +290,3 @@ class AdversarialModule(LitSRModule):
             if name not in ("adv", "loss"):
                 logs[f"train/{name}"] = value.detach()
         self.log_dict(logs, batch_size=n)
-        self.log("train/loss", g["loss"].detach(), prog_bar=True, batch_size=n)

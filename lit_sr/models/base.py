@@ -7,6 +7,8 @@ config names the class and its arguments while the module supplies the parameter
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -24,6 +26,47 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 # Batch keys that are model inputs/targets, not per-sample metadata.
 IMAGE_KEYS = ("input", "target", "frame")
+
+
+#: the steps that evaluate or predict: run in fp32 whatever the trainer's precision (see ``evaluate_in_fp32``)
+EVALUATION_STEPS = ("validation_step", "test_step", "predict_step")
+
+
+def _to_fp32(value: Any) -> Any:
+    """``value`` with every reduced-precision float tensor (bf16, fp16) in it cast to float32 (dicts,
+    lists and tuples walked); everything else unchanged."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() and value.element_size() < 4 else value
+    if isinstance(value, Mapping):
+        return type(value)((k, _to_fp32(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_to_fp32(v) for v in value)
+    return value
+
+
+def evaluate_in_fp32(step: Callable) -> Callable:
+    """Wrap an evaluation step so it runs in fp32 even when the trainer trains in ``bf16-mixed``: autocast
+    is switched off (on the CPU and on the module's device) and, under a ``*-mixed`` trainer precision,
+    reduced-precision float tensors of the batch are cast to float32, so the net, the loss, PSNR/SSIM
+    accumulation and the domain's physics metrics see fp32 (the weights of a mixed-precision run are
+    fp32 already). Under a ``*-true`` precision (the weights themselves bf16/fp16) the batch is left as
+    it is: there is no fp32 net to run."""
+    if getattr(step, "_runs_in_fp32", False):
+        return step
+
+    @functools.wraps(step)
+    def wrapper(self: L.LightningModule, *args: Any, **kwargs: Any) -> Any:
+        trainer = self._trainer
+        mixed = trainer is not None and str(getattr(trainer, "precision", "")).endswith("-mixed")
+        with contextlib.ExitStack() as stack:
+            for device_type in dict.fromkeys(("cpu", self.device.type)):
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+            if mixed:
+                args, kwargs = _to_fp32(args), _to_fp32(kwargs)
+            return step(self, *args, **kwargs)
+
+    wrapper._runs_in_fp32 = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def build_optimizer(
@@ -130,6 +173,17 @@ class LitSRModule(L.LightningModule):
     #: submodules that ``compile=true`` compiles (subclasses with several trained nets extend it)
     compile_targets: tuple[str, ...] = ("net",)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's evaluation steps (``EVALUATION_STEPS``, also those it inherits from a mixin such
+        as ``ImageToImageTask``) run in fp32 under mixed precision (:func:`evaluate_in_fp32`): bf16 may
+        train, but metrics are never computed in bf16. Lightning's own placeholder steps stay unwrapped
+        (it checks whether a step is overridden to decide whether to run the loop)."""
+        super().__init_subclass__(**kwargs)
+        for name in EVALUATION_STEPS:
+            step = getattr(cls, name, None)
+            if step is not None and step is not getattr(L.LightningModule, name, None):
+                setattr(cls, name, evaluate_in_fp32(step))
+
     def __init__(
         self,
         optimizer: OptimizerFactory | None = None,
@@ -181,6 +235,19 @@ class LitSRModule(L.LightningModule):
             }
         return batch
 
+    # ------------------------------------------------------------------ logging
+    @property
+    def step_logs_written(self) -> bool:
+        """Whether values logged in the current training step reach the loggers. Lightning writes on-step
+        values every ``trainer.log_every_n_steps`` batches (and when the run is told to stop) and drops the
+        rest, while every ``self.log`` call costs its bookkeeping (~0.3 ms of Python per value): a step
+        that logs many diagnostics logs them only when they are written. True outside a trainer."""
+        trainer = self._trainer
+        if trainer is None or trainer.fast_dev_run:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)  # Lightning's own rule, when it has one
+        return bool(getattr(connector, "should_update_logs", True))
+
     # ------------------------------------------------------------------ EMA
     def init_ema(self, net: nn.Module, decay: float | None) -> None:
         """Keep an exponential moving average of ``net`` for evaluation and prediction (None: off)."""
@@ -196,6 +263,7 @@ class LitSRModule(L.LightningModule):
             self.ema.update(self.net)
 
     # ------------------------------------------------------------------ prediction
+    @evaluate_in_fp32
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if "frame" in batch:
             return self.predict_frames(batch)

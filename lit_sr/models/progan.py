@@ -406,15 +406,16 @@ class ProGANModule(AdversarialModule):
         n = batch["image"].shape[0]
         super().training_step(batch, batch_idx)
         self.images_seen += n * self.trainer.world_size  # the schedule counts images over all processes
-        self.log_dict(
-            {
-                "train/phase": float(phase),
-                "train/alpha": float(alpha),
-                "train/resolution": float(self.resolution(phase)),
-                "train/images_seen": float(self.images_seen),
-            },
-            batch_size=n,
-        )
+        if self.step_logs_written:
+            self.log_dict(
+                {
+                    "train/phase": float(phase),
+                    "train/alpha": float(alpha),
+                    "train/resolution": float(self.resolution(phase)),
+                    "train/images_seen": float(self.images_seen),
+                },
+                batch_size=n,
+            )
         if self.stop_at_end and self.finished:
             self.trainer.should_stop = True
 

@@ -78,14 +78,22 @@ def rotated_crops(
     x = np.clip(centre - sin * oy + cos * ox, 0.0, side - 1.0)
     y0, x0 = np.floor(y), np.floor(x)
     wy, wx = (y - y0).astype(np.float32), (x - x0).astype(np.float32)
-    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
-    y1, x1 = np.minimum(y0 + 1, side - 1), np.minimum(x0 + 1, side - 1)
-    i = np.asarray(index, np.int64)[:, None, None]
-    ty, lx = np.asarray(top, np.int64)[:, None, None], np.asarray(left, np.int64)[:, None, None]
-    y0, y1, x0, x1 = y0 + ty, y1 + ty, x0 + lx, x1 + lx
-    out = (frames[i, y0, x0] * (1 - wx) + frames[i, y0, x1] * wx) * (1 - wy) + (
-        frames[i, y1, x0] * (1 - wx) + frames[i, y1, x1] * wx
-    ) * wy
+    # the four neighbours by flat index into the frames (one 1-D gather each); +1 stays inside the region
+    _, h, w = frames.shape
+    iy0, ix0 = y0.astype(np.int64), x0.astype(np.int64)
+    origin = (np.asarray(index, np.int64) * h + np.asarray(top, np.int64)) * w + np.asarray(left, np.int64)
+    k0 = iy0 * w
+    k0 += ix0
+    k0 += origin[:, None, None]
+    k1 = k0 + (ix0 < side - 1)  # x1 = min(x0 + 1, side - 1)
+    below = (iy0 < side - 1) * w  # y1 = min(y0 + 1, side - 1)
+    flat = frames.reshape(-1)
+    f00, f01 = flat[k0], flat[k1]
+    k0 += below
+    k1 += below
+    f10, f11 = flat[k0], flat[k1]
+    wx1, wy1 = 1 - wx, 1 - wy
+    out = (f00 * wx1 + f01 * wx) * wy1 + (f10 * wx1 + f11 * wx) * wy
     return np.clip(out.astype(np.float32, copy=False), 0.0, None)
 
 
