@@ -558,11 +558,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="leave-one-out denoisers: label=path template with {obsid}, e.g. runs/loo_{obsid}/checkpoints/last.ckpt "
         "(each run's data.leave_out must be that ObsID)",
     )
-    ap.add_argument(
-        "--no-clip",
-        action="store_true",
-        help="run --dn/--sr models with their scaling's upper clip and output clamp removed (StretchTransform clip=False)",
-    )
+    for kind in ("dn", "sr"):
+        ap.add_argument(
+            f"--{kind}-no-clip",
+            action="append",
+            default=[],
+            help=f"an xmm_{kind} checkpoint run with its scaling's upper clip and output clamp removed "
+            "(StretchTransform clip=False; repeatable; label=path allowed)",
+        )
     ap.add_argument(
         "--sim", default="data/xmm", help="simulated dataset folder (or its parent) for the sim-tuned sigma"
     )
@@ -610,14 +613,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     transform = None
     timings: dict[str, float] = {}
-    for kind, ckpts in (("DN", args.dn), ("SR", args.sr)):
+    runs = [
+        ("DN", args.dn, False),
+        ("DN", args.dn_no_clip, True),
+        ("SR", args.sr, False),
+        ("SR", args.sr_no_clip, True),
+    ]
+    for kind, ckpts, no_clip in runs:
         for spec in ckpts:
             label, _, path = spec.rpartition("=")
-            model = load_model(path, unclipped=args.no_clip)
+            model = load_model(path, unclipped=no_clip)
             transform = transform or model.transform
             name = (
                 f"{kind} {label or model.experiment}"
-                + (", no clip" if args.no_clip else "")
+                + (", no clip" if no_clip else "")
                 + (" (8-fold ensemble)" if args.self_ensemble else "")
                 + (", summed 2x2" if model.scale > 1 else "")
             )
@@ -626,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs:
                 hr, lr = model_rate(model, p, args.self_ensemble)
                 predictions[name][p.obsid] = lr
-                panel_images[p.obsid][f"{kind} {label}".strip()] = hr
+                panel_images[p.obsid][f"{kind} {label}{' no clip' if no_clip else ''}".strip()] = hr
             timings[name] = time.perf_counter() - t0
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
     loo_used: dict[str, dict[str, str]] = {}
