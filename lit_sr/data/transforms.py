@@ -56,11 +56,17 @@ class StretchTransform(nn.Module):
     and a final clip of y to [0, 1]. ``inverse`` maps [0, 1] back to [0, max_value]; values above
     ``max_value`` are not recoverable (that is the clip), so choose ``max_value`` above the brightest
     pixel that matters. ``a`` is ignored by ``linear`` and ``sqrt``; ``a=None`` takes the paper's value.
+
+    ``clip=False`` drops the upper clip: values above ``max_value`` continue the same stretch (y > 1) and
+    ``inverse`` maps them back exactly (only negative values are still set to 0). The map below
+    ``max_value`` is unchanged, so a network trained with the clip sees the same inputs there.
     """
 
     DEFAULT_A = {"linear": 1.0, "sqrt": 1.0, "asinh": 0.02, "log": 1000.0}
 
-    def __init__(self, max_value: float = 1.0, stretch: str = "sqrt", a: float | None = None) -> None:
+    def __init__(
+        self, max_value: float = 1.0, stretch: str = "sqrt", a: float | None = None, clip: bool = True
+    ) -> None:
         super().__init__()
         if stretch not in STRETCHES:
             raise ValueError(f"StretchTransform stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
@@ -72,9 +78,10 @@ class StretchTransform(nn.Module):
         self.max_value = float(max_value)
         self.stretch = stretch
         self.a = a
+        self.clip = bool(clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.clamp(0.0, self.max_value) / self.max_value
+        u = x.clamp(0.0, self.max_value if self.clip else None) / self.max_value
         if self.stretch == "linear":
             y = u
         elif self.stretch == "sqrt":
@@ -83,10 +90,10 @@ class StretchTransform(nn.Module):
             y = torch.asinh(u / self.a) / math.asinh(1.0 / self.a)
         else:
             y = torch.log1p(self.a * u) / math.log1p(self.a)
-        return y.clamp(0.0, 1.0)
+        return y.clamp(0.0, 1.0 if self.clip else None)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        y = y.clamp(0.0, 1.0)
+        y = y.clamp(0.0, 1.0 if self.clip else None)
         if self.stretch == "linear":
             u = y
         elif self.stretch == "sqrt":
@@ -98,4 +105,4 @@ class StretchTransform(nn.Module):
         return u * self.max_value
 
     def extra_repr(self) -> str:
-        return f"max_value={self.max_value}, stretch={self.stretch!r}, a={self.a}"
+        return f"max_value={self.max_value}, stretch={self.stretch!r}, a={self.a}, clip={self.clip}"

@@ -51,11 +51,25 @@ class PhysicalSpaceLoss(nn.Module):
     """``loss(inverse(pred) / unit, inverse(target) / unit)`` with ``inverse`` the data transform's inverse.
 
     ``unit`` (physical units) keeps the values O(1); None takes the transform's ``max_value`` if it has
-    one (the stretch transform maps [0, max_value] to [0, 1]), else 1.
+    one (the stretch transform maps [0, max_value] to [0, 1]), else 1. ``kind`` instead of ``loss``: a
+    :class:`~lit_sr.losses.pixel.PixelLoss` of that kind (so a config can turn ``{kind: poisson}`` of the
+    default pixel loss into ``{_target_: PhysicalSpaceLoss, kind: poisson, transform: ...}``).
     """
 
-    def __init__(self, loss: nn.Module, transform: nn.Module, unit: float | None = None) -> None:
+    def __init__(
+        self,
+        loss: nn.Module | None = None,
+        transform: nn.Module | None = None,
+        unit: float | None = None,
+        kind: str | None = None,
+    ) -> None:
         super().__init__()
+        if (loss is None) == (kind is None):
+            raise ValueError("PhysicalSpaceLoss: give either a loss module or a PixelLoss kind, not both or neither")
+        if loss is None:
+            from lit_sr.losses.pixel import PixelLoss
+
+            loss = PixelLoss(kind)
         if not hasattr(transform, "inverse"):
             raise ValueError(f"PhysicalSpaceLoss needs an invertible transform, got {type(transform).__name__}")
         self.loss = loss

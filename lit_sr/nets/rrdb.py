@@ -97,7 +97,8 @@ class RRDBNet(nn.Module):
         output_activation: applied to the final conv, e.g. 'relu' for non-negative energies.
         res_scale: residual scaling of the dense blocks and RRDBs (0.2 in ESRGAN).
         input_skip: add the flux-conserving upsampled input (see above).
-        output_range: (lo, hi) clamp of the output, e.g. (0, 1) for images scaled to [0, 1].
+        output_range: (lo, hi) clamp of the output, e.g. (0, 1) for images scaled to [0, 1]; hi None: no upper
+            bound (images scaled without an upper clip).
         hr_conv: the conv + activation between the upsampling and the last conv (ESRGAN); false leaves it
             out (the X-ray study's denoiser: trunk conv + skip -> last conv).
     """
@@ -125,12 +126,18 @@ class RRDBNet(nn.Module):
             raise ValueError(
                 f"RRDBNet input_skip needs in_channels >= out_channels, got {in_channels} < {out_channels}"
             )
-        if output_range is not None and (len(output_range) != 2 or output_range[0] >= output_range[1]):
-            raise ValueError(f"RRDBNet output_range must be [lo, hi] with lo < hi, got {output_range}")
+        if output_range is not None and (
+            len(output_range) != 2
+            or output_range[0] is None
+            or (output_range[1] is not None and output_range[0] >= output_range[1])
+        ):
+            raise ValueError(f"RRDBNet output_range must be [lo, hi] with lo < hi (hi may be null), got {output_range}")
         self.scale = scale
         self.out_channels = out_channels
         self.input_skip = bool(input_skip)
-        self.output_range = tuple(float(v) for v in output_range) if output_range is not None else None
+        self.output_range = (
+            tuple(None if v is None else float(v) for v in output_range) if output_range is not None else None
+        )
         self.conv_first = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.trunk = nn.Sequential(
             *(RRDB(num_features, growth_channels, activation, res_scale) for _ in range(num_blocks))

@@ -92,8 +92,9 @@ def _exposure_s(path: Path) -> float:
     return float(value)
 
 
-def load_pairs(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full") -> list[RealPair]:
-    """Every ObsID with a file in both ``<data>/20ks`` and ``<data>/full`` (matched by the leading digits)."""
+def list_obsids(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full") -> dict[str, tuple[Path, Path]]:
+    """{ObsID: (slice file, full file)} for every ObsID with a file in both ``<data>/20ks`` and ``<data>/full``
+    (matched by the leading 10 digits of the file names); only names are read."""
     data = Path(data)
     if not (data / slice_dir).is_dir() or not (data / full_dir).is_dir():
         raise DataFileError(
@@ -119,9 +120,28 @@ def load_pairs(data: str | Path, slice_dir: str = "20ks", full_dir: str = "full"
     obsids = sorted(set(slices) & set(fulls))
     if not obsids:
         raise DataFileError(data, None, "no ObsID has both a time slice and a full observation")
+    return {o: (slices[o], fulls[o]) for o in obsids}
+
+
+def load_pairs(
+    data: str | Path,
+    slice_dir: str = "20ks",
+    full_dir: str = "full",
+    only: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> list[RealPair]:
+    """Every ObsID with a file in both ``<data>/20ks`` and ``<data>/full`` (matched by the leading digits),
+    restricted to ``only`` (if given) and without ``exclude``; the files of other ObsIDs are never opened."""
+    files = list_obsids(data, slice_dir, full_dir)
+    for o in [*(only or ()), *exclude]:
+        if o not in files:
+            raise DataFileError(Path(data), None, f"ObsID {o!r} has no slice/full pair here; found {sorted(files)}")
+    obsids = [o for o in files if (only is None or o in only) and o not in exclude]
+    if not obsids:
+        raise DataFileError(Path(data), None, f"no ObsID left (only={only}, exclude={list(exclude)})")
     pairs = []
     for obsid in obsids:
-        s_path, f_path = slices[obsid], fulls[obsid]
+        s_path, f_path = files[obsid]
         s_obs = read_observation(s_path, exposure_ks=1.0, detector_mask="none")
         f_obs = read_observation(f_path, exposure_ks=1.0, detector_mask="none")
         if s_obs.shape != f_obs.shape:
@@ -257,11 +277,24 @@ class LoadedModel:
     exposure_norm_ks: float
     checkpoint: Path
     experiment: str
+    leave_out: str | None = None  # the ObsID a real-data (Noise2Noise) run never trained on
 
 
-def load_model(checkpoint: str | Path) -> LoadedModel:
+def unclipped_transform(transform: torch.nn.Module) -> torch.nn.Module:
+    """The same stretch without its upper clip (:class:`StretchTransform` ``clip=False``): identical below
+    ``max_value``, continued above it."""
+    from lit_sr.data.transforms import StretchTransform
+
+    if not isinstance(transform, StretchTransform):
+        raise ValueError(f"no unclipped form of {type(transform).__name__}; expected a StretchTransform")
+    return StretchTransform(transform.max_value, transform.stretch, transform.a, clip=False)
+
+
+def load_model(checkpoint: str | Path, unclipped: bool = False) -> LoadedModel:
     """A trained xmm_dn / xmm_sr LightningModule from ``<run>/checkpoints/<name>.ckpt`` and the run's
-    ``config_resolved.yaml`` (net, data transform, scale, patch size)."""
+    ``config_resolved.yaml`` (net, data transform, scale, patch size). ``unclipped``: the data transform
+    without its upper clip and the net's output without its upper clamp (a model trained with the clip then
+    sees the same inputs below ``max_rate`` and passes brighter pixels through its residual skip)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -279,6 +312,11 @@ def load_model(checkpoint: str | Path) -> LoadedModel:
     module.load_state_dict(state["state_dict"], strict=True)
     module.eval()
     transform = instantiate(OmegaConf.to_container(cfg.data.transform, resolve=True))
+    if unclipped:
+        transform = unclipped_transform(transform)
+        net = module.net
+        if getattr(net, "output_range", None) is not None:
+            net.output_range = (net.output_range[0], None)
     return LoadedModel(
         module,
         transform,
@@ -287,7 +325,32 @@ def load_model(checkpoint: str | Path) -> LoadedModel:
         float(cfg.data.exposure_norm_ks),
         ckpt,
         str(cfg.get("experiment_name", "model")),
+        cfg.data.get("leave_out"),
     )
+
+
+def leave_one_out_rates(
+    template: str, pairs: Sequence[RealPair], self_ensemble: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Leave-one-out predictions: for each pair the checkpoint ``template.format(obsid=...)``, which must come
+    from a real-data run with ``data.leave_out`` = that ObsID (refused otherwise: the held-out image must never
+    have been a training target). Returns ({obsid: rate on the input grid}, {obsid: checkpoint})."""
+    rates, used = {}, {}
+    for p in pairs:
+        path = Path(template.format(obsid=p.obsid))
+        model = load_model(path)
+        if model.leave_out != p.obsid:
+            raise DataFileError(
+                path,
+                "config_resolved.yaml data.leave_out",
+                f"is {model.leave_out!r}; expected {p.obsid!r}: a leave-one-out score needs the run that never "
+                f"trained on {p.obsid}",
+            )
+        if model.scale != 1:
+            raise DataFileError(path, None, f"scale {model.scale}: leave-one-out runs are denoisers (scale 1)")
+        rates[p.obsid] = model_rate(model, p, self_ensemble)[1]
+        used[p.obsid] = str(path)
+    return rates, used
 
 
 @torch.no_grad()
@@ -489,6 +552,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--dn", action="append", default=[], help="xmm_dn checkpoint (repeatable; label=path allowed)")
     ap.add_argument("--sr", action="append", default=[], help="xmm_sr checkpoint (repeatable; label=path allowed)")
     ap.add_argument(
+        "--dn-loo",
+        action="append",
+        default=[],
+        help="leave-one-out denoisers: label=path template with {obsid}, e.g. runs/loo_{obsid}/checkpoints/last.ckpt "
+        "(each run's data.leave_out must be that ObsID)",
+    )
+    for kind in ("dn", "sr"):
+        ap.add_argument(
+            f"--{kind}-no-clip",
+            action="append",
+            default=[],
+            help=f"an xmm_{kind} checkpoint run with its scaling's upper clip and output clamp removed "
+            "(StretchTransform clip=False; repeatable; label=path allowed)",
+        )
+    ap.add_argument(
         "--sim", default="data/xmm", help="simulated dataset folder (or its parent) for the sim-tuned sigma"
     )
     ap.add_argument("--sim-sigma", type=float, default=None, help="use this sim-tuned sigma (px) instead of tuning")
@@ -519,12 +597,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sigma_sim, curve_sim = float(args.sim_sigma), {}
     sigma_real, curve_real = tune_sigma_real(pairs, grid)
     log.info("sigma tuned on the real files (oracle): %.2f px", sigma_real)
+    # the fair real-data baseline of a leave-one-out model: sigma tuned on the other ObsIDs' held-out counts
+    sigma_loo = (
+        {p.obsid: tune_sigma_real([q for q in pairs if q is not p], grid)[0] for p in pairs} if len(pairs) > 1 else {}
+    )
+    if sigma_loo:
+        log.info("sigma tuned on the other ObsIDs (leave-one-out): %s", sigma_loo)
 
     predictions: dict[str, dict[str, np.ndarray]] = {
         "raw rate (20 ks)": {p.obsid: p.raw_rate for p in pairs},
         f"Gaussian, sigma {sigma_sim:.2f} px (sim-tuned)": {p.obsid: smoothed(p, sigma_sim) for p in pairs},
         f"Gaussian, sigma {sigma_real:.2f} px (real-tuned oracle)": {p.obsid: smoothed(p, sigma_real) for p in pairs},
     }
+    if sigma_loo:
+        predictions["Gaussian, sigma tuned on the other ObsIDs (leave-one-out)"] = {
+            p.obsid: smoothed(p, sigma_loo[p.obsid]) for p in pairs
+        }
     panel_images: dict[str, dict[str, np.ndarray]] = {
         p.obsid: {
             f"Gaussian {sigma_sim:.2f} px (sim)": predictions[f"Gaussian, sigma {sigma_sim:.2f} px (sim-tuned)"][
@@ -535,13 +623,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     transform = None
     timings: dict[str, float] = {}
-    for kind, ckpts in (("DN", args.dn), ("SR", args.sr)):
+    runs = [
+        ("DN", args.dn, False),
+        ("DN", args.dn_no_clip, True),
+        ("SR", args.sr, False),
+        ("SR", args.sr_no_clip, True),
+    ]
+    for kind, ckpts, no_clip in runs:
         for spec in ckpts:
             label, _, path = spec.rpartition("=")
-            model = load_model(path)
+            model = load_model(path, unclipped=no_clip)
             transform = transform or model.transform
             name = (
                 f"{kind} {label or model.experiment}"
+                + (", no clip" if no_clip else "")
                 + (" (8-fold ensemble)" if args.self_ensemble else "")
                 + (", summed 2x2" if model.scale > 1 else "")
             )
@@ -550,13 +645,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs:
                 hr, lr = model_rate(model, p, args.self_ensemble)
                 predictions[name][p.obsid] = lr
-                panel_images[p.obsid][f"{kind} {label}".strip()] = hr
+                panel_images[p.obsid][f"{kind} {label}{' no clip' if no_clip else ''}".strip()] = hr
             timings[name] = time.perf_counter() - t0
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
-    if transform is None:
-        from lit_sr.data.transforms import StretchTransform
+    loo_used: dict[str, dict[str, str]] = {}
+    for spec in args.dn_loo:
+        label, _, template = spec.rpartition("=")
+        name = f"DN {label or 'fine-tuned'} (leave-one-out)" + (" (8-fold ensemble)" if args.self_ensemble else "")
+        t0 = time.perf_counter()
+        predictions[name], loo_used[name] = leave_one_out_rates(template, pairs, args.self_ensemble)
+        timings[name] = time.perf_counter() - t0
+        for p in pairs:
+            panel_images[p.obsid][f"DN {label} (LOO)".strip()] = predictions[name][p.obsid]
+        log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
+    from lit_sr.data.transforms import StretchTransform
 
-        transform = StretchTransform(2.0e-3, "sqrt")
+    # PSNR always in the clipped sqrt scaling of the simulated data (2e-3 counts/s), whatever the models use
+    transform = StretchTransform(getattr(transform, "max_value", 2.0e-3), getattr(transform, "stretch", "sqrt"))
     table = evaluate(pairs, predictions, transform)
 
     out = Path(args.out)
@@ -575,6 +680,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "table": table,
         "sigma_sim_px": sigma_sim,
         "sigma_real_px": sigma_real,
+        "sigma_leave_one_out_px": sigma_loo,
         "curve_sim": {str(k): v for k, v in curve_sim.items()},
         "curve_real": {str(k): v for k, v in curve_real.items()},
         "pairs": {
@@ -589,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs
         },
         "timings_s": timings,
+        "leave_one_out_checkpoints": loo_used,
         "self_ensemble": bool(args.self_ensemble),
         "figures": [str(f) for f in figs],
         "command": "python -m lit_sr.domains.xmm.real "
@@ -619,6 +726,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "",
         "Input pixels above the scaling's clip (max_rate): " + ", ".join(f"{k} {v:.1%}" for k, v in clip.items()),
     ]
+    if sigma_loo:
+        md += [
+            "",
+            "Leave-one-out smoothing widths (tuned on the other ObsIDs' held-out counts): "
+            + ", ".join(f"{k} {v:.2f} px" for k, v in sigma_loo.items()),
+        ]
     if args.sim_to_real:
         md += [
             "",
