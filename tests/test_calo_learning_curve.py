@@ -87,3 +87,11 @@ def test_impact_term_pulls_the_barycentre_to_the_truth_and_is_zero_there():
     assert terms["impact"][0] == pytest.approx(1e-3)
     m.w_pix = 0.0
     assert "impact" not in m.generator_terms({"target": tr(sr_gev), "impact_cm": truth}, tr(sr_gev))
+
+
+def test_n_above_the_train_split_becomes_the_smaller_class_count():
+    from lit_sr.domains.calo.learning_curve import cap_to_split
+
+    labels = torch.tensor([0] * 7 + [1] * 9)
+    assert cap_to_split([2, 4, 8, 16], labels) == [2, 4, 7]
+    assert cap_to_split([2, 4], labels) == [2, 4]
