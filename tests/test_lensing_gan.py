@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lit_sr.domains.lensing.gan import FluxPositionFeatures, InitGeneratorFrom, StepDecayAdversarialLR
+from lit_sr.callbacks.init_from import InitNetFrom
+from lit_sr.domains.lensing.gan import FluxPositionFeatures, StepDecayAdversarialLR
 from lit_sr.domains.lensing.nets import LensClassifier
 from lit_sr.losses.perceptual import PerceptualLoss
 
@@ -91,13 +92,11 @@ def test_generator_starts_from_the_psnr_model(tmp_path):
     ckpt = tmp_path / "psnr.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()}}, ckpt)
     module = SimpleNamespace(net=fresh)
-    InitGeneratorFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path=None), module)
+    InitNetFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path=None), module)
     torch.testing.assert_close(fresh.weight, trained.weight)
     resumed = nn.Conv2d(1, 2, 3)
     before = resumed.weight.clone()
-    InitGeneratorFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path="last.ckpt"), SimpleNamespace(net=resumed))
+    InitNetFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path="last.ckpt"), SimpleNamespace(net=resumed))
     assert torch.equal(resumed.weight, before)  # a resumed run keeps its own weights
     with pytest.raises(ValueError, match="do not match"):
-        InitGeneratorFrom(str(ckpt)).on_fit_start(
-            SimpleNamespace(ckpt_path=None), SimpleNamespace(net=nn.Conv2d(1, 3, 3))
-        )
+        InitNetFrom(str(ckpt)).on_fit_start(SimpleNamespace(ckpt_path=None), SimpleNamespace(net=nn.Conv2d(1, 3, 3)))

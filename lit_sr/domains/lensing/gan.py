@@ -8,7 +8,7 @@
   least 1 % of the median channel's, so a channel dead on HR cannot blow up), so
   the mean squared feature distance is in units of the HR feature variance: a weight ``w`` means "a feature
   error as large as the HR features' own spread costs ``w``".
-* :class:`InitGeneratorFrom`: the GAN starts from the trained PSNR model of the same generator (the papers start
+* :class:`lit_sr.callbacks.init_from.InitNetFrom`: the GAN starts from the trained PSNR model of the same generator (the papers start
   SRGAN from SRResNet, ESRGAN from RRDB-PSNR); the setup stage finds or trains it (``lit_sr.setup_hooks``).
 * :class:`StepDecayAdversarialLR`: the papers' step decay of the learning rate through the adversarial phase.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import lightning as L
 import torch
 from torch import nn
 
@@ -68,31 +67,6 @@ class FluxPositionFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-
-class InitGeneratorFrom(L.Callback):
-    """At the start of a fresh fit, load the generator (``pl_module.net``, and its EMA copy if any) from the
-    ``net.*`` weights of a trained image-to-image checkpoint (``ckpt_path``; None: nothing to load). A resumed
-    run (``trainer.ckpt_path`` set) keeps its own weights. A mismatch raises one error naming the file."""
-
-    def __init__(self, ckpt_path: str | None) -> None:
-        self.ckpt_path = ckpt_path
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.ckpt_path or trainer.ckpt_path:
-            return
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-        sd = {k[len("net.") :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
-        expected = pl_module.net.state_dict()
-        if {k: tuple(v.shape) for k, v in sd.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
-            raise ValueError(
-                f"{self.ckpt_path}: its 'net.*' weights do not match the GAN's generator "
-                f"({type(pl_module.net).__name__} as configured); train the PSNR model with the same net"
-            )
-        pl_module.net.load_state_dict(sd)
-        ema = getattr(pl_module, "ema", None)
-        if ema is not None and hasattr(ema, "shadow"):
-            ema.shadow.load_state_dict(sd)
 
 
 class StepDecayAdversarialLR(AdversarialPhaseLR):
