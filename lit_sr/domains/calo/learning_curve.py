@@ -67,7 +67,7 @@ def split_events(
 
 def cap_to_split(n_list: Sequence[int], labels: torch.Tensor) -> list[int]:
     """N values above the smaller class's count in the train split become that count (every event of it:
-    the 80 % train split of the default 20k + 20k file holds ~15.9k photons, not 16k), printed."""
+    the 80 % train split of the default 20k + 20k file holds 15,830 pions and 15,914 photons), printed."""
     n_max = int(min((labels == c).sum() for c in (0, 1)))
     capped = sorted({min(int(n), n_max) for n in n_list})
     if max(n_list) > n_max:
