@@ -22,7 +22,7 @@ import time
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from common import ROOT, classifier_free_overrides, compose, emit, experiments_by_data, quick
+from common import ROOT, bare_trainer, classifier_free_overrides, compose, emit, experiments_by_data, quick
 from hydra.utils import instantiate  # noqa: E402
 
 WARMUP = 3
@@ -68,18 +68,7 @@ def fetch_and_step_seconds(model, dm, steps: int) -> tuple[list[float], list[flo
     build_s = time.perf_counter() - t
     dm.train_dataloader = lambda: timed  # the trainer asks the data module (models may read it)
     timer = StepTimer()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[timer],
-    )
+    trainer = bare_trainer(max_steps=steps, callbacks=[timer])
     trainer.fit(model, datamodule=dm)
     n = min(len(timer.step_s), len(timed.fetch_s))
     return timed.fetch_s[:n], timer.step_s[:n], build_s

@@ -26,7 +26,18 @@ from typing import Sequence
 
 import common
 import torch  # noqa: E402
-from common import ROOT, WARMUP, Window, classifier_free_overrides, compose, emit, lightning_run, quick, use_clock
+from common import (
+    ROOT,
+    WARMUP,
+    Window,
+    add_timing_arguments,
+    apply_timing_arguments,
+    classifier_free_overrides,
+    compose,
+    emit,
+    lightning_run,
+    quick,
+)
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -153,22 +164,9 @@ def main() -> None:
         help="Hydra override for the recipes that have its key, repeatable (e.g. a small data file: "
         "data.n_per_class=600); the timed step does not depend on the file's size",
     )
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
-    )
-    ap.add_argument(
-        "--clock",
-        default="wall",
-        choices=("wall", "cpu"),
-        help="'wall' or 'cpu' (process CPU seconds; with --threads 1 the work done, whatever the machine's load)",
-    )
+    add_timing_arguments(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    use_clock(args.clock)
+    apply_timing_arguments(args)
     if args.srresnet:
         bench_srresnet(16, 8, args.batches, args.repeat)
     if args.large:

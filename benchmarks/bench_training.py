@@ -32,7 +32,7 @@ import tempfile
 
 import common
 import torch  # noqa: E402
-from common import WARMUP, Window, emit, lightning_run, quick, use_clock  # noqa: F401  (sys.path set up by common)
+from common import WARMUP, Window, add_timing_arguments, apply_timing_arguments, emit, lightning_run, quick  # noqa: F401  (sys.path set up by common)
 
 IMPLAUSIBLE_PERCENT = 5.0
 
@@ -139,22 +139,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--events", type=int, default=2000 if quick() else 4000, help="events per class of the file")
     ap.add_argument("--repeat", type=int, default=3 if quick() else 5)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
-    )
-    ap.add_argument(
-        "--clock",
-        default="wall",
-        choices=("wall", "cpu"),
-        help="'wall' or 'cpu' (process CPU seconds; with --threads 1 the work done, whatever the machine's load)",
-    )
+    add_timing_arguments(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    use_clock(args.clock)
+    apply_timing_arguments(args)
     if args.batches <= WARMUP + 1:
         raise SystemExit(f"--batches must exceed the {WARMUP} warm-up batches by at least 2")
 

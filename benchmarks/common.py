@@ -72,6 +72,48 @@ def use_clock(name: str) -> None:
     CLOCK = name
 
 
+def add_timing_arguments(ap) -> None:
+    """``--threads`` and ``--clock`` of the timing benches; :func:`apply_timing_arguments` applies them."""
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's); 1 on a crowded machine: no waits on descheduled threads",
+    )
+    ap.add_argument(
+        "--clock",
+        default="wall",
+        choices=tuple(CLOCKS),
+        help="'wall' or 'cpu' (process CPU seconds; with --threads 1 the work done, whatever the machine's load)",
+    )
+
+
+def apply_timing_arguments(args) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    use_clock(args.clock)
+
+
+def bare_trainer(**kwargs):
+    """A CPU Trainer with nothing a timing does not need (no logger, checkpoints, progress bar, summary,
+    validation); ``kwargs`` add to or override these."""
+    import lightning as L
+
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**(options | kwargs))
+
+
 class StepCounter:
     """Counts every ``torch.optim`` optimiser step of the process while ``active``."""
 
@@ -134,19 +176,7 @@ def lightning_run(module, loader, n_batches: int, **trainer_kwargs) -> Window:
             self.batches += 1
 
     window = Window(n_batches)
-    trainer = L.Trainer(
-        max_steps=n_batches,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[LightningWindow()],
-        **trainer_kwargs,
-    )
+    trainer = bare_trainer(max_steps=n_batches, callbacks=[LightningWindow()], **trainer_kwargs)
     trainer.fit(module, loader)
     if window.seconds is None:
         raise RuntimeError(f"the Lightning run stopped before batch {n_batches} (max_steps counts something else?)")
