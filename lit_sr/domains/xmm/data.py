@@ -391,6 +391,20 @@ class XMMFieldsDataset(Dataset):
 # data module
 
 
+def batch_contract_defaults(kwargs: dict[str, Any], transform: torch.nn.Module) -> None:
+    """Fill in the XMM batch contract where the config leaves it out: 2 input channels (rate, exposure),
+    1 target channel in counts/s, ``transform`` as the intensity transform and [0, its max_value] as the
+    physical range."""
+    kwargs.setdefault("in_channels", 2)
+    kwargs.setdefault("out_channels", 1)
+    kwargs.setdefault("image_channels", [0])
+    kwargs.setdefault("units", "counts/s")
+    if kwargs.get("transform") is None:
+        kwargs["transform"] = transform
+    if kwargs.get("physical_range") is None:
+        kwargs["physical_range"] = (0.0, getattr(kwargs["transform"], "max_value", 1.0))
+
+
 class XMMDataModule(LitSRDataModule):
     """Simulated (default) or user XMM fields for denoising (``task=dn``) or x2 SR (``task=sr``).
 
@@ -452,14 +466,7 @@ class XMMDataModule(LitSRDataModule):
         kwargs.setdefault("scale", TASKS[task])
         if int(kwargs["scale"]) != TASKS[task]:
             raise ValueError(f"data.scale={kwargs['scale']} does not match data.task={task} (scale {TASKS[task]})")
-        kwargs.setdefault("in_channels", 2)
-        kwargs.setdefault("out_channels", 1)
-        kwargs.setdefault("image_channels", [0])
-        kwargs.setdefault("units", "counts/s")
-        if kwargs.get("transform") is None:
-            kwargs["transform"] = StretchTransform(max_rate, "sqrt")
-        if kwargs.get("physical_range") is None:
-            kwargs["physical_range"] = (0.0, getattr(kwargs["transform"], "max_value", 1.0))
+        batch_contract_defaults(kwargs, StretchTransform(max_rate, "sqrt"))
         super().__init__(**kwargs)
         if self.in_channels != 2 or self.out_channels != 1:
             raise ValueError(

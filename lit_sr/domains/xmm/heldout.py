@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from lit_sr.data.base import LitSRDataModule
 from lit_sr.data.rng import stream_rng
 from lit_sr.data.transforms import StretchTransform
-from lit_sr.domains.xmm.data import d4, model_input
+from lit_sr.domains.xmm.data import batch_contract_defaults, d4, model_input
 from lit_sr.domains.xmm.real import RealPair, list_obsids, load_pairs
 
 log = logging.getLogger("lit_sr")
@@ -176,14 +176,7 @@ class XMMHeldoutDataModule(LitSRDataModule):
         kwargs.setdefault("scale", 1)
         if int(kwargs["scale"]) != 1:
             raise ValueError(f"data.scale={kwargs['scale']}: the held-out pairs are on one grid (scale 1)")
-        kwargs.setdefault("in_channels", 2)
-        kwargs.setdefault("out_channels", 1)
-        kwargs.setdefault("image_channels", [0])
-        kwargs.setdefault("units", "counts/s")
-        if kwargs.get("transform") is None:
-            kwargs["transform"] = StretchTransform(max_rate, "sqrt", clip=False)
-        if kwargs.get("physical_range") is None:
-            kwargs["physical_range"] = (0.0, float(max_rate))
+        batch_contract_defaults(kwargs, StretchTransform(max_rate, "sqrt", clip=False))
         super().__init__(**kwargs)
         self.data_root = Path(data_root)
         self.leave_out = str(leave_out) if leave_out not in (None, "") else None
