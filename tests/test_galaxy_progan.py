@@ -15,10 +15,11 @@ from scipy.signal import convolve2d
 
 from lit_sr.data.validate import DataFileError
 from lit_sr.domains.galaxy.data import AsinhFluxTransform, GalaxyDataModule
-from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator, frechet_distance
+from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator
 from lit_sr.domains.galaxy.morphology import morphology_report
 from lit_sr.domains.galaxy.observation import PSFObservation
 from lit_sr.inference.samples import SamplesH5Writer, SamplingDataModule, resolve_psf
+from lit_sr.metrics.stats import frechet_distance
 from lit_sr.models.progan import (
     ProGANModule,
     ProgressiveSchedule,

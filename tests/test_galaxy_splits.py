@@ -9,9 +9,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator, frechet_distance
+from lit_sr.domains.galaxy.metrics import GalaxyGenerationEvaluator
 from lit_sr.domains.galaxy.morphology import draw_splits, ratio_over_splits
-from lit_sr.metrics.stats import wasserstein_1d
+from lit_sr.metrics.stats import frechet_distance, wasserstein_1d
 
 M = 10  # images per compared set
 N_SPLITS = 4000  # splits: the mean over them converges to the expectation over random splits

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAUROC
 
 from lit_sr.domains.lensing.metrics import LensingEvaluator, class_aucs, psnr_minmax
 from lit_sr.domains.lensing.nets import LensClassifier, PolarResample
+from lit_sr.metrics.stats import frechet_distance
 
 PIX = 0.05
 
@@ -175,6 +176,27 @@ def test_evaluator_without_labels_or_truth_reports_label_free_metrics_only():
     assert out["flux_ratio/sr"] == pytest.approx(1.1)
     with pytest.raises(ValueError, match="unknown"):
         LensingEvaluator(sources=("lr_native",))
+
+
+def test_judge_feature_frechet_distance_is_zero_for_hr_itself_and_matches_the_formula():
+    """``fd_judge``: the Fréchet distance of the HR judge's features of a source to those of HR, with or without
+    labels; 0 when the source is HR, the closed form on the judge's features otherwise."""
+
+    class FeatureJudge(BrightnessClassifier):
+        def features(self, x: torch.Tensor) -> torch.Tensor:  # total flux and peak per lens
+            return torch.stack([x.flatten(1).sum(1), x.flatten(1).amax(1)], 1)
+
+    radii, _, unit, hr = _lenses()
+    bicubic = torch.stack([_ring(float(r) + 0.1) for r in radii])
+    ev = LensingEvaluator(judge=FeatureJudge(unit), fit_rings=False, sources=("bicubic", "sr", "hr"))
+    ev.update({}, {"output": hr.clone(), "bicubic": bicubic, "target": hr})
+    out = ev.compute()
+    assert out["fd_judge/sr"] == pytest.approx(0.0, abs=1e-6) and "fd_judge/hr" not in out
+    f = FeatureJudge(unit).features
+    assert out["fd_judge/bicubic"] == pytest.approx(
+        frechet_distance(f(bicubic).double().numpy(), f(hr).double().numpy()), rel=1e-5
+    )
+    assert out["fd_judge/bicubic"] > 1.0
 
 
 # ---------------------------------------------------------------------------------------------- classifier net

@@ -91,6 +91,12 @@ class Evaluator(nn.Module):
         t = self._judge_transforms.get(name)
         return self.judges[name](t(images) if t is not None else images)
 
+    @torch.no_grad()
+    def judge_features(self, name: str, images: torch.Tensor) -> torch.Tensor:
+        """The judge's feature vector [B, D] (its ``features`` method) on physical-unit ``images``."""
+        t = self._judge_transforms.get(name)
+        return self.judges[name].features(t(images) if t is not None else images)
+
     def train(self, mode: bool = True) -> "Evaluator":
         super().train(mode)
         for j in self.judges.values():

@@ -1,6 +1,6 @@
 """Statistics every evaluator shares, one copy each: ROC, AUC, background rejection with its lower limit,
 the 1-D Wasserstein distance, bootstrap intervals, a grid search for a baseline's free parameter, and the
-mean ± sample std of a metric over seeds.
+mean ± sample std of a metric over seeds, and the Fréchet distance of two feature sets.
 
 Conventions: ``scores`` are "higher = more positive"; ``positive`` is a boolean mask (or 0/1 labels).
 """
@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from scipy import linalg
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
@@ -135,3 +136,25 @@ def tune_on_grid(loss: Callable[[float], float], grid: Iterable[float]) -> tuple
     if not finite:
         raise ValueError(f"tune_on_grid: no finite loss on the grid {sorted(tried)}")
     return min(finite, key=finite.get), tried
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) of two feature sets [N, D].
+
+    The matrix square root is taken of the symmetric PSD product S_a^1/2 S_b S_a^1/2 (eigen-
+    decomposition, negative round-off eigenvalues clipped), so the result is real and >= 0.
+    """
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"frechet_distance needs [N, D] arrays of one D, got {a.shape} and {b.shape}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        return float("nan")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    middle = root_a @ cov_b @ root_a
+    eig = np.clip(linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.sqrt(eig).sum())
+    return max(value, 0.0)

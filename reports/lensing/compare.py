@@ -176,11 +176,13 @@ def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
         col(lambda m, src: m.get(f"theta_e_abs_err_arcsec/{src}"), down, 4, False),
         col(lambda m, src: m.get(f"theta_e_bias_arcsec/{src}"), down, 4, None),
         col(lambda m, src: m.get(f"theta_e_fail_frac/{src}"), down, 3, None),
+        col(lambda m, src: m.get(f"fd_judge/{src}"), down, 3, False),
     ]
     lines += [""] + _table(
         "| downstream (test) | accuracy | AUC macro | "
         + " | ".join(f"AUC {c}" for c in CLASS_NAMES)
-        + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures |",
+        + " | θ_E median abs. error (arcsec) | θ_E median bias (arcsec) | ring fit failures "
+        + "| judge-feature Fréchet distance to HR |",
         [r[0] for r in down],
         downstream,
         [r[2] != "hr" for r in down],
@@ -192,7 +194,8 @@ def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
         "baselines, LR and HR over all runs. Bold: the best entry of the column (downstream: HR excluded). "
         "Judges: substructure classifiers no model trained against (not the GANs' perceptual net); "
         "the LR row's judge has the HR judge's architecture and was trained on the LR images on their "
-        "native grid; the ring fit runs on each image on its own grid.",
+        "native grid; the ring fit runs on each image on its own grid. The Fréchet distance compares the HR "
+        "judge's feature vectors of each source with those of HR over the test lenses (lower: closer to HR).",
     ]
     return "\n".join(lines)
 

@@ -19,10 +19,9 @@ import h5py
 import numpy as np
 import torch
 
-from lit_sr.domains.galaxy.metrics import frechet_distance
 from lit_sr.domains.galaxy.morphology import STATISTICS, draw_splits, morphology_statistics
 from lit_sr.domains.galaxy.plots import STAT_LABELS
-from lit_sr.metrics.stats import wasserstein_1d
+from lit_sr.metrics.stats import frechet_distance, wasserstein_1d
 
 
 def test_rows(n: int, split: Sequence[float], split_seed: int) -> np.ndarray:

@@ -34,7 +34,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy import linalg
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -48,30 +47,9 @@ from lit_sr.domains.galaxy.morphology import (
 )
 from lit_sr.domains.galaxy.sim import LABEL_NAMES
 from lit_sr.metrics.evaluator import Evaluator
+from lit_sr.metrics.stats import frechet_distance
 
 JUDGE = "classifier"
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) of two feature sets [N, D].
-
-    The matrix square root is taken of the symmetric PSD product S_a^1/2 S_b S_a^1/2 (eigen-
-    decomposition, negative round-off eigenvalues clipped), so the result is real and >= 0.
-    """
-    a = np.asarray(features_a, dtype=np.float64)
-    b = np.asarray(features_b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"frechet_distance needs [N, D] arrays of one D, got {a.shape} and {b.shape}")
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        return float("nan")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    w, v = linalg.eigh(cov_a)
-    root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    middle = root_a @ cov_b @ root_a
-    eig = np.clip(linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)
-    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.sqrt(eig).sum())
-    return max(value, 0.0)
 
 
 class _Samples(Metric):
@@ -148,8 +126,7 @@ class GalaxyGenerationEvaluator(Evaluator):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if not self.has_judge(JUDGE):
             return torch.zeros(x.shape[0], 0, device=x.device)
-        t = self.judge_transform(JUDGE)
-        return self.judges[JUDGE].features((t(x) if t is not None else x).float()).float()
+        return self.judge_features(JUDGE, x.float()).float()
 
     @torch.no_grad()
     def update(self, batch: dict[str, torch.Tensor], images: dict[str, torch.Tensor]) -> None:

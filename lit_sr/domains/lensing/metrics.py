@@ -13,6 +13,9 @@ Image sources (evaluator-contract key -> source name): ``input`` -> ``lr`` (the 
   the LR grid with the LR pixel size): its error against the simulated ``theta_e_arcsec`` (median |error|,
   median error, failure fraction) when the batch has it, and, label-free, its median |difference| from the
   ring fit of the HR image of the same lens;
+* the Fréchet distance between the HR judge's feature vectors of a source and of HR over the test lenses
+  (``fd_judge``; needs the judge, not the labels): the perceptual distance of a GAN's images to HR, scored by
+  a network no generator trained against;
 * label-free image metrics against HR: PSNR with each lens's own HR min-max range (``psnr_minmax``, the
   normalisation of DeepLense's SR results) and the median flux ratio sum(source) / sum(HR) (HR-grid sources).
 
@@ -35,7 +38,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_sr.domains.lensing.ring_fit import einstein_radius_from_image
 from lit_sr.domains.lensing.sim import LABEL_NAMES
 from lit_sr.metrics.evaluator import Evaluator
-from lit_sr.metrics.stats import roc_auc, roc_curve
+from lit_sr.metrics.stats import frechet_distance, roc_auc, roc_curve
 
 #: evaluator-contract image keys -> source names, in table order
 IMAGE_SOURCES = {
@@ -90,7 +93,7 @@ def ring_fit_radii(
 
 
 # ----------------------------------------------------------------------------- per-source state
-STATE_NAMES = ("logits", "labels", "theta_fit", "theta_true", "psnr", "flux_ratio")
+STATE_NAMES = ("logits", "labels", "features", "theta_fit", "theta_true", "psnr", "flux_ratio")
 
 
 class LensSourceValues(Metric):
@@ -137,7 +140,7 @@ class LensingEvaluator(Evaluator):
     ``compute()`` keys per source: ``acc``, ``auc`` (macro mean over classes), ``auc_<class>`` (with labels and
     the source's judge); ``theta_e_abs_err_arcsec`` (median |fit - true|), ``theta_e_bias_arcsec`` (median fit -
     true), ``theta_e_fail_frac`` (with ``theta_e_arcsec`` in the batch); ``theta_e_vs_hr_abs_err_arcsec`` (median
-    |fit - fit of HR|, label-free); ``psnr_minmax`` and ``flux_ratio`` (HR-grid sources other than hr), as
+    |fit - fit of HR|, label-free); ``fd_judge`` (HR-grid sources other than hr, with the HR judge); ``psnr_minmax`` and ``flux_ratio`` (HR-grid sources other than hr), as
     ``<key>/<source>``.
     """
 
@@ -208,6 +211,11 @@ class LensingEvaluator(Evaluator):
                 logits = self.judge(judge, img).float()
                 if logits.dim() == 1:  # a binary classifier's single logit -> two columns
                     logits = torch.stack([-logits, logits], 1) / 2
+            # the HR judge's feature vector of every HR-grid source: a perceptual distance to HR from a network
+            # no generator trained against (the GANs' perceptual net is another network)
+            features = None
+            if judge == "hr" and self.has_judge(judge) and hasattr(self.judges[judge], "features"):
+                features = self.judge_features(judge, img).float()
             fit = true = None
             if self.fit_rings:
                 pixel = self.pixel_scale_arcsec * (self.scale if s in LR_SOURCES else 1)
@@ -221,6 +229,7 @@ class LensingEvaluator(Evaluator):
             self.values[s].update(
                 logits=logits,
                 labels=labels.long() if logits is not None else None,
+                features=features,
                 theta_fit=fit,
                 theta_true=true,
                 psnr=psnr,
@@ -232,6 +241,7 @@ class LensingEvaluator(Evaluator):
         out: dict[str, float] = {}
         cache = {s: self.synced(self.values[s], self.values[s].values) for s in self.sources}
         hr_fit = cache.get("hr", {}).get("theta_fit")
+        hr_features = cache.get("hr", {}).get("features", torch.zeros(0)).double().numpy()
         for s, v in cache.items():
             if "logits" in v and "labels" in v and len(v["labels"]):
                 probs = torch.softmax(v["logits"].double(), 1)
@@ -253,6 +263,8 @@ class LensingEvaluator(Evaluator):
                 out[f"theta_e_vs_hr_abs_err_arcsec/{s}"] = (
                     float(np.median(np.abs(diff[ok]))) if ok.any() else float("nan")
                 )
+            if s != "hr" and "features" in v and len(hr_features) == len(v["features"]) > 1:
+                out[f"fd_judge/{s}"] = frechet_distance(v["features"].double().numpy(), hr_features)
             if "psnr" in v and len(v["psnr"]):
                 out[f"psnr_minmax/{s}"] = float(v["psnr"].double().mean())
             if "flux_ratio" in v and len(v["flux_ratio"]):
