@@ -16,7 +16,7 @@ from lit_sr.cli import run
 from lit_sr.domains.lensing.sim import LensSimConfig, concatenate_blocks, simulate_lenses
 from lit_sr.setup_hooks import ensure_classifier, ensure_judges
 
-SR_EXPERIMENTS = ("lensing_rdn", "lensing_srresnet", "lensing_srgan", "lensing_esrgan")
+SR_EXPERIMENTS = ("lensing_rdn", "lensing_srresnet", "lensing_srgan", "lensing_rrdb", "lensing_esrgan")
 # a 32 px field (16 px LR), 24 simulated lenses, classifiers of 2 batches
 SMALL = [
     "data.n_lenses=24",

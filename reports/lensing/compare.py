@@ -31,6 +31,7 @@ MODELS: dict[str, str] = {
     "lensing_rdn": "RDN",
     "lensing_srresnet": "SRResNet",
     "lensing_srgan": "SRGAN",
+    "lensing_rrdb": "RRDB-PSNR",
     "lensing_esrgan": "ESRGAN",
 }
 BASELINES = (("bilinear", "bilinear"), ("bicubic", "bicubic"))
