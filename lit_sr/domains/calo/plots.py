@@ -23,6 +23,7 @@ _LABELS = {
     "lr_fit": "LR pixel fit",
     "lr_shape": "LR shape logistic",
     "lr_cnn": "LR-trained CNN",
+    "lr_regressor": "LR CNN regressor",
 }
 _COLORS = {
     "sr": "tab:red",
@@ -31,6 +32,7 @@ _COLORS = {
     "lr_fit": "tab:cyan",
     "lr_shape": "tab:green",
     "lr_cnn": "tab:blue",
+    "lr_regressor": "tab:purple",
 }
 
 
