@@ -72,8 +72,9 @@ ABLATION_COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def ablation_table(rows: Sequence[tuple[str, str, Mapping[str, float], float]]) -> str:
-    """Markdown table: configuration, overrides, metrics (SR, test split), training wall time."""
+def ablation_table(rows: Sequence[tuple[str, str, Mapping[str, float], float | None]]) -> str:
+    """Markdown table: configuration, overrides, metrics (SR, test split), training wall time ("–": a reused
+    run whose time was not recorded)."""
     head = "| configuration | " + " | ".join(label for _, label, _ in ABLATION_COLUMNS) + " | run time (s) |"
     lines = [head, "|---|" + "---|" * (len(ABLATION_COLUMNS) + 1)]
     for name, desc, m, seconds in rows:
@@ -81,7 +82,7 @@ def ablation_table(rows: Sequence[tuple[str, str, Mapping[str, float], float]]) 
         for key, _, digits in ABLATION_COLUMNS:
             v = gap_closed(m) if key == "gap" else m.get(key)
             cells.append("–" if v is None else f"{v:.{digits}f}")
-        lines.append(f"| {desc} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        lines.append(f"| {desc} | " + " | ".join(cells) + f" | {'–' if seconds is None else f'{seconds:.0f}'} |")
     return "\n".join(lines)
 
 
@@ -103,16 +104,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="folder of the runs (default $LIT_SR_ROOT/outputs/figures_calo or ./outputs/figures_calo)",
     )
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --work instead of training again")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse finished runs in --work (<work>/seed<S>, <work>/ablation/<name>: metrics.csv, config_resolved.yaml, "
+        "checkpoints/) instead of training again",
+    )
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: torch's)")
     a = p.parse_args(argv)
     root = Path(os.environ.get("LIT_SR_ROOT", REPO))
     work = a.work or root / "outputs" / "figures_calo"
 
-    def one(run_dir: Path, seed: int, overrides: Sequence[str]) -> tuple[dict[str, float], float]:
-        if a.reuse and (run_dir / "metrics.csv").is_file() and (run_dir / "seconds.txt").is_file():
+    def one(run_dir: Path, seed: int, overrides: Sequence[str]) -> tuple[dict[str, float], float | None]:
+        if a.reuse and (run_dir / "metrics.csv").is_file():
+            # a finished run (e.g. a mode=test re-test of a trained run); its wall time if this script recorded it
+            seconds = run_dir / "seconds.txt"
             try:
-                return read_test_metrics(run_dir), float((run_dir / "seconds.txt").read_text())
+                return read_test_metrics(run_dir), float(seconds.read_text()) if seconds.is_file() else None
             except ValueError:
                 pass
         print(f"python run.py seed={seed} {' '.join(overrides)} -> {run_dir}", flush=True)
@@ -126,15 +134,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs.append(m)
         times.append(s)
         print(
-            f"seed {seed}: {s:.0f} s, resolution {m['barycentre_res_cm/sr']:.4f} cm "
-            f"(LR barycentre {m.get('barycentre_res_cm/lr_native', float('nan')):.4f} cm), "
+            f"seed {seed}: {'?' if s is None else f'{s:.0f}'} s, resolution {m['barycentre_res_cm/sr']:.4f} cm "
+            f"(LR barycentre {m.get('barycentre_res_cm/lr_native', float('nan')):.4f} cm, "
+            f"LR regressor {m.get('barycentre_res_cm/lr_regressor', float('nan')):.4f} cm), "
             f"rejection {m['pion_rejection/sr']:.2f}",
             flush=True,
         )
     table = results_table(runs)
-    table += "\n\nWall time of `python run.py` (simulation of the data file excluded when it existed): " + ", ".join(
-        f"seed {s}: {t:.0f} s" for s, t in zip(a.seeds, times)
-    )
+    if any(t is not None for t in times):
+        table += (
+            "\n\nWall time of `python run.py` (simulation of the data file excluded when it existed): "
+            + ", ".join(f"seed {s}: {t:.0f} s" for s, t in zip(a.seeds, times) if t is not None)
+        )
     write_text(a.out / "calo_results.md", table)
     print(table)
 
