@@ -120,7 +120,8 @@ class RegressorModule(LitSRModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         r = self.residuals(batch)
         loss = r.pow(2).sum(1).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=r.shape[0])
+        if self.step_logs_written:  # (tens of thousands of steps: log only those the loggers keep)
+            self.log("train/loss", loss, prog_bar=True, batch_size=r.shape[0])
         return loss
 
     def _eval(self, batch: dict[str, torch.Tensor], stage: str) -> None:
