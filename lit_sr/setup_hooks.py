@@ -130,15 +130,20 @@ def _fast_dev_run(cfg: DictConfig) -> bool:
     return bool((cfg.get("trainer") or {}).get("fast_dev_run"))
 
 
-def has_labels(data_cfg: DictConfig, label_key: str = "label") -> bool:
-    """Whether the training batches of the DataModule ``data_cfg`` carry ``label_key`` (reads one batch)."""
+def batch_keys(data_cfg: DictConfig) -> set[str]:
+    """The keys of the training batches of the DataModule ``data_cfg`` (reads one batch)."""
     from hydra.utils import instantiate
 
     with kept_random_state():  # a shuffled loader draws from the global generator
         datamodule = instantiate(data_cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        return label_key in next(iter(datamodule.train_dataloader()))
+        return set(next(iter(datamodule.train_dataloader())))
+
+
+def has_labels(data_cfg: DictConfig, label_key: str = "label") -> bool:
+    """Whether the training batches of the DataModule ``data_cfg`` carry ``label_key`` (reads one batch)."""
+    return label_key in batch_keys(data_cfg)
 
 
 def labelled_data(cfg: DictConfig, label_key: str = "label") -> tuple[DictConfig | None, bool]:
@@ -229,14 +234,16 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
     against.
 
     ``cfg[key]``: ``cache_dir`` (default ``<paths.data_dir>/judges``) and ``nets``: name ->
-    ``{model: ClassifierModule config, trainer: Trainer arguments, seed: int, ckpt: path | null}``.
+    ``{model: LightningModule config, trainer: Trainer arguments, seed: int, ckpt: path | null}``; the model
+    is a ``ClassifierModule`` (trained against ``label``) or any module whose config names the batch key it
+    learns as ``target_key`` (e.g. a ``RegressorModule`` of ``impact_cm``: an LR baseline trained like a judge).
     A given ``ckpt`` is used as is. Otherwise the judge is trained once on ``cfg.data`` with its own
     seed (its augmentation too) and cached as ``<cache_dir>/<name>-<hash>.ckpt`` (hash of data, net,
     trainer and seed, so every experiment and seed on the same data shares it); later runs load it.
     Under ``debug=fdr`` a one-batch judge goes to ``<output_dir>/judges`` (never into the cache). In
-    ``mode=predict`` nothing is trained (no evaluation). When the data carry no labels the judges are
-    not trained (``ckpt`` stays null): the evaluator skips its label-based metrics, as one log line
-    says. A judge's checkpoint may not be the perceptual classifier's (``model.classifier_ckpt``).
+    ``mode=predict`` nothing is trained (no evaluation). When the data carry no labels (no ``target_key``)
+    those judges are not trained (``ckpt`` stays null): the evaluator skips the metrics that need them, as one
+    log line says. A judge's checkpoint may not be the perceptual classifier's (``model.classifier_ckpt``).
     Returns name -> checkpoint path (None when skipped); ``cfg`` is not changed.
     """
     node = cfg.get(key)
@@ -252,16 +259,31 @@ def ensure_judges(cfg: DictConfig, key: str = "judges") -> dict[str, str | None]
     if todo and cfg.get("mode", "train") == "predict":
         log.info("mode=predict: judges %s not loaded (no evaluation)", ", ".join(todo))
         todo = []
-    if todo and not has_labels(cfg.data):
-        log.warning(
-            "Label-based metrics skipped: the data (%s) carry no labels, so judges %s have nothing to "
-            "score against; the label-free metrics (PSNR, SSIM, flux, image-to-image comparisons) run.",
-            cfg.data.get("file"),
-            ", ".join(todo),
-        )
+    if todo:
+        keys = batch_keys(cfg.data)
+        missing: dict[str, list[str]] = {}
         for name in todo:
-            out[name] = None
-        todo = []
+            target = str(node.nets[name].model.get("target_key") or "label")
+            if target not in keys:
+                missing.setdefault(target, []).append(name)
+        for target, names in missing.items():
+            if target == "label":
+                log.warning(
+                    "Label-based metrics skipped: the data (%s) carry no labels, so judges %s have nothing to "
+                    "score against; the label-free metrics (PSNR, SSIM, flux, image-to-image comparisons) run.",
+                    cfg.data.get("file"),
+                    ", ".join(names),
+                )
+            else:
+                log.warning(
+                    "Metrics of %s skipped: the data (%s) carry no `%s` for them to learn",
+                    ", ".join(names),
+                    cfg.data.get("file"),
+                    target,
+                )
+            for name in names:
+                out[name] = None
+        todo = [name for name in todo if name not in out]
     from lit_sr.utils.distributed import is_ddp_child
 
     plans = {}
@@ -462,7 +484,9 @@ def _train_classifier(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.save_checkpoint(str(path))  # AtomicCheckpointIO: temp file + rename, never half-written
     shown = ", ".join(
-        f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k in ("val/auc", "val/acc", "val/psnr", "val/ssim")
+        f"{k}={v:.4f}"
+        for k, v in sorted(metrics.items())
+        if k in ("val/auc", "val/acc", "val/psnr", "val/ssim", "val/residual_std")
     )
     log.info(
         "%s trained in %.0f s (%d steps): %s -> %s",

@@ -142,6 +142,16 @@ def test_gap_and_results_table_against_numpy():
     assert "3 runs: mean ± standard deviation over seeds" in table
     mixed = results_table([_metrics(0.14, 0.12, 0.05, 6.0, 300.0, 0.0), _metrics(0.14, 0.12, 0.05, 6.0, 400.0, 1.0)])
     assert "≥ 350.0 ± 70.7" in mixed  # one run measured, one lower limit: the mean is a lower limit too
+    # the LR regressor is a column of the impact-point table: the bold entry moves to it when it is best, and
+    # the gap and w0 rows keep their columns (SR, LR barycentre)
+    reg = results_table([{**r, "barycentre_res_cm/lr_regressor": v} for r, v in zip(runs, (0.062, 0.064, 0.063))])
+    head, res_row = reg.splitlines()[0], reg.splitlines()[2]
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols[3] == "LR CNN regressor (trained on LR)" and cols[4].startswith("SR")
+    cells = [c.strip() for c in res_row.strip("|").split("|")]
+    assert cells[3] == "**0.0630 ± 0.0010**" and cells[2] == "0.1200 ± 0.0000"
+    gap_row = next(r for r in reg.splitlines() if r.startswith("| LR-barycentre → HR gap"))
+    assert [c.strip() for c in gap_row.strip("|").split("|")][4] == f"{gaps.mean():.1f} ± {gaps.std(ddof=1):.1f} %"
 
 
 def test_shower_loss_terms_are_the_physical_distances_in_cm():

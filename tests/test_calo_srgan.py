@@ -39,6 +39,12 @@ TINY_PRETRAIN = [
     "judges.nets.lr_cnn.model.net.feature_dim=16",
     "judges.trainer.limit_train_batches=3",
     "+judges.trainer.limit_val_batches=2",
+    # the LR impact-point regressor (trained and cached like the judges), tiny
+    "judges.nets.lr_regressor.model.net.channels=[8]",
+    "judges.nets.lr_regressor.model.net.feature_dim=16",
+    "judges.nets.lr_regressor.trainer.max_epochs=1",
+    "+judges.nets.lr_regressor.trainer.limit_train_batches=3",
+    "+judges.nets.lr_regressor.trainer.limit_val_batches=2",
 ]
 PRETRAIN_LOG = "No classifier checkpoint given (model.classifier_ckpt=null): training one first"
 
@@ -116,7 +122,7 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
     for stage in ("val", "test"):
         # (lr_fit needs twice as many validation events as its 46 parameters: not on this 60-event split)
         assert f"{stage}/barycentre_res_cm/lr_fit" not in m
-        for src in ("sr", "hr", "lr_native"):
+        for src in ("sr", "hr", "lr_native", "lr_regressor"):
             for name in ("barycentre_res_cm", "barycentre_q68_cm", "barycentre_bias_cm"):
                 key = f"{stage}/{name}/{src}" + ("_x" if name == "barycentre_bias_cm" else "")
                 assert key in m, f"{key} not logged"
@@ -133,6 +139,7 @@ def test_calo_srgan_trains_classifier_first_then_gan(calo_data_dir, tmp_path, ca
     # seed), cached beside the data
     cfg_judges = [p.name for p in (Path(calo_data_dir) / "judges").glob("*.ckpt")]
     assert any(n.startswith("hr-") for n in cfg_judges) and any(n.startswith("lr_cnn-") for n in cfg_judges)
+    assert any(n.startswith("lr_regressor-") for n in cfg_judges)
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.load(run_dir / "config_resolved.yaml")
@@ -179,6 +186,9 @@ def test_calo_srgan_file_without_impact_trains_with_a_note(calo_data_dir, classi
     # (one note per DataModule set up: the setup hook reads a batch to check for labels)
     assert notes and all("metrics that need them are skipped" in n for n in notes)
     assert not any(PRETRAIN_LOG in r.getMessage() for r in caplog.records)
+    # no impact_cm to learn: the LR regressor is not trained, its row is skipped with one warning naming it
+    skipped = [r.getMessage() for r in caplog.records if "Metrics of lr_regressor skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "impact_cm" in skipped[0]
     m = _metrics(tmp_path / "run")
     assert not any("barycentre" in k for k in m)
     assert "test/width_w1/sr_vs_hr" in m and "test/auc/sr" in m and "test/psnr" in m

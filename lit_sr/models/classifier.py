@@ -140,8 +140,58 @@ def frozen(classifier: nn.Module | None, transform=None) -> tuple[nn.Module | No
     return classifier, transform if transform is not None else getattr(classifier, "input_transform", None)
 
 
-def _bad(path: str, found: str, expected: str) -> ValueError:
-    return ValueError(f"{path}: not a usable classifier checkpoint: found {found}; expected {expected}")
+def _bad(path: str, found: str, expected: str, kind: str = "classifier") -> ValueError:
+    return ValueError(f"{path}: not a usable {kind} checkpoint: found {found}; expected {expected}")
+
+
+def load_frozen_net(
+    ckpt_path: str,
+    net: nn.Module,
+    kind: str,
+    required_key: str,
+    expected: dict[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load the ``net.*`` weights of a LightningModule checkpoint into ``net`` and freeze it (eval, no grad).
+
+    The checkpoint's hyperparameters must hold ``required_key`` (what makes it a ``kind`` checkpoint, e.g.
+    ``class_names``) and every ``expected`` key -> value that is not None; its ``net.*`` state dict must match
+    ``net``. Any mismatch raises one ``ValueError`` naming the file, what was found and what was expected.
+    Sets ``net.input_transform`` (the data transform it was trained with, or None) and ``net.image_size``;
+    returns (net, hyperparameters)."""
+    path = str(ckpt_path)
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: {kind} checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ValueError(f"{path}: cannot read {kind} checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise _bad(path, f"an object without 'state_dict' ({type(ckpt).__name__})", "a Lightning checkpoint", kind)
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    if required_key not in hp:
+        raise _bad(path, f"hyperparameters {sorted(hp)}", f"a {kind} checkpoint (with {required_key})", kind)
+    for key, value in (expected or {}).items():
+        if value is not None and hp.get(key) != value:
+            raise _bad(path, f"{key}={hp.get(key)!r}", f"{key}={value!r}", kind)
+    sd = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    found_shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    expected_shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if found_shapes != expected_shapes:
+        diff = sorted(set(found_shapes.items()) ^ set(expected_shapes.items()))[:6]
+        raise _bad(
+            path,
+            f"state dict 'net.*' entries differing from the configured net, e.g. {diff}",
+            f"weights of {type(net).__name__} as configured (use the net config it was trained with)",
+            kind,
+        )
+    net.load_state_dict(sd)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    net.input_transform = rebuild_transform(hp.get("transform"))
+    net.image_size = hp.get("image_size")
+    return net, hp
 
 
 def load_frozen_classifier(
@@ -159,37 +209,9 @@ def load_frozen_classifier(
     found and what was expected. The returned net gets ``input_transform`` (the data transform it was
     trained with, or None), ``image_size`` and ``class_names`` attributes.
     """
-    path = str(ckpt_path)
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: classifier checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ValueError(f"{path}: cannot read classifier checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise _bad(path, f"an object without 'state_dict' ({type(ckpt).__name__})", "a Lightning checkpoint")
-    hp = dict(ckpt.get("hyper_parameters") or {})
-    if "class_names" not in hp:
-        raise _bad(path, f"hyperparameters {sorted(hp)}", "a ClassifierModule checkpoint (with class_names)")
-    if class_names is not None and list(hp["class_names"]) != [str(c) for c in class_names]:
-        raise _bad(path, f"class_names={list(hp['class_names'])}", f"class_names={[str(c) for c in class_names]}")
-    if image_size is not None and hp.get("image_size") != image_size:
-        raise _bad(path, f"image_size={hp.get('image_size')!r}", f"image_size={image_size!r}")
-    sd = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    found_shapes = {k: tuple(v.shape) for k, v in sd.items()}
-    expected_shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    if found_shapes != expected_shapes:
-        diff = sorted(set(found_shapes.items()) ^ set(expected_shapes.items()))[:6]
-        raise _bad(
-            path,
-            f"state dict 'net.*' entries differing from the configured net, e.g. {diff}",
-            f"weights of {type(net).__name__} as configured (use the net config it was trained with)",
-        )
-    net.load_state_dict(sd)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    net.input_transform = rebuild_transform(hp.get("transform"))
-    net.image_size = hp.get("image_size")
+    names = None if class_names is None else [str(c) for c in class_names]
+    net, hp = load_frozen_net(
+        ckpt_path, net, "classifier", "class_names", {"class_names": names, "image_size": image_size}, map_location
+    )
     net.class_names = list(hp["class_names"])
     return net

@@ -9,6 +9,7 @@ import torch
 from lit_sr.domains.calo.data import CaloDataModule
 from lit_sr.domains.calo.evaluator import CaloPhysicsEvaluator
 from lit_sr.models.classifier import load_frozen_classifier
+from lit_sr.models.regressor import load_frozen_regressor
 from lit_sr.nets.classifier import CNNClassifier
 
 energy = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
@@ -31,6 +32,9 @@ if judges:
         judge=load_frozen_classifier(judges["hr"], net(), ["photon", "pion"], 24),
         lr_classifier=load_frozen_classifier(judges["lr_cnn"], net(), ["photon", "pion"], 6),
     )
+    if judges.get("lr_regressor"):  # the LR impact-point regressor (judges.nets.lr_regressor), two outputs in cm
+        reg = CNNClassifier(channels=(24, 48), feature_dim=64, activation="relu", pooled_size=2, num_classes=2)
+        kw["lr_regressor"] = load_frozen_regressor(judges["lr_regressor"], reg, "impact_cm", 2, 6)
 ev = CaloPhysicsEvaluator(**kw)
 tr = dm.transform
 

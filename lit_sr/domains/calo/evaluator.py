@@ -2,19 +2,22 @@
 
 Every row is computed in the same test pass on the same events:
 
-==============  ==============================================================  =======================
-source          what                                                            free parameters
-==============  ==============================================================  =======================
-``sr``          the model's SR image; log-weighted barycentre with the fixed    none (w0 = 4.7 fixed
-                metric w0; separation judged by the HR judge                    by the evaluation)
-``hr``          the HR image, same analysis                                     none
-``lr_native``   log-weighted barycentre on the native 6x6 LR crystals           w0, tuned on val
-``lr_fit``      least-squares impact fit on the LR pixel fractions + polynomial  coefficients, fit on
-                barycentre terms (information reference)                        val
-``lr_shape``    logistic regression on named LR shape variables                 weights, fit on val
-``lr_cnn``      a CNN of the judge's architecture trained on LR images           trained on the train
-                                                                                split (setup hook)
-==============  ==============================================================  =======================
+================  ==============================================================  =======================
+source            what                                                            free parameters
+================  ==============================================================  =======================
+``sr``            the model's SR image; log-weighted barycentre with the fixed    none (w0 = 4.7 fixed
+                  metric w0; separation judged by the HR judge                    by the evaluation)
+``hr``            the HR image, same analysis                                     none
+``lr_native``     log-weighted barycentre on the native 6x6 LR crystals           w0, tuned on val
+``lr_fit``        least-squares impact fit on the LR pixel fractions + polynomial  coefficients, fit on
+                  barycentre terms (information reference)                        val
+``lr_shape``      logistic regression on named LR shape variables                 weights, fit on val
+``lr_cnn``        a CNN of the judge's architecture trained on LR images           trained on the train
+                                                                                  split (setup hook)
+``lr_regressor``  a CNN of the judge's size trained to regress ``impact_cm``     trained on the train
+                  directly from the native LR image (the ML baseline of the       split (setup hook)
+                  impact point)
+================  ==============================================================  =======================
 
 The HR judge (``judge``) scores SR and HR: a classifier the generator never trained against (another
 seed and architecture than the GAN's perceptual net; see :mod:`lit_sr.domains.calo.setup`).
@@ -46,8 +49,8 @@ from lit_sr.metrics.stats import roc_auc, wasserstein_1d
 log = logging.getLogger(__name__)
 
 #: LR baselines the evaluator knows (config ``baselines``)
-BASELINES = ("lr_native", "lr_fit", "lr_shape", "lr_cnn")
-POSITION_SOURCES = ("sr", "hr", "lr_native", "lr_fit")
+BASELINES = ("lr_native", "lr_fit", "lr_shape", "lr_cnn", "lr_regressor")
+POSITION_SOURCES = ("sr", "hr", "lr_native", "lr_fit", "lr_regressor")
 SEPARATION_SOURCES = ("sr", "hr", "lr_cnn", "lr_shape")
 #: display names of the sources (tables, plots)
 SOURCE_LABELS = {
@@ -57,6 +60,7 @@ SOURCE_LABELS = {
     "lr_fit": "LR pixel fit (reference)",
     "lr_shape": "LR shape variables (logistic)",
     "lr_cnn": "LR-trained CNN",
+    "lr_regressor": "LR CNN regressor of the impact point",
 }
 
 
@@ -68,17 +72,22 @@ class CaloPhysicsEvaluator(Evaluator):
         judge_transform: GeV images -> the judge's input space; None -> its ``input_transform``.
         lr_classifier: frozen LR-trained net of the judge's architecture (row ``lr_cnn``); None skips it.
         lr_classifier_transform: GeV LR images -> its input space; None -> its ``input_transform``.
+        lr_regressor: frozen net of the judge's size trained on LR images to regress the impact point
+            (cm, [B, 2]; row ``lr_regressor``); None skips it.
+        lr_regressor_transform: GeV LR images -> its input space; None -> its ``input_transform``.
         w0: log-weighting parameter of the SR and HR barycentres (fixed by the evaluation).
         factor: LR -> HR scale (energy-conservation pooling).
         photon_efficiency: working point of the pion rejection.
-        baselines: which of :data:`BASELINES` to compute (``lr_cnn`` needs ``lr_classifier``).
+        baselines: which of :data:`BASELINES` to compute (``lr_cnn`` needs ``lr_classifier``,
+            ``lr_regressor`` needs ``lr_regressor``).
         w0_grid: values tried for the LR barycentre's w0 on the validation split.
         position_fit_degree: highest degree of the barycentre monomials of the LR position fit.
         shape_l2: L2 penalty of the shape-variable logistic regression (standardised features).
 
     ``compute()`` keys (floats), ``<src>`` as in the module docstring:
         ``barycentre_res_cm/<src>`` (std of position - impact, mean of x and y) and ``_x|_y``,
-        ``barycentre_q68_cm/<src>``, ``barycentre_bias_cm/<src>_x|_y`` for sr, hr, lr_native, lr_fit;
+        ``barycentre_q68_cm/<src>``, ``barycentre_bias_cm/<src>_x|_y`` for sr, hr, lr_native, lr_fit and
+        lr_regressor (its position is the regressed impact point: the same resolution definition);
         ``barycentre_energy_res_cm/<sr|hr>``; ``width_mean_cm/<sr|hr>``, ``width_w1/sr_vs_hr``;
         ``energy_violation/sr``; ``auc/<src>``, ``pion_rejection/<src>`` and
         ``pion_rejection_lower_limit/<src>`` (1: no pion passed, the value is the number of pions and
@@ -94,6 +103,8 @@ class CaloPhysicsEvaluator(Evaluator):
         judge_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         lr_classifier: nn.Module | None = None,
         lr_classifier_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        lr_regressor: nn.Module | None = None,
+        lr_regressor_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         w0: float = 4.7,
         factor: int = 4,
         photon_efficiency: float = 0.9,
@@ -114,6 +125,8 @@ class CaloPhysicsEvaluator(Evaluator):
         self.add_judge("hr", judge, judge_transform)
         if "lr_cnn" in self.baselines:
             self.add_judge("lr_cnn", lr_classifier, lr_classifier_transform)
+        if "lr_regressor" in self.baselines:
+            self.add_judge("lr_regressor", lr_regressor, lr_regressor_transform)
         self.position_fit = PositionFit(degree=position_fit_degree, window_cm=window_cm)
         self.shape_logistic = ShapeLogistic(l2=shape_l2, window_cm=window_cm)
         self.lr_w0: float | None = None  # the LR barycentre's tuned w0 (None until tuned)
@@ -197,6 +210,8 @@ class CaloPhysicsEvaluator(Evaluator):
                 self.position["lr_native"].update(barycentre(lr, "log", self.lr_w0, self.window_cm), impact)
             if "lr_fit" in self._fitted:
                 self.position["lr_fit"].update(self.position_fit.predict(lr), impact)
+            if self.has_judge("lr_regressor"):
+                self.position["lr_regressor"].update(self.judge("lr_regressor", lr).reshape(-1, 2), impact)
         if labels is not None:
             if "lr_shape" in self._fitted:
                 self.separation["lr_shape"].update(self.shape_logistic.score(lr).to(lr.device), labels)

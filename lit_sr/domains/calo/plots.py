@@ -23,6 +23,7 @@ _LABELS = {
     "lr_fit": "LR pixel fit",
     "lr_shape": "LR shape logistic",
     "lr_cnn": "LR-trained CNN",
+    "lr_regressor": "LR CNN regressor",
 }
 _COLORS = {
     "sr": "tab:red",
@@ -31,6 +32,7 @@ _COLORS = {
     "lr_fit": "tab:cyan",
     "lr_shape": "tab:green",
     "lr_cnn": "tab:blue",
+    "lr_regressor": "tab:purple",
 }
 
 
@@ -39,7 +41,8 @@ def _np(x) -> np.ndarray:
 
 
 def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60, limit_cm: float = 2.2) -> "plt.Figure":
-    """Histograms of barycentre - impact (cm) in x and y for each source; residuals: source -> [N, 2]."""
+    """Histograms of position - impact (cm) in x and y for each source (a barycentre, the LR pixel fit or the
+    LR regressor's output); residuals: source -> [N, 2]."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     edges = np.linspace(-limit_cm, limit_cm, bins + 1)
     for s, r in residuals.items():
@@ -54,7 +57,7 @@ def barycentre_residuals(residuals: Mapping[str, torch.Tensor], bins: int = 60, 
                     label=f"{_LABELS.get(s, s)} (std {r[:, k].std():.3f} cm)",
                 )
     for k, ax in enumerate(axes):
-        ax.set_xlabel(f"barycentre - impact, {'xy'[k]} [cm]")
+        ax.set_xlabel(f"position - impact, {'xy'[k]} [cm]")
         ax.set_ylabel("events")
         ax.legend(fontsize=7)
     return fig

@@ -24,6 +24,7 @@ POSITION_ROWS: tuple[tuple[str, str, int], ...] = (
 POSITION_COLUMNS = (
     ("lr_native", "LR barycentre (6×6, w0 tuned on val)"),
     ("lr_fit", "LR pixel fit (reference)"),
+    ("lr_regressor", "LR CNN regressor (trained on LR)"),
     ("sr", "SR (GAN), w0 = 4.7"),
     ("hr", "HR (truth), w0 = 4.7"),
 )
@@ -95,8 +96,14 @@ def _best(runs: Sequence[Mapping[str, float]], key: str, sources: Sequence[str])
     return (min if lower else max)(means, key=means.get)
 
 
+def _row(label: str, cells: Mapping[str, str], columns: Sequence[tuple[str, str]]) -> str:
+    """A table row with ``cells`` (source -> text) in their columns, the others empty."""
+    return f"| {label} | " + " | ".join(cells.get(s, "") for s, _ in columns) + " |"
+
+
 def results_table(runs: Sequence[Mapping[str, float]]) -> str:
-    """Markdown tables, mean ± std over runs (one run: the value): impact point (LR analyses, SR, HR),
+    """Markdown tables, mean ± std over runs (one run: the value): impact point (LR analyses, the LR
+    regressor, SR, HR),
     shower shape (SR, HR), photon/π⁰ separation (LR analyses, SR, HR), image metrics. The best
     non-truth entry of each row is bold."""
     n = len(runs)
@@ -110,8 +117,8 @@ def results_table(runs: Sequence[Mapping[str, float]]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     gaps = [100 * gap_closed(r) for r in runs if all(f"barycentre_res_cm/{s}" in r for s in ("lr_native", "sr", "hr"))]
     w0s = [r.get("tuned/lr_native_w0") for r in runs]
-    lines.append(f"| LR-barycentre → HR gap closed by SR | | | {_cell(gaps, 1)} % | |")
-    lines.append(f"| tuned LR w0 (validation split) | {_cell(w0s, 1)} | | | |")
+    lines.append(_row("LR-barycentre → HR gap closed by SR", {"sr": f"{_cell(gaps, 1)} %"}, POSITION_COLUMNS))
+    lines.append(_row("tuned LR w0 (validation split)", {"lr_native": _cell(w0s, 1)}, POSITION_COLUMNS))
     lines += ["", "| shower shape, test split | SR (GAN) | HR (truth) |", "|---|---|---|"]
     for key, label, digits in SHOWER_ROWS:
         cells = []
