@@ -302,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         label, _, root = spec.partition("=")
         counts, masks, t_s, pix = read_simulated(root, args.split, args.limit)
         sims[label] = per_image(counts, masks, t_s, pix)
-        brightest = int(np.argmax([c.sum() / max(m.sum(), 1) for c, m in zip(counts, masks)]))
-        examples[f"simulated {label}: brightest {args.split} field"] = counts[brightest]
+        mean = np.array([c.sum() / max(m.sum(), 1) for c, m in zip(counts, masks)])
+        typical = int(np.argsort(mean)[len(mean) // 2])
+        examples[f"simulated {label}: median {args.split} field"] = counts[typical]
+        if spec == args.sim[-1]:
+            examples[f"simulated {label}: brightest {args.split} field"] = counts[int(np.argmax(mean))]
     table = comparison_table(sims, real)
     command = "python -m lit_sr.domains.xmm.sim_real " + " ".join(
         argv if argv is not None else __import__("sys").argv[1:]
