@@ -237,3 +237,21 @@ def test_comparison_statistics_on_a_known_image():
     assert st["n_above_200_per_deg2"] * area_deg2 == pytest.approx(3, abs=0.01)
     assert st["compact_fwhm_arcsec"] == pytest.approx(8.0, rel=0.15)
     assert sum(st["histogram"]) == pytest.approx(1.0)
+
+
+def test_wide_data_config_gets_its_own_cache_folder(tmp_path):
+    """data=xmm_wide composes onto the xmm experiments and simulates into its own folder whose name carries the
+    version, seed, split sizes and the config hash (never the default's)."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=xmm_dn", "data=xmm_wide"], tmp_path)
+    dm = instantiate(cfg.data)
+    default = instantiate(compose_config(["experiment=xmm_dn"], tmp_path).data)
+    sc = dm.sim_config()
+    assert sc.detector_layout == "epn_detxy" and sc.lr_size == 411 and sc.pixel_arcsec == 4.0
+    assert sc.aimpoint_arcmin == (2.0, 1.0) and sum(sc.target_probabilities) == pytest.approx(0.95)
+    assert dm.default_root.parent.name == "xmm_wide" and dm.default_root.name.startswith("sim_v1_seed0_64-16-8_")
+    assert default.default_root.name == "sim_v1_seed0_400-50-50_0692e947"
+    assert not dm.transform.clip  # real-like targets exceed max_rate: no upper clip
