@@ -74,8 +74,9 @@ def test_epn_mask_is_the_real_layout():
     assert xsim.epn_detxy_mask(403).sum() == 143013  # a smaller square crops only dead rows
 
 
-def test_chip_gaps_have_zero_exposure_and_counts_and_particles_reach_the_corners():
-    c = wide()
+@pytest.mark.parametrize("flat", [False, True])
+def test_chip_gaps_have_zero_exposure_and_counts_and_particles_reach_the_corners(flat):
+    c = wide(flat_exposure=flat)
     f = xsim.simulate_field(c, 0, "val", 1)
     ccd = xsim.epn_detxy_mask(c.lr_size)
     ccd_hr = np.kron(ccd, np.ones((2, 2), bool))
@@ -87,14 +88,49 @@ def test_chip_gaps_have_zero_exposure_and_counts_and_particles_reach_the_corners
     yy, xx = np.mgrid[:n, :n]
     r_arcmin = np.hypot(yy - (n - 1) / 2, xx - (n - 1) / 2) * c.pixel_arcsec / 60
     corner = ccd & (r_arcmin > c.fov_radius_arcmin + 0.2)
-    assert corner.sum() > 10000
-    assert (f.exposure["input"][corner] == 0).all() and f.counts["input"][corner].sum() > 0
+    assert corner.sum() > 10000 and f.counts["input"][corner].sum() > 0
+    if flat:  # T x CCD mask, as the real images are used
+        assert np.array_equal(f.exposure["input"], c.exposure_input_ks * 1e3 * ccd)
+    else:  # the sky exposure map: vignetted, nothing outside the FOV
+        assert (f.exposure["input"][corner] == 0).all() and f.exposure["input"].max() < c.exposure_input_ks * 1e3
+
+
+def test_out_of_time_events_spread_along_the_ccd_column_and_conserve_counts():
+    """A bright point source: with f = 0.063, (1 - f) of its counts stay, f x its column sum is spread evenly over
+    the rows of its CCD band in each column, nothing reaches the other band or the dead columns."""
+    c0 = no_sources(oot_fraction=0.0)
+    c1 = no_sources(oot_fraction=0.063)
+    sky = xsim.draw_field(c0, xsim.field_streams(0, "val", 0)["sky"])
+    one = np.ones(1)
+    sky.sources = xsim.SourceCatalog(
+        np.zeros(1, np.int8), 240.0 * one, 300.0 * one, 5.0 * one, 0 * one, 0 * one, one, 0 * one
+    )
+    sky.cosmic_modes = sky.cosmic_modes * 0
+    geom = xsim.exposure_geometry(c0, sky)
+    for c, name in ((c0, "off"), (c1, "on")):
+        rates = xsim.expected_rates(c, sky)
+        rates.cosmic_lr = rates.cosmic_lr * 0
+        rates.particle_lr = 0.0
+        if name == "off":
+            e0 = xsim.expected_counts(c, rates, geom, "input")
+        else:
+            e1 = xsim.expected_counts(c, rates, geom, "input")
+    assert e1.sum() == pytest.approx(e0.sum(), rel=1e-12)  # 5 counts/s x 20 ks x vignetting
+    ox = (411 - 403) // 2
+    top = slice(207, 400)
+    col = e0[top, 240]
+    expected_far = 0.063 * col.sum() / (400 - 207)
+    assert e1[210, 240] == pytest.approx(expected_far, rel=1e-9)  # far from the source, same column
+    assert e1[300, 240] == pytest.approx(0.937 * e0[300, 240] + expected_far, rel=1e-9)
+    assert np.array_equal(e1[11:204], e0[11:204])  # the other band: no streak
+    ccd = xsim.epn_detxy_mask(411)
+    assert (e1[~ccd] == 0).all() and (e1[top, ox + 289 : ox + 292] == 0).all()  # dead columns stay empty
 
 
 def test_background_counts_per_arcmin2_match_the_configured_rates():
     """No sources: counts per arcmin^2 outside the FOV = particle rate x T, inside near the optical axis =
     (particle + cosmic x vignetting) x T, within 4 Poisson sigma."""
-    c = no_sources()
+    c = no_sources(oot_fraction=0.0)  # out-of-time events would move 6.3 % of the cosmic counts along the columns
     f = xsim.simulate_field(c, 3, "val", 0)
     t = c.exposure_input_ks * 1e3
     n = c.lr_size

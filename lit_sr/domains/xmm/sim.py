@@ -90,6 +90,13 @@ aimpoint and the serendipitous sky around it. Options that reproduce them:
     ``target_snr_filament_arcsec`` (Gaussian-smoothed white noise) and s = ``target_snr_filament_sigma``
     (s = 0: the smooth shell); renormalised to the rate;
   - point: a point source (e.g. an AGN, X-ray binary or magnetar).
+* ``oot_fraction``: out-of-time events (:func:`out_of_time`): a fraction f of the sky counts (6.3 % in pn
+  full-frame mode, XMM-Newton Users Handbook) lands at a random row of its CCD column, so bright targets
+  draw the streaks along DETY seen in the real cluster images. Particles are uniform and unaffected.
+* ``flat_exposure``: the files' EXPOSURE map is T x CCD mask, the exposure the real images are used with
+  (they carry no exposure map: ``real.py`` and ``predict=fits`` take T x the estimated detector mask), so a
+  model trained on these files sees rates defined as on the real images (vignetting and the FOV edge stay in
+  the counts; the out-of-FOV corners have a rate, as in the real images).
 """
 
 from __future__ import annotations
@@ -199,6 +206,8 @@ class XMMSimConfig:
     target_snr_filament_arcsec: float = 15.0  # correlation length of the filamentary texture
     target_snr_filament_sigma: float = 1.0  # log-normal width of the texture (0: smooth shell)
     target_point_rate_range: tuple[float, float] = (1.0, 10.0)  # counts/s, log-uniform
+    oot_fraction: float = 0.0  # out-of-time events ('epn_detxy' only): 0.063 in pn full-frame mode
+    flat_exposure: bool = False  # EXPOSURE HDU = T x CCD mask (no vignetting, no FOV), as the real images are used
 
     # derived quantities -------------------------------------------------------------------------
     @property
@@ -247,6 +256,8 @@ class XMMSimConfig:
                 f"detector_layout='epn_detxy' is the EPIC-pn mask on {EPN_DETXY_PIXEL_ARCSEC}\" DETX/DETY pixels "
                 f"(SAS binning 80); got pixel_arcsec={self.pixel_arcsec}"
             )
+        if self.oot_fraction and self.detector_layout != "epn_detxy":
+            raise ValueError("oot_fraction needs detector_layout='epn_detxy' (readout columns along the image rows)")
         p = self.target_probabilities
         if len(p) != 3 or min(p) < 0 or sum(p) > 1 + 1e-12:
             raise ValueError(
@@ -277,6 +288,8 @@ POST_V1_FIELDS = (
     "target_snr_filament_arcsec",
     "target_snr_filament_sigma",
     "target_point_rate_range",
+    "oot_fraction",
+    "flat_exposure",
 )
 DETECTOR_LAYOUTS = ("ccd_array", "epn_detxy")
 
@@ -644,9 +657,12 @@ def exposure_geometry(config: XMMSimConfig, sky: FieldSky) -> ExposureGeometry:
 def exposure_map(
     config: XMMSimConfig, sky: FieldSky, product: str, geometry: ExposureGeometry | None = None
 ) -> np.ndarray:
-    """Exposure map in seconds (T x vignetting x live fraction) of ``product`` ('input', 'target', 'sr')."""
+    """Exposure map in seconds (T x vignetting x live fraction; with ``flat_exposure`` T x live fraction) of
+    ``product`` ('input', 'target', 'sr')."""
     g = geometry or exposure_geometry(config, sky)
     t = config.exposure_ks(product) * 1e3
+    if config.flat_exposure:  # T x CCD mask: what the real SAS images without an exposure map are used with
+        return t * (g.live_hr if product == "sr" else g.live_lr)
     return t * (g.vign_live_hr if product == "sr" else g.vign_live_lr)
 
 
@@ -829,16 +845,35 @@ def expected_rates(config: XMMSimConfig, sky: FieldSky) -> ExpectedRates:
     return ExpectedRates(pts_lr + ext_lr, pts_hr + ext_hr, cos_lr, cos_hr, part_lr, part_lr / HR_FACTOR**2)
 
 
+def out_of_time(sky_counts: np.ndarray, config: XMMSimConfig) -> np.ndarray:
+    """Out-of-time events of the EPIC-pn readout ('epn_detxy' layout): photons arriving while a CCD is read out
+    are assigned a random row of their CCD column. Returns (1 - f) x the counts + f x each CCD band's column sum
+    spread evenly over that band's rows of the column (f = ``oot_fraction``; the image's rows are DETY, the
+    readout direction); the total is conserved. Works on the LR or the 2x finer HR grid."""
+    f = config.oot_fraction
+    if f <= 0:
+        return sky_counts
+    g = sky_counts.shape[0] // config.lr_size  # 1 (LR) or 2 (HR)
+    oy = (config.lr_size - EPN_DETXY_SHAPE[0]) // 2
+    out = (1.0 - f) * sky_counts
+    for r0, r1 in EPN_DETXY_DEAD_COLUMNS:  # the two CCD bands
+        lo, hi = max(g * (r0 + oy), 0), min(g * (r1 + 1 + oy), sky_counts.shape[0])
+        if lo < hi:
+            out[lo:hi] += f * sky_counts[lo:hi].sum(axis=0, keepdims=True) / (hi - lo)
+    return out
+
+
 def expected_counts(
     config: XMMSimConfig, rates: ExpectedRates, geometry: ExposureGeometry, product: str, background_only: bool = False
 ) -> np.ndarray:
-    """Noiseless expected counts per pixel of ``product``: sky rate x exposure map + particle x T x live."""
+    """Noiseless expected counts per pixel of ``product``: sky rate x exposure map (+ out-of-time events, see
+    :func:`out_of_time`) + particle x T x live."""
     t = config.exposure_ks(product) * 1e3
     if product == "sr":
         sky_rate = rates.cosmic_hr if background_only else rates.sky_hr
-        return sky_rate * t * geometry.vign_live_hr + rates.particle_hr * t * geometry.live_hr
+        return out_of_time(sky_rate * t * geometry.vign_live_hr, config) + rates.particle_hr * t * geometry.live_hr
     sky_rate = rates.cosmic_lr if background_only else rates.sky_lr
-    return sky_rate * t * geometry.vign_live_lr + rates.particle_lr * t * geometry.live_lr
+    return out_of_time(sky_rate * t * geometry.vign_live_lr, config) + rates.particle_lr * t * geometry.live_lr
 
 
 @dataclass
