@@ -475,10 +475,10 @@ def point_source_fwhm(
 
         try:
             fit = optimize.least_squares(resid, p0, method="lm", xtol=1e-10, ftol=1e-10)
-        except (ValueError, RuntimeError):
+            rc = math.exp(fit.x[2])
+        except (ValueError, RuntimeError, OverflowError):  # a fit that runs off (core radius -> inf) failed
             out.append(np.nan)
             continue
-        rc = math.exp(fit.x[2])
         b = beta if beta is not None else 1.0 + math.exp(fit.x[5])
         fwhm = 2.0 * rc * math.sqrt(2.0 ** (1.0 / b) - 1.0)
         out.append(fwhm if fit.success else np.nan)

@@ -62,6 +62,41 @@ Coordinates: 0-based pixel coordinates with pixel centres at integers; x_hr = 2 
 Determinism: field k of split s uses numpy SeedSequence((seed, crc32(s), k)) spawned into independent
 streams for the sky and for each product's Poisson noise, so a field does not depend on how many fields
 are simulated or on the order.
+
+Whole-detector EPIC-pn frames (options added after v1; off by default, ``conf/data/xmm_wide.yaml`` sets them).
+The real 20 ks images (``../shared/data/xmm_real``) are SAS images of the whole pn detector in DETX/DETY binned
+by 80 (4.0 arcsec pixels, 411 rows x 403 columns) of fields an observer pointed at: a bright target near the
+aimpoint and the serendipitous sky around it. Options that reproduce them:
+* ``detector_layout = "epn_detxy"``: the image axes are the detector axes (no roll); the field centre is the
+  centre of the CCD array; the optical axis lies ``aimpoint_arcmin`` from it. The exposed pixels are the
+  EPIC-pn mask *as seen in the six real images*: :data:`EPN_DETXY_DEAD_ROWS` and the per-band
+  :data:`EPN_DETXY_DEAD_COLUMNS` are the majority vote (>= 4 of 6) of the detector masks that
+  :func:`lit_sr.domains.xmm.fits_io.estimate_detector_mask` estimates from the whole observations (they agree
+  to <= 965 of 165,633 pixels): 11 + 3 + 11 dead rows (outside the CCDs and the gap between the two rows of
+  6 CCDs of 64 x 200 pixels of 4.1 arcsec) and 3-8 pixel wide gaps between the CCD columns plus a few
+  flagged columns (2-3 pixels) per band; 86.3 % of the 411 x 403 pixels are exposed. The 411 x 403 mask is
+  centred in the square ``lr_size`` field (columns beyond it are unexposed); it needs ``pixel_arcsec = 4.0``.
+  X-rays from the sky reach the CCDs only inside the circular field of view (radius ``fov_radius_arcmin``
+  about the array centre); the particle background falls on the whole CCD area (the out-of-FOV corners of
+  the real images keep counts: 1.8-5.6e-3 counts/s/arcmin^2 in the 20 ks slices, median 2.6e-3).
+* targets (``target_probabilities`` = P(cluster), P(supernova remnant), P(bright point source); the rest
+  of the fields have none): one bright source per field at the aimpoint, Gaussian scatter
+  ``target_offset_arcmin`` per axis, rates log-uniform in the ``target_*_rate_range`` (counts/s, total):
+  - cluster: the beta model above, core radius log-uniform in ``target_cluster_core_arcsec_range``;
+  - supernova remnant ("snr"): an optically thin shell of uniform emissivity between R (1 - f) and R,
+    R = ``extent_arcsec`` (outer radius), f = ``shape`` (thickness / R), projected: surface brightness
+    ∝ sqrt(R^2 - r^2) - sqrt(max(R_in^2 - r^2, 0)) (limb-brightened), times a filamentary log-normal
+    texture exp(s g - s^2 / 2) with g a unit-variance Gaussian random field of correlation length
+    ``target_snr_filament_arcsec`` (Gaussian-smoothed white noise) and s = ``target_snr_filament_sigma``
+    (s = 0: the smooth shell); renormalised to the rate;
+  - point: a point source (e.g. an AGN, X-ray binary or magnetar).
+* ``oot_fraction``: out-of-time events (:func:`out_of_time`): a fraction f of the sky counts (6.3 % in pn
+  full-frame mode, XMM-Newton Users Handbook) lands at a random row of its CCD column, so bright targets
+  draw the streaks along DETY seen in the real cluster images. Particles are uniform and unaffected.
+* ``flat_exposure``: the files' EXPOSURE map is T x CCD mask, the exposure the real images are used with
+  (they carry no exposure map: ``real.py`` and ``predict=fits`` take T x the estimated detector mask), so a
+  model trained on these files sees rates defined as on the real images (vignetting and the FOV edge stay in
+  the counts; the out-of-FOV corners have a rate, as in the real images).
 """
 
 from __future__ import annotations
@@ -75,7 +110,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -94,7 +129,7 @@ HR_FACTOR = 2  # SR scale (fixed: the sub-pixel lattice below is built for it)
 LR_PHASES = 16  # source-position lattice per LR pixel (8 per HR pixel)
 EXT_FACTOR = 4  # extended sources are rendered on LR / 4 pixels (= HR / 2)
 SUBSAMPLE_LR = 4  # exposure-map sub-samples per LR pixel axis (2 per HR pixel)
-KIND_CODES = {"point": 0, "cluster": 1, "galaxy": 2}
+KIND_CODES = {"point": 0, "cluster": 1, "galaxy": 2, "snr": 3}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
 MARKER_NAME = "xmm_dataset.json"
 TELESCOP, INSTRUME = "XMM", "EPN"
@@ -158,6 +193,21 @@ class XMMSimConfig:
     particle_bkg_rate: float = 1.5e-3  # not vignetted, not PSF-convolved
     # output
     write_expected: bool = False  # add 'EXPECTED' and 'BACKGROUND' (expected counts) HDUs
+    # --- options added after v1 (written to the dataset marker / hash only when not at their default) ---
+    detector_layout: str = "ccd_array"  # 'ccd_array' (analytic 2 x 6 CCDs, random roll) | 'epn_detxy' (module doc)
+    target_probabilities: tuple[float, float, float] = (0.0, 0.0, 0.0)  # P(cluster), P(snr), P(point) per field
+    target_offset_arcmin: float = 1.0  # rms scatter of the target about the aimpoint, per axis
+    target_cluster_rate_range: tuple[float, float] = (5.0, 150.0)  # counts/s, log-uniform
+    target_cluster_core_arcsec_range: tuple[float, float] = (30.0, 240.0)  # log-uniform
+    target_cluster_beta_range: tuple[float, float] = (0.5, 0.8)
+    target_snr_rate_range: tuple[float, float] = (3.0, 60.0)  # counts/s, log-uniform
+    target_snr_radius_arcmin_range: tuple[float, float] = (2.0, 12.0)  # outer radius, log-uniform
+    target_snr_shell_fraction_range: tuple[float, float] = (0.1, 0.35)  # shell thickness / outer radius
+    target_snr_filament_arcsec: float = 15.0  # correlation length of the filamentary texture
+    target_snr_filament_sigma: float = 1.0  # log-normal width of the texture (0: smooth shell)
+    target_point_rate_range: tuple[float, float] = (1.0, 10.0)  # counts/s, log-uniform
+    oot_fraction: float = 0.0  # out-of-time events ('epn_detxy' only): 0.063 in pn full-frame mode
+    flat_exposure: bool = False  # EXPOSURE HDU = T x CCD mask (no vignetting, no FOV), as the real images are used
 
     # derived quantities -------------------------------------------------------------------------
     @property
@@ -185,7 +235,34 @@ class XMMSimConfig:
         return {"input": self.exposure_input_ks, "target": self.exposure_target_ks, "sr": self.exposure_sr_ks}[product]
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        """The fields as JSON; the options added after v1 only when they differ from their defaults, so the
+        marker and the folder hash of a dataset simulated before they existed stay valid."""
+        d = json.loads(json.dumps(asdict(self)))
+        defaults = json.loads(json.dumps(asdict(XMMSimConfig())))
+        for name in POST_V1_FIELDS:
+            if d[name] == defaults[name]:
+                del d[name]
+        return d
+
+    @property
+    def has_targets(self) -> bool:
+        return sum(self.target_probabilities) > 0
+
+    def __post_init__(self) -> None:
+        if self.detector_layout not in DETECTOR_LAYOUTS:
+            raise ValueError(f"detector_layout={self.detector_layout!r}; expected one of {DETECTOR_LAYOUTS}")
+        if self.detector_layout == "epn_detxy" and abs(self.pixel_arcsec - EPN_DETXY_PIXEL_ARCSEC) > 1e-9:
+            raise ValueError(
+                f"detector_layout='epn_detxy' is the EPIC-pn mask on {EPN_DETXY_PIXEL_ARCSEC}\" DETX/DETY pixels "
+                f"(SAS binning 80); got pixel_arcsec={self.pixel_arcsec}"
+            )
+        if self.oot_fraction and self.detector_layout != "epn_detxy":
+            raise ValueError("oot_fraction needs detector_layout='epn_detxy' (readout columns along the image rows)")
+        p = self.target_probabilities
+        if len(p) != 3 or min(p) < 0 or sum(p) > 1 + 1e-12:
+            raise ValueError(
+                f"target_probabilities={p}: expected 3 probabilities (cluster, snr, point) summing to <= 1"
+            )
 
     @classmethod
     def from_json(cls, d: Mapping) -> XMMSimConfig:
@@ -193,8 +270,58 @@ class XMMSimConfig:
         for f in dataclasses.fields(cls):
             if f.name in d:
                 v = d[f.name]
-                kw[f.name] = tuple(v) if isinstance(v, list) else v
+                # lists (JSON) and Hydra's ListConfig become tuples
+                kw[f.name] = tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
         return cls(**kw)
+
+
+POST_V1_FIELDS = (
+    "detector_layout",
+    "target_probabilities",
+    "target_offset_arcmin",
+    "target_cluster_rate_range",
+    "target_cluster_core_arcsec_range",
+    "target_cluster_beta_range",
+    "target_snr_rate_range",
+    "target_snr_radius_arcmin_range",
+    "target_snr_shell_fraction_range",
+    "target_snr_filament_arcsec",
+    "target_snr_filament_sigma",
+    "target_point_rate_range",
+    "oot_fraction",
+    "flat_exposure",
+)
+DETECTOR_LAYOUTS = ("ccd_array", "epn_detxy")
+
+# EPIC-pn exposed pixels of the real SAS images (DETX/DETY binned by 80: 4.0 arcsec, 411 rows x 403 columns), the
+# majority vote of the masks estimated from the six whole observations of ../shared/data/xmm_real (module doc).
+# Inclusive 0-based (first, last) pixel ranges; rows count along DETY (image axis 0), columns along DETX.
+EPN_DETXY_PIXEL_ARCSEC = 4.0
+EPN_DETXY_SHAPE = (411, 403)
+EPN_DETXY_DEAD_ROWS = ((0, 10), (204, 206), (400, 410))
+EPN_DETXY_DEAD_COLUMNS = {  # per band of 6 CCDs: (first row, last row) -> dead column ranges
+    (11, 203): ((65, 67), (93, 94), (129, 134), (151, 153), (190, 192), (195, 202), (235, 237), (266, 269),
+                (334, 336), (402, 402)),
+    (207, 399): ((65, 67), (132, 134), (180, 181), (200, 202), (267, 269), (271, 273), (289, 291), (323, 325),
+                 (334, 336), (370, 371), (402, 402)),
+}  # fmt: skip
+
+
+def epn_detxy_mask(size: int) -> np.ndarray:
+    """Exposed pixels (bool [size, size]) of the EPIC-pn DETX/DETY mask, the 411 x 403 mask centred in the
+    square (offsets floor((size - 411) / 2), floor((size - 403) / 2)); pixels beyond it are unexposed."""
+    h, w = EPN_DETXY_SHAPE
+    m = np.ones((h, w), bool)
+    for r0, r1 in EPN_DETXY_DEAD_ROWS:
+        m[r0 : r1 + 1] = False
+    for (b0, b1), cols in EPN_DETXY_DEAD_COLUMNS.items():
+        for c0, c1 in cols:
+            m[b0 : b1 + 1, c0 : c1 + 1] = False
+    out = np.zeros((size, size), bool)
+    oy, ox = (size - h) // 2, (size - w) // 2
+    ys, xs = slice(max(oy, 0), min(oy + h, size)), slice(max(ox, 0), min(ox + w, size))
+    out[ys, xs] = m[ys.start - oy : ys.stop - oy, xs.start - ox : xs.stop - ox]
+    return out
 
 
 PRODUCTS = ("input", "target", "sr")  # grid: LR, LR, HR
@@ -234,7 +361,8 @@ def field_streams(seed: int, split: str, index: int) -> dict[str, np.random.Gene
 @dataclass
 class SourceCatalog:
     """True sources. Positions in 0-based LR pixel coordinates; ``extent_arcsec`` is r_c (cluster),
-    r_e (galaxy) or 0 (point); ``shape`` is beta (cluster), Sersic n (galaxy) or 0."""
+    r_e (galaxy), the outer radius R (snr) or 0 (point); ``shape`` is beta (cluster), Sersic n (galaxy), the
+    shell thickness / R (snr) or 0."""
 
     kind: np.ndarray  # int8 codes, see KIND_CODES
     x_lr: np.ndarray
@@ -283,6 +411,7 @@ class FieldSky:
     roll_deg: float  # detector rotation relative to the pixel axes
     sources: SourceCatalog
     cosmic_modes: np.ndarray  # [m, 4]: kx, ky (1/arcmin), phase, amplitude
+    texture_seed: int = 0  # seed of the supernova-remnant textures (source i uses texture_seed + i)
 
 
 def snap_to_lattice(x_lr: np.ndarray) -> np.ndarray:
@@ -381,7 +510,48 @@ def draw_field(config: XMMSimConfig, rng: np.random.Generator) -> FieldSky:
     amp = rng.uniform(0.5, 1.0, n_modes)
     amp = amp / amp.sum()  # |modulation| <= 1 before scaling
     modes = np.stack([kmag * np.cos(kang), kmag * np.sin(kang), rng.uniform(0, 2 * math.pi, n_modes), amp], 1)
-    return FieldSky(ra, dec, axis, roll, SourceCatalog.concat(parts), modes)
+    # everything below draws only with the post-v1 options on, so v1 fields stay bit-identical
+    if c.detector_layout == "epn_detxy":  # detector frame: no roll, field centre = array centre
+        axis, roll = (float(c.aimpoint_arcmin[0]), float(c.aimpoint_arcmin[1])), 0.0
+    texture_seed = 0
+    if c.has_targets:
+        parts.append(draw_target(c, rng, axis))
+        texture_seed = int(rng.integers(0, 2**62))
+    return FieldSky(ra, dec, axis, roll, SourceCatalog.concat(parts), modes, texture_seed)
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(np.exp(rng.uniform(math.log(lo_hi[0]), math.log(lo_hi[1]))))
+
+
+def draw_target(config: XMMSimConfig, rng: np.random.Generator, axis_arcmin: tuple[float, float]) -> SourceCatalog:
+    """The observer's target of one field (module doc): none, a cluster, a supernova remnant or a point source
+    with probabilities ``target_probabilities``, at the optical axis + N(0, target_offset_arcmin^2) per axis."""
+    c = config
+    p_cluster, p_snr, p_point = c.target_probabilities
+    u = rng.uniform()
+    centre = (c.lr_size - 1) / 2.0
+    off = rng.normal(0.0, c.target_offset_arcmin, 2) * 60.0 / c.pixel_arcsec
+    x = snap_to_lattice(np.array([centre + axis_arcmin[0] * 60.0 / c.pixel_arcsec + off[0]]))
+    y = snap_to_lattice(np.array([centre + axis_arcmin[1] * 60.0 / c.pixel_arcsec + off[1]]))
+    one = np.ones(1)
+    if u < p_cluster:
+        kind, rate = "cluster", _log_uniform(rng, c.target_cluster_rate_range)
+        extent = _log_uniform(rng, c.target_cluster_core_arcsec_range)
+        shape = float(rng.uniform(*c.target_cluster_beta_range))
+        q, pa = float(rng.uniform(*c.cluster_axis_ratio_range)), float(rng.uniform(0, 180))
+    elif u < p_cluster + p_snr:
+        kind, rate = "snr", _log_uniform(rng, c.target_snr_rate_range)
+        extent = 60.0 * _log_uniform(rng, c.target_snr_radius_arcmin_range)
+        shape = float(rng.uniform(*c.target_snr_shell_fraction_range))
+        q, pa = float(rng.uniform(0.85, 1.0)), float(rng.uniform(0, 180))
+    elif u < p_cluster + p_snr + p_point:
+        kind, rate, extent, shape, q, pa = "point", _log_uniform(rng, c.target_point_rate_range), 0.0, 0.0, 1.0, 0.0
+    else:
+        return SourceCatalog.empty()
+    return SourceCatalog(
+        np.full(1, KIND_CODES[kind], np.int8), x, y, rate * one, extent * one, shape * one, q * one, pa * one
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -465,10 +635,19 @@ class ExposureGeometry:
 
 
 def exposure_geometry(config: XMMSimConfig, sky: FieldSky) -> ExposureGeometry:
+    """Sub-sampled exposure factors. 'ccd_array': sky and particles both need a live CCD inside the FOV circle
+    about the optical axis. 'epn_detxy': the real pn mask (pixel-exact: no roll); sky photons also need the
+    FOV circle about the array centre, particles do not (they hit the whole CCD area)."""
     u, v = _subsample_offsets_arcmin(config)
     theta, xd, yd = detector_coordinates(config, sky, u, v)
-    live = live_mask_at(config, theta, xd, yd).astype(np.float64)
-    vl = vignetting(theta, config) * live
+    if config.detector_layout == "epn_detxy":
+        ccd = np.kron(epn_detxy_mask(config.lr_size), np.ones((SUBSAMPLE_LR, SUBSAMPLE_LR))).astype(np.float64)
+        fov = np.hypot(xd, yd) <= config.fov_radius_arcmin
+        vl = vignetting(theta, config) * ccd * fov
+        live = ccd
+    else:
+        live = live_mask_at(config, theta, xd, yd).astype(np.float64)
+        vl = vignetting(theta, config) * live
     f_hr = SUBSAMPLE_LR // HR_FACTOR
     return ExposureGeometry(
         _block_mean(vl, SUBSAMPLE_LR), _block_mean(vl, f_hr), _block_mean(live, SUBSAMPLE_LR), _block_mean(live, f_hr)
@@ -478,9 +657,12 @@ def exposure_geometry(config: XMMSimConfig, sky: FieldSky) -> ExposureGeometry:
 def exposure_map(
     config: XMMSimConfig, sky: FieldSky, product: str, geometry: ExposureGeometry | None = None
 ) -> np.ndarray:
-    """Exposure map in seconds (T x vignetting x live fraction) of ``product`` ('input', 'target', 'sr')."""
+    """Exposure map in seconds (T x vignetting x live fraction; with ``flat_exposure`` T x live fraction) of
+    ``product`` ('input', 'target', 'sr')."""
     g = geometry or exposure_geometry(config, sky)
     t = config.exposure_ks(product) * 1e3
+    if config.flat_exposure:  # T x CCD mask: what the real SAS images without an exposure map are used with
+        return t * (g.live_hr if product == "sr" else g.live_lr)
     return t * (g.vign_live_hr if product == "sr" else g.vign_live_lr)
 
 
@@ -519,8 +701,12 @@ def render_points(config: XMMSimConfig, sources: SourceCatalog, grid: str) -> np
 
 
 def _extended_profile(kind: int, r_ell_arcsec: np.ndarray, extent: float, shape: float, trunc: float) -> np.ndarray:
-    """Unnormalised surface brightness of a cluster (beta model) or galaxy (Sersic) at elliptical radius r."""
+    """Unnormalised surface brightness of a cluster (beta model), galaxy (Sersic) or supernova-remnant shell
+    (projected path length through the shell, ``extent`` = outer radius) at elliptical radius r."""
     x = r_ell_arcsec / extent
+    if kind == KIND_CODES["snr"]:  # projected uniform shell between 1 - shape and 1 (units of the outer radius)
+        inner = 1.0 - shape
+        return np.sqrt(np.clip(1.0 - x**2, 0.0, None)) - np.sqrt(np.clip(inner**2 - x**2, 0.0, None))
     if kind == KIND_CODES["cluster"]:
         prof = (1.0 + x**2) ** (-3.0 * shape + 0.5)
     else:
@@ -530,16 +716,24 @@ def _extended_profile(kind: int, r_ell_arcsec: np.ndarray, extent: float, shape:
 
 
 def extended_stamp(
-    config: XMMSimConfig, sources: SourceCatalog, i: int, ext_pixel_arcsec: float, x_ext: float, y_ext: float
+    config: XMMSimConfig,
+    sources: SourceCatalog,
+    i: int,
+    ext_pixel_arcsec: float,
+    x_ext: float,
+    y_ext: float,
+    texture_seed: int = 0,
 ) -> tuple[np.ndarray, int, int]:
     """Normalised (sum = rate) intrinsic image of extended source ``i`` on the extended grid.
 
     (x_ext, y_ext): source centre in extended-grid pixel coordinates (0-based). Returns the stamp and
-    its top/left pixel.
+    its top/left pixel. A supernova remnant gets its filamentary texture from ``texture_seed + i``.
     """
     kind = int(sources.kind[i])
     extent, shape, q = float(sources.extent_arcsec[i]), float(sources.shape[i]), float(sources.axis_ratio[i])
-    trunc = config.cluster_truncation_rc if kind == KIND_CODES["cluster"] else config.galaxy_truncation_re
+    trunc = {KIND_CODES["cluster"]: config.cluster_truncation_rc, KIND_CODES["snr"]: 1.0}.get(
+        kind, config.galaxy_truncation_re
+    )
     rmax_pix = trunc * extent / ext_pixel_arcsec
     cy, cx = round(y_ext), round(x_ext)
     half = math.ceil(rmax_pix) + 1
@@ -558,8 +752,23 @@ def extended_stamp(
     minor = -dx * math.sin(pa) + dy * math.cos(pa)
     r_ell = np.sqrt(major**2 + (minor / q) ** 2)
     img = _extended_profile(kind, r_ell, extent, shape, trunc).reshape(n, os_, n, os_).sum(axis=(1, 3))
+    if kind == KIND_CODES["snr"] and config.target_snr_filament_sigma > 0:
+        img = img * snr_texture(config, img.shape, ext_pixel_arcsec, texture_seed + i)
     total = img.sum()
     return img * (float(sources.rate[i]) / total), cy - half, cx - half
+
+
+def snr_texture(config: XMMSimConfig, shape: tuple[int, int], pixel_arcsec: float, seed: int) -> np.ndarray:
+    """Filamentary log-normal texture exp(s g - s^2 / 2) (mean 1): g is white noise smoothed by a Gaussian of
+    ``target_snr_filament_arcsec`` and rescaled to unit variance, s = ``target_snr_filament_sigma``."""
+    from scipy import ndimage
+
+    g = ndimage.gaussian_filter(
+        np.random.default_rng(seed).standard_normal(shape), config.target_snr_filament_arcsec / pixel_arcsec
+    )
+    g /= g.std() or 1.0
+    s = config.target_snr_filament_sigma
+    return np.exp(s * g - 0.5 * s**2)
 
 
 @lru_cache(maxsize=8)
@@ -567,8 +776,10 @@ def _psf_kernel(psf: KingPSF, pixel_arcsec: float) -> np.ndarray:
     return psf.kernel(pixel_arcsec)
 
 
-def render_extended(config: XMMSimConfig, sources: SourceCatalog) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) rate images (counts/s/pixel) of clusters and galaxies, each convolved with its PSF."""
+def render_extended(
+    config: XMMSimConfig, sources: SourceCatalog, texture_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) rate images (counts/s/pixel) of clusters, galaxies and remnants, each convolved with its PSF."""
     n_lr, n_hr = config.lr_size, config.hr_size
     ext = np.flatnonzero(sources.kind != KIND_CODES["point"])
     if len(ext) == 0:
@@ -581,7 +792,7 @@ def render_extended(config: XMMSimConfig, sources: SourceCatalog) -> tuple[np.nd
         # extended-grid pixel j has its centre at LR coordinate -0.5 - m + (j + 0.5) / EXT_FACTOR
         xe = (sources.x_lr[i] + 0.5 + m) * EXT_FACTOR - 0.5
         ye = (sources.y_lr[i] + 0.5 + m) * EXT_FACTOR - 0.5
-        stamp, top, left = extended_stamp(config, sources, int(i), e_pix, xe, ye)
+        stamp, top, left = extended_stamp(config, sources, int(i), e_pix, xe, ye, texture_seed)
         _add_stamp(canvas, stamp, top, left, 1.0)
     crop = slice(EXT_FACTOR * m, EXT_FACTOR * (m + n_lr))
     out = []
@@ -628,22 +839,41 @@ class ExpectedRates:
 def expected_rates(config: XMMSimConfig, sky: FieldSky) -> ExpectedRates:
     pts_lr = render_points(config, sky.sources, "lr")
     pts_hr = render_points(config, sky.sources, "hr")
-    ext_lr, ext_hr = render_extended(config, sky.sources)
+    ext_lr, ext_hr = render_extended(config, sky.sources, sky.texture_seed)
     cos_lr, cos_hr = cosmic_background(config, sky)
     part_lr = config.particle_bkg_rate * (config.pixel_arcsec / 60.0) ** 2
     return ExpectedRates(pts_lr + ext_lr, pts_hr + ext_hr, cos_lr, cos_hr, part_lr, part_lr / HR_FACTOR**2)
 
 
+def out_of_time(sky_counts: np.ndarray, config: XMMSimConfig) -> np.ndarray:
+    """Out-of-time events of the EPIC-pn readout ('epn_detxy' layout): photons arriving while a CCD is read out
+    are assigned a random row of their CCD column. Returns (1 - f) x the counts + f x each CCD band's column sum
+    spread evenly over that band's rows of the column (f = ``oot_fraction``; the image's rows are DETY, the
+    readout direction); the total is conserved. Works on the LR or the 2x finer HR grid."""
+    f = config.oot_fraction
+    if f <= 0:
+        return sky_counts
+    g = sky_counts.shape[0] // config.lr_size  # 1 (LR) or 2 (HR)
+    oy = (config.lr_size - EPN_DETXY_SHAPE[0]) // 2
+    out = (1.0 - f) * sky_counts
+    for r0, r1 in EPN_DETXY_DEAD_COLUMNS:  # the two CCD bands
+        lo, hi = max(g * (r0 + oy), 0), min(g * (r1 + 1 + oy), sky_counts.shape[0])
+        if lo < hi:
+            out[lo:hi] += f * sky_counts[lo:hi].sum(axis=0, keepdims=True) / (hi - lo)
+    return out
+
+
 def expected_counts(
     config: XMMSimConfig, rates: ExpectedRates, geometry: ExposureGeometry, product: str, background_only: bool = False
 ) -> np.ndarray:
-    """Noiseless expected counts per pixel of ``product``: sky rate x exposure map + particle x T x live."""
+    """Noiseless expected counts per pixel of ``product``: sky rate x exposure map (+ out-of-time events, see
+    :func:`out_of_time`) + particle x T x live."""
     t = config.exposure_ks(product) * 1e3
     if product == "sr":
         sky_rate = rates.cosmic_hr if background_only else rates.sky_hr
-        return sky_rate * t * geometry.vign_live_hr + rates.particle_hr * t * geometry.live_hr
+        return out_of_time(sky_rate * t * geometry.vign_live_hr, config) + rates.particle_hr * t * geometry.live_hr
     sky_rate = rates.cosmic_lr if background_only else rates.sky_lr
-    return sky_rate * t * geometry.vign_live_lr + rates.particle_lr * t * geometry.live_lr
+    return out_of_time(sky_rate * t * geometry.vign_live_lr, config) + rates.particle_lr * t * geometry.live_lr
 
 
 @dataclass
@@ -755,8 +985,8 @@ def source_table_hdus(sim: SimulatedField, common: fits.Header | None = None) ->
             table.header[f"TUNIT{i}"] = unit
     th = table.header
     th["PIXORIG"] = (0, "X/Y are 0-based, pixel centres at integers")
-    th["EXTDEF"] = ("r_c (cluster), r_e (galaxy), 0 (point)", "meaning of EXTENT")
-    th["SHPDEF"] = ("beta (cluster), Sersic n (galaxy), 0 (point)", "meaning of SHAPE")
+    th["EXTDEF"] = ("r_c (cluster), r_e (galaxy), R_out (snr), 0 (point)", "EXTENT")
+    th["SHPDEF"] = ("beta (cluster), Sersic n (galaxy), f (snr), 0 (point)", "SHAPE")
     th["RATEDEF"] = ("total 0.5-2 keV rate within truncation", "meaning of RATE")
     primary = fits.PrimaryHDU()
     if common is None:
