@@ -8,11 +8,11 @@ What it does:
   1. ``lensing_ceiling.md``: how much any SR can gain over bicubic/bilinear on the default data and two variants
      (LR with the HR PSF; the 150 px field). A perfect SR returns the noiseless HR image, whose error is the HR
      noise, so PSNR(clean HR vs HR) is the ceiling. Simulated here (240 lenses each, seed 99, not the run data).
-  2. for each seed: ``python run.py experiment=E seed=S`` for lensing_rdn, lensing_srresnet, lensing_srgan and
-     lensing_esrgan, each in a subprocess. The first run trains the two judges (HR- and LR-trained substructure
-     classifiers) into the cache under data_dir, the others load them; lensing_srgan starts from the
-     lensing_srresnet run of the same seed (its best checkpoint) and trains the GANs' perceptual classifier of
-     that seed into the cache; lensing_esrgan loads it and trains its RRDB-PSNR starting point first (cached);
+  2. for each seed: ``python run.py experiment=E seed=S`` for lensing_rdn, lensing_srresnet, lensing_srgan,
+     lensing_rrdb and lensing_esrgan, each in a subprocess. The first run trains the two judges (HR- and LR-trained
+     substructure classifiers) into the cache under data_dir, the others load them; lensing_srgan starts from the
+     final state (last.ckpt) of the lensing_srresnet run of the same seed and trains the GANs' perceptual
+     classifier into the cache; lensing_esrgan loads it and starts from the lensing_rrdb run of the same seed;
   3. ``lensing_results.md``: the comparison table of :mod:`reports.lensing.compare` (mean ± std over the
      seeds) and the wall time of every run; ``lensing_panels.png``: LR | bicubic | models | HR | residuals of the
      seed-0 runs; ``lensing_roc.png`` and ``lensing_theta_e_error.png``: the evaluator's plots for the seed-0 RDN.
@@ -32,6 +32,8 @@ from reports.lensing.compare import MODELS, find_runs, write_outputs
 from reports.runs import REPO, run_py, write_text
 
 EXPERIMENTS = tuple(MODELS)
+#: GAN experiment -> the supervised experiment whose run (same seed) it starts from
+GAN_STARTS = {"lensing_srgan": "lensing_srresnet", "lensing_esrgan": "lensing_rrdb"}
 
 
 # ----------------------------------------------------------------------------- ceiling
@@ -142,10 +144,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for experiment in EXPERIMENTS:
             run_dir = work / f"seed{seed}" / experiment
             overrides: list[str] = []
-            if experiment == "lensing_srgan":  # SRGAN starts from SRResNet: the lensing_srresnet run of this seed
-                found = sorted((work / f"seed{seed}" / "lensing_srresnet" / "checkpoints").glob("epoch*.ckpt"))
-                if found:
-                    overrides.append(f"generator_init.ckpt={found[-1]}")
+            if experiment in GAN_STARTS:  # a GAN starts from the final state of its PSNR model's run of this seed
+                start = work / f"seed{seed}" / GAN_STARTS[experiment] / "checkpoints" / "last.ckpt"
+                if start.is_file():
+                    overrides.append(f"generator_init.ckpt={start}")
             if a.reuse and _finished(run_dir):
                 seconds = float((run_dir / "seconds.txt").read_text())
             else:
