@@ -151,6 +151,7 @@ def load_frozen_net(
     required_key: str,
     expected: dict[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
+    module_class: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load the ``net.*`` weights of a LightningModule checkpoint into ``net`` and freeze it (eval, no grad).
 
@@ -170,7 +171,8 @@ def load_frozen_net(
         raise _bad(path, f"an object without 'state_dict' ({type(ckpt).__name__})", "a Lightning checkpoint", kind)
     hp = dict(ckpt.get("hyper_parameters") or {})
     if required_key not in hp:
-        raise _bad(path, f"hyperparameters {sorted(hp)}", f"a {kind} checkpoint (with {required_key})", kind)
+        what = f"a {module_class or kind} checkpoint (with {required_key})"
+        raise _bad(path, f"hyperparameters {sorted(hp)}", what, kind)
     for key, value in (expected or {}).items():
         if value is not None and hp.get(key) != value:
             raise _bad(path, f"{key}={hp.get(key)!r}", f"{key}={value!r}", kind)
@@ -211,7 +213,13 @@ def load_frozen_classifier(
     """
     names = None if class_names is None else [str(c) for c in class_names]
     net, hp = load_frozen_net(
-        ckpt_path, net, "classifier", "class_names", {"class_names": names, "image_size": image_size}, map_location
+        ckpt_path,
+        net,
+        "classifier",
+        "class_names",
+        {"class_names": names, "image_size": image_size},
+        map_location,
+        module_class="ClassifierModule",
     )
     net.class_names = list(hp["class_names"])
     return net

@@ -179,6 +179,7 @@ def load_frozen_regressor(
         "target_key",
         {"target_key": target_key, "num_outputs": num_outputs, "image_size": image_size},
         map_location,
+        module_class="RegressorModule",
     )
     net.target_key = hp["target_key"]
     return net
