@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lit_sr.nets.layers import make_activation
+from lit_sr.nets.layers import clamp_toward_range, make_activation
 
 
 class ResidualDenseBlock(nn.Module):
@@ -98,7 +98,8 @@ class RRDBNet(nn.Module):
         res_scale: residual scaling of the dense blocks and RRDBs (0.2 in ESRGAN).
         input_skip: add the flux-conserving upsampled input (see above).
         output_range: (lo, hi) clamp of the output, e.g. (0, 1) for images scaled to [0, 1]; hi None: no upper
-            bound (images scaled without an upper clip).
+            bound (images scaled without an upper clip). The gradient flows where descent moves an output back
+            into the range (:func:`clamp_toward_range`), so a net whose outputs all start below lo still learns.
         hr_conv: the conv + activation between the upsampling and the last conv (ESRGAN); false leaves it
             out (the X-ray study's denoiser: trunk conv + skip -> last conv).
     """
@@ -168,4 +169,4 @@ class RRDBNet(nn.Module):
                 skip = nn.functional.interpolate(skip, scale_factor=self.scale, mode="nearest") / self.scale**2
             out = out + skip
         out = self.output_activation(out)
-        return out.clamp(*self.output_range) if self.output_range is not None else out
+        return clamp_toward_range(out, *self.output_range) if self.output_range is not None else out
