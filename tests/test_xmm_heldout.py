@@ -134,3 +134,41 @@ def test_unclipped_stretch_continues_above_max_value_and_poisson_loss_is_minimis
     assert float(grid[int(np.argmin(values))]) == pytest.approx(float(rates.mean()), abs=1e-4)
     with pytest.raises(ValueError, match="either a loss module or a PixelLoss kind"):
         PhysicalSpaceLoss(transform=free)
+
+
+def test_sr_pairs_spread_the_heldout_rate_over_the_finer_pixels_and_the_pooled_loss_scores_the_sums(tmp_path):
+    counts = _write_pairs(tmp_path)
+    dm = XMMHeldoutDataModule(
+        str(tmp_path), leave_out="0000000002", task="sr", scale=2, train_patch=16, train_items=4, val_items=3
+    )
+    dm.setup("fit")
+    t, pair = dm.transform, dm.splits["val"].pairs[0]
+    s, f = counts["0000000001"]
+    for i in range(len(dm.splits["val"])):
+        item = dm.splits["val"][i]
+        _, top, left, _, _ = dm.splits["val"]._fixed[i]
+        win = (slice(top, top + 16), slice(left, left + 16))
+        assert item["input"].shape == (2, 16, 16) and item["target"].shape == (1, 32, 32)
+        fine = t.inverse(item["target"][0]).numpy()
+        # each input pixel's held-out rate is split evenly over its 2 x 2 finer pixels: the sums are the rate
+        want = np.where(pair.mask[win], (f - s)[win] / 4.0e4, 0.0)
+        np.testing.assert_allclose(fine.reshape(16, 2, 16, 2).sum(axis=(1, 3)), want, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(fine[0::2, 0::2], want / 4, rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match=r"data.scale=1: task 'sr' needs scale 2"):
+        XMMHeldoutDataModule(str(tmp_path), task="sr", scale=1)
+
+    # pool=2: the Poisson loss of the x2 prediction summed 2 x 2 against the coarse sums; blind to how the
+    # flux is spread inside a block, and minimised when the block sums are the target's
+    free = StretchTransform(2e-3, "sqrt", clip=False)
+    rng = np.random.default_rng(3)
+    target_fine = torch.from_numpy(np.repeat(np.repeat(rng.gamma(2.0, 1e-3, (1, 1, 4, 4)), 2, 2), 2, 3) / 4).float()
+    loss = PhysicalSpaceLoss(kind="poisson", transform=free, pool=2)
+    coarse = target_fine.reshape(1, 1, 4, 2, 4, 2).sum(dim=(3, 5))
+    for spread in (torch.tensor([[0.25, 0.25], [0.25, 0.25]]), torch.tensor([[0.7, 0.1], [0.1, 0.1]])):
+        pred = (coarse * 1.3).repeat_interleave(2, 2).repeat_interleave(2, 3) * spread.repeat(4, 4)
+        direct = torch.nn.functional.poisson_nll_loss(coarse * 1.3 / 2e-3, coarse / 2e-3, log_input=False)
+        assert float(loss(free(pred), free(target_fine))) == pytest.approx(float(direct), rel=1e-5)
+    values = [float(loss(free(target_fine * g), free(target_fine))) for g in (0.8, 0.9, 1.0, 1.1, 1.25)]
+    assert int(np.argmin(values)) == 2
+    with pytest.raises(ValueError, match=r"pool=2: image 3 x 4 is not a multiple"):
+        loss(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))

@@ -13,6 +13,13 @@ it every ObsID is trained on, and the test split is the validation crops (in-sam
 Training items are random crops (``train_patch`` input pixels) of a random training ObsID (drawn in proportion
 to its exposed pixels), with the 8 flips/rotations; validation items are fixed crops of the training ObsIDs
 (a monitor of the fit, not a held-out score).
+
+``task: sr`` (scale 2): the held-out counts exist only on the input grid, so the target is the held-out rate
+spread evenly over the 2 x 2 finer pixels of each input pixel (rate / 4 each: the batch contract's target
+grid, flux-conserving); a loss that sums the prediction and the target over 2 x 2 blocks
+(``PhysicalSpaceLoss(pool=2)``) then compares the x2 prediction summed back to the input grid with the
+held-out rate, and is blind to how the flux is spread inside an input pixel (the simulated x2 training the
+net starts from decides that).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class HeldoutCropsDataset(Dataset):
         random: random crops and flips/rotations (training); False: fixed crops drawn once from ``seed``.
         seed: base seed of the crop stream.
         min_exposed: a crop is redrawn (up to 20 times) while fewer than this fraction of its pixels is exposed.
+        scale: target grid factor: each target pixel's rate is spread evenly over scale x scale finer pixels.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class HeldoutCropsDataset(Dataset):
         random: bool = True,
         seed: int = 0,
         min_exposed: float = 0.5,
+        scale: int = 1,
     ) -> None:
         if not pairs:
             raise ValueError("HeldoutCropsDataset needs at least one observation")
@@ -81,6 +90,7 @@ class HeldoutCropsDataset(Dataset):
         self.random = bool(random)
         self.seed = int(seed)
         self.min_exposed = float(min_exposed)
+        self.scale = int(scale)
         self.weights = np.array([p.mask.sum() for p in self.pairs], np.float64)
         self.weights /= self.weights.sum()
         self._rates = [
@@ -128,7 +138,11 @@ class HeldoutCropsDataset(Dataset):
         ]
         maps = [d4(m, k, flip) for m in maps]
         x = model_input(maps[0], maps[1], self.transform, self.exposure_norm_ks)
-        y = self.transform(maps[2]) if self.transform is not None else maps[2]
+        target = maps[2]
+        if self.scale > 1:  # the same counts spread evenly over the finer pixels (sums kept)
+            s = self.scale
+            target = target.repeat_interleave(s, -2).repeat_interleave(s, -1) / s**2
+        y = self.transform(target) if self.transform is not None else target
         return {
             "input": x.contiguous(),
             "target": y.contiguous(),
@@ -138,7 +152,8 @@ class HeldoutCropsDataset(Dataset):
 
 
 class XMMHeldoutDataModule(LitSRDataModule):
-    """Real XMM-Newton slice -> held-out pairs for Noise2Noise fine-tuning of the denoiser (scale 1).
+    """Real XMM-Newton slice -> held-out pairs for Noise2Noise fine-tuning of the denoiser (scale 1) or of
+    the x2 SR net (``task: sr``: target = the held-out rate spread over 2 x 2 finer pixels, see the module doc).
 
     Args (beyond the loader settings and the batch-contract declarations of ``LitSRDataModule``):
         data_root: folder with ``20ks/`` and ``full/`` FITS counts images (see the module doc).
@@ -149,7 +164,9 @@ class XMMHeldoutDataModule(LitSRDataModule):
         seed: seed of the crop streams.
         exposure_norm_ks: exposure (ks) mapped to 1 in the exposure channel (as in the simulated data).
         max_rate, pixel_arcsec, psf_fwhm_arcsec, psf_beta, patch_size, task: as for :class:`~lit_sr.domains.xmm.data.XMMDataModule`
-            (the transform, the pixel scale and the whole-frame patches of ``predict=fits``; task must be dn).
+            (the transform, the pixel scale and the whole-frame patches of ``predict=fits``; task dn: scale 1,
+            task sr: scale 2 with the held-out rate spread over the finer pixels; ``task_scales`` from the
+            config must say the same).
     """
 
     def __init__(
@@ -169,13 +186,17 @@ class XMMHeldoutDataModule(LitSRDataModule):
         psf_beta: float = 1.5,
         patch_size: int = 64,
         task: str = "dn",
+        task_scales: dict[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
-        if task != "dn":
-            raise ValueError(f"data.task={task!r}: the held-out pairs are on one grid; only 'dn' (scale 1) is possible")
-        kwargs.setdefault("scale", 1)
-        if int(kwargs["scale"]) != 1:
-            raise ValueError(f"data.scale={kwargs['scale']}: the held-out pairs are on one grid (scale 1)")
+        want_scale = {"dn": 1, "sr": 2}
+        if task_scales is not None and dict(task_scales) != want_scale:
+            raise ValueError(f"data.task_scales={dict(task_scales)}: the held-out pairs support {want_scale}")
+        if task not in want_scale:
+            raise ValueError(f"data.task={task!r}: expected 'dn' (scale 1) or 'sr' (scale 2)")
+        kwargs.setdefault("scale", want_scale[task])
+        if int(kwargs["scale"]) != want_scale[task]:
+            raise ValueError(f"data.scale={kwargs['scale']}: task {task!r} needs scale {want_scale[task]}")
         batch_contract_defaults(kwargs, StretchTransform(max_rate, "sqrt", clip=False))
         super().__init__(**kwargs)
         self.data_root = Path(data_root)
@@ -215,7 +236,7 @@ class XMMHeldoutDataModule(LitSRDataModule):
                 ", ".join(p.obsid for p in train),
                 f" (left out: {self.leave_out})" if self.leave_out else "",
             )
-            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks)
+            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks, scale=self.scale)
             self.splits["train"] = HeldoutCropsDataset(
                 train, self.train_items, self.train_patch, random=True, seed=self.seed, **common
             )
@@ -223,7 +244,7 @@ class XMMHeldoutDataModule(LitSRDataModule):
                 train, self.val_items, self.train_patch, random=False, seed=self.seed + 1, **common
             )
         if stage in (None, "test", "predict") and "test" not in self.splits:
-            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks)
+            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks, scale=self.scale)
             if self.leave_out is not None:
                 self.splits["test"] = HeldoutCropsDataset(self._pairs([self.leave_out]), 1, None, **common)
             else:
