@@ -172,3 +172,45 @@ def test_sr_pairs_spread_the_heldout_rate_over_the_finer_pixels_and_the_pooled_l
     assert int(np.argmin(values)) == 2
     with pytest.raises(ValueError, match=r"pool=2: image 3 x 4 is not a multiple"):
         loss(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))
+
+
+def test_thinning_makes_a_fainter_field_with_the_same_exposures(tmp_path):
+    """Binomial thinning with keep-probability p: the thinned slice and held-out counts are integers no larger
+    than the originals, their totals are p x the originals (binomial errors) and the exposures are unchanged."""
+    counts = _write_pairs(tmp_path)
+    dm = XMMHeldoutDataModule(
+        str(tmp_path), leave_out="0000000002", train_patch=40, train_items=64, thin=[0.25, 0.25], thin_prob=1.0
+    )
+    dm.setup("fit")
+    ds, t = dm.splits["train"], dm.transform
+    s, f = counts["0000000001"]
+    pair = ds.pairs[0]
+    tot_s = tot_h = kept_s = kept_h = 0.0
+    for i in range(len(ds)):
+        j, top, left, k, flip = ds._draw(np.random.default_rng(i))  # the crop, drawn with a known stream
+        ds._rng = np.random.default_rng(1000 + i)
+        ds._draw = lambda rng, c=(j, top, left, k, flip): c  # noqa: B023 - replay that crop
+        item = ds[i]
+        del ds._draw
+        win = (slice(top, top + 40), slice(left, left + 40))
+        m = pair.mask[win]
+        back = lambda y: d4_inverse(t.inverse(y[0]).numpy(), k, flip)  # noqa: E731
+        c_s, c_h = back(item["input"][:1]) * 2e4, back(item["target"]) * 4e4
+        assert np.allclose(c_s, np.round(c_s), atol=1e-3) and np.allclose(c_h, np.round(c_h), atol=1e-3)
+        assert (c_s <= s[win] * m + 1e-3).all() and (c_h <= (f - s)[win] * m + 1e-3).all()
+        np.testing.assert_allclose(item["input"][1].numpy(), 0.2 * d4_np(m, k, flip), rtol=1e-6)  # same 20 ks
+        tot_s, tot_h = tot_s + (s[win] * m).sum(), tot_h + ((f - s)[win] * m).sum()
+        kept_s, kept_h = kept_s + c_s.sum(), kept_h + c_h.sum()
+    for kept, tot in ((kept_s, tot_s), (kept_h, tot_h)):
+        assert abs(kept / tot - 0.25) < 4 * np.sqrt(0.25 * 0.75 / tot)
+    with pytest.raises(ValueError, match=r"data.thin=\[0.5, 2.0\]"):
+        XMMHeldoutDataModule(str(tmp_path), leave_out="0000000002", train_patch=16, thin=[0.5, 2.0]).setup("fit")
+
+
+def d4_np(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    return np.rot90(x[:, ::-1] if flip else x, k)
+
+
+def d4_inverse(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    x = np.rot90(x, -k)
+    return x[:, ::-1] if flip else x

@@ -14,6 +14,13 @@ Training items are random crops (``train_patch`` input pixels) of a random train
 to its exposed pixels), with the 8 flips/rotations; validation items are fixed crops of the training ObsIDs
 (a monitor of the fit, not a held-out score).
 
+``thin``: fainter fields from the bright ones (training items only). With probability ``thin_prob`` both the
+slice's and the held-out counts of a crop are binomially thinned with one keep-probability p (log-uniform in
+``thin``): each event is kept independently with probability p, so the thinned images are again independent
+Poisson images of a sky p times fainter (sources and background alike) with the same exposures. Input and
+target stay a valid Noise2Noise pair, and the training fields then span the faint end (0.6 counts per pixel in
+20 ks) that five bright training fields may not cover.
+
 ``task: sr`` (scale 2): the held-out counts exist only on the input grid, so the target is the held-out rate
 spread evenly over the 2 x 2 finer pixels of each input pixel (rate / 4 each: the batch contract's target
 grid, flux-conserving); a loss that sums the prediction and the target over 2 x 2 blocks
@@ -61,6 +68,8 @@ class HeldoutCropsDataset(Dataset):
         seed: base seed of the crop stream.
         min_exposed: a crop is redrawn (up to 20 times) while fewer than this fraction of its pixels is exposed.
         scale: target grid factor: each target pixel's rate is spread evenly over scale x scale finer pixels.
+        thin: (p_min, p_max) of the binomial thinning (random items only; see the module doc); None: off.
+        thin_prob: probability that an item is thinned.
     """
 
     def __init__(
@@ -74,6 +83,8 @@ class HeldoutCropsDataset(Dataset):
         seed: int = 0,
         min_exposed: float = 0.5,
         scale: int = 1,
+        thin: Sequence[float] | None = None,
+        thin_prob: float = 0.5,
     ) -> None:
         if not pairs:
             raise ValueError("HeldoutCropsDataset needs at least one observation")
@@ -91,6 +102,10 @@ class HeldoutCropsDataset(Dataset):
         self.seed = int(seed)
         self.min_exposed = float(min_exposed)
         self.scale = int(scale)
+        self.thin = None if thin is None else (float(thin[0]), float(thin[1]))
+        if self.thin is not None and not 0 < self.thin[0] <= self.thin[1] <= 1:
+            raise ValueError(f"data.thin={list(thin)}: expected 0 < p_min <= p_max <= 1")
+        self.thin_prob = float(thin_prob)
         self.weights = np.array([p.mask.sum() for p in self.pairs], np.float64)
         self.weights /= self.weights.sum()
         self._rates = [
@@ -120,6 +135,21 @@ class HeldoutCropsDataset(Dataset):
     def _draw_all(self, rng: np.random.Generator) -> list[tuple[int, int, int, int, bool]]:
         return [self._draw(rng) for _ in range(self.n_items)]
 
+    def _thinned(
+        self, pair: RealPair, win: tuple[slice, slice], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(slice rate, held-out rate) of a crop after keeping each event of both images with one probability
+        p, log-uniform in ``thin``: a sky p times fainter, same exposures, still independent Poisson images."""
+        lo, hi = self.thin
+        keep = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        m = pair.mask[win]
+        s = rng.binomial(pair.slice_counts[win].astype(np.int64), keep)
+        k = rng.binomial(pair.heldout_counts[win].astype(np.int64), keep)
+        return (
+            np.where(m, s / pair.slice_exposure_s, 0.0).astype(np.float32),
+            np.where(m, k / pair.heldout_exposure_s, 0.0).astype(np.float32),
+        )
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self.patch is None:
             j, top, left, k, flip = int(i), 0, 0, 0, False
@@ -132,10 +162,11 @@ class HeldoutCropsDataset(Dataset):
         rate, expo, target = self._rates[j]
         h, w = rate.shape
         p_h, p_w = (self.patch, self.patch) if self.patch else (h, w)
-        maps = [
-            torch.from_numpy(np.ascontiguousarray(m[top : top + p_h, left : left + p_w]))[None]
-            for m in (rate, expo, target)
-        ]
+        win = (slice(top, top + p_h), slice(left, left + p_w))
+        crops = [rate[win], expo[win], target[win]]
+        if self.random and self.thin is not None and self._rng is not None and self._rng.random() < self.thin_prob:
+            crops[0], crops[2] = self._thinned(self.pairs[j], win, self._rng)
+        maps = [torch.from_numpy(np.ascontiguousarray(m))[None] for m in crops]
         maps = [d4(m, k, flip) for m in maps]
         x = model_input(maps[0], maps[1], self.transform, self.exposure_norm_ks)
         target = maps[2]
@@ -162,6 +193,7 @@ class XMMHeldoutDataModule(LitSRDataModule):
         train_items: training crops per epoch.
         val_items: fixed validation crops of the training ObsIDs.
         seed: seed of the crop streams.
+        thin, thin_prob: binomial thinning of training crops (fainter fields, see the module doc); None: off.
         exposure_norm_ks: exposure (ks) mapped to 1 in the exposure channel (as in the simulated data).
         max_rate, pixel_arcsec, psf_fwhm_arcsec, psf_beta, patch_size, task: as for :class:`~lit_sr.domains.xmm.data.XMMDataModule`
             (the transform, the pixel scale and the whole-frame patches of ``predict=fits``; task dn: scale 1,
@@ -187,6 +219,8 @@ class XMMHeldoutDataModule(LitSRDataModule):
         patch_size: int = 64,
         task: str = "dn",
         task_scales: dict[str, int] | None = None,
+        thin: Sequence[float] | None = None,
+        thin_prob: float = 0.5,
         **kwargs: Any,
     ) -> None:
         want_scale = {"dn": 1, "sr": 2}
@@ -212,6 +246,8 @@ class XMMHeldoutDataModule(LitSRDataModule):
         self.psf_fwhm_arcsec, self.psf_beta = float(psf_fwhm_arcsec), float(psf_beta)
         self.patch_size = int(patch_size)
         self.task = task
+        self.thin = None if thin is None else [float(v) for v in thin]
+        self.thin_prob = float(thin_prob)
         if getattr(self.transform, "clip", False):
             log.warning(
                 "data.transform clips count rates at %g counts/s: held-out targets above it are clipped too",
@@ -238,7 +274,14 @@ class XMMHeldoutDataModule(LitSRDataModule):
             )
             common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks, scale=self.scale)
             self.splits["train"] = HeldoutCropsDataset(
-                train, self.train_items, self.train_patch, random=True, seed=self.seed, **common
+                train,
+                self.train_items,
+                self.train_patch,
+                random=True,
+                seed=self.seed,
+                thin=self.thin,
+                thin_prob=self.thin_prob,
+                **common,
             )
             self.splits["val"] = HeldoutCropsDataset(
                 train, self.val_items, self.train_patch, random=False, seed=self.seed + 1, **common
