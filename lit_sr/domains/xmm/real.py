@@ -29,6 +29,11 @@ held-out counts); the DN model; the SR model with its x2 output summed 2x2 back 
 exposure given to the models is T_slice x the detector mask (no exposure map ships with the files: vignetting
 and per-CCD good-time differences, present in ObsIDs 0085110101 and 0200920101 (ONTIMEnn cards), are not
 modelled; they affect every method alike).
+
+Models fine-tuned on the real pairs themselves (``xmm_dn_real``, ``xmm_sr_real``) are scored leave-one-out
+(``--dn-loo`` / ``--sr-loo`` with a ``{obsid}`` path template: each ObsID by the run whose ``data.leave_out`` is
+that ObsID). ``--flux-conserving`` adds, for every model row, the same prediction times one factor per frame that
+makes its total over the exposed pixels equal to the slice's counts / T_slice (:func:`flux_conserving`).
 """
 
 from __future__ import annotations
