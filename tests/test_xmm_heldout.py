@@ -214,3 +214,31 @@ def d4_np(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
 def d4_inverse(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
     x = np.rot90(x, -k)
     return x[:, ::-1] if flip else x
+
+
+def test_paired_heldout_report_scores_the_difference_to_the_smoothing(tmp_path, monkeypatch):
+    """reports.xmm.paired_heldout: a 'model' that predicts the smoothing itself differs from it by exactly 0 (SE
+    0); one that predicts the held-out rate (cheating, a known answer) is better than the smoothing; a run that
+    did not leave out the scored ObsID is refused."""
+    from reports.xmm import paired_heldout
+
+    _write_pairs(tmp_path)
+    (pair,) = real.load_pairs(tmp_path, only=["0000000002"])
+    fake = {
+        "a": ("0000000002", real.smoothed(pair, 2.5)),
+        "b": ("0000000002", np.where(pair.mask, pair.heldout_counts / pair.heldout_exposure_s, 0.0)),
+    }
+    fake["c"] = ("0000000001", fake["a"][1])
+    monkeypatch.setattr(
+        real, "load_model", lambda path: real.LoadedModel(None, None, 1, 16, 100.0, Path(path), "m", fake[path][0])
+    )
+    monkeypatch.setattr(real, "model_rate", lambda model, p, ens=False: (fake[str(model.checkpoint)][1],) * 2)
+    out = paired_heldout.main(
+        ["--data", str(tmp_path), "--obsid", "0000000002", "--out", str(tmp_path / "p.json"), "a", "b"]
+    )
+    same = out["runs"]["a|ensemble=False|flux_conserving=False"]
+    assert same["minus_smoothing"] == 0.0 and same["paired_se_iid"] == 0.0
+    cheat = out["runs"]["b|ensemble=True|flux_conserving=False"]
+    assert cheat["minus_smoothing"] < -3 * cheat["paired_se_iid"]
+    with pytest.raises(SystemExit, match="data.leave_out is '0000000001'"):
+        paired_heldout.main(["--data", str(tmp_path), "--obsid", "0000000002", "--out", str(tmp_path / "q.json"), "c"])
