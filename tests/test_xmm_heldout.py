@@ -134,3 +134,111 @@ def test_unclipped_stretch_continues_above_max_value_and_poisson_loss_is_minimis
     assert float(grid[int(np.argmin(values))]) == pytest.approx(float(rates.mean()), abs=1e-4)
     with pytest.raises(ValueError, match="either a loss module or a PixelLoss kind"):
         PhysicalSpaceLoss(transform=free)
+
+
+def test_sr_pairs_spread_the_heldout_rate_over_the_finer_pixels_and_the_pooled_loss_scores_the_sums(tmp_path):
+    counts = _write_pairs(tmp_path)
+    dm = XMMHeldoutDataModule(
+        str(tmp_path), leave_out="0000000002", task="sr", scale=2, train_patch=16, train_items=4, val_items=3
+    )
+    dm.setup("fit")
+    t, pair = dm.transform, dm.splits["val"].pairs[0]
+    s, f = counts["0000000001"]
+    for i in range(len(dm.splits["val"])):
+        item = dm.splits["val"][i]
+        _, top, left, _, _ = dm.splits["val"]._fixed[i]
+        win = (slice(top, top + 16), slice(left, left + 16))
+        assert item["input"].shape == (2, 16, 16) and item["target"].shape == (1, 32, 32)
+        fine = t.inverse(item["target"][0]).numpy()
+        # each input pixel's held-out rate is split evenly over its 2 x 2 finer pixels: the sums are the rate
+        want = np.where(pair.mask[win], (f - s)[win] / 4.0e4, 0.0)
+        np.testing.assert_allclose(fine.reshape(16, 2, 16, 2).sum(axis=(1, 3)), want, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(fine[0::2, 0::2], want / 4, rtol=1e-5, atol=1e-12)
+    with pytest.raises(ValueError, match=r"data.scale=1: task 'sr' needs scale 2"):
+        XMMHeldoutDataModule(str(tmp_path), task="sr", scale=1)
+
+    # pool=2: the Poisson loss of the x2 prediction summed 2 x 2 against the coarse sums; blind to how the
+    # flux is spread inside a block, and minimised when the block sums are the target's
+    free = StretchTransform(2e-3, "sqrt", clip=False)
+    rng = np.random.default_rng(3)
+    target_fine = torch.from_numpy(np.repeat(np.repeat(rng.gamma(2.0, 1e-3, (1, 1, 4, 4)), 2, 2), 2, 3) / 4).float()
+    loss = PhysicalSpaceLoss(kind="poisson", transform=free, pool=2)
+    coarse = target_fine.reshape(1, 1, 4, 2, 4, 2).sum(dim=(3, 5))
+    for spread in (torch.tensor([[0.25, 0.25], [0.25, 0.25]]), torch.tensor([[0.7, 0.1], [0.1, 0.1]])):
+        pred = (coarse * 1.3).repeat_interleave(2, 2).repeat_interleave(2, 3) * spread.repeat(4, 4)
+        direct = torch.nn.functional.poisson_nll_loss(coarse * 1.3 / 2e-3, coarse / 2e-3, log_input=False)
+        assert float(loss(free(pred), free(target_fine))) == pytest.approx(float(direct), rel=1e-5)
+    values = [float(loss(free(target_fine * g), free(target_fine))) for g in (0.8, 0.9, 1.0, 1.1, 1.25)]
+    assert int(np.argmin(values)) == 2
+    with pytest.raises(ValueError, match=r"pool=2: image 3 x 4 is not a multiple"):
+        loss(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))
+
+
+def test_thinning_makes_a_fainter_field_with_the_same_exposures(tmp_path):
+    """Binomial thinning with keep-probability p: the thinned slice and held-out counts are integers no larger
+    than the originals, their totals are p x the originals (binomial errors) and the exposures are unchanged."""
+    counts = _write_pairs(tmp_path)
+    dm = XMMHeldoutDataModule(
+        str(tmp_path), leave_out="0000000002", train_patch=40, train_items=64, thin=[0.25, 0.25], thin_prob=1.0
+    )
+    dm.setup("fit")
+    ds, t = dm.splits["train"], dm.transform
+    s, f = counts["0000000001"]
+    pair = ds.pairs[0]
+    tot_s = tot_h = kept_s = kept_h = 0.0
+    for i in range(len(ds)):
+        j, top, left, k, flip = ds._draw(np.random.default_rng(i))  # the crop, drawn with a known stream
+        ds._rng = np.random.default_rng(1000 + i)
+        ds._draw = lambda rng, c=(j, top, left, k, flip): c  # noqa: B023 - replay that crop
+        item = ds[i]
+        del ds._draw
+        win = (slice(top, top + 40), slice(left, left + 40))
+        m = pair.mask[win]
+        back = lambda y: d4_inverse(t.inverse(y[0]).numpy(), k, flip)  # noqa: E731
+        c_s, c_h = back(item["input"][:1]) * 2e4, back(item["target"]) * 4e4
+        assert np.allclose(c_s, np.round(c_s), atol=1e-3) and np.allclose(c_h, np.round(c_h), atol=1e-3)
+        assert (c_s <= s[win] * m + 1e-3).all() and (c_h <= (f - s)[win] * m + 1e-3).all()
+        np.testing.assert_allclose(item["input"][1].numpy(), 0.2 * d4_np(m, k, flip), rtol=1e-6)  # same 20 ks
+        tot_s, tot_h = tot_s + (s[win] * m).sum(), tot_h + ((f - s)[win] * m).sum()
+        kept_s, kept_h = kept_s + c_s.sum(), kept_h + c_h.sum()
+    for kept, tot in ((kept_s, tot_s), (kept_h, tot_h)):
+        assert abs(kept / tot - 0.25) < 4 * np.sqrt(0.25 * 0.75 / tot)
+    with pytest.raises(ValueError, match=r"data.thin=\[0.5, 2.0\]"):
+        XMMHeldoutDataModule(str(tmp_path), leave_out="0000000002", train_patch=16, thin=[0.5, 2.0]).setup("fit")
+
+
+def d4_np(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    return np.rot90(x[:, ::-1] if flip else x, k)
+
+
+def d4_inverse(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    x = np.rot90(x, -k)
+    return x[:, ::-1] if flip else x
+
+
+def test_paired_heldout_report_scores_the_difference_to_the_smoothing(tmp_path, monkeypatch):
+    """reports.xmm.paired_heldout: a 'model' that predicts the smoothing itself differs from it by exactly 0 (SE
+    0); one that predicts the held-out rate (cheating, a known answer) is better than the smoothing; a run that
+    did not leave out the scored ObsID is refused."""
+    from reports.xmm import paired_heldout
+
+    _write_pairs(tmp_path)
+    (pair,) = real.load_pairs(tmp_path, only=["0000000002"])
+    fake = {
+        "a": ("0000000002", real.smoothed(pair, 2.5)),
+        "b": ("0000000002", np.where(pair.mask, pair.heldout_counts / pair.heldout_exposure_s, 0.0)),
+    }
+    fake["c"] = ("0000000001", fake["a"][1])
+    monkeypatch.setattr(
+        real, "load_model", lambda path: real.LoadedModel(None, None, 1, 16, 100.0, Path(path), "m", fake[path][0])
+    )
+    monkeypatch.setattr(real, "model_rate", lambda model, p, ens=False: (fake[str(model.checkpoint)][1],) * 2)
+    out = paired_heldout.main(
+        ["--data", str(tmp_path), "--obsid", "0000000002", "--out", str(tmp_path / "p.json"), "a", "b"]
+    )
+    same = out["runs"]["a|ensemble=False|flux_conserving=False"]
+    assert same["minus_smoothing"] == 0.0 and same["paired_se_iid"] == 0.0
+    cheat = out["runs"]["b|ensemble=True|flux_conserving=False"]
+    assert cheat["minus_smoothing"] < -3 * cheat["paired_se_iid"]
+    with pytest.raises(SystemExit, match="data.leave_out is '0000000001'"):
+        paired_heldout.main(["--data", str(tmp_path), "--obsid", "0000000002", "--out", str(tmp_path / "q.json"), "c"])

@@ -159,6 +159,36 @@ def test_dn_identity_returns_the_count_rate_and_zero_deviance(tmp_path):
     assert "flat 20 ks" in "\n".join(str(c) for c in hdr["HISTORY"])
 
 
+def test_flux_conserving_output_has_the_inputs_total_rate(tmp_path):
+    """predict.flux_conserving: the x2 identity net (nearest upsampling / 4 in the sqrt scaling: each 2x2 block
+    holds 1/4 of the input pixel's rate) gives 1/4 of the input's flux below the scaling's clip; rescaled, its
+    2x2 sums add up to the input counts / exposure over the exposed pixels, and the factor is in FLUXFAC."""
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(_counts(total=60.0)).astype(np.float32)  # every pixel below the clip (40 counts)
+    assert counts.max() < 40
+    inp = write_obs(tmp_path / "obs.fits", counts)
+    ckpt = _identity_checkpoint(tmp_path, "xmm_sr")
+    out = {}
+    for flag in ("false", "true"):
+        d = _predict(
+            tmp_path,
+            "xmm_sr",
+            ckpt,
+            inp,
+            f"pred_{flag}",
+            "predict.self_ensemble=false",
+            f"predict.flux_conserving={flag}",
+        )
+        with fits.open(d / "obs_sr.fits") as h:
+            out[flag] = (h[0].data.astype(np.float64), h[0].header)
+    plain, (fixed, hdr) = out["false"][0], out["true"]
+    total = counts.sum() / 2e4
+    assert plain.sum() == pytest.approx(total / 4, rel=1e-4) and "FLUXFAC" not in out["false"][1]
+    assert fixed.reshape(72, 2, 88, 2).sum(axis=(1, 3)).sum() == pytest.approx(total, rel=1e-6)
+    assert hdr["FLUXFAC"] == pytest.approx(4.0, rel=1e-4)
+    np.testing.assert_allclose(fixed, plain * hdr["FLUXFAC"], rtol=1e-6, atol=1e-12)
+
+
 def _dm(path, **kw) -> FITSFramesDataModule:
     dm = FITSFramesDataModule(str(path), patch_size=32, **kw)
     dm.setup("predict")

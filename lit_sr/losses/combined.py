@@ -54,6 +54,11 @@ class PhysicalSpaceLoss(nn.Module):
     one (the stretch transform maps [0, max_value] to [0, 1]), else 1. ``kind`` instead of ``loss``: a
     :class:`~lit_sr.losses.pixel.PixelLoss` of that kind (so a config can turn ``{kind: poisson}`` of the
     default pixel loss into ``{_target_: PhysicalSpaceLoss, kind: poisson, transform: ...}``).
+
+    ``pool`` > 1: both physical images are summed over ``pool`` x ``pool`` blocks before the loss, for a
+    reference known only on a coarser grid (e.g. counts measured on the input grid, scoring an x2 super-
+    resolved prediction whose pixels must add up to them). Sums, not means: the pixels of an intensive
+    quantity per pixel (counts, counts/s, energy) add up to the coarse pixel.
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class PhysicalSpaceLoss(nn.Module):
         transform: nn.Module | None = None,
         unit: float | None = None,
         kind: str | None = None,
+        pool: int = 1,
     ) -> None:
         super().__init__()
         if (loss is None) == (kind is None):
@@ -77,9 +83,21 @@ class PhysicalSpaceLoss(nn.Module):
         self.unit = float(unit if unit is not None else getattr(transform, "max_value", 1.0))
         if not self.unit > 0:
             raise ValueError(f"PhysicalSpaceLoss unit must be > 0, got {self.unit}")
+        self.pool = int(pool)
+        if self.pool < 1:
+            raise ValueError(f"PhysicalSpaceLoss pool must be an integer >= 1, got {pool}")
+
+    def _physical(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transform.inverse(x) / self.unit
+        if self.pool == 1:
+            return x
+        h, w = x.shape[-2:]
+        if h % self.pool or w % self.pool:
+            raise ValueError(f"PhysicalSpaceLoss pool={self.pool}: image {h} x {w} is not a multiple of it")
+        return torch.nn.functional.avg_pool2d(x, self.pool) * self.pool**2
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(self.transform.inverse(pred) / self.unit, self.transform.inverse(target) / self.unit)
+        return self.loss(self._physical(pred), self._physical(target))
 
     def extra_repr(self) -> str:
-        return f"unit={self.unit:g}"
+        return f"unit={self.unit:g}" + (f", pool={self.pool}" if self.pool > 1 else "")

@@ -13,6 +13,20 @@ it every ObsID is trained on, and the test split is the validation crops (in-sam
 Training items are random crops (``train_patch`` input pixels) of a random training ObsID (drawn in proportion
 to its exposed pixels), with the 8 flips/rotations; validation items are fixed crops of the training ObsIDs
 (a monitor of the fit, not a held-out score).
+
+``thin``: fainter fields from the bright ones (training items only). With probability ``thin_prob`` both the
+slice's and the held-out counts of a crop are binomially thinned with one keep-probability p (log-uniform in
+``thin``): each event is kept independently with probability p, so the thinned images are again independent
+Poisson images of a sky p times fainter (sources and background alike) with the same exposures. Input and
+target stay a valid Noise2Noise pair, and the training fields then span the faint end (0.6 counts per pixel in
+20 ks) that five bright training fields may not cover.
+
+``task: sr`` (scale 2): the held-out counts exist only on the input grid, so the target is the held-out rate
+spread evenly over the 2 x 2 finer pixels of each input pixel (rate / 4 each: the batch contract's target
+grid, flux-conserving); a loss that sums the prediction and the target over 2 x 2 blocks
+(``PhysicalSpaceLoss(pool=2)``) then compares the x2 prediction summed back to the input grid with the
+held-out rate, and is blind to how the flux is spread inside an input pixel (the simulated x2 training the
+net starts from decides that).
 """
 
 from __future__ import annotations
@@ -53,6 +67,9 @@ class HeldoutCropsDataset(Dataset):
         random: random crops and flips/rotations (training); False: fixed crops drawn once from ``seed``.
         seed: base seed of the crop stream.
         min_exposed: a crop is redrawn (up to 20 times) while fewer than this fraction of its pixels is exposed.
+        scale: target grid factor: each target pixel's rate is spread evenly over scale x scale finer pixels.
+        thin: (p_min, p_max) of the binomial thinning (random items only; see the module doc); None: off.
+        thin_prob: probability that an item is thinned.
     """
 
     def __init__(
@@ -65,6 +82,9 @@ class HeldoutCropsDataset(Dataset):
         random: bool = True,
         seed: int = 0,
         min_exposed: float = 0.5,
+        scale: int = 1,
+        thin: Sequence[float] | None = None,
+        thin_prob: float = 0.5,
     ) -> None:
         if not pairs:
             raise ValueError("HeldoutCropsDataset needs at least one observation")
@@ -81,6 +101,11 @@ class HeldoutCropsDataset(Dataset):
         self.random = bool(random)
         self.seed = int(seed)
         self.min_exposed = float(min_exposed)
+        self.scale = int(scale)
+        self.thin = None if thin is None else (float(thin[0]), float(thin[1]))
+        if self.thin is not None and not 0 < self.thin[0] <= self.thin[1] <= 1:
+            raise ValueError(f"data.thin={list(thin)}: expected 0 < p_min <= p_max <= 1")
+        self.thin_prob = float(thin_prob)
         self.weights = np.array([p.mask.sum() for p in self.pairs], np.float64)
         self.weights /= self.weights.sum()
         self._rates = [
@@ -110,6 +135,21 @@ class HeldoutCropsDataset(Dataset):
     def _draw_all(self, rng: np.random.Generator) -> list[tuple[int, int, int, int, bool]]:
         return [self._draw(rng) for _ in range(self.n_items)]
 
+    def _thinned(
+        self, pair: RealPair, win: tuple[slice, slice], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(slice rate, held-out rate) of a crop after keeping each event of both images with one probability
+        p, log-uniform in ``thin``: a sky p times fainter, same exposures, still independent Poisson images."""
+        lo, hi = self.thin
+        keep = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        m = pair.mask[win]
+        s = rng.binomial(pair.slice_counts[win].astype(np.int64), keep)
+        k = rng.binomial(pair.heldout_counts[win].astype(np.int64), keep)
+        return (
+            np.where(m, s / pair.slice_exposure_s, 0.0).astype(np.float32),
+            np.where(m, k / pair.heldout_exposure_s, 0.0).astype(np.float32),
+        )
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if self.patch is None:
             j, top, left, k, flip = int(i), 0, 0, 0, False
@@ -122,13 +162,18 @@ class HeldoutCropsDataset(Dataset):
         rate, expo, target = self._rates[j]
         h, w = rate.shape
         p_h, p_w = (self.patch, self.patch) if self.patch else (h, w)
-        maps = [
-            torch.from_numpy(np.ascontiguousarray(m[top : top + p_h, left : left + p_w]))[None]
-            for m in (rate, expo, target)
-        ]
+        win = (slice(top, top + p_h), slice(left, left + p_w))
+        crops = [rate[win], expo[win], target[win]]
+        if self.random and self.thin is not None and self._rng is not None and self._rng.random() < self.thin_prob:
+            crops[0], crops[2] = self._thinned(self.pairs[j], win, self._rng)
+        maps = [torch.from_numpy(np.ascontiguousarray(m))[None] for m in crops]
         maps = [d4(m, k, flip) for m in maps]
         x = model_input(maps[0], maps[1], self.transform, self.exposure_norm_ks)
-        y = self.transform(maps[2]) if self.transform is not None else maps[2]
+        target = maps[2]
+        if self.scale > 1:  # the same counts spread evenly over the finer pixels (sums kept)
+            s = self.scale
+            target = target.repeat_interleave(s, -2).repeat_interleave(s, -1) / s**2
+        y = self.transform(target) if self.transform is not None else target
         return {
             "input": x.contiguous(),
             "target": y.contiguous(),
@@ -138,7 +183,8 @@ class HeldoutCropsDataset(Dataset):
 
 
 class XMMHeldoutDataModule(LitSRDataModule):
-    """Real XMM-Newton slice -> held-out pairs for Noise2Noise fine-tuning of the denoiser (scale 1).
+    """Real XMM-Newton slice -> held-out pairs for Noise2Noise fine-tuning of the denoiser (scale 1) or of
+    the x2 SR net (``task: sr``: target = the held-out rate spread over 2 x 2 finer pixels, see the module doc).
 
     Args (beyond the loader settings and the batch-contract declarations of ``LitSRDataModule``):
         data_root: folder with ``20ks/`` and ``full/`` FITS counts images (see the module doc).
@@ -147,9 +193,12 @@ class XMMHeldoutDataModule(LitSRDataModule):
         train_items: training crops per epoch.
         val_items: fixed validation crops of the training ObsIDs.
         seed: seed of the crop streams.
+        thin, thin_prob: binomial thinning of training crops (fainter fields, see the module doc); None: off.
         exposure_norm_ks: exposure (ks) mapped to 1 in the exposure channel (as in the simulated data).
         max_rate, pixel_arcsec, psf_fwhm_arcsec, psf_beta, patch_size, task: as for :class:`~lit_sr.domains.xmm.data.XMMDataModule`
-            (the transform, the pixel scale and the whole-frame patches of ``predict=fits``; task must be dn).
+            (the transform, the pixel scale and the whole-frame patches of ``predict=fits``; task dn: scale 1,
+            task sr: scale 2 with the held-out rate spread over the finer pixels; ``task_scales`` from the
+            config must say the same).
     """
 
     def __init__(
@@ -169,13 +218,19 @@ class XMMHeldoutDataModule(LitSRDataModule):
         psf_beta: float = 1.5,
         patch_size: int = 64,
         task: str = "dn",
+        task_scales: dict[str, int] | None = None,
+        thin: Sequence[float] | None = None,
+        thin_prob: float = 0.5,
         **kwargs: Any,
     ) -> None:
-        if task != "dn":
-            raise ValueError(f"data.task={task!r}: the held-out pairs are on one grid; only 'dn' (scale 1) is possible")
-        kwargs.setdefault("scale", 1)
-        if int(kwargs["scale"]) != 1:
-            raise ValueError(f"data.scale={kwargs['scale']}: the held-out pairs are on one grid (scale 1)")
+        want_scale = {"dn": 1, "sr": 2}
+        if task_scales is not None and dict(task_scales) != want_scale:
+            raise ValueError(f"data.task_scales={dict(task_scales)}: the held-out pairs support {want_scale}")
+        if task not in want_scale:
+            raise ValueError(f"data.task={task!r}: expected 'dn' (scale 1) or 'sr' (scale 2)")
+        kwargs.setdefault("scale", want_scale[task])
+        if int(kwargs["scale"]) != want_scale[task]:
+            raise ValueError(f"data.scale={kwargs['scale']}: task {task!r} needs scale {want_scale[task]}")
         batch_contract_defaults(kwargs, StretchTransform(max_rate, "sqrt", clip=False))
         super().__init__(**kwargs)
         self.data_root = Path(data_root)
@@ -191,6 +246,8 @@ class XMMHeldoutDataModule(LitSRDataModule):
         self.psf_fwhm_arcsec, self.psf_beta = float(psf_fwhm_arcsec), float(psf_beta)
         self.patch_size = int(patch_size)
         self.task = task
+        self.thin = None if thin is None else [float(v) for v in thin]
+        self.thin_prob = float(thin_prob)
         if getattr(self.transform, "clip", False):
             log.warning(
                 "data.transform clips count rates at %g counts/s: held-out targets above it are clipped too",
@@ -215,15 +272,22 @@ class XMMHeldoutDataModule(LitSRDataModule):
                 ", ".join(p.obsid for p in train),
                 f" (left out: {self.leave_out})" if self.leave_out else "",
             )
-            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks)
+            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks, scale=self.scale)
             self.splits["train"] = HeldoutCropsDataset(
-                train, self.train_items, self.train_patch, random=True, seed=self.seed, **common
+                train,
+                self.train_items,
+                self.train_patch,
+                random=True,
+                seed=self.seed,
+                thin=self.thin,
+                thin_prob=self.thin_prob,
+                **common,
             )
             self.splits["val"] = HeldoutCropsDataset(
                 train, self.val_items, self.train_patch, random=False, seed=self.seed + 1, **common
             )
         if stage in (None, "test", "predict") and "test" not in self.splits:
-            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks)
+            common = dict(transform=self.transform, exposure_norm_ks=self.exposure_norm_ks, scale=self.scale)
             if self.leave_out is not None:
                 self.splits["test"] = HeldoutCropsDataset(self._pairs([self.leave_out]), 1, None, **common)
             else:

@@ -310,6 +310,11 @@ class FITSPredictionWriter(BasePredictionWriter):
         psf_fwhm_arcsec, psf_beta: the input PSF (the SR forward model's matching kernel).
         consistency_threshold, gap_margin: LR-consistency threshold and SR exposure-edge margin (input pixels).
         checkpoint, experiment: provenance for HISTORY.
+        flux_conserving: multiply the prediction (and ENS_STD) by one factor so that its total over the exposed
+            input pixels (summed back to the input grid) equals the input's counts / exposure there
+            (:func:`lit_sr.inference.flux.match_total`; card FLUXFAC). The input total is an unbiased
+            estimate of the field's rate (Poisson error 1/sqrt(counts)); it undoes an overall excess or
+            deficit of a model trained on fields brighter or fainter than this one.
     """
 
     def __init__(
@@ -330,8 +335,10 @@ class FITSPredictionWriter(BasePredictionWriter):
         experiment: str | None = None,
         detector_mask: str = "auto",
         pixel_arcsec: float | None = None,
+        flux_conserving: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.flux_conserving = bool(flux_conserving)
         self.input, self.exposure, self.exposure_ks = input, exposure, exposure_ks
         self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
         self.output = Path(output) if output else None
@@ -392,6 +399,16 @@ class FITSPredictionWriter(BasePredictionWriter):
             pixel_arcsec=self.pixel_arcsec,
         )
         rate = images["output"][0].detach().float().cpu().numpy().astype(np.float64)
+        flux_factor = 1.0
+        if self.flux_conserving:
+            from lit_sr.inference.flux import match_total
+
+            live = obs.exposure_s > 0
+            in_rate = np.where(live, obs.counts / np.where(live, obs.exposure_s, 1.0), 0.0)
+            scaled, f = match_total(
+                torch.from_numpy(rate), torch.from_numpy(in_rate), torch.from_numpy(live * 1.0), self.scale
+            )
+            rate, flux_factor = scaled.numpy(), float(f)
         pix = obs.pixel_arcsec
         dev, expected, s = consistency_maps(
             rate,
@@ -416,7 +433,7 @@ class FITSPredictionWriter(BasePredictionWriter):
         }
         d4_present = [k for k in D4_KEYS if k in images]
         if d4_present:
-            stack = np.stack([rate] + [images[k][0].detach().float().cpu().numpy() for k in d4_present])
+            stack = np.stack([rate] + [flux_factor * images[k][0].detach().float().cpu().numpy() for k in d4_present])
             std = stack.std(axis=0)
             extensions["ENS_STD"] = (std, "count/s", out_wcs)
             summary["ensemble_rel_std"] = float(std.sum() / max(np.abs(rate).sum(), 1e-30))
@@ -435,6 +452,9 @@ class FITSPredictionWriter(BasePredictionWriter):
             "LRDEVFEX": (card(s["expected_frac_above"]), "its expectation"),
             "LRDEVNPX": (int(s["n_pixels"]), "input pixels used (exposed, off gap edges)"),
         }
+        if self.flux_conserving:
+            cards["FLUXFAC"] = (flux_factor, "output x this: total = input counts/exposure")
+            summary["flux_factor"] = flux_factor
         if "ensemble_rel_std" in summary:
             cards["ENSRELSD"] = (summary["ensemble_rel_std"], "sum ENS_STD / sum prediction (8 flips/rot)")
         history = [
@@ -448,6 +468,11 @@ class FITSPredictionWriter(BasePredictionWriter):
             f"pixel size of the input: {obs.pixel_arcsec:.4g} arcsec",
             "extensions: ENS_STD (self-ensemble std), LR_DEV (Poisson deviance vs input), LR_EXPCT",
         ]
+        if self.flux_conserving:
+            history.append(
+                f"flux-conserving: net output x {flux_factor:.5g} so that its total over the exposed input pixels "
+                "equals the input counts / exposure there"
+            )
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_fits(dst, rate, obs.header, out_wcs, "count/s", cards, history, extensions)
         self.summaries[str(dst)] = summary

@@ -29,6 +29,11 @@ held-out counts); the DN model; the SR model with its x2 output summed 2x2 back 
 exposure given to the models is T_slice x the detector mask (no exposure map ships with the files: vignetting
 and per-CCD good-time differences, present in ObsIDs 0085110101 and 0200920101 (ONTIMEnn cards), are not
 modelled; they affect every method alike).
+
+Models fine-tuned on the real pairs themselves (``xmm_dn_real``, ``xmm_sr_real``) are scored leave-one-out
+(``--dn-loo`` / ``--sr-loo`` with a ``{obsid}`` path template: each ObsID by the run whose ``data.leave_out`` is
+that ObsID). ``--flux-conserving`` adds, for every model row, the same prediction times one factor per frame that
+makes its total over the exposed pixels equal to the slice's counts / T_slice (:func:`flux_conserving`).
 """
 
 from __future__ import annotations
@@ -330,12 +335,13 @@ def load_model(checkpoint: str | Path, unclipped: bool = False) -> LoadedModel:
 
 
 def leave_one_out_rates(
-    template: str, pairs: Sequence[RealPair], self_ensemble: bool = False
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    template: str, pairs: Sequence[RealPair], self_ensemble: bool = False, scale: int = 1
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray]]:
     """Leave-one-out predictions: for each pair the checkpoint ``template.format(obsid=...)``, which must come
     from a real-data run with ``data.leave_out`` = that ObsID (refused otherwise: the held-out image must never
-    have been a training target). Returns ({obsid: rate on the input grid}, {obsid: checkpoint})."""
-    rates, used = {}, {}
+    have been a training target) and have the given ``scale`` (1: denoisers, 2: SR). Returns ({obsid: rate on
+    the input grid (SR: summed 2 x 2)}, {obsid: checkpoint}, {obsid: rate on the model's output grid})."""
+    rates, used, native = {}, {}, {}
     for p in pairs:
         path = Path(template.format(obsid=p.obsid))
         model = load_model(path)
@@ -346,11 +352,28 @@ def leave_one_out_rates(
                 f"is {model.leave_out!r}; expected {p.obsid!r}: a leave-one-out score needs the run that never "
                 f"trained on {p.obsid}",
             )
-        if model.scale != 1:
-            raise DataFileError(path, None, f"scale {model.scale}: leave-one-out runs are denoisers (scale 1)")
-        rates[p.obsid] = model_rate(model, p, self_ensemble)[1]
+        if model.scale != scale:
+            raise DataFileError(path, "config_resolved.yaml data.scale", f"is {model.scale}; expected {scale}")
+        native[p.obsid], rates[p.obsid] = model_rate(model, p, self_ensemble)
         used[p.obsid] = str(path)
-    return rates, used
+    return rates, used, native
+
+
+def flux_conserving(rate: np.ndarray, pair: RealPair) -> np.ndarray:
+    """``rate`` (on the input grid or a finer one) times one factor so that its total over the exposed
+    pixels (summed back to the input grid) equals the slice's counts / T_slice there: the field's total rate
+    as the 20 ks slice measures it (Poisson error 1 / sqrt(counts), 0.1-0.4 % on the six real slices).
+    Uses only the input, so it is a legitimate step of any method (:func:`lit_sr.inference.flux.match_total`)."""
+    from lit_sr.inference.flux import match_total
+
+    s = rate.shape[0] // pair.slice_counts.shape[0]
+    out, _ = match_total(
+        torch.from_numpy(np.asarray(rate, np.float64)),
+        torch.from_numpy(pair.raw_rate.astype(np.float64)),
+        torch.from_numpy(pair.mask.astype(np.float64)),
+        scale=s,
+    )
+    return out.numpy()
 
 
 @torch.no_grad()
@@ -558,6 +581,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="leave-one-out denoisers: label=path template with {obsid}, e.g. runs/loo_{obsid}/checkpoints/last.ckpt "
         "(each run's data.leave_out must be that ObsID)",
     )
+    ap.add_argument(
+        "--sr-loo",
+        action="append",
+        default=[],
+        help="leave-one-out x2 SR runs (xmm_sr_real): label=path template with {obsid}, scored summed 2x2",
+    )
+    ap.add_argument(
+        "--flux-conserving",
+        action="store_true",
+        help="also score every model row rescaled so that its total over the exposed pixels equals the slice's "
+        "counts / T_slice (lit_sr.inference.flux.match_total)",
+    )
     for kind in ("dn", "sr"):
         ap.add_argument(
             f"--{kind}-no-clip",
@@ -649,15 +684,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             timings[name] = time.perf_counter() - t0
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
     loo_used: dict[str, dict[str, str]] = {}
-    for spec in args.dn_loo:
-        label, _, template = spec.rpartition("=")
-        name = f"DN {label or 'fine-tuned'} (leave-one-out)" + (" (8-fold ensemble)" if args.self_ensemble else "")
-        t0 = time.perf_counter()
-        predictions[name], loo_used[name] = leave_one_out_rates(template, pairs, args.self_ensemble)
-        timings[name] = time.perf_counter() - t0
-        for p in pairs:
-            panel_images[p.obsid][f"DN {label} (LOO)".strip()] = predictions[name][p.obsid]
-        log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
+    native: dict[str, dict[str, np.ndarray]] = {}  # leave-one-out rows on their own grid (SR: x2), for the panels
+    for kind, scale, specs in (("DN", 1, args.dn_loo), ("SR", 2, args.sr_loo)):
+        for spec in specs:
+            label, _, template = spec.rpartition("=")
+            name = (
+                f"{kind} {label or 'fine-tuned'} (leave-one-out)"
+                + (" (8-fold ensemble)" if args.self_ensemble else "")
+                + (", summed 2x2" if scale > 1 else "")
+            )
+            t0 = time.perf_counter()
+            predictions[name], loo_used[name], native[name] = leave_one_out_rates(
+                template, pairs, args.self_ensemble, scale
+            )
+            timings[name] = time.perf_counter() - t0
+            for p in pairs:
+                panel_images[p.obsid][f"{kind} {label} (LOO)".strip()] = native[name][p.obsid]
+            log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
+    if args.flux_conserving:
+        # every model row again, times one factor per frame: its total = the slice's counts / T_slice
+        ordered: dict[str, dict[str, np.ndarray]] = {}
+        for name, by_obs in predictions.items():
+            ordered[name] = by_obs
+            if name.startswith(("DN ", "SR ")):
+                ordered[name + ", flux-conserving"] = {
+                    p.obsid: flux_conserving(by_obs[p.obsid], p) for p in pairs if p.obsid in by_obs
+                }
+        predictions = ordered
     from lit_sr.data.transforms import StretchTransform
 
     # PSNR always in the clipped sqrt scaling of the simulated data (2e-3 counts/s), whatever the models use
