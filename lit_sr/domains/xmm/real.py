@@ -398,7 +398,7 @@ def model_rate(
     return phys, lr
 
 
-# ------------------------------------------------------------------------------------------------ sim-to-real
+# ------------------------------------------------------------------------------------------------ image statistics (sim_real.py compares simulations with the real images on them)
 
 COUNT_BINS = (0, 1, 2, 3, 6, 21, 41, np.inf)  # counts-per-pixel histogram edges: 0, 1, 2, 3-5, 6-20, 21-40, >40
 
@@ -461,36 +461,6 @@ def image_statistics(
     labels = ["0", "1", "2", "3-5", "6-20", "21-40", ">40"]
     out.update({f"frac_pixels_{lab}": float(h / n_pix) for lab, h in zip(labels, hist)})
     return out
-
-
-def sim_to_real_table(sim_root: str | Path, pairs: Sequence[RealPair], sim_pixel_arcsec: float = 4.1) -> str:
-    """Markdown table: simulated validation inputs (20 ks) against the real 20 ks slices, per row a statistic."""
-    rates, exps, _, _ = simulated_validation(sim_root)
-    sim_counts = [r * e for r, e in zip(rates, exps)]
-    sim = image_statistics(sim_counts, exps, sim_pixel_arcsec)
-    real = {p.obsid: image_statistics([p.slice_counts], [p.slice_exposure_map], p.pixel_arcsec) for p in pairs}
-    cols = ["simulated (val, pooled)", *real]
-    stats_all = [sim, *real.values()]
-    rows = [
-        ("field (pixels a side)", "field_px", ".0f"),
-        ("pixel (arcsec)", "pixel_arcsec", ".2f"),
-        ("exposed area per image (arcmin^2)", "exposed_arcmin2_per_image", ".1f"),
-        ("mean counts per exposed pixel", "mean_counts_per_pixel", ".3f"),
-        *[
-            (f"pixels with {lab} counts", f"frac_pixels_{lab}", ".3f")
-            for lab in ("0", "1", "2", "3-5", "6-20", "21-40", ">40")
-        ],
-        ("background (counts/s/arcmin^2)", "background_per_arcmin2_s", ".2e"),
-        ("5-sigma detections per deg^2", "detections_per_deg2", ".0f"),
-        ("detections: median net counts (r = 3 px)", "det_net_counts_median", ".0f"),
-        ("detections: 90th percentile net counts", "det_net_counts_p90", ".0f"),
-        ("area brighter than 3x background (4 px smoothing)", "bright_area_fraction", ".3f"),
-        ("fraction of counts above the background", "source_count_fraction", ".3f"),
-    ]
-    lines = ["| statistic (20 ks) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for label, key, fmt in rows:
-        lines.append(f"| {label} | " + " | ".join(format(st[key], fmt) for st in stats_all) + " |")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -608,7 +578,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x the time)")
     ap.add_argument("--out", default="docs", help="folder for xmm_real.md / .json and figures/")
     ap.add_argument("--panels", default="0085110101,0781350101", help="ObsIDs to draw as panels")
-    ap.add_argument("--sim-to-real", action="store_true", help="also compare simulated and real 20 ks images")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -622,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sim = Path(args.sim)
     if not (sim / "val").is_dir():
         found = sorted(sim.glob("*/val"))
-        if not found and (args.sim_sigma is None or args.sim_to_real):
+        if not found and args.sim_sigma is None:
             raise DataFileError(sim, None, "no simulated dataset (<folder>/val/input_20ks) for the sim-tuned sigma")
         sim = found[0].parent if found else sim
     if args.sim_sigma is None:
@@ -784,13 +753,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "",
             "Leave-one-out smoothing widths (tuned on the other ObsIDs' held-out counts): "
             + ", ".join(f"{k} {v:.2f} px" for k, v in sigma_loo.items()),
-        ]
-    if args.sim_to_real:
-        md += [
-            "",
-            "Simulator (validation inputs, 20 ks) against the real 20 ks slices:",
-            "",
-            sim_to_real_table(sim, pairs),
         ]
     with open(out / "xmm_real.md", "w") as fh:
         fh.write("\n".join(md) + "\n")
