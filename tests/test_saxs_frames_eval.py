@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lit_sr.domains.saxs.frames_eval import (
     Frames,
@@ -93,3 +94,19 @@ def test_flat_pedestal_from_the_far_field_is_removed_exactly() -> None:
     got, exact = score(est, frames, spot=False), score(truth_estimator(frames), frames, spot=False)
     assert got["radius_05"] == exact["radius_05"] and got["background_left"] == pytest.approx(0.0, abs=1e-6)
     assert score(input_estimator, frames, spot=False)["background_left"] == pytest.approx(1.0)
+
+
+def test_normalised_patches_and_equivariance_error_tell_c4_from_plain() -> None:
+    from lit_sr.domains.saxs.frames import equivariance_error
+    from lit_sr.domains.saxs.frames_eval import normalised_patches
+    from lit_sr.domains.saxs.nets import SAXSDecompositionNet
+
+    f = synthetic_frames(3)
+    patches = normalised_patches(f.full, 16, n=4)
+    assert patches.shape == (4, 1, 16, 16)
+    assert float(patches.min()) == 0.0 and float(patches.max()) == 1.0  # clipped to the percentile range
+    torch.manual_seed(0)
+    c4 = SAXSDecompositionNet(backend="c4", latent_channels=4, features=[2, 4]).eval()
+    plain = SAXSDecompositionNet(backend="plain", latent_channels=4, features=[4, 8]).eval()
+    assert equivariance_error(c4, patches) < 1e-5
+    assert equivariance_error(plain, patches) > 1e-3

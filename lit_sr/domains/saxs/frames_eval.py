@@ -36,10 +36,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from lit_sr.data.normalise import PercentileNormaliser
 from lit_sr.domains.saxs.frames import (
     SPOT_FACTOR,
     SPOT_SIZE,
     clean_frame,
+    equivariance_error,
     load_decomposition,
     read_test_frames,
     spot_position,
@@ -85,10 +87,13 @@ def median_estimator(k: float, floor_kev: float, size: int = MEDIAN_SIZE) -> Est
     return estimate
 
 
-def model_estimator(net: torch.nn.Module, patch_size: int, max_noise: float | None | str = "configured") -> Estimator:
+def model_estimator(
+    net: torch.nn.Module, patch_size: int, max_noise: float | None | str = "configured", excess: str | None = None
+) -> Estimator:
     """A decomposition net on blended, percentile-normalised (unclipped) patches of ``patch_size``;
-    ``max_noise`` the cap of the noise head above a patch's range ("configured": the net's own)."""
-    rule = getattr(net, "excess", "study")
+    ``max_noise`` the cap of the noise head above a patch's range ("configured": the net's own); ``excess``
+    the rule for the part of a pixel above the range (None: the net's own)."""
+    rule = excess or getattr(net, "excess", "study")
     cap = getattr(net, "max_noise", None) if max_noise == "configured" else max_noise
     model = variant_model(net, rule, cap)
 
@@ -113,6 +118,20 @@ def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float
         return s - np.float32(level), n + np.float32(level)
 
     return estimate
+
+
+def normalised_patches(frames: np.ndarray, size: int, n: int = 16, seed: int = 0) -> torch.Tensor:
+    """``n`` random ``size`` px patches of ``frames`` [N, H, W] (keV), each normalised to its 1st/99.95th
+    percentiles and clipped as in training: [n, 1, size, size]."""
+    rng = np.random.default_rng(seed)
+    norm = PercentileNormaliser(1.0, 99.95, clip=True)
+    out = []
+    for _ in range(n):
+        i = int(rng.integers(len(frames)))
+        r, c = (int(rng.integers(0, d - size + 1)) for d in frames.shape[1:])
+        patch = torch.as_tensor(np.asarray(frames[i, r : r + size, c : c + size], np.float32))[None, None]
+        out.append(norm(patch)[0][0])
+    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------- scores
@@ -458,6 +477,19 @@ def evaluate(
             for c in (cap, None) if cap is not None else (None,):
                 name = f"{label}, {size} px, noise cap {'none' if c is None else f'{c:g}× range'}"
                 peak.append((name, [score(model_estimator(net, size, c), test, spot) for _, _, net, _, _ in models]))
+            if getattr(models[0][2], "excess", None) == "ratio":  # no cap at all: the excess stays in the signal
+                name = f"{label}, {size} px, excess above the range kept in the signal (no cap)"
+                peak.append(
+                    (
+                        name,
+                        [score(model_estimator(net, size, None, "signal"), test, spot) for _, _, net, _, _ in models],
+                    )
+                )
+    equivariance = {
+        label: [equivariance_error(net, normalised_patches(test.full, P)) for _, _, net, P, _ in models]
+        for label, models in labels.items()
+    }
+    results["equivariance_error"] = equivariance
     fog = simulated_fog(frames_path, test.full, test.signal)
     oracles = fog_oracles(test, fog) if fog is not None else []
     if fog is not None:
@@ -487,6 +519,11 @@ def evaluate(
         "",
         table(peak, "model, inference"),
         "",
+        "rot90 equivariance error, max |f(rot90 x) − rot90 f(x)| over signal and noise (normalised units) on 16 "
+        "percentile-normalised patches of the training size cut from the test frames, per run: "
+        + "; ".join(f"{label}: " + ", ".join(f"{e:.1e}" for e in errs) for label, errs in equivariance.items())
+        + ".",
+        "",
         "Relative error of the test frames' mean I(r) to the true I(r), per radial bin:",
         "",
         profile_rows([*main, *oracles], test),
@@ -502,7 +539,7 @@ def evaluate(
             if oracles
             else []
         ),
-        "Patch metrics of the runs' own test (held-out 32×32 patches, normalised units):",
+        "Patch metrics of the runs' own test (held-out patches of each run's training size, normalised units):",
         "",
         patch_rows({label: [m[0] for m in ms] for label, ms in labels.items()}),
     ]
