@@ -35,3 +35,23 @@ def test_lensing_comparison_averages_seeds_per_experiment_and_bolds_the_best(tmp
     assert rows["RDN"][2] == f"{mean - 28.0:.2f} ± {std:.2f}"  # gain over bicubic
     assert rows["SRGAN"][1] == "29.00" and rows["SRGAN"][-1].strip(" |") == "1"  # one run: the value, no spread
     assert rows["bicubic"][1] == "28.00 ± 0.00" and rows["bicubic"][-1].strip(" |") == "3"  # baselines: every run
+
+
+def test_galaxy_ablation_averages_the_seeds_of_a_recipe_and_finds_the_worst_ratio(tmp_path):
+    from reports.galaxy.ablation import ablation_table
+
+    def run(name: str, ratios: dict[str, float], seconds: float):
+        d = tmp_path / name
+        d.mkdir()
+        keys = ["time/fit_seconds", *(f"test/{k}" for k in ratios)]
+        rows = [f"{seconds},{','.join('' for _ in ratios)}", f",{','.join(str(v) for v in ratios.values())}"]
+        (d / "metrics.csv").write_text(",".join(keys) + "\n" + "\n".join(rows) + "\n")
+        return d
+
+    base = {"w1_ratio/flux": 2.0, "w1_ratio/hlr": 4.0, "w1_ratio/e": 1.0, "w1_ratio/C": 1.0, "w1_ratio/A": 1.0}
+    a = run("a", {**base, "fd_ratio": 3.0}, 120.0)
+    b = run("b", {**base, "w1_ratio/hlr": 8.0, "fd_ratio": 5.0}, 240.0)
+    table = ablation_table({"recipe": [a, b]})
+    row = table.splitlines()[-1]
+    assert row.startswith("| recipe | 2 | 2.00 ± 0.00 | 6.00 ± 2.83 |")  # hlr: mean and sample std of 4 and 8
+    assert "| 4.00 ± 1.41 | 6.00 ± 2.83 | 3.0 ± 1.4 |" in row  # FD ratio, worst W1, minutes
