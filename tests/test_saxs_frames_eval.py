@@ -110,3 +110,21 @@ def test_normalised_patches_and_equivariance_error_tell_c4_from_plain() -> None:
     plain = SAXSDecompositionNet(backend="plain", latent_channels=4, features=[4, 8]).eval()
     assert equivariance_error(c4, patches) < 1e-5
     assert equivariance_error(plain, patches) > 1e-3
+
+
+def test_porod_fit_recovers_the_constant_background_and_its_subtraction_restores_the_profile() -> None:
+    from lit_sr.domains.saxs.frames_eval import porod_background, with_porod_background
+    from lit_sr.domains.saxs.radial_profile import log_radial_edges, radial_profile
+
+    y, x = np.mgrid[:128, :256] + 0.5
+    r = np.hypot(y - CENTRE[0], x - CENTRE[1])
+    true = 5.0e5 * np.maximum(r, 1.0) ** -4.0
+    frame = (true + 0.3).astype(np.float32)  # a flat background of 0.3 keV/px
+    edges = log_radial_edges(4.0, 230.0)
+    a, p, b = porod_background(frame, CENTRE, edges, 10.0)
+    assert b == pytest.approx(0.3, rel=0.02) and p == pytest.approx(4.0, abs=0.05)
+    s, n = with_porod_background(lambda f: (f, np.zeros_like(f)), CENTRE, edges, 10.0)(frame)
+    prof = radial_profile(s, CENTRE, edges)[0]
+    ref = radial_profile(true, CENTRE, edges)[0]
+    assert np.allclose(prof, ref, rtol=0.05, atol=0.01)
+    assert np.allclose(s + n, frame)  # what leaves the signal goes to the background
