@@ -128,3 +128,12 @@ def test_porod_fit_recovers_the_constant_background_and_its_subtraction_restores
     ref = radial_profile(true, CENTRE, edges)[0]
     assert np.allclose(prof, ref, rtol=0.05, atol=0.01)
     assert np.allclose(s + n, frame)  # what leaves the signal goes to the background
+
+
+def test_continuation_rows_are_keyed_by_the_row_they_continue() -> None:
+    from lit_sr.domains.saxs.frames_eval import full_row_names
+
+    names = ["raw input", "… less a pedestal", "UNet", "… less a pedestal", "C4", "… less a pedestal"]
+    full = full_row_names(names)
+    assert len(set(full)) == len(names)
+    assert full[3] == "UNet … less a pedestal" and full[4] == "C4"

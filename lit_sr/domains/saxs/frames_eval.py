@@ -199,6 +199,20 @@ def tune_porod(estimator: Estimator, frames: Frames, grid: Sequence[float] = POR
     return min(tried, key=tried.get), tried
 
 
+def full_row_names(names: Sequence[str]) -> list[str]:
+    """Table row names with each "… step" row prefixed by the row it continues, so that the JSON keeps
+    every row (several models share the same "… less the same flat pedestal" text)."""
+    out: list[str] = []
+    parent = ""
+    for name in names:
+        if name.startswith("…"):
+            out.append(f"{parent} {name}")
+        else:
+            parent = name
+            out.append(name)
+    return out
+
+
 # ----------------------------------------------------------------------------- scores
 @dataclass
 class Frames:
@@ -588,7 +602,7 @@ def evaluate(
             f"{lo:.0f}-{hi:.0f}": float(v) for lo, hi, v in zip(test.edges[:-1], test.edges[1:], prof)
         }
     results["oracles"] = {n: s for n, s in oracles}
-    results["rows"] = {n: s for n, s in main}
+    results["rows"] = dict(zip(full_row_names([n for n, _ in main]), [s for _, s in main]))
     results["peak"] = {n: s for n, s in peak}
     n_seeds = {label: len(m) for label, m in labels.items()}
     seeds = ", ".join(f"{label}: {n} run{'s' if n > 1 else ''}" for label, n in n_seeds.items())
