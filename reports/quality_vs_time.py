@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR; repeat")
     p.add_argument("--metric", default="val/psnr")
     p.add_argument("--out", required=True, help="output path without extension")
+    p.add_argument("--log-y", action="store_true", help="logarithmic metric axis (ratios spanning decades)")
     args = p.parse_args(argv)
     import matplotlib
 
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += [f"| {label} | {s} | {t:.0f} | {v:.4g} |" for t, s, v in pts]
     ax.set_xlabel("wall-clock seconds since fit start")
     ax.set_ylabel(args.metric)
+    if args.log_y:
+        ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(args.out)
