@@ -175,30 +175,6 @@ def with_porod_background(
     return estimate
 
 
-POROD_R_FIT = (20.0, 40.0, 60.0, 100.0, 150.0, 200.0)
-
-
-def tune_porod(estimator: Estimator, frames: Frames, grid: Sequence[float] = POROD_R_FIT) -> tuple[float, dict]:
-    """The inner radius of the Porod fit that maximises the usable radius at ±10 % on ``frames`` (the validation
-    frames; ties: the mean clipped relative error), for ``estimator`` (the tuned median filter). Grid values
-    with fewer than 4 radial bins beyond them are skipped."""
-    base = {f.tobytes(): estimator(f) for f in frames.full}
-    tried = {}
-    for r_fit in grid:
-        if int((frames.edges[:-1] >= r_fit).sum()) < 4:  # too few radial bins beyond r_fit for the fit
-            continue
-        est = np.stack(
-            [
-                with_porod_background(lambda x: base[x.tobytes()], frames.centre, frames.edges, r_fit)(f)[0]
-                for f in frames.full
-            ]
-        )
-        err = profile_error(est, frames)
-        radius = usable_radius(err + 1.0, np.ones_like(err), frames.edges, 0.10)
-        tried[float(r_fit)] = -radius + float(np.mean(np.minimum(np.abs(np.nan_to_num(err, nan=1.0)), 1.0)))
-    return min(tried, key=tried.get), tried
-
-
 def full_row_names(names: Sequence[str]) -> list[str]:
     """Table row names with each "… step" row prefixed by the row it continues, so that the JSON keeps
     every row (several models share the same "… less the same flat pedestal" text)."""
@@ -338,18 +314,38 @@ def tune_median(
 PEDESTAL_R_MIN = (150.0, 200.0, 250.0, 300.0)
 
 
-def tune_pedestal(estimator: Estimator, frames: Frames, grid: Sequence[float] = PEDESTAL_R_MIN) -> tuple[float, dict]:
-    """The inner radius of the pedestal region that maximises the usable radius at ±10 % on ``frames``
-    (the validation frames; ties: the mean clipped relative error), for ``estimator`` (the tuned median filter)."""
-    base = [estimator(f) for f in frames.full]
+def tune_background_step(
+    estimator: Estimator, frames: Frames, grid: Sequence[float], step: Callable[[Estimator, float], Estimator]
+) -> tuple[float, dict]:
+    """The grid value of a background step (``step(estimator, value)``) that maximises the usable radius at ±10 %
+    on ``frames`` (the validation frames; ties: the mean clipped relative error), for ``estimator`` (the tuned
+    median filter), which runs once per frame."""
+    base = {f.tobytes(): estimator(f) for f in frames.full}
+    cached = lambda x: base[x.tobytes()]  # noqa: E731
     tried = {}
-    for r_min in grid:
-        lookup = {f.tobytes(): b for f, b in zip(frames.full, base)}
-        est = np.stack([with_pedestal(lambda x: lookup[x.tobytes()], frames.centre, r_min)(f)[0] for f in frames.full])
+    for value in grid:
+        est = np.stack([step(cached, value)(f)[0] for f in frames.full])
         err = profile_error(est, frames)
         radius = usable_radius(err + 1.0, np.ones_like(err), frames.edges, 0.10)
-        tried[float(r_min)] = -radius + float(np.mean(np.minimum(np.abs(np.nan_to_num(err, nan=1.0)), 1.0)))
+        tried[float(value)] = -radius + float(np.mean(np.minimum(np.abs(np.nan_to_num(err, nan=1.0)), 1.0)))
     return min(tried, key=tried.get), tried
+
+
+def tune_pedestal(estimator: Estimator, frames: Frames, grid: Sequence[float] = PEDESTAL_R_MIN) -> tuple[float, dict]:
+    """The inner radius of the pedestal region, tuned by :func:`tune_background_step`."""
+    return tune_background_step(estimator, frames, grid, lambda e, r: with_pedestal(e, frames.centre, r))
+
+
+POROD_R_FIT = (20.0, 40.0, 60.0, 100.0, 150.0, 200.0)
+
+
+def tune_porod(estimator: Estimator, frames: Frames, grid: Sequence[float] = POROD_R_FIT) -> tuple[float, dict]:
+    """The inner radius of the Porod fit, tuned by :func:`tune_background_step`; grid values with fewer than 4
+    radial bins beyond them are skipped."""
+    feasible = [r for r in grid if int((frames.edges[:-1] >= r).sum()) >= 4]
+    return tune_background_step(
+        estimator, frames, feasible, lambda e, r: with_porod_background(e, frames.centre, frames.edges, r)
+    )
 
 
 # ----------------------------------------------------------------------------- runs
