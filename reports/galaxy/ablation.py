@@ -12,8 +12,6 @@ wall time (``time/fit_seconds`` of the last validation; the setup stage that tra
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,20 +21,10 @@ from lit_sr.domains.galaxy.morphology import STATISTICS
 from lit_sr.domains.galaxy.plots import STAT_LABELS
 from lit_sr.inference.run_folder import read_test_metrics
 from reports.galaxy.figures import _cell, _fmt
+from reports.quality_vs_time import TIME_KEY, curve
 from reports.runs import write_text
 
 COLUMNS = [*(f"w1_ratio/{s}" for s in STATISTICS), "fd_ratio"]
-
-
-def fit_seconds(run_dir: Path) -> float:
-    """The last ``time/fit_seconds`` logged by the run (NaN when it logged none)."""
-    path = Path(run_dir) / "metrics.csv"
-    last = math.nan
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("time/fit_seconds"):
-                last = float(row["time/fit_seconds"])
-    return last
 
 
 def ablation_table(recipes: Mapping[str, Sequence[Path]]) -> str:
@@ -51,8 +39,9 @@ def ablation_table(recipes: Mapping[str, Sequence[Path]]) -> str:
     for label, dirs in recipes.items():
         metrics = [read_test_metrics(d) for d in dirs]
         cells = [_fmt([m.get(k, np.nan) for m in metrics]) for k in COLUMNS]
-        worst = _fmt([max(m.get(f"w1_ratio/{s}", np.nan) for s in STATISTICS) for m in metrics])
-        minutes = _fmt([fit_seconds(d) / 60 for d in dirs], 1)
+        # the worst of the statistics that were measured (n/a ones, e.g. HSM failures, are left out)
+        worst = _fmt([np.nanmax([m.get(f"w1_ratio/{s}", np.nan) for s in STATISTICS]) for m in metrics])
+        minutes = _fmt([curve(d, TIME_KEY)[-1][0] / 60 for d in dirs], 1)
         lines.append(f"| {_cell(label)} | {len(dirs)} | " + " | ".join(cells) + f" | {worst} | {minutes} |")
     return "\n".join(lines) + "\n"
 
