@@ -104,20 +104,30 @@ def model_estimator(
     return estimate
 
 
-def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float) -> Estimator:
-    """``estimator`` less a flat pedestal: the mean of its signal estimate over the pixels farther than
-    ``r_min_px`` from the beam (where the scattering has fallen below the diffuse background), the
-    classical flat-background subtraction; the pedestal moves to the background estimate."""
+def less_flat_level(estimator: Estimator, level: Callable[[np.ndarray], float]) -> Estimator:
+    """``estimator`` less a flat level (keV/px) computed from its signal estimate by ``level``; what leaves the
+    signal moves to the background estimate (the sum is kept)."""
 
     def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s, n = estimator(frame)
+        b = np.float32(level(s))
+        return s - b, n + b
+
+    return estimate
+
+
+def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float) -> Estimator:
+    """``estimator`` less a flat pedestal: the mean of its signal estimate over the pixels farther than
+    ``r_min_px`` from the beam (where the scattering has fallen below the diffuse background), the
+    classical flat-background subtraction."""
+
+    def far_mean(s: np.ndarray) -> float:
         h, w = s.shape
         r = np.hypot(np.arange(h)[:, None] + 0.5 - centre[0], np.arange(w)[None, :] + 0.5 - centre[1])
         far = r > r_min_px
-        level = float(s[far].mean(dtype=np.float64)) if far.any() else 0.0
-        return s - np.float32(level), n + np.float32(level)
+        return float(s[far].mean(dtype=np.float64)) if far.any() else 0.0
 
-    return estimate
+    return less_flat_level(estimator, far_mean)
 
 
 def normalised_patches(frames: np.ndarray, size: int, n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -165,14 +175,8 @@ def with_porod_background(
     estimator: Estimator, centre: Sequence[float], edges: np.ndarray, r_fit_px: float
 ) -> Estimator:
     """``estimator`` less the constant background B of a Porod-law fit (:func:`porod_background`) to its own
-    signal estimate, per frame; B moves to the background estimate."""
-
-    def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s, n = estimator(frame)
-        b = np.float32(porod_background(s, centre, edges, r_fit_px)[2])
-        return s - b, n + b
-
-    return estimate
+    signal estimate, per frame."""
+    return less_flat_level(estimator, lambda s: porod_background(s, centre, edges, r_fit_px)[2])
 
 
 def full_row_names(names: Sequence[str]) -> list[str]:
