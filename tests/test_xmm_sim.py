@@ -411,3 +411,58 @@ def test_particle_background_is_not_vignetted_and_cosmic_is():
     area = (cfg.pixel_arcsec / 60) ** 2
     assert slope == pytest.approx(cfg.cosmic_bkg_rate * area, rel=1e-6)
     assert intercept == pytest.approx(cfg.particle_bkg_rate * area, rel=1e-6)
+
+
+def test_psf_matching_blur_is_the_numpy_forward_model_and_makes_the_lr_psf():
+    """The torch operator (used in the real-data SR loss and score) turns a point source rendered with the
+    HR PSF into the LR PSF on the same grid, conserves flux away from edges, and equals the numpy forward
+    model (:func:`forward_model_to_input`, mirror-padded) in the interior."""
+    import torch
+
+    from lit_sr.domains.xmm.hallucination import forward_model_to_input
+    from lit_sr.domains.xmm.psf import PSFMatchingBlur
+
+    blur = PSFMatchingBlur(CFG.pixel_arcsec, 2, CFG.psf_fwhm_arcsec, CFG.psf_beta)
+    hr_pix = CFG.pixel_arcsec / 2
+    n, c = 160, 80
+    hr_psf, lr_psf = CFG.psf_hr.kernel(hr_pix), CFG.psf_lr.kernel(hr_pix)
+    img = np.zeros((n, n))
+    hh = hr_psf.shape[0] // 2
+    img[c - hh : c + hh + 1, c - hh : c + hh + 1] = hr_psf
+    out = blur(torch.from_numpy(img)).numpy()
+    want = np.zeros((n, n))
+    lh = lr_psf.shape[0] // 2
+    want[c - lh : c + lh + 1, c - lh : c + lh + 1] = lr_psf
+    inner = (slice(c - 20, c + 21),) * 2
+    assert np.abs(out[inner] - want[inner]).sum() < 0.02  # of the unit flux: the LR PSF's core, reproduced
+    assert np.abs(img[inner] - want[inner]).sum() > 0.3  # the HR PSF is far too sharp: the check can fail
+    assert out.sum() == pytest.approx(img.sum(), rel=0.02)  # mirror padding: flux kept up to the edge wings
+    rng = np.random.default_rng(0)
+    sky = rng.gamma(1.0, 1e-3, (2, 96, 96))
+    mine = blur(torch.from_numpy(sky)).numpy().reshape(2, 48, 2, 48, 2).sum(axis=(2, 4))
+    ref = forward_model_to_input(sky, 2, 1.0, blur.kernel.double().numpy())
+    core = (slice(None), slice(16, 32), slice(16, 32))
+    np.testing.assert_allclose(mine[core], ref[core], rtol=1e-4)
+
+
+def test_physical_loss_with_psf_operator_prefers_the_sharp_prediction():
+    """With the PSF-matching blur as the prediction's forward operator, the pooled Poisson loss against
+    LR-optics target sums is lower for the HR-optics truth than for the LR-optics image itself."""
+    import torch
+
+    from lit_sr.data.transforms import StretchTransform
+    from lit_sr.domains.xmm.psf import PSFMatchingBlur
+    from lit_sr.losses.combined import PhysicalSpaceLoss
+
+    blur = PSFMatchingBlur(CFG.pixel_arcsec, 2)
+    free = StretchTransform(2e-3, "sqrt", clip=False)
+    rng = np.random.default_rng(1)
+    sharp = torch.from_numpy(rng.gamma(0.3, 2e-3, (1, 1, 64, 64)))
+    blurred = blur(sharp)
+    lr = blurred.reshape(1, 1, 32, 2, 32, 2).sum(dim=(3, 5))
+    target = lr.repeat_interleave(2, 2).repeat_interleave(2, 3) / 4  # the held-out rate spread over 2 x 2
+    with_op = PhysicalSpaceLoss(kind="poisson", transform=free, pool=2, pred_operator=blur)
+    without = PhysicalSpaceLoss(kind="poisson", transform=free, pool=2)
+    t = free(target)
+    assert float(with_op(free(sharp), t)) < float(with_op(free(blurred), t)) - 1e-3
+    assert float(without(free(blurred), t)) < float(without(free(sharp), t)) - 1e-3

@@ -59,6 +59,10 @@ class PhysicalSpaceLoss(nn.Module):
     reference known only on a coarser grid (e.g. counts measured on the input grid, scoring an x2 super-
     resolved prediction whose pixels must add up to them). Sums, not means: the pixels of an intensive
     quantity per pixel (counts, counts/s, energy) add up to the coarse pixel.
+
+    ``pred_operator``: a fixed physical forward operator applied to the prediction only, before pooling
+    (e.g. a PSF-matching blur: an SR prediction has sharper optics than a reference measured through the
+    telescope's own; the reference already went through them).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class PhysicalSpaceLoss(nn.Module):
         unit: float | None = None,
         kind: str | None = None,
         pool: int = 1,
+        pred_operator: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if (loss is None) == (kind is None):
@@ -86,9 +91,12 @@ class PhysicalSpaceLoss(nn.Module):
         self.pool = int(pool)
         if self.pool < 1:
             raise ValueError(f"PhysicalSpaceLoss pool must be an integer >= 1, got {pool}")
+        self.pred_operator = pred_operator
 
-    def _physical(self, x: torch.Tensor) -> torch.Tensor:
+    def _physical(self, x: torch.Tensor, operator: nn.Module | None = None) -> torch.Tensor:
         x = self.transform.inverse(x) / self.unit
+        if operator is not None:
+            x = operator(x)
         if self.pool == 1:
             return x
         h, w = x.shape[-2:]
@@ -97,7 +105,7 @@ class PhysicalSpaceLoss(nn.Module):
         return torch.nn.functional.avg_pool2d(x, self.pool) * self.pool**2
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(self._physical(pred), self._physical(target))
+        return self.loss(self._physical(pred, self.pred_operator), self._physical(target))
 
     def extra_repr(self) -> str:
         return f"unit={self.unit:g}" + (f", pool={self.pool}" if self.pool > 1 else "")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 DEFAULT_FWHM_ARCSEC = 6.0
 DEFAULT_BETA = 1.5
@@ -217,3 +218,53 @@ def matching_kernel(
     k = np.roll(k, (h, h), axis=(0, 1))[: 2 * h + 1, : 2 * h + 1]
     k = np.clip(k, 0.0, None)  # ringing at the 1e-6 level; a kernel of optics is non-negative
     return k / k.sum()
+
+
+class PSFMatchingBlur(torch.nn.Module):
+    """Torch forward operator HR optics -> LR optics on the HR grid: convolution of [..., H, W] rate images
+    with :func:`matching_kernel` (mirror-padded edges, so no flux is lost or invented there).
+
+    An x``scale`` SR target has the PSF narrowed ``scale`` times (:meth:`KingPSF.narrower`); a reference
+    measured with the telescope's own optics (held-out counts of a real observation) sees the sky through
+    the LR PSF. A loss or score of the SR prediction against such a reference blurs the prediction with this
+    operator first (and sums ``scale`` x ``scale`` blocks): the forward model of the observation. Applied by
+    FFT (the kernel spans the LR truncation radius: 61 x 61 HR pixels at 2 arcsec).
+
+    Args:
+        pixel_arcsec: input (LR) pixel size, arcsec; the kernel is sampled on pixel_arcsec / scale.
+        scale: SR factor.
+        psf_fwhm_arcsec, psf_beta: the LR King PSF (the simulator's defaults: 6 arcsec, 1.5).
+    """
+
+    def __init__(
+        self,
+        pixel_arcsec: float,
+        scale: int = 2,
+        psf_fwhm_arcsec: float = DEFAULT_FWHM_ARCSEC,
+        psf_beta: float = DEFAULT_BETA,
+    ) -> None:
+        super().__init__()
+        if not pixel_arcsec > 0 or int(scale) < 2:
+            raise ValueError(f"PSFMatchingBlur needs pixel_arcsec > 0 and scale >= 2, got {pixel_arcsec}, {scale}")
+        psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
+        kernel = matching_kernel(psf_lr, psf_lr.narrower(int(scale)), pixel_arcsec / int(scale))
+        self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float32), persistent=False)
+        self.half = kernel.shape[0] // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.half
+        H, W = x.shape[-2:]
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, 1, H, W)
+        # reflect padding needs pad < size: repeat it for crops smaller than the kernel's half size
+        padded = flat
+        while padded.shape[-2] < H + 2 * h or padded.shape[-1] < W + 2 * h:
+            ph = min((H + 2 * h - padded.shape[-2]) // 2, padded.shape[-2] - 1)
+            pw = min((W + 2 * h - padded.shape[-1]) // 2, padded.shape[-1] - 1)
+            padded = torch.nn.functional.pad(padded, (pw, pw, ph, ph), mode="reflect")
+        size = (padded.shape[-2] + 2 * h, padded.shape[-1] + 2 * h)
+        k = self.kernel.to(x.dtype)
+        spec = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(k, s=size)
+        full = torch.fft.irfft2(spec, s=size)
+        out = full[..., 2 * h : 2 * h + H, 2 * h : 2 * h + W]
+        return out.reshape(*lead, H, W)

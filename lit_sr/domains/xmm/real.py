@@ -32,7 +32,10 @@ modelled; they affect every method alike).
 
 Models fine-tuned on the real pairs themselves (``xmm_dn_real``, ``xmm_sr_real``) are scored leave-one-out
 (``--dn-loo`` / ``--sr-loo`` with a ``{obsid}`` path template: each ObsID by the run whose ``data.leave_out`` is
-that ObsID). ``--flux-conserving`` adds, for every model row, the same prediction times one factor per frame that
+that ObsID). ``--psf-matched`` adds, for every SR row, its forward model to the telescope's optics: the x2
+output (the SR target's PSF, twice narrower) blurred with the HR -> LR PSF matching kernel, then summed 2x2
+(:func:`psf_matched_rate`); the held-out counts were recorded through the LR PSF, so a sharper prediction is
+judged only after this step. ``--flux-conserving`` adds, for every model row, the same prediction times one factor per frame that
 makes its total over the exposed pixels equal to the slice's counts / T_slice (:func:`flux_conserving`).
 """
 
@@ -398,6 +401,25 @@ def model_rate(
     return phys, lr
 
 
+def psf_matched_rate(
+    hr_rate: np.ndarray,
+    pair: RealPair,
+    psf_fwhm_arcsec: float = 6.0,
+    psf_beta: float = 1.5,
+) -> np.ndarray:
+    """The forward model of an x s SR rate image (counts/s per output pixel, the SR target's optics: PSF
+    narrowed s times) to what the telescope records on the input grid: blurred with the HR -> LR matching
+    kernel (:class:`lit_sr.domains.xmm.psf.PSFMatchingBlur`, pixel size of ``pair``), summed s x s."""
+    from lit_sr.domains.xmm.psf import PSFMatchingBlur
+
+    s = hr_rate.shape[0] // pair.slice_counts.shape[0]
+    blur = PSFMatchingBlur(pair.pixel_arcsec, s, psf_fwhm_arcsec, psf_beta)
+    with torch.no_grad():
+        hr = blur(torch.from_numpy(np.asarray(hr_rate, np.float64))).clamp_min(0.0).numpy()
+    h, w = hr.shape[0] // s, hr.shape[1] // s
+    return hr.reshape(h, s, w, s).sum(axis=(1, 3))
+
+
 # ------------------------------------------------------------------------------------------------ image statistics (sim_real.py compares simulations with the real images on them)
 
 COUNT_BINS = (0, 1, 2, 3, 6, 21, 41, np.inf)  # counts-per-pixel histogram edges: 0, 1, 2, 3-5, 6-20, 21-40, >40
@@ -558,6 +580,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="leave-one-out x2 SR runs (xmm_sr_real): label=path template with {obsid}, scored summed 2x2",
     )
     ap.add_argument(
+        "--psf-matched",
+        action="store_true",
+        help="also score every SR row forward-modelled to the telescope's optics: blurred with the HR -> LR PSF "
+        "matching kernel, then summed 2x2 (psf_matched_rate)",
+    )
+    ap.add_argument("--psf-fwhm", type=float, default=6.0, help="LR King PSF FWHM (arcsec) for --psf-matched")
+    ap.add_argument("--psf-beta", type=float, default=1.5, help="LR King PSF beta for --psf-matched")
+    ap.add_argument(
         "--flux-conserving",
         action="store_true",
         help="also score every model row rescaled so that its total over the exposed pixels equals the slice's "
@@ -627,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     transform = None
     timings: dict[str, float] = {}
+    native: dict[str, dict[str, np.ndarray]] = {}  # SR and leave-one-out rows on their own grid (SR: x2)
     runs = [
         ("DN", args.dn, False),
         ("DN", args.dn_no_clip, True),
@@ -649,11 +680,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs:
                 hr, lr = model_rate(model, p, args.self_ensemble)
                 predictions[name][p.obsid] = lr
+                if model.scale > 1:
+                    native.setdefault(name, {})[p.obsid] = hr
                 panel_images[p.obsid][f"{kind} {label}{' no clip' if no_clip else ''}".strip()] = hr
             timings[name] = time.perf_counter() - t0
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
     loo_used: dict[str, dict[str, str]] = {}
-    native: dict[str, dict[str, np.ndarray]] = {}  # leave-one-out rows on their own grid (SR: x2), for the panels
     for kind, scale, specs in (("DN", 1, args.dn_loo), ("SR", 2, args.sr_loo)):
         for spec in specs:
             label, _, template = spec.rpartition("=")
@@ -670,6 +702,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs:
                 panel_images[p.obsid][f"{kind} {label} (LOO)".strip()] = native[name][p.obsid]
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
+    if args.psf_matched:
+        ordered = {}
+        for name, by_obs in predictions.items():
+            ordered[name] = by_obs
+            if name.endswith("summed 2x2") and name in native:
+                ordered[name.replace("summed 2x2", "PSF-matched, summed 2x2")] = {
+                    p.obsid: psf_matched_rate(native[name][p.obsid], p, args.psf_fwhm, args.psf_beta)
+                    for p in pairs
+                    if p.obsid in native[name]
+                }
+        predictions = ordered
     if args.flux_conserving:
         # every model row again, times one factor per frame: its total = the slice's counts / T_slice
         ordered: dict[str, dict[str, np.ndarray]] = {}
