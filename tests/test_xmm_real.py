@@ -231,3 +231,30 @@ def test_denoiser_matches_the_studys_generator_size(tmp_path):
         net = instantiate(cfg.model.net)
         assert sum(p.numel() for p in net.parameters()) == n_params
         assert (net.conv_hr is not None) == has_hr
+
+
+def test_leave_one_out_ensemble_averages_members_and_checks_each(monkeypatch):
+    """Templates joined by | are averaged (on both grids); every member must be the run that left the ObsID out."""
+    import lit_sr.domains.xmm.real as real
+
+    rng = np.random.default_rng(4)
+    pair, _ = _synthetic_pair(rng)
+    level = {"a": 1e-4, "b": 3e-4}
+
+    def fake_load(path):
+        name = Path(path).parts[0]
+        leave = "0000000000" if name != "wrong" else "1111111111"
+        return LoadedModel(None, None, 2, 32, 100.0, Path(path), name, leave)
+
+    def fake_rate(model, p, self_ensemble=False):
+        hr = np.full((2 * p.slice_counts.shape[0], 2 * p.slice_counts.shape[1]), level.get(model.experiment, 0.0))
+        return hr, hr.reshape(hr.shape[0] // 2, 2, hr.shape[1] // 2, 2).sum(axis=(1, 3))
+
+    monkeypatch.setattr(real, "load_model", fake_load)
+    monkeypatch.setattr(real, "model_rate", fake_rate)
+    rates, used, native = real.leave_one_out_rates("a/{obsid}.ckpt | b/{obsid}.ckpt", [pair], scale=2)
+    np.testing.assert_allclose(native[pair.obsid], 2e-4)
+    np.testing.assert_allclose(rates[pair.obsid], 8e-4)
+    assert used[pair.obsid] == "a/0000000000.ckpt | b/0000000000.ckpt"
+    with pytest.raises(DataFileError, match=r"wrong/0000000000.ckpt.*data.leave_out"):
+        real.leave_one_out_rates("a/{obsid}.ckpt|wrong/{obsid}.ckpt", [pair], scale=2)

@@ -342,23 +342,29 @@ def leave_one_out_rates(
 ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, np.ndarray]]:
     """Leave-one-out predictions: for each pair the checkpoint ``template.format(obsid=...)``, which must come
     from a real-data run with ``data.leave_out`` = that ObsID (refused otherwise: the held-out image must never
-    have been a training target) and have the given ``scale`` (1: denoisers, 2: SR). Returns ({obsid: rate on
-    the input grid (SR: summed 2 x 2)}, {obsid: checkpoint}, {obsid: rate on the model's output grid})."""
+    have been a training target) and have the given ``scale`` (1: denoisers, 2: SR). Several templates joined
+    by ``|``: the mean of their predictions (an ensemble of fine-tunes, e.g. of different seeds). Returns
+    ({obsid: rate on the input grid (SR: summed 2 x 2)}, {obsid: checkpoints}, {obsid: rate on the model's
+    output grid})."""
     rates, used, native = {}, {}, {}
     for p in pairs:
-        path = Path(template.format(obsid=p.obsid))
-        model = load_model(path)
-        if model.leave_out != p.obsid:
-            raise DataFileError(
-                path,
-                "config_resolved.yaml data.leave_out",
-                f"is {model.leave_out!r}; expected {p.obsid!r}: a leave-one-out score needs the run that never "
-                f"trained on {p.obsid}",
-            )
-        if model.scale != scale:
-            raise DataFileError(path, "config_resolved.yaml data.scale", f"is {model.scale}; expected {scale}")
-        native[p.obsid], rates[p.obsid] = model_rate(model, p, self_ensemble)
-        used[p.obsid] = str(path)
+        members = []
+        for member in template.split("|"):
+            path = Path(member.strip().format(obsid=p.obsid))
+            model = load_model(path)
+            if model.leave_out != p.obsid:
+                raise DataFileError(
+                    path,
+                    "config_resolved.yaml data.leave_out",
+                    f"is {model.leave_out!r}; expected {p.obsid!r}: a leave-one-out score needs the run that never "
+                    f"trained on {p.obsid}",
+                )
+            if model.scale != scale:
+                raise DataFileError(path, "config_resolved.yaml data.scale", f"is {model.scale}; expected {scale}")
+            members.append(model_rate(model, p, self_ensemble))
+        native[p.obsid] = np.mean([m[0] for m in members], axis=0)
+        rates[p.obsid] = np.mean([m[1] for m in members], axis=0)
+        used[p.obsid] = " | ".join(member.strip().format(obsid=p.obsid) for member in template.split("|"))
     return rates, used, native
 
 
@@ -577,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--sr-loo",
         action="append",
         default=[],
-        help="leave-one-out x2 SR runs (xmm_sr_real): label=path template with {obsid}, scored summed 2x2",
+        help="leave-one-out x2 SR runs (xmm_sr_real): label=path template with {obsid}, scored summed 2x2 "
+        "(for both: several templates joined by | are averaged, an ensemble of fine-tunes)",
     )
     ap.add_argument(
         "--psf-matched",
