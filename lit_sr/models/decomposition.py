@@ -116,8 +116,14 @@ class DecompositionModule(LitSRModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["input"]))
         return loss
 
+    @staticmethod
+    def image(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The input image the targets decompose: its first channels (as many as the target's); further input
+        channels are conditioning for the net (e.g. an absolute-energy channel), not an estimate of anything."""
+        return batch["input"][:, : batch["target"].shape[1]].contiguous()
+
     def _estimates(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]):
-        x = batch["input"]
+        x = self.image(batch)
         med_s, med_n = median_hit_filter(x, k=self.hparams.median_k, size=self.hparams.median_size)
         return {"signal": (out["signal"], out["noise"]), "input": (x, torch.zeros_like(x)), "median": (med_s, med_n)}
 
@@ -166,7 +172,7 @@ class DecompositionModule(LitSRModule):
     def panel_images(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self(batch["input"])
         return {
-            "input": batch["input"],
+            "input": self.image(batch),
             "predicted signal": out["signal"],
             "true signal": batch["target"],
             "predicted noise": out["noise"],

@@ -9,6 +9,11 @@ pre-activation below 0, after which no pixel (hits included) gets a gradient and
 (seen on CPU within ~50 steps at lr 1e-4 and 1e-3; softplus dies the same way, z -> -inf). With the
 straight-through gradient a zero-target pixel predicted 0 gets no gradient (L1 at 0), while a missed
 hit (n > 0, predicted 0) still pulls its pre-activation up.
+
+``out_channels`` (default ``in_channels``): the heads' channels. With fewer outputs than inputs the
+first ``out_channels`` input channels are the image that is decomposed (s = ReLU(x[:, :out] - n)) and
+the others are conditioning the backbone sees but the heads do not decompose (e.g. SAXS's absolute
+energy beside the percentile-normalised patch, ``lit_sr/domains/saxs/normalise.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ def build_backbone(
 
 
 class DecompositionNet(nn.Module):
-    """x [B, C, H, W] -> {"signal": [B, C, H, W], "noise": [B, C, H, W]} (both non-negative)."""
+    """x [B, C, H, W] -> {"signal": [B, C', H, W], "noise": [B, C', H, W]} (both non-negative), C' =
+    ``out_channels`` (default C); the signal is ReLU(x[:, :C'] - noise)."""
 
     def __init__(
         self,
@@ -55,11 +61,16 @@ class DecompositionNet(nn.Module):
         head_kernel: int = 3,
         backbone: nn.Module | None = None,
         noise_activation: str = "relu",
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         if noise_activation not in ("relu", "relu_st"):
             raise ValueError(f"noise_activation must be 'relu' or 'relu_st', got {noise_activation!r}")
         self.noise_activation = noise_activation
+        out_channels = in_channels if out_channels is None else int(out_channels)
+        if not 1 <= out_channels <= in_channels:
+            raise ValueError(f"out_channels must be between 1 and in_channels={in_channels}, got {out_channels}")
+        self.out_channels = out_channels
         self.backbone = (
             backbone
             if backbone is not None
@@ -68,9 +79,9 @@ class DecompositionNet(nn.Module):
         latent = getattr(self.backbone, "latent_channels", latent_channels)
         self.equivariant = bool(getattr(self.backbone, "equivariant", False))
         if self.equivariant:
-            self.head = SymmetricConv2d(latent, in_channels, head_kernel)
+            self.head = SymmetricConv2d(latent, out_channels, head_kernel)
         else:
-            self.head = nn.Conv2d(latent, in_channels, head_kernel, padding=head_kernel // 2)
+            self.head = nn.Conv2d(latent, out_channels, head_kernel, padding=head_kernel // 2)
 
     def forward(self, x: torch.Tensor, return_latent: bool = False) -> dict[str, torch.Tensor]:
         latent = self.backbone(x)
@@ -79,7 +90,7 @@ class DecompositionNet(nn.Module):
             noise = z + (F.relu(z) - z).detach()  # forward ReLU, gradient of the identity
         else:
             noise = F.relu(z)
-        out = {"signal": F.relu(x - noise), "noise": noise}
+        out = {"signal": F.relu(x[:, : self.out_channels] - noise), "noise": noise}
         if return_latent:
             out["latent"] = latent
         return out

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -410,6 +410,10 @@ class SAXSDataModule(SimulatedH5DataModule):
     the Jungfrau 512 x 1024). Each file has its own seed derived from ``seed`` so val/test frames are
     separate from the training frames. Give ``train_file``/``val_file``/``test_file`` to use existing
     files instead (they are validated, never simulated over).
+
+    ``sim``: further :class:`~lit_sr.domains.saxs.sim.SAXSSimConfig` fields of the default files (e.g.
+    ``{bragg_pairs: 8}``), simulated under ``<file_prefix>_{train,val,test}.h5`` (give a prefix of their
+    own so they do not mix with the default ``saxs_*`` files).
     """
 
     SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -441,6 +445,8 @@ class SAXSDataModule(SimulatedH5DataModule):
         seed: int = 0,
         batch_size: int = 16,
         persistent_workers: bool = False,
+        file_prefix: str = "saxs",
+        sim: Mapping[str, Any] | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("units", "keV")
@@ -465,6 +471,12 @@ class SAXSDataModule(SimulatedH5DataModule):
         self.noise_source = noise_source
         self.normaliser = normaliser or PercentileNormaliser()
         self.seed = int(seed)
+        self.file_prefix = str(file_prefix)
+        self.sim = dict(sim or {})
+        fixed = {"height", "width", "photon_energy"} & set(self.sim)
+        if fixed:
+            raise ValueError(f"data.sim: set {sorted(fixed)} with data.frame_shape / data.photon_energy instead")
+        self._sim_config()  # unknown fields fail here, not at the first simulation
         self.train_set = self.val_set = self.test_set = None
 
     @property
@@ -476,10 +488,15 @@ class SAXSDataModule(SimulatedH5DataModule):
         return saxs_schema()
 
     def default_file_names(self) -> dict[str, str]:
-        return {split: f"saxs_{split}.h5" for split in SPLITS}
+        return {split: f"{self.file_prefix}_{split}.h5" for split in SPLITS}
 
     def _sim_config(self) -> SAXSSimConfig:
-        return resolve_config(height=self.frame_shape[0], width=self.frame_shape[1], photon_energy=self.photon_energy)
+        try:
+            return resolve_config(
+                height=self.frame_shape[0], width=self.frame_shape[1], photon_energy=self.photon_energy, **self.sim
+            )
+        except TypeError as e:
+            raise ValueError(f"data.sim: expected fields of SAXSSimConfig, got {sorted(self.sim)} ({e})") from None
 
     def _seed(self, split: str) -> int:
         return self.seed * 1000 + self.SPLIT_SEEDS[split]

@@ -73,12 +73,31 @@ def variant_model(
     return model
 
 
+def run_normaliser(cfg: Any, clip: bool) -> PercentileNormaliser:
+    """The patch normaliser a run trained with (``data.normaliser`` of its config, e.g. with the absolute-energy
+    channel), with ``clip`` set; the study's 1st/99.95th percentiles if the config has none."""
+    from hydra.utils import instantiate
+
+    node = cfg.data.get("normaliser") if cfg is not None else None
+    if node is None:
+        return PercentileNormaliser(1.0, 99.95, clip=clip)
+    return instantiate(node, clip=clip)
+
+
 @torch.no_grad()
 def clean_frame(
-    model: Callable, frame: np.ndarray, patch_size: int, clip: bool, lower: float = 1.0, upper: float = 99.95
+    model: Callable,
+    frame: np.ndarray,
+    patch_size: int,
+    clip: bool,
+    lower: float = 1.0,
+    upper: float = 99.95,
+    normaliser: PercentileNormaliser | None = None,
 ) -> dict[str, np.ndarray]:
-    """Blended signal/background of one frame (keV) with percentile-normalised patches."""
-    predictor = FramePredictor(patch_size, normaliser=PercentileNormaliser(lower, upper, clip=clip))
+    """Blended signal/background of one frame (keV) with percentile-normalised patches (``normaliser``: the
+    run's own, :func:`run_normaliser`, whose ``clip`` then applies instead of ``clip``/``lower``/``upper``)."""
+    normaliser = normaliser or PercentileNormaliser(lower, upper, clip=clip)
+    predictor = FramePredictor(patch_size, normaliser=normaliser)
     out = predictor(model, torch.from_numpy(np.asarray(frame, np.float32))[None])
     return {k: v[0].numpy() for k, v in out.items()}
 
@@ -113,7 +132,12 @@ def spot_position(frame_shape: Sequence[int], centre: Sequence[float]) -> tuple[
 
 
 def spot_kept(
-    model: Callable, frame: np.ndarray, centre: Sequence[float], patch_size: int, clip: bool
+    model: Callable,
+    frame: np.ndarray,
+    centre: Sequence[float],
+    patch_size: int,
+    clip: bool,
+    normaliser: PercentileNormaliser | None = None,
 ) -> tuple[float, float]:
     """A 2 x 2 spot at 100 x the frame's 99.9th percentile: the fractions of its energy that come back
     in the signal and in signal + background."""
@@ -122,7 +146,7 @@ def spot_kept(
     sl = (slice(r, r + SPOT_SIZE), slice(c, c + SPOT_SIZE))
     with_spot = np.array(frame, np.float32)
     with_spot[sl] = value
-    out = clean_frame(model, with_spot, patch_size, clip)
+    out = clean_frame(model, with_spot, patch_size, clip, normaliser=normaliser)
     total = float(with_spot[sl].sum())
     return float(out["signal"][sl].sum()) / total, float((out["signal"][sl] + out["noise"][sl]).sum()) / total
 

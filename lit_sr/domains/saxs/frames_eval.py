@@ -44,6 +44,7 @@ from lit_sr.domains.saxs.frames import (
     equivariance_error,
     load_decomposition,
     read_test_frames,
+    run_normaliser,
     spot_position,
     variant_model,
 )
@@ -55,7 +56,12 @@ from lit_sr.metrics.background import median_hit_filter
 log = logging.getLogger(__name__)
 
 #: the SAXS experiments (conf/experiment/) by the names the tables give them
-LABELS = {"saxs_unet": "UNet", "saxs_equnet": "C4-equivariant UNet"}
+LABELS = {
+    "saxs_unet": "UNet",
+    "saxs_equnet": "C4-equivariant UNet",
+    "saxs_unet_abs": "UNet + absolute energy",
+    "saxs_equnet_abs": "C4-equivariant UNet + absolute energy",
+}
 
 #: A frame estimator: full frame [H, W] in keV -> (signal estimate, background estimate) in keV.
 Estimator = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -88,17 +94,22 @@ def median_estimator(k: float, floor_kev: float, size: int = MEDIAN_SIZE) -> Est
 
 
 def model_estimator(
-    net: torch.nn.Module, patch_size: int, max_noise: float | None | str = "configured", excess: str | None = None
+    net: torch.nn.Module,
+    patch_size: int,
+    max_noise: float | None | str = "configured",
+    excess: str | None = None,
+    normaliser: PercentileNormaliser | None = None,
 ) -> Estimator:
     """A decomposition net on blended, percentile-normalised (unclipped) patches of ``patch_size``;
     ``max_noise`` the cap of the noise head above a patch's range ("configured": the net's own); ``excess``
-    the rule for the part of a pixel above the range (None: the net's own)."""
+    the rule for the part of a pixel above the range (None: the net's own); ``normaliser`` the run's
+    unclipped patch normaliser (:func:`~lit_sr.domains.saxs.frames.run_normaliser`; None: the study's)."""
     rule = excess or getattr(net, "excess", "study")
     cap = getattr(net, "max_noise", None) if max_noise == "configured" else max_noise
     model = variant_model(net, rule, cap)
 
     def estimate(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = clean_frame(model, frame, patch_size, clip=False)
+        out = clean_frame(model, frame, patch_size, clip=False, normaliser=normaliser)
         return out["signal"], out["noise"]
 
     return estimate
@@ -130,11 +141,14 @@ def with_pedestal(estimator: Estimator, centre: Sequence[float], r_min_px: float
     return less_flat_level(estimator, far_mean)
 
 
-def normalised_patches(frames: np.ndarray, size: int, n: int = 16, seed: int = 0) -> torch.Tensor:
+def normalised_patches(
+    frames: np.ndarray, size: int, n: int = 16, seed: int = 0, normaliser: PercentileNormaliser | None = None
+) -> torch.Tensor:
     """``n`` random ``size`` px patches of ``frames`` [N, H, W] (keV), each normalised to its 1st/99.95th
-    percentiles and clipped as in training: [n, 1, size, size]."""
+    percentiles and clipped as in training (``normaliser``: the run's clipped one, e.g. with the absolute-energy
+    channel): [n, C, size, size]."""
     rng = np.random.default_rng(seed)
-    norm = PercentileNormaliser(1.0, 99.95, clip=True)
+    norm = normaliser or PercentileNormaliser(1.0, 99.95, clip=True)
     out = []
     for _ in range(n):
         i = int(rng.integers(len(frames)))
@@ -262,16 +276,17 @@ def simulated_fog(path: str | Path, full: np.ndarray, signal: np.ndarray) -> np.
 
     import h5py
 
-    from lit_sr.domains.saxs.sim import SAXSSimConfig, fog_of_frames
+    from lit_sr.domains.saxs.sim import BRAGG_FIELDS, SAXSSimConfig, fog_of_frames
 
     with h5py.File(path, "r") as h5:
         attrs = dict(h5.attrs)
         n_xray = h5["xray"].shape[0] if "xray" in h5 else 0
     names = {f.name for f in dataclasses.fields(SAXSSimConfig)}
-    if "seed" not in attrs or not names <= set(attrs):
+    if "seed" not in attrs or not names - BRAGG_FIELDS <= set(attrs):  # files from before the peaks lack theirs
         return None
     values = {
-        k: (tuple(np.asarray(attrs[k]).tolist()) if np.ndim(attrs[k]) else np.asarray(attrs[k]).item()) for k in names
+        k: (tuple(np.asarray(attrs[k]).tolist()) if np.ndim(attrs[k]) else np.asarray(attrs[k]).item())
+        for k in names & set(attrs)
     }
     fog = fog_of_frames(n_xray, len(full), int(attrs["seed"]), SAXSSimConfig(**values))
     rest = full.astype(np.float64) - signal - fog
@@ -481,6 +496,15 @@ def patch_rows(runs: Mapping[str, Sequence[Path]]) -> str:
     return "\n".join(lines)
 
 
+def _clipped(normaliser: PercentileNormaliser) -> PercentileNormaliser:
+    """The same normaliser clipping to [0, 1] as in training."""
+    import copy
+
+    out = copy.copy(normaliser)
+    out.clip = True
+    return out
+
+
 def evaluate(
     specs: Sequence[str],
     frames_path: Path | None = None,
@@ -541,7 +565,9 @@ def evaluate(
     labels: dict[str, list] = {}
     for label, run_dir, ckpt in parsed:
         module, cfg = load_decomposition(run_dir, ckpt)
-        labels.setdefault(label, []).append((run_dir, ckpt, module.net, int(cfg.data.patch_size), cfg))
+        labels.setdefault(label, []).append(
+            (run_dir, ckpt, module.net, int(cfg.data.patch_size), run_normaliser(cfg, clip=False))
+        )
     peak: list[tuple[str, list]] = []
     for label, models in labels.items():
         P = {m[3] for m in models}
@@ -552,15 +578,15 @@ def evaluate(
         main.append(
             (
                 f"{label}, {P} px patches (training size), noise cap {cap if cap is not None else 'none'}",
-                [score(model_estimator(net, P), test, spot) for _, _, net, _, _ in models],
+                [score(model_estimator(net, P, normaliser=norm), test, spot) for _, _, net, _, norm in models],
             )
         )
         main.append(
             (
                 f"… less the same flat pedestal (r > {r_ped:.0f} px)",
                 [
-                    score(with_pedestal(model_estimator(net, P), test.centre, r_ped), test, spot=False)
-                    for _, _, net, _, _ in models
+                    score(with_pedestal(model_estimator(net, P, normaliser=norm), test.centre, r_ped), test, spot=False)
+                    for _, _, net, _, norm in models
                 ],
             )
         )
@@ -569,28 +595,44 @@ def evaluate(
                 porod_label,
                 [
                     score(
-                        with_porod_background(model_estimator(net, P), test.centre, test.edges, r_porod),
+                        with_porod_background(
+                            model_estimator(net, P, normaliser=norm), test.centre, test.edges, r_porod
+                        ),
                         test,
                         spot=False,
                     )
-                    for _, _, net, _, _ in models
+                    for _, _, net, _, norm in models
                 ],
             )
         )
         for size in (P, *[s for s in peak_patch_sizes if s != P]):
             for c in (cap, None) if cap is not None else (None,):
                 name = f"{label}, {size} px, noise cap {'none' if c is None else f'{c:g}× range'}"
-                peak.append((name, [score(model_estimator(net, size, c), test, spot) for _, _, net, _, _ in models]))
+                peak.append(
+                    (
+                        name,
+                        [
+                            score(model_estimator(net, size, c, normaliser=norm), test, spot)
+                            for _, _, net, _, norm in models
+                        ],
+                    )
+                )
             if getattr(models[0][2], "excess", None) == "ratio":  # no cap at all: the excess stays in the signal
                 name = f"{label}, {size} px, excess above the range kept in the signal (no cap)"
                 peak.append(
                     (
                         name,
-                        [score(model_estimator(net, size, None, "signal"), test, spot) for _, _, net, _, _ in models],
+                        [
+                            score(model_estimator(net, size, None, "signal", norm), test, spot)
+                            for _, _, net, _, norm in models
+                        ],
                     )
                 )
     equivariance = {
-        label: [equivariance_error(net, normalised_patches(test.full, P)) for _, _, net, P, _ in models]
+        label: [
+            equivariance_error(net, normalised_patches(test.full, P, normaliser=_clipped(norm)))
+            for _, _, net, P, norm in models
+        ]
         for label, models in labels.items()
     }
     results["equivariance_error"] = equivariance

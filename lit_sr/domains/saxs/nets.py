@@ -23,6 +23,11 @@ the range (32 px patches) and 5.3x (128 px), signal up to 2.5x (``docs/figures/s
 ``max_noise=10`` removes the hits above the range as the net decides and keeps such a peak, which
 ``ratio`` alone sends to the background whenever the net calls the clipped pixel a hit.
 
+With an absolute-energy channel (``out_channels=1`` of ``in_channels=2``,
+:class:`lit_sr.domains.saxs.normalise.AbsoluteEnergyNormaliser`) only the first channel, the
+percentile-normalised patch, is clipped and decomposed; the absolute energy reaches the backbone
+unclipped.
+
 Both rules are pointwise, so the C4 equivariance of the backbone is kept, and s + n = x wherever
 the net does not predict more noise than the pixel holds (as for the study's head).
 """
@@ -72,10 +77,12 @@ class SAXSDecompositionNet(DecompositionNet):
 
     def forward(self, x: torch.Tensor, return_latent: bool = False) -> dict[str, torch.Tensor]:
         lo, hi = self.input_range
-        clipped = x.clamp(lo, hi)
+        c = self.out_channels  # the normalised image; further channels (absolute energy) are not clipped
+        clipped = torch.cat([x[:, :c].clamp(lo, hi), x[:, c:]], dim=1) if x.shape[1] > c else x.clamp(lo, hi)
         out = super().forward(clipped, return_latent)
         if torch.equal(clipped, x):  # training and the patch metrics: the study's outputs unchanged
             return out
+        x = x[:, :c]
         noise = out["noise"]
         if self.excess == "ratio":
             scaled = (noise / hi).clamp(0.0, 1.0) * x

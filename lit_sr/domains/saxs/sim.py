@@ -20,6 +20,13 @@ with angular width w_k; times the beam-stop transmission (a disc plus a holder r
 counts ~ Poisson(I) and the frame is counts * photon_energy. The dynamic range (max over the
 smallest non-zero value = one photon) exceeds 1e4.
 
+Bragg-like peaks (``bragg_pairs`` > 0; default 0, the frames are then those of the simulator before the
+peaks, same random stream): per shot one ring radius R (log-uniform in ``bragg_radius_range``, 512-row
+scale) and ``bragg_pairs`` centrosymmetric pairs of compact Gaussian peaks on it (Friedel pairs: the
+same expected photons, log-uniform in ``bragg_photons_range``, and width sigma, uniform in
+``bragg_sigma_range`` px, at c + R u and c - R u for a random direction u), integrated over every pixel
+(erf), added to the expected photons before the beam-stop shadow and Poisson-sampled with the rest.
+
 Background model (per full shot, all terms additive and non-negative, keV): sparse single-pixel hits
 with a log-uniform energy spectrum, charge-sharing clusters (Gaussian footprint over 2-9 pixels),
 straight tracks (constant dE/dx with gamma fluctuations, bilinear deposition) and a smooth diffuse
@@ -40,6 +47,8 @@ from lit_sr.data.h5store import Field, H5Schema, write_h5
 from lit_sr.data.h5store import is_complete as h5_is_complete
 
 JUNGFRAU_SHAPE = (512, 1024)
+#: the config fields of the Bragg-like peaks (absent from files simulated before them)
+BRAGG_FIELDS = frozenset({"bragg_pairs", "bragg_photons_range", "bragg_sigma_range", "bragg_radius_range"})
 PIXEL_SIZE_UM = 75.0
 
 
@@ -72,6 +81,11 @@ class SAXSSimConfig:
     track_dedx_range: tuple[float, float] = (10.0, 40.0)  # keV per px of path
     fog_level: float = 0.5  # mean keV/pixel of the diffuse fog
     fog_smoothness: float = 40.0  # px (512-row scale), gaussian sigma of the fog field
+    # Bragg-like peaks of the X-ray signal (0 pairs: none, the frames are unchanged)
+    bragg_pairs: int = 0  # centrosymmetric pairs of compact peaks per shot
+    bragg_photons_range: tuple[float, float] = (1.0e3, 1.0e5)  # expected photons per peak, log-uniform
+    bragg_sigma_range: tuple[float, float] = (0.5, 1.0)  # px, Gaussian width (not scaled with the frame)
+    bragg_radius_range: tuple[float, float] = (60.0, 400.0)  # px (512-row scale), ring radius, log-uniform
 
     def scale(self) -> float:
         return min(self.height, self.width) / 512.0
@@ -118,6 +132,8 @@ def expected_signal(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator
         amp = _loguniform(rng, *cfg.streak_amplitude_range) * (1.0 if k == 0 else 0.3)
         ang += amp * np.exp(-0.5 * (d / rng.uniform(*cfg.streak_width_range)) ** 2)
     intensity = cfg.peak_photons * _loguniform(rng, *cfg.shot_intensity_range) * radial * ang
+    if cfg.bragg_pairs > 0:  # no draws without peaks: the default frames stay those from before the peaks
+        intensity += bragg_peaks(cfg, (cy, cx), rng)[0]
     # beam-stop shadow: disc + holder rod towards the frame edge
     shadow = r < rb
     u = y * math.sin(geom.rod_angle) + x * math.cos(geom.rod_angle)
@@ -125,6 +141,46 @@ def expected_signal(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator
     shadow |= (u > 0) & (np.abs(v) < rod / 2)
     intensity[shadow] = 0.0
     return intensity
+
+
+def _pixel_fractions(centre: float, sigma: float, n: int) -> tuple[int, np.ndarray]:
+    """(first pixel, fractions) of a unit 1-D Gaussian at ``centre`` (pixel i spans [i, i + 1)) integrated over
+    the pixels within 6 sigma that lie inside [0, n)."""
+    from scipy.special import erf
+
+    lo = max(0, int(math.floor(centre - 6 * sigma)))
+    hi = min(n, int(math.ceil(centre + 6 * sigma)) + 1)
+    if hi <= lo:
+        return 0, np.zeros(0)
+    edges = np.arange(lo, hi + 1, dtype=np.float64)
+    cdf = 0.5 * (1.0 + erf((edges - centre) / (math.sqrt(2.0) * sigma)))
+    return lo, np.diff(cdf)
+
+
+def bragg_peaks(
+    cfg: SAXSSimConfig, centre: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected photons [H, W] of ``cfg.bragg_pairs`` centrosymmetric pairs of Gaussian peaks on one ring about
+    ``centre`` (row, col in px; pixel i spans [i, i + 1)), and the peaks [2 * pairs, 4] as (row, col, expected
+    photons, sigma px), partners adjacent (2k, 2k + 1). A peak partly off the frame loses the part outside."""
+    h, w = cfg.height, cfg.width
+    image = np.zeros((h, w), np.float64)
+    n = int(cfg.bragg_pairs)
+    lo_r, hi_r = (v * cfg.scale() for v in cfg.bragg_radius_range)
+    radius = float(_loguniform(rng, lo_r, hi_r))
+    theta = rng.uniform(0.0, np.pi, n)
+    photons = _loguniform(rng, *cfg.bragg_photons_range, n)
+    sigma = rng.uniform(*cfg.bragg_sigma_range, n)
+    peaks = []
+    for k in range(n):
+        for sign in (1.0, -1.0):
+            row = centre[0] + sign * radius * math.sin(theta[k])
+            col = centre[1] + sign * radius * math.cos(theta[k])
+            peaks.append((row, col, photons[k], sigma[k]))
+            r0, fy = _pixel_fractions(row, sigma[k], h)
+            c0, fx = _pixel_fractions(col, sigma[k], w)
+            image[r0 : r0 + len(fy), c0 : c0 + len(fx)] += photons[k] * np.outer(fy, fx)
+    return image, np.asarray(peaks, np.float64).reshape(-1, 4)
 
 
 def simulate_xray_frame(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator) -> np.ndarray:
