@@ -154,3 +154,20 @@ def test_bad_ranges_are_refused():
         tiny_generator(disk_hlr_range_arcsec=[1.0, 0.5])
     with pytest.raises(ValueError, match="max_shear"):
         tiny_generator(max_shear=1.0)
+
+
+def test_shape_report_recovers_the_rendered_ellipticity():
+    pytest.importorskip("galsim")
+    from reports.galaxy.shapes import ellipticities
+
+    # adaptive moments of a profile with elliptical isophotes measure the isophotes' |g| = (1 - q) / (1 + q)
+    qs = [0.3, 0.6, 0.9]
+    imgs = []
+    for q, beta in zip(qs, [10.0, 70.0, 140.0]):
+        g = (1 - q) / (1 + q)
+        b = math.radians(beta)
+        p = params(disk_hlr_arcsec=0.8, g1=g * math.cos(2 * b), g2=g * math.sin(2 * b), dx_pix=0.3)
+        imgs.append(render_bulge_disk(p, S, SCALE)[0, 0].numpy())
+    g, failed = ellipticities(np.stack(imgs))
+    assert not failed.any()
+    assert np.allclose(g, [(1 - q) / (1 + q) for q in qs], atol=0.01)
