@@ -171,3 +171,35 @@ def test_shape_report_recovers_the_rendered_ellipticity():
     g, failed = ellipticities(np.stack(imgs))
     assert not failed.any()
     assert np.allclose(g, [(1 - q) / (1 + q) for q in qs], atol=0.01)
+
+
+def test_latent_prior_draws_isotropic_angles_and_jittered_centres():
+    gen = tiny_generator(latent_prior=True, max_offset_pixels=0.5, latent_dim=12)
+    n = 4000
+    z, labels = torch.randn(n, 12), torch.randint(0, 3, (n,))
+    with torch.no_grad():
+        p = gen.structural_parameters(z, labels)
+    g = torch.hypot(p["g1"], p["g2"])
+    beta = torch.rad2deg(0.5 * torch.atan2(p["g2"], p["g1"])) % 180.0
+    # position angle uniform on [0, 180): each 30-degree bin holds 1/6 +- 4 sigma of binomial noise
+    counts = torch.histc(beta, bins=6, min=0.0, max=180.0) / n
+    assert torch.all((counts - 1 / 6).abs() < 4 * math.sqrt(1 / 6 * 5 / 6 / n))
+    assert torch.all(g < gen.max_shear)
+    for key in ("dx_pix", "dy_pix"):
+        assert p[key].abs().max() <= 0.5 and p[key].abs().max() > 0.49 and abs(float(p[key].mean())) < 0.02
+    # the per-class spreads are parameters that the loss reaches
+    gen(z[:16], labels[:16], depth=3).square().mean().backward()
+    assert gen.log_spread.grad is not None and float(gen.log_spread.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="latent_dim >= 9"):
+        tiny_generator(latent_prior=True, latent_dim=4)
+
+
+def test_residual_gate_keeps_the_sky_free_of_residual():
+    gen = tiny_generator(residual_init=1.0, residual_gate=True)
+    z, labels = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        smooth = gen.transform(gen.render(gen.structural_parameters(z, labels), 3))
+        out = gen(z, labels, depth=3)
+    sky = smooth < 1e-3  # < 0.02 ADU of rendered light
+    assert sky.any() and (out - smooth)[sky].abs().max() < 3e-3
+    assert (out - smooth)[~sky].abs().max() > 1e-2  # on the galaxy the residual acts

@@ -52,6 +52,10 @@ PARAMETER_NAMES = (
 )
 
 
+N_SHAPE_OUTPUTS = 6  # latent_prior: flux, disk radius, bulge fraction, n, radius ratio, |g|
+N_PRIOR_LATENTS = 9  # latent_prior: 6 spreads + position angle + 2 offsets
+
+
 def sersic_b(n: torch.Tensor) -> torch.Tensor:
     """b_n with Gamma(2n) gammainc(2n, b_n) = Gamma(2n) / 2 (r_e the half-light radius); Ciotti & Bertin (1999)
     asymptotic series; relative error 2.5e-5 at n = 1, 3e-6 at n = 1.5, less above (tests/test_galaxy_sersic.py)."""
@@ -184,6 +188,13 @@ class SersicProGenerator(ProGenerator):
             least 1; the phase image is the native render averaged over blocks, i.e. pixel-integrated);
             core_pixels, core_oversample: the finely integrated centre (see :func:`render_bulge_disk`).
         residual_init: starting value of the learned residual scale (0 = the CNN starts silent).
+        latent_prior: False: the MLP gives all parameters. True: the sky's isotropy and the cutout's jitter are
+            built in, the position angle uniform on [0, 180) deg and the centre offsets uniform within
+            +-``max_offset_pixels``, drawn from latent coordinates 6-8; the MLP gives flux, radii, bulge
+            fraction, n and |g| (``max_shear`` x sigmoid), each plus a learned per-class spread times latent
+            coordinates 0-5 (spread 1 at the start: the parameter distributions start wide, not collapsed).
+        residual_gate: multiply the residual by tanh(2 x the rendered model-space image) (no gradient through
+            the gate): the CNN adds structure on the galaxy, not on the empty sky.
     """
 
     def __init__(
@@ -206,6 +217,8 @@ class SersicProGenerator(ProGenerator):
         core_pixels: int = 6,
         core_oversample: int = 32,
         residual_init: float = 0.0,
+        latent_prior: bool = False,
+        residual_gate: bool = False,
     ) -> None:
         super().__init__(latent_dim, channels_per_resolution, out_channels, num_classes, embed_dim)
         if out_channels != 1:
@@ -231,15 +244,26 @@ class SersicProGenerator(ProGenerator):
         self.oversample = int(oversample)
         self.core_pixels = int(core_pixels)
         self.core_oversample = int(core_oversample)
+        self.latent_prior = bool(latent_prior)
+        self.residual_gate = bool(residual_gate)
+        if self.latent_prior and self.latent_dim < N_PRIOR_LATENTS:
+            raise ValueError(
+                f"SersicProGenerator: latent_prior needs latent_dim >= {N_PRIOR_LATENTS}, got {self.latent_dim}"
+            )
         in_dim = self.latent_dim + (self.embed_dim if self.embed is not None else 0)
+        n_out = N_SHAPE_OUTPUTS if self.latent_prior else len(PARAMETER_NAMES)
         self.param_mlp = nn.Sequential(
             nn.Linear(in_dim, hidden),
             nn.LeakyReLU(0.2),
             nn.Linear(hidden, hidden),
             nn.LeakyReLU(0.2),
-            nn.Linear(hidden, len(PARAMETER_NAMES)),
+            nn.Linear(hidden, n_out),
         )
         self.residual_scale = nn.Parameter(torch.tensor(float(residual_init)))
+        if self.latent_prior:
+            # log of the per-class spread of each shape output around the MLP's value, in units of a latent
+            # coordinate: starts at 1 (wide distributions the critic narrows)
+            self.log_spread = nn.Parameter(torch.zeros(max(self.num_classes, 1), N_SHAPE_OUTPUTS))
 
     def structural_parameters(self, z: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Physical parameters [B] (names of :data:`PARAMETER_NAMES`) of the latents and labels."""
@@ -247,6 +271,8 @@ class SersicProGenerator(ProGenerator):
         if self.embed is not None:
             x = torch.cat([x, self.embed(labels.long())], dim=1)
         raw = self.param_mlp(x)
+        if self.latent_prior:
+            return self._prior_parameters(raw, z, labels)
         u = raw[:, 5:7]
         s = (u.pow(2).sum(dim=1, keepdim=True) + 1e-12).sqrt()
         g = self.max_shear * torch.tanh(s) / s * u  # |g| < max_shear, smooth through g = 0
@@ -260,6 +286,28 @@ class SersicProGenerator(ProGenerator):
             "g2": g[:, 1],
             "dx_pix": self.max_offset * torch.tanh(raw[:, 7]),
             "dy_pix": self.max_offset * torch.tanh(raw[:, 8]),
+        }
+
+    def _prior_parameters(
+        self, raw: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """``latent_prior``: shape outputs + learned per-class spread x z[:, :6]; position angle and centre offset
+        uniform, from z[:, 6:9] through the normal CDF."""
+        row = labels.long() if self.num_classes > 0 else torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        raw = raw + self.log_spread[row].exp() * z[:, :N_SHAPE_OUTPUTS]
+        uniform = 0.5 * (1.0 + torch.erf(z[:, N_SHAPE_OUTPUTS:N_PRIOR_LATENTS] / math.sqrt(2.0)))  # U(0, 1)
+        g = self.max_shear * torch.sigmoid(raw[:, 5])
+        two_beta = 2.0 * math.pi * uniform[:, 0]  # beta uniform on [0, pi)
+        return {
+            "flux_adu": _log_bounded(raw[:, 0], *self.flux_range),
+            "disk_hlr_arcsec": _log_bounded(raw[:, 1], *self.disk_hlr_range),
+            "bulge_fraction": torch.sigmoid(raw[:, 2]),
+            "sersic_n": _bounded(raw[:, 3], *self.n_range),
+            "bulge_to_disk_hlr": _log_bounded(raw[:, 4], *self.ratio_range),
+            "g1": g * torch.cos(two_beta),
+            "g2": g * torch.sin(two_beta),
+            "dx_pix": self.max_offset * (2.0 * uniform[:, 1] - 1.0),
+            "dy_pix": self.max_offset * (2.0 * uniform[:, 2] - 1.0),
         }
 
     def render(self, params: Mapping[str, torch.Tensor], depth: int) -> torch.Tensor:
@@ -279,4 +327,6 @@ class SersicProGenerator(ProGenerator):
         _check_depth_alpha("SersicProGenerator", depth, alpha, self.max_depth)
         residual = super().forward(z, labels, depth, alpha)  # checks z and labels
         smooth = self.transform(self.render(self.structural_parameters(z, labels), depth))
+        if self.residual_gate:
+            residual = residual * torch.tanh(2.0 * smooth.detach().clamp_min(0.0))
         return smooth + self.residual_scale * residual
