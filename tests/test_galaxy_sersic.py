@@ -203,3 +203,37 @@ def test_residual_gate_keeps_the_sky_free_of_residual():
     sky = smooth < 1e-3  # < 0.02 ADU of rendered light
     assert sky.any() and (out - smooth)[sky].abs().max() < 3e-3
     assert (out - smooth)[~sky].abs().max() > 1e-2  # on the galaxy the residual acts
+
+
+def test_progan_module_with_the_sersic_generator_resumes_mid_phase(tmp_path, tmp_path_factory, monkeypatch):
+    from test_galaxy_progan import CHANNELS, make_module, tiny_datamodule, trainer
+
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    data_dir = tmp_path_factory.mktemp("galaxy_tiny_sersic")
+    tiny_datamodule(data_dir).prepare_data()
+
+    def module():
+        net = lambda num_classes: SersicProGenerator(  # noqa: E731
+            AsinhFluxTransform(), 16, CHANNELS, 1, num_classes, pixel_scale_arcsec=0.8, latent_prior=True,
+            residual_gate=True, core_pixels=4, core_oversample=8,
+        )  # fmt: skip
+        return make_module(net=net)
+
+    first = module()
+    t1 = trainer(4)
+    t1.fit(first, datamodule=tiny_datamodule(data_dir))
+    assert first.phase_state == (1, 0.5)
+    ckpt = tmp_path / "mid.ckpt"
+    t1.save_checkpoint(ckpt)
+    resumed = module()
+    resumed.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    z, labels = torch.randn(4, 16), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():  # the parameter MLP, spreads and residual scale come back exactly
+        assert torch.equal(first.net(z, labels, 1, 0.5), resumed.net(z, labels, 1, 0.5))
+        assert torch.equal(first.eval_net.log_spread, resumed.eval_net.log_spread)
+    resumed = module()
+    trainer(9).fit(resumed, datamodule=tiny_datamodule(data_dir), ckpt_path=str(ckpt))
+    assert int(resumed.images_seen) == 7 * 16 + 2 * 8 and resumed.phase_state == (2, 0.5)
+    samples = resumed.sample_eval(labels, 4, None, torch.Generator().manual_seed(0), 2, 1.0)
+    assert samples["observed"].shape == (4, 1, 16, 16) and torch.isfinite(samples["observed"]).all()
