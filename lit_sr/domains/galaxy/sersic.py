@@ -1,7 +1,7 @@
 """A physics-informed galaxy generator: a differentiable Sersic bulge + exponential disk plus a ProGAN residual.
 
 Why: the plain ProGAN generator of ``galaxy_progan`` drew galaxies far rounder than the simulator's
-(seed-0 run of the CPU recipe, 1228 test stamps, HSM |g| of the observed stamps: disks mean 0.08 vs 0.25
+(seed-0 run of the CPU recipe, 1229 test stamps, HSM |g| of the observed stamps: disks mean 0.08 vs 0.25
 real, 90th percentile 0.14 vs 0.49), in every recipe of the ablation (docs/galaxy.md). Here the shape
 is a parameter: an MLP maps (z, label embedding) to the structural parameters of the simulator's smooth
 model (:mod:`lit_sr.domains.galaxy.sim`), which are rendered in ADU, differentiably in torch:
@@ -15,8 +15,8 @@ model (:mod:`lit_sr.domains.galaxy.sim`), which are rendered in ADU, differentia
 
 The profile of each component: I(r) = F_c b_n^{2n} / (2 pi n r_e^2 Gamma(2n)) exp(-b_n (r / r_e)^{1/n}),
 r the round radius of the sheared coordinates, b_n from the Ciotti & Bertin (1999) series (so r_e is the
-half-light radius; relative error of b_n 2.5e-5 at n = 1, less above); the disk has n = 1. Pixels are integrated by averaging the profile over an
-``oversample``^2 sub-pixel grid, and over a ``core_oversample``^2 grid in the central ``core_pixels``^2
+half-light radius; relative error of b_n 2.5e-5 at n = 1, less above); the disk has n = 1. Pixels are
+integrated by averaging the profile over an ``oversample``^2 sub-pixel grid, and over a ``core_oversample``^2 grid in the central ``core_pixels``^2
 (the n = 4 cusp), as the simulator's ``image_psf_free`` is (tests/test_galaxy_sersic.py checks flux,
 half-light radius and axis ratio against galsim).
 
@@ -25,7 +25,9 @@ half-light radius and axis ratio against galsim).
 ``residual_scale`` x the ProGAN CNN output (its fade-in unchanged) for knots and irregular structure.
 ``residual_scale`` is a learned scalar starting at ``residual_init`` (0 = ReZero: the CNN learns once the
 profile is in place). Same call signature as the ProGenerator, so the ProGAN module, the PSF layer, EMA,
-prediction and resume use it unchanged.
+prediction and resume use it unchanged. Options (``galaxy_progan_sersic`` turns both on): ``latent_prior`` (the
+position angle and centre jitter uniform from latent coordinates, a learned per-class spread of the other
+parameters) and ``residual_gate`` (the residual only on the galaxy); see :class:`SersicProGenerator`.
 """
 
 from __future__ import annotations
