@@ -279,15 +279,21 @@ class SersicProGenerator(ProGenerator):
         s = (u.pow(2).sum(dim=1, keepdim=True) + 1e-12).sqrt()
         g = self.max_shear * torch.tanh(s) / s * u  # |g| < max_shear, smooth through g = 0
         return {
+            **self._profile_parameters(raw),
+            "g1": g[:, 0],
+            "g2": g[:, 1],
+            "dx_pix": self.max_offset * torch.tanh(raw[:, 7]),
+            "dy_pix": self.max_offset * torch.tanh(raw[:, 8]),
+        }
+
+    def _profile_parameters(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flux, radii, bulge fraction and Sersic n from the first five MLP outputs, mapped into their ranges."""
+        return {
             "flux_adu": _log_bounded(raw[:, 0], *self.flux_range),
             "disk_hlr_arcsec": _log_bounded(raw[:, 1], *self.disk_hlr_range),
             "bulge_fraction": torch.sigmoid(raw[:, 2]),
             "sersic_n": _bounded(raw[:, 3], *self.n_range),
             "bulge_to_disk_hlr": _log_bounded(raw[:, 4], *self.ratio_range),
-            "g1": g[:, 0],
-            "g2": g[:, 1],
-            "dx_pix": self.max_offset * torch.tanh(raw[:, 7]),
-            "dy_pix": self.max_offset * torch.tanh(raw[:, 8]),
         }
 
     def _prior_parameters(
@@ -301,11 +307,7 @@ class SersicProGenerator(ProGenerator):
         g = self.max_shear * torch.sigmoid(raw[:, 5])
         two_beta = 2.0 * math.pi * uniform[:, 0]  # beta uniform on [0, pi)
         return {
-            "flux_adu": _log_bounded(raw[:, 0], *self.flux_range),
-            "disk_hlr_arcsec": _log_bounded(raw[:, 1], *self.disk_hlr_range),
-            "bulge_fraction": torch.sigmoid(raw[:, 2]),
-            "sersic_n": _bounded(raw[:, 3], *self.n_range),
-            "bulge_to_disk_hlr": _log_bounded(raw[:, 4], *self.ratio_range),
+            **self._profile_parameters(raw),
             "g1": g * torch.cos(two_beta),
             "g2": g * torch.sin(two_beta),
             "dx_pix": self.max_offset * (2.0 * uniform[:, 1] - 1.0),
