@@ -415,15 +415,15 @@ def psf_matched_rate(
 ) -> np.ndarray:
     """The forward model of an x s SR rate image (counts/s per output pixel, the SR target's optics: PSF
     narrowed s times) to what the telescope records on the input grid: blurred with the HR -> LR matching
-    kernel (:class:`lit_sr.domains.xmm.psf.PSFMatchingBlur`, pixel size of ``pair``), summed s x s."""
-    from lit_sr.domains.xmm.psf import PSFMatchingBlur
+    kernel (pixel size of ``pair``) and summed s x s (:func:`hallucination.forward_model_to_input` at unit
+    exposure; the fine-tuning loss applies the same kernel with :class:`psf.PSFMatchingBlur`)."""
+    from lit_sr.domains.xmm.hallucination import forward_model_to_input
+    from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
 
     s = hr_rate.shape[0] // pair.slice_counts.shape[0]
-    blur = PSFMatchingBlur(pair.pixel_arcsec, s, psf_fwhm_arcsec, psf_beta)
-    with torch.no_grad():
-        hr = blur(torch.from_numpy(np.asarray(hr_rate, np.float64))).clamp_min(0.0).numpy()
-    h, w = hr.shape[0] // s, hr.shape[1] // s
-    return hr.reshape(h, s, w, s).sum(axis=(1, 3))
+    psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
+    kernel = matching_kernel(psf_lr, psf_lr.narrower(s), pair.pixel_arcsec / s)
+    return forward_model_to_input(hr_rate, s, 1.0, kernel)
 
 
 # ------------------------------------------------------------------------------------------------ image statistics (sim_real.py compares simulations with the real images on them)
