@@ -496,15 +496,6 @@ def patch_rows(runs: Mapping[str, Sequence[Path]]) -> str:
     return "\n".join(lines)
 
 
-def _clipped(normaliser: PercentileNormaliser) -> PercentileNormaliser:
-    """The same normaliser clipping to [0, 1] as in training."""
-    import copy
-
-    out = copy.copy(normaliser)
-    out.clip = True
-    return out
-
-
 def evaluate(
     specs: Sequence[str],
     frames_path: Path | None = None,
@@ -563,11 +554,13 @@ def evaluate(
         ),
     ]
     labels: dict[str, list] = {}
+    training_normaliser = {}  # the clipped normaliser of training, for the equivariance patches
     for label, run_dir, ckpt in parsed:
         module, cfg = load_decomposition(run_dir, ckpt)
         labels.setdefault(label, []).append(
             (run_dir, ckpt, module.net, int(cfg.data.patch_size), run_normaliser(cfg, clip=False))
         )
+        training_normaliser[run_dir] = run_normaliser(cfg, clip=True)
     peak: list[tuple[str, list]] = []
     for label, models in labels.items():
         P = {m[3] for m in models}
@@ -630,8 +623,8 @@ def evaluate(
                 )
     equivariance = {
         label: [
-            equivariance_error(net, normalised_patches(test.full, P, normaliser=_clipped(norm)))
-            for _, _, net, P, norm in models
+            equivariance_error(net, normalised_patches(test.full, P, normaliser=training_normaliser[run_dir]))
+            for run_dir, _, net, P, _ in models
         ]
         for label, models in labels.items()
     }
