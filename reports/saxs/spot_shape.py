@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lit_sr.domains.saxs.frames import load_decomposition, read_test_frames, run_normaliser, spot_position
-from lit_sr.domains.saxs.sim import _pixel_fractions
+from lit_sr.domains.saxs.sim import gaussian_pixel_fractions
 
 ENERGIES_KEV = (3.0e3, 3.0e4, 3.0e5, 3.0e6)
 GAUSS_SIGMA_PX = 0.7
@@ -40,7 +40,7 @@ def probes(base: np.ndarray, energy_kev: float) -> dict[str, tuple[np.ndarray, t
     square = base.copy()
     square[h - 1 : h + 1, h - 1 : h + 1] = energy_kev
     gauss = base.copy()
-    first, f = _pixel_fractions(float(h), GAUSS_SIGMA_PX, base.shape[0])
+    first, f = gaussian_pixel_fractions(float(h), GAUSS_SIGMA_PX, base.shape[0])
     gauss[first : first + len(f), first : first + len(f)] += 4 * energy_kev * np.outer(f, f)
     return {
         "2x2 spot": (square, (slice(h - 1, h + 1), slice(h - 1, h + 1))),

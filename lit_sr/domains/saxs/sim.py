@@ -143,7 +143,7 @@ def expected_signal(cfg: SAXSSimConfig, geom: Geometry, rng: np.random.Generator
     return intensity
 
 
-def _pixel_fractions(centre: float, sigma: float, n: int) -> tuple[int, np.ndarray]:
+def gaussian_pixel_fractions(centre: float, sigma: float, n: int) -> tuple[int, np.ndarray]:
     """(first pixel, fractions) of a unit 1-D Gaussian at ``centre`` (pixel i spans [i, i + 1)) integrated over
     the pixels within 6 sigma that lie inside [0, n)."""
     from scipy.special import erf
@@ -177,8 +177,8 @@ def bragg_peaks(
             row = centre[0] + sign * radius * math.sin(theta[k])
             col = centre[1] + sign * radius * math.cos(theta[k])
             peaks.append((row, col, photons[k], sigma[k]))
-            r0, fy = _pixel_fractions(row, sigma[k], h)
-            c0, fx = _pixel_fractions(col, sigma[k], w)
+            r0, fy = gaussian_pixel_fractions(row, sigma[k], h)
+            c0, fx = gaussian_pixel_fractions(col, sigma[k], w)
             image[r0 : r0 + len(fy), c0 : c0 + len(fx)] += photons[k] * np.outer(fy, fx)
     return image, np.asarray(peaks, np.float64).reshape(-1, 4)
 
