@@ -256,12 +256,11 @@ class PSFMatchingBlur(torch.nn.Module):
         H, W = x.shape[-2:]
         lead = x.shape[:-2]
         flat = x.reshape(-1, 1, H, W)
-        # reflect padding needs pad < size: repeat it for crops smaller than the kernel's half size
-        padded = flat
-        while padded.shape[-2] < H + 2 * h or padded.shape[-1] < W + 2 * h:
-            ph = min((H + 2 * h - padded.shape[-2]) // 2, padded.shape[-2] - 1)
-            pw = min((W + 2 * h - padded.shape[-1]) // 2, padded.shape[-1] - 1)
-            padded = torch.nn.functional.pad(padded, (pw, pw, ph, ph), mode="reflect")
+        if H <= h or W <= h:
+            raise ValueError(
+                f"PSFMatchingBlur: image {H} x {W} must exceed the kernel's half size {h} (mirror padding)"
+            )
+        padded = torch.nn.functional.pad(flat, (h, h, h, h), mode="reflect")
         size = (padded.shape[-2] + 2 * h, padded.shape[-1] + 2 * h)
         k = self.kernel.to(x.dtype)
         spec = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(k, s=size)
