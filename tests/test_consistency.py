@@ -58,13 +58,22 @@ def test_projection_leaves_consistent_image_unchanged_and_respects_weight():
     assert torch.allclose(y[3:, 3:], 2.0 * y0[3:, 3:], rtol=1e-12)
 
 
-def test_blur_sum_operator_adjoint_is_exact():
+@pytest.mark.parametrize("padding", ["zeros", "symmetric"])
+def test_blur_sum_operator_adjoint_is_exact(padding):
     g = torch.Generator().manual_seed(2)
-    A, At = blur_sum_operator(_gaussian_kernel(1.5, 4), scale=2)
+    k = _gaussian_kernel(1.5, 4) * torch.linspace(0.5, 1.5, 9, dtype=torch.float64)[None, :]  # not symmetric
+    A, At = blur_sum_operator(k / k.sum(), scale=2, padding=padding)
     y = torch.rand(3, 20, 24, generator=g, dtype=torch.float64)
     r = torch.rand(3, 10, 12, generator=g, dtype=torch.float64)
     lhs, rhs = float((A(y) * r).sum()), float((y * At(r)).sum())
     assert math.isclose(lhs, rhs, rel_tol=1e-10)
+    if padding == "symmetric":  # mirror padding keeps the flux; same as numpy's pad(symmetric) + convolution
+        from scipy.signal import fftconvolve
+
+        assert math.isclose(float(A(y).sum()), float(y.sum()), rel_tol=1e-3)
+        yn = y[0].numpy()
+        ref = fftconvolve(__import__("numpy").pad(yn, 4, mode="symmetric"), (k / k.sum()).numpy(), mode="valid")
+        assert torch.allclose(A(y)[0], block_sum(torch.from_numpy(ref), 2), atol=1e-10)
     # a delta kernel reduces A to block sums
     delta = torch.zeros(3, 3, dtype=torch.float64)
     delta[1, 1] = 1.0

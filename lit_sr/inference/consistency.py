@@ -14,8 +14,8 @@ forward model equals d: the classical consistency step of astronomical image rec
   Richardson-Lucy / EM multiplicative iteration y <- y * A^T(w d / A y) / A^T(w) started from y0. It keeps
   y >= 0, leaves y0 unchanged when A y0 = d, and each step does not increase the Poisson divergence of d
   from A y (the EM property); the iteration count is a regularisation (few steps stay close to y0).
-  :func:`blur_sum_operator` builds A and its exact adjoint for a kernel (zero-padded linear convolution,
-  so flux blurred across the image edge is lost in A and accounted for by A^T(w)).
+  :func:`blur_sum_operator` builds A and its exact adjoint for a kernel (zero-padded convolution, where flux
+  blurred across the image edge is lost in A and accounted for by A^T(w), or mirror-padded, where none is).
 
 Units: y0 and y per output pixel, d and w per input pixel, both of the same quantity (e.g. counts/s); the
 block sums compare like with like. Generic: no domain import.
@@ -95,27 +95,63 @@ def _fft_conv_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return full[..., kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W]
 
 
-def blur_sum_operator(kernel: torch.Tensor, scale: int = 2) -> tuple[Operator, Operator]:
-    """(A, A^T) with A(y) = block_sum(kernel * y) (zero-padded linear convolution on the fine grid, then
-    ``scale`` x ``scale`` sums) and its exact adjoint A^T(r) = flipped-kernel convolution of block_spread(r).
+def _symmetric_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Mirror padding with the edge pixel repeated (numpy ``mode='symmetric'``) over the last two axes."""
+    if ph > x.shape[-2] or pw > x.shape[-1]:
+        raise ValueError(f"symmetric padding by ({ph}, {pw}) needs an image at least that large, got {tuple(x.shape[-2:])}")
+    x = torch.cat([torch.flip(x[..., :ph, :], dims=(-2,)), x, torch.flip(x[..., x.shape[-2] - ph :, :], dims=(-2,))], dim=-2)
+    return torch.cat([torch.flip(x[..., :pw], dims=(-1,)), x, torch.flip(x[..., x.shape[-1] - pw :], dims=(-1,))], dim=-1)
 
-    ``kernel``: [k, k] with k odd, non-negative (a PSF-matching kernel summing to 1 keeps the flux in the
-    interior)."""
+
+def _fft_conv_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Convolution of [..., H + kh - 1, W + kw - 1] with a [kh, kw] kernel where it fully overlaps: [..., H, W]."""
+    kh, kw = k.shape
+    size = tuple(x.shape[-2:])
+    full = torch.fft.irfft2(torch.fft.rfft2(x, s=size) * torch.fft.rfft2(k.to(x.dtype), s=size), s=size)
+    return full[..., kh - 1 :, kw - 1 :]
+
+
+def blur_sum_operator(
+    kernel: torch.Tensor, scale: int = 2, padding: str = "zeros"
+) -> tuple[Operator, Operator]:
+    """(A, A^T): A(y) = block_sum(kernel * y), a convolution on the fine grid then ``scale`` x ``scale`` sums,
+    and its exact adjoint.
+
+    ``kernel``: [k, k] with k odd, non-negative (a PSF-matching kernel summing to 1). ``padding``:
+    ``'zeros'`` (flux blurred across the image edge is lost; adjoint: the flipped-kernel convolution of
+    block_spread(r)) or ``'symmetric'`` (mirror padding with the edge pixel repeated, as
+    ``np.pad(mode='symmetric')``: no flux lost at the edges; the adjoint, which folds the padding back, is
+    the vector-Jacobian product of the linear A, exact by construction)."""
     k = torch.as_tensor(kernel)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise ValueError(f"blur_sum_operator: kernel shape {tuple(k.shape)}; expected 2-D with odd sides")
     if bool((k < 0).any()):
         raise ValueError("blur_sum_operator: kernel has negative entries; a blur of intensities is >= 0")
+    if padding not in ("zeros", "symmetric"):
+        raise ValueError(f"blur_sum_operator: padding={padding!r}; expected 'zeros' or 'symmetric'")
     flipped = torch.flip(k, dims=(0, 1))
     s = int(scale)
+    ph, pw = k.shape[0] // 2, k.shape[1] // 2
 
-    def forward(y: torch.Tensor) -> torch.Tensor:
-        return block_sum(_fft_conv_same(y, k), s)
+    if padding == "zeros":
 
-    def adjoint(r: torch.Tensor) -> torch.Tensor:
-        return _fft_conv_same(block_spread(r, s), flipped)
+        def forward(y: torch.Tensor) -> torch.Tensor:
+            return block_sum(_fft_conv_same(y, k), s)
 
-    return forward, adjoint
+        def adjoint(r: torch.Tensor) -> torch.Tensor:
+            return _fft_conv_same(block_spread(r, s), flipped)
+
+        return forward, adjoint
+
+    def forward_sym(y: torch.Tensor) -> torch.Tensor:
+        return block_sum(_fft_conv_valid(_symmetric_pad(y, ph, pw), k), s)
+
+    def adjoint_sym(r: torch.Tensor) -> torch.Tensor:
+        shape = (*r.shape[:-2], r.shape[-2] * s, r.shape[-1] * s)
+        _, vjp = torch.func.vjp(forward_sym, torch.zeros(shape, dtype=r.dtype, device=r.device))
+        return vjp(r)[0]
+
+    return forward_sym, adjoint_sym
 
 
 def richardson_lucy_consistent(
