@@ -85,7 +85,11 @@ def test_blur_sum_operator_adjoint_is_exact(padding):
 def test_richardson_lucy_reduces_residual_keeps_positivity_and_fixed_point():
     g = torch.Generator().manual_seed(3)
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    truth = 0.2 + 5 * torch.exp(-((yy - 12) ** 2 + (xx - 17) ** 2) / 6.0) + 2 * torch.exp(-((yy - 24) ** 2 + (xx - 8) ** 2) / 20.0)
+    truth = (
+        0.2
+        + 5 * torch.exp(-((yy - 12) ** 2 + (xx - 17) ** 2) / 6.0)
+        + 2 * torch.exp(-((yy - 24) ** 2 + (xx - 8) ** 2) / 20.0)
+    )
     truth = truth.double()
     A, At = blur_sum_operator(_gaussian_kernel(2.0, 6), scale=2)
     d = A(truth)

@@ -183,8 +183,15 @@ def test_sr_made_consistent_with_an_input_grid_estimate():
     mask = np.ones((n, n), bool)
     mask[:, 5:7] = False
     pair = RealPair(
-        "0", rng.poisson(truth_lr * 2e4).astype(float), rng.poisson(truth_lr * 8e4).astype(float) * mask,
-        2e4, 8e4, mask, 4.0, Path("s"), Path("f"),
+        "0",
+        rng.poisson(truth_lr * 2e4).astype(float),
+        rng.poisson(truth_lr * 8e4).astype(float) * mask,
+        2e4,
+        8e4,
+        mask,
+        4.0,
+        Path("s"),
+        Path("f"),
     )
     y0 = 1.4 * img_hr + 6e-6
     block = sr_consistent_rate(y0, truth_lr, pair, 0)

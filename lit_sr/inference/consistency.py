@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -98,9 +97,15 @@ def _fft_conv_same(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 def _symmetric_pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """Mirror padding with the edge pixel repeated (numpy ``mode='symmetric'``) over the last two axes."""
     if ph > x.shape[-2] or pw > x.shape[-1]:
-        raise ValueError(f"symmetric padding by ({ph}, {pw}) needs an image at least that large, got {tuple(x.shape[-2:])}")
-    x = torch.cat([torch.flip(x[..., :ph, :], dims=(-2,)), x, torch.flip(x[..., x.shape[-2] - ph :, :], dims=(-2,))], dim=-2)
-    return torch.cat([torch.flip(x[..., :pw], dims=(-1,)), x, torch.flip(x[..., x.shape[-1] - pw :], dims=(-1,))], dim=-1)
+        raise ValueError(
+            f"symmetric padding by ({ph}, {pw}) needs an image at least that large, got {tuple(x.shape[-2:])}"
+        )
+    x = torch.cat(
+        [torch.flip(x[..., :ph, :], dims=(-2,)), x, torch.flip(x[..., x.shape[-2] - ph :, :], dims=(-2,))], dim=-2
+    )
+    return torch.cat(
+        [torch.flip(x[..., :pw], dims=(-1,)), x, torch.flip(x[..., x.shape[-1] - pw :], dims=(-1,))], dim=-1
+    )
 
 
 def _fft_conv_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -111,9 +116,7 @@ def _fft_conv_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return full[..., kh - 1 :, kw - 1 :]
 
 
-def blur_sum_operator(
-    kernel: torch.Tensor, scale: int = 2, padding: str = "zeros"
-) -> tuple[Operator, Operator]:
+def blur_sum_operator(kernel: torch.Tensor, scale: int = 2, padding: str = "zeros") -> tuple[Operator, Operator]:
     """(A, A^T): A(y) = block_sum(kernel * y), a convolution on the fine grid then ``scale`` x ``scale`` sums,
     and its exact adjoint.
 
@@ -192,7 +195,9 @@ def richardson_lucy_consistent(
     return y
 
 
-def consistency_residual(y: torch.Tensor, d: torch.Tensor, forward: Operator, weight: torch.Tensor | None = None) -> float:
+def consistency_residual(
+    y: torch.Tensor, d: torch.Tensor, forward: Operator, weight: torch.Tensor | None = None
+) -> float:
     """Relative L2 residual ||w (forward(y) - d)|| / ||w d|| (0 = consistent)."""
     w = torch.ones_like(d) if weight is None else weight.to(d.dtype)
     num = torch.linalg.vector_norm(w * (forward(y) - d))

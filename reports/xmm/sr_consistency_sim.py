@@ -185,13 +185,23 @@ def main(argv: list[str] | None = None) -> dict:
                     upsample_baseline(torch.from_numpy(np.asarray(sm))[None, None], 2, "bicubic", True)[0, 0].numpy(),
                     f,
                 )
-                add("bicubic of xmm_dn", upsample_baseline(torch.from_numpy(d)[None, None], 2, "bicubic", True)[0, 0].numpy(), f)
+                add(
+                    "bicubic of xmm_dn",
+                    upsample_baseline(torch.from_numpy(d)[None, None], 2, "bicubic", True)[0, 0].numpy(),
+                    f,
+                )
                 add("xmm_sr", y0, f)
                 y0t, dt = torch.from_numpy(y0), torch.from_numpy(d)
                 add("xmm_sr, block sums = xmm_dn", project_block_sums(y0t, dt, 2).numpy(), f)
                 w = torch.from_numpy((f["exp_in"] > 0).astype(np.float64))
-                sm_lr = torch.from_numpy(np.clip(np.asarray(gaussian_smooth_rate(f["rate"], sigma_lr, f["exp_in"]), np.float64), 0, None))
-                add(f"xmm_sr, block sums = smoothed input ({sigma_lr:g} px)", project_block_sums(y0t, sm_lr, 2).numpy(), f)
+                sm_lr = torch.from_numpy(
+                    np.clip(np.asarray(gaussian_smooth_rate(f["rate"], sigma_lr, f["exp_in"]), np.float64), 0, None)
+                )
+                add(
+                    f"xmm_sr, block sums = smoothed input ({sigma_lr:g} px)",
+                    project_block_sums(y0t, sm_lr, 2).numpy(),
+                    f,
+                )
                 for target, name in ((dt, "xmm_dn"), (sm_lr, f"smoothed input ({sigma_lr:g} px)")):
                     y = y0t
                     done = 0
@@ -203,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(split, spec, flush=True)
             for k, v in per_split[split].items():
                 print(f"  {k}: " + ", ".join(f"{a} {b:.4f}" for a, b in v.items()), flush=True)
-        rl = {n: per_split["val"][f"xmm_sr, RL onto xmm_dn (PSF forward model, {n} it.)"]["psnr_truth"] for n in RL_GRID}
+        rl = {
+            n: per_split["val"][f"xmm_sr, RL onto xmm_dn (PSF forward model, {n} it.)"]["psnr_truth"] for n in RL_GRID
+        }
         per_split["rl_iterations_val"] = max(rl, key=rl.get)
         per_split["bicubic_sigma_px"] = sigma
         per_split["smooth_lr_sigma_px"] = sigma_lr

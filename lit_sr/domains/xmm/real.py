@@ -394,9 +394,7 @@ def model_rate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rate on the model's output grid, the same summed back to the input grid), counts/s per pixel.
     With ``self_ensemble`` the mean of the 8 flips/rotations."""
-    return model_rate_array(
-        model, pair.raw_rate, pair.slice_exposure_map, self_ensemble, batch_size, where=pair.obsid
-    )
+    return model_rate_array(model, pair.raw_rate, pair.slice_exposure_map, self_ensemble, batch_size, where=pair.obsid)
 
 
 @torch.no_grad()
@@ -806,7 +804,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 }
                 ordered[new] = {
                     p.obsid: native[new][p.obsid]
-                    .reshape(p.slice_counts.shape[0], -1, p.slice_counts.shape[1], native[new][p.obsid].shape[1] // p.slice_counts.shape[1])
+                    .reshape(
+                        p.slice_counts.shape[0],
+                        -1,
+                        p.slice_counts.shape[1],
+                        native[new][p.obsid].shape[1] // p.slice_counts.shape[1],
+                    )
                     .sum(axis=(1, 3))
                     for p in pairs
                     if p.obsid in native[new]
