@@ -189,6 +189,46 @@ def test_flux_conserving_output_has_the_inputs_total_rate(tmp_path):
     np.testing.assert_allclose(fixed, plain * hdr["FLUXFAC"], rtol=1e-6, atol=1e-12)
 
 
+def test_sr_made_consistent_with_a_denoiser_output(tmp_path):
+    """predict.consistent_with: the x2 identity net spreads each input pixel evenly over its 2x2 block, so with
+    a denoiser image d the block-sum projection writes d / 4 in every fine pixel of the block (2x2 sums = d
+    exactly; card CONSIST); with Richardson-Lucy iterations the PSF forward model of the output gets closer to
+    d than the plain output's. A missing denoiser file stops the run before anything is written."""
+    from lit_sr.domains.xmm.hallucination import forward_model_to_input
+    from lit_sr.domains.xmm.psf import matching_kernel
+
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(_counts(total=60.0)).astype(np.float32)
+    inp = write_obs(tmp_path / "obs.fits", counts)
+    d = (_counts(total=60.0) / 2e4).astype(np.float64)  # the noiseless rate: a stand-in denoiser output
+    dn_dir = tmp_path / "dn"
+    dn_dir.mkdir()
+    fits.PrimaryHDU(d.astype(np.float32)).writeto(dn_dir / "obs_dn.fits")
+    d = d.astype(np.float32).astype(np.float64)
+    ckpt = _identity_checkpoint(tmp_path, "xmm_sr")
+    common = ("predict.self_ensemble=false", f"predict.consistent_with={dn_dir}")
+    out = _predict(tmp_path, "xmm_sr", ckpt, inp, "pred_block", *common)
+    with fits.open(out / "obs_sr.fits") as h:
+        y, hdr = h[0].data.astype(np.float64), h[0].header
+    assert hdr["CONSIST"] == "block sums"
+    np.testing.assert_allclose(y.reshape(72, 2, 88, 2).sum(axis=(1, 3)), d, rtol=2e-6)
+    np.testing.assert_allclose(y, np.repeat(np.repeat(d, 2, 0), 2, 1) / 4, rtol=2e-6)
+    plain = _predict(tmp_path, "xmm_sr", ckpt, inp, "pred_plain", "predict.self_ensemble=false")
+    out_rl = _predict(tmp_path, "xmm_sr", ckpt, inp, "pred_rl", *common, "predict.consistent_rl_iterations=20")
+    psf = KingPSF.from_fwhm(6.0, 1.5)
+    kernel = matching_kernel(psf, psf.narrower(2), PIX_ARCSEC / 2)
+    errs = []
+    for folder in (plain, out_rl):
+        with fits.open(folder / "obs_sr.fits") as h:
+            errs.append(np.abs(forward_model_to_input(h[0].data.astype(np.float64), 2, 1.0, kernel) - d).sum())
+            assert (h[0].data >= 0).all()
+    assert errs[1] < 0.5 * errs[0]  # zero-count pixels of the plain output stay 0 (RL keeps the support)
+    (dn_dir / "obs_dn.fits").unlink()
+    with pytest.raises(DataFileError, match="no denoiser output for obs.fits"):
+        _predict(tmp_path, "xmm_sr", ckpt, inp, "pred_missing", *common)
+    assert not (tmp_path / "pred_missing" / "obs_sr.fits").exists()
+
+
 def _dm(path, **kw) -> FITSFramesDataModule:
     dm = FITSFramesDataModule(str(path), patch_size=32, **kw)
     dm.setup("predict")

@@ -99,6 +99,34 @@ def exposure_for(input_path: Path, exposure: str | Path | None, n_inputs: int) -
     return e
 
 
+def consistency_file_for(input_path: Path, consistent_with: str | Path | None, n_inputs: int) -> Path | None:
+    """The denoiser output an SR prediction is made consistent with: ``consistent_with`` itself (one input) or
+    ``consistent_with/<input stem>_dn.fits`` (the name ``predict=fits`` gives an xmm_dn output)."""
+    if consistent_with is None:
+        return None
+    c = Path(consistent_with)
+    if c.is_dir():
+        stem = input_path.name
+        for suf in FITS_SUFFIXES:
+            if stem.lower().endswith(suf):
+                stem = stem[: -len(suf)]
+                break
+        candidate = c / f"{stem}_dn.fits"
+        if not candidate.is_file():
+            raise DataFileError(
+                candidate, None, f"no denoiser output for {input_path.name} (predict.consistent_with folder {c})"
+            )
+        return candidate
+    if n_inputs != 1:
+        raise ValueError(
+            f"predict.consistent_with={c} is one file but there are {n_inputs} inputs; give a folder of "
+            "<input stem>_dn.fits files"
+        )
+    if not c.is_file():
+        raise DataFileError(c, None, "predict.consistent_with: file not found (a denoiser output of predict=fits)")
+    return c
+
+
 def pixel_scale_arcsec(wcs) -> float:
     """Mean pixel side (arcsec) of a celestial WCS."""
     from astropy.wcs.utils import proj_plane_pixel_scales
@@ -315,6 +343,13 @@ class FITSPredictionWriter(BasePredictionWriter):
             (:func:`lit_sr.inference.flux.match_total`; card FLUXFAC). The input total is an unbiased
             estimate of the field's rate (Poisson error 1/sqrt(counts)); it undoes an overall excess or
             deficit of a model trained on fields brighter or fainter than this one.
+        consistent_with: SR only: a denoiser output of ``predict=fits`` (file, or a folder of
+            ``<input stem>_dn.fits``), count/s per input pixel on the input grid. The x``scale`` prediction
+            is made consistent with it (:mod:`lit_sr.inference.consistency`; card CONSIST): the sub-pixel
+            split stays the SR's, the input-grid content becomes the denoiser's. ``consistent_rl_iterations``
+            = 0: each block rescaled so its sum equals the denoiser's pixel (exact); > 0: that many
+            Richardson-Lucy iterations toward (PSF-matching blur, then block sums) = the denoiser's output,
+            the physical forward model. Applied after ``flux_conserving``; ENS_STD stays the SR's spread.
     """
 
     def __init__(
@@ -336,9 +371,16 @@ class FITSPredictionWriter(BasePredictionWriter):
         detector_mask: str = "auto",
         pixel_arcsec: float | None = None,
         flux_conserving: bool = False,
+        consistent_with: str | None = None,
+        consistent_rl_iterations: int = 0,
     ) -> None:
         super().__init__(write_interval="batch")
         self.flux_conserving = bool(flux_conserving)
+        if consistent_with is not None and int(scale) < 2:
+            raise ValueError(
+                "predict.consistent_with applies to SR (data.scale >= 2); a denoiser output is on its own grid"
+            )
+        self.consistent_with, self.consistent_rl_iterations = consistent_with, int(consistent_rl_iterations)
         self.input, self.exposure, self.exposure_ks = input, exposure, exposure_ks
         self.detector_mask, self.pixel_arcsec = detector_mask, pixel_arcsec
         self.output = Path(output) if output else None
@@ -374,6 +416,8 @@ class FITSPredictionWriter(BasePredictionWriter):
                 )
         if len(set(self.outputs)) != len(self.outputs):
             raise ValueError("two inputs map to the same output name; rename them or predict them separately")
+        for src in self.inputs:  # every denoiser output found before anything is predicted
+            consistency_file_for(src, self.consistent_with, len(self.inputs))
 
     def write_on_batch_end(
         self,
@@ -409,6 +453,9 @@ class FITSPredictionWriter(BasePredictionWriter):
                 torch.from_numpy(rate), torch.from_numpy(in_rate), torch.from_numpy(live * 1.0), self.scale
             )
             rate, flux_factor = scaled.numpy(), float(f)
+        consist_card = None
+        if self.consistent_with is not None:
+            rate, consist_card = self._make_consistent(src, rate, obs)
         pix = obs.pixel_arcsec
         dev, expected, s = consistency_maps(
             rate,
@@ -455,6 +502,8 @@ class FITSPredictionWriter(BasePredictionWriter):
         if self.flux_conserving:
             cards["FLUXFAC"] = (flux_factor, "output x this: total = input counts/exposure")
             summary["flux_factor"] = flux_factor
+        if consist_card is not None:
+            cards["CONSIST"] = (consist_card, "SR made consistent with a denoiser output")
         if "ensemble_rel_std" in summary:
             cards["ENSRELSD"] = (summary["ensemble_rel_std"], "sum ENS_STD / sum prediction (8 flips/rot)")
         history = [
@@ -473,6 +522,16 @@ class FITSPredictionWriter(BasePredictionWriter):
                 f"flux-conserving: net output x {flux_factor:.5g} so that its total over the exposed input pixels "
                 "equals the input counts / exposure there"
             )
+        if consist_card is not None:
+            history.append(
+                f"consistent with {consistency_file_for(src, self.consistent_with, len(self.inputs))}: "
+                + (
+                    "each block rescaled so its sum equals the denoiser's pixel"
+                    if self.consistent_rl_iterations == 0
+                    else f"{self.consistent_rl_iterations} Richardson-Lucy iterations toward "
+                    "PSF-matching blur + block sums = the denoiser's output"
+                )
+            )
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_fits(dst, rate, obs.header, out_wcs, "count/s", cards, history, extensions)
         self.summaries[str(dst)] = summary
@@ -483,6 +542,32 @@ class FITSPredictionWriter(BasePredictionWriter):
             f", ensemble rel. std {summary['ensemble_rel_std']:.3g}" if "ensemble_rel_std" in summary else "",
         )
         return dst
+
+    def _make_consistent(self, src: Path, rate: np.ndarray, obs) -> tuple[np.ndarray, str]:
+        from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
+
+        path = consistency_file_for(src, self.consistent_with, len(self.inputs))
+        with fits.open(path) as h:
+            d = None if h[0].data is None else np.asarray(h[0].data, np.float64)
+        if d is None or d.shape != tuple(obs.counts.shape):
+            raise DataFileError(
+                path,
+                "HDU 0",
+                f"shape {None if d is None else d.shape}; expected the input grid {tuple(obs.counts.shape)} of "
+                f"{src.name} (a denoiser output, count/s per input pixel)",
+            )
+        if not np.isfinite(d).all():
+            raise DataFileError(path, "HDU 0", "non-finite values; expected a count-rate image")
+        y0 = torch.from_numpy(np.clip(rate, 0.0, None))
+        dt = torch.from_numpy(np.clip(d, 0.0, None))
+        w = torch.from_numpy((obs.exposure_s > 0).astype(np.float64))
+        n = self.consistent_rl_iterations
+        if n <= 0:
+            return project_block_sums(y0, dt, self.scale, weight=w).numpy(), "block sums"
+        psf_lr = KingPSF.from_fwhm(self.psf_fwhm_arcsec, self.psf_beta)
+        kernel = torch.from_numpy(matching_kernel(psf_lr, psf_lr.narrower(self.scale), obs.pixel_arcsec / self.scale))
+        forward, adjoint = blur_sum_operator(kernel, self.scale, padding="symmetric")
+        return richardson_lucy_consistent(y0, dt, forward, adjoint, n, weight=w).numpy(), f"RL {n} iterations"
 
     def on_predict_end(self, trainer, pl_module) -> None:
         done = [p for p in self.outputs if p.exists()]

@@ -37,6 +37,9 @@ output (the SR target's PSF, twice narrower) blurred with the HR -> LR PSF match
 (:func:`psf_matched_rate`); the held-out counts were recorded through the LR PSF, so a sharper prediction is
 judged only after this step. ``--flux-conserving`` adds, for every model row, the same prediction times one factor per frame that
 makes its total over the exposed pixels equal to the slice's counts / T_slice (:func:`flux_conserving`).
+``--sr-consistent-with`` adds, for every SR row, the x2 output made consistent with a denoiser's output on the
+input grid (:func:`sr_consistent_rate`: exact 2x2 block-sum rescale, and with ``--psf-matched`` Richardson-Lucy
+on the PSF forward model): the sub-pixel split is the SR's, the input-grid content the denoiser's.
 """
 
 from __future__ import annotations
@@ -391,14 +394,27 @@ def model_rate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rate on the model's output grid, the same summed back to the input grid), counts/s per pixel.
     With ``self_ensemble`` the mean of the 8 flips/rotations."""
+    return model_rate_array(model, pair.raw_rate, pair.slice_exposure_map, self_ensemble, batch_size, where=pair.obsid)
+
+
+@torch.no_grad()
+def model_rate_array(
+    model: LoadedModel,
+    rate: np.ndarray,
+    exposure_s: np.ndarray,
+    self_ensemble: bool = False,
+    batch_size: int = 16,
+    where: str = "frame",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`model_rate` for an input rate image (counts/s per pixel, [H, W]) and its exposure map (s)."""
     from lit_sr.domains.xmm.data import model_input
     from lit_sr.domains.xmm.predict import D4_KEYS, XMMFramePredictor
 
-    rate = torch.from_numpy(pair.raw_rate.astype(np.float32))[None]
-    expo = torch.from_numpy(pair.slice_exposure_map)[None]
-    frame = model_input(rate, expo, model.transform, model.exposure_norm_ks)
+    rate_t = torch.from_numpy(np.asarray(rate, np.float32))[None]
+    expo = torch.from_numpy(np.asarray(exposure_s, np.float32))[None]
+    frame = model_input(rate_t, expo, model.transform, model.exposure_norm_ks)
     predictor = XMMFramePredictor(model.patch_size, None, batch_size, self_ensemble)
-    out = predictor(model.module.frame_forward, frame, where=pair.obsid)
+    out = predictor(model.module.frame_forward, frame, where=where)
     keys = ["output", *([k for k in D4_KEYS if k in out] if self_ensemble else [])]
     phys = torch.stack([model.transform.inverse(out[k]) for k in keys]).mean(0)[0].double().numpy()
     s = model.scale
@@ -424,6 +440,36 @@ def psf_matched_rate(
     psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
     kernel = matching_kernel(psf_lr, psf_lr.narrower(s), pair.pixel_arcsec / s)
     return forward_model_to_input(hr_rate, s, 1.0, kernel)
+
+
+def sr_consistent_rate(
+    hr_rate: np.ndarray,
+    input_grid_rate: np.ndarray,
+    pair: RealPair,
+    rl_iterations: int = 0,
+    psf_fwhm_arcsec: float = 6.0,
+    psf_beta: float = 1.5,
+) -> np.ndarray:
+    """An x s SR rate image made consistent with an input-grid rate estimate (e.g. a denoiser's output),
+    counts/s per output pixel (:mod:`lit_sr.inference.consistency`).
+
+    ``rl_iterations`` = 0: every s x s block rescaled so that its sum equals the estimate (exact; scored summed
+    s x s it is the estimate itself). ``rl_iterations`` > 0: that many Richardson-Lucy iterations from the SR
+    image toward (HR -> LR PSF-matching blur, mirror-padded, then s x s sums) = the estimate, the forward
+    model of :func:`psf_matched_rate`, over the exposed pixels (masked input pixels do not enter)."""
+    from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
+    from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
+
+    s = hr_rate.shape[0] // pair.slice_counts.shape[0]
+    y0 = torch.from_numpy(np.clip(np.asarray(hr_rate, np.float64), 0.0, None))
+    d = torch.from_numpy(np.clip(np.asarray(input_grid_rate, np.float64), 0.0, None))
+    w = torch.from_numpy(pair.mask.astype(np.float64))
+    if rl_iterations <= 0:
+        return project_block_sums(y0, d, s, weight=w).numpy()
+    psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
+    kernel = torch.from_numpy(matching_kernel(psf_lr, psf_lr.narrower(s), pair.pixel_arcsec / s))
+    forward, adjoint = blur_sum_operator(kernel, s, padding="symmetric")
+    return richardson_lucy_consistent(y0, d, forward, adjoint, rl_iterations, weight=w).numpy()
 
 
 # ------------------------------------------------------------------------------------------------ image statistics (sim_real.py compares simulations with the real images on them)
@@ -592,6 +638,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="also score every SR row forward-modelled to the telescope's optics: blurred with the HR -> LR PSF "
         "matching kernel, then summed 2x2 (psf_matched_rate)",
     )
+    ap.add_argument(
+        "--sr-consistent-with",
+        default=None,
+        help="label=DN checkpoint, or leave-one-out template with {obsid} (| joins an ensemble): every SR row is "
+        "also made consistent with this denoiser's output (8-fold self-ensemble, flux-conserving with "
+        "--flux-conserving): its 2x2 block sums rescaled to it (scored summed 2x2, that is the denoiser's "
+        "score by construction) and, with --psf-matched, --rl-iterations Richardson-Lucy steps on the PSF "
+        "forward model (sr_consistent_rate)",
+    )
+    ap.add_argument(
+        "--rl-iterations",
+        default="1",
+        help="Richardson-Lucy iterations of --sr-consistent-with with --psf-matched; comma-separated for several rows "
+        "(1: the count with the best PSNR to the truth on the simulated validation split, "
+        "reports/xmm/sr_consistency_sim.py)",
+    )
     ap.add_argument("--psf-fwhm", type=float, default=6.0, help="LR King PSF FWHM (arcsec) for --psf-matched")
     ap.add_argument("--psf-beta", type=float, default=1.5, help="LR King PSF beta for --psf-matched")
     ap.add_argument(
@@ -709,6 +771,50 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for p in pairs:
                 panel_images[p.obsid][f"{kind} {label} (LOO)".strip()] = native[name][p.obsid]
             log.info("%s: %d frames in %.0f s", name, len(pairs), timings[name])
+    if args.sr_consistent_with:
+        label, _, spec = args.sr_consistent_with.rpartition("=")
+        label = label or "DN"
+        t0 = time.perf_counter()
+        if "{obsid}" in spec:
+            dn_rates, loo_used[f"consistency: {label}"], _ = leave_one_out_rates(spec, pairs, True, 1)
+        else:
+            dn_model = load_model(spec)
+            if dn_model.scale != 1:
+                raise DataFileError(Path(spec), "config_resolved.yaml data.scale", f"is {dn_model.scale}; expected 1")
+            dn_rates = {p.obsid: model_rate(dn_model, p, True)[1] for p in pairs}
+        if args.flux_conserving:
+            dn_rates = {p.obsid: flux_conserving(dn_rates[p.obsid], p) for p in pairs}
+        timings[f"consistency: {label}"] = time.perf_counter() - t0
+        ordered = {}
+        for name, by_obs in predictions.items():
+            ordered[name] = by_obs
+            if not (name.startswith("SR ") and name.endswith("summed 2x2") and name in native):
+                continue
+            variants = [(0, f"block sums = {label}")]
+            if args.psf_matched:
+                variants += [(int(n), f"RL onto {label} ({int(n)} it.)") for n in str(args.rl_iterations).split(",")]
+            for n_iter, what in variants:
+                new = name.replace(", summed 2x2", f", consistent: {what}, summed 2x2")
+                native[new] = {
+                    p.obsid: sr_consistent_rate(
+                        native[name][p.obsid], dn_rates[p.obsid], p, n_iter, args.psf_fwhm, args.psf_beta
+                    )
+                    for p in pairs
+                    if p.obsid in native[name]
+                }
+                ordered[new] = {
+                    p.obsid: native[new][p.obsid]
+                    .reshape(
+                        p.slice_counts.shape[0],
+                        -1,
+                        p.slice_counts.shape[1],
+                        native[new][p.obsid].shape[1] // p.slice_counts.shape[1],
+                    )
+                    .sum(axis=(1, 3))
+                    for p in pairs
+                    if p.obsid in native[new]
+                }
+        predictions = ordered
     if args.psf_matched:
         ordered = {}
         for name, by_obs in predictions.items():
@@ -725,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ordered: dict[str, dict[str, np.ndarray]] = {}
         for name, by_obs in predictions.items():
             ordered[name] = by_obs
-            if name.startswith(("DN ", "SR ")):
+            if name.startswith(("DN ", "SR ")) and ", consistent: " not in name:
                 ordered[name + ", flux-conserving"] = {
                     p.obsid: flux_conserving(by_obs[p.obsid], p) for p in pairs if p.obsid in by_obs
                 }
