@@ -122,5 +122,18 @@ def test_he_init_net_stays_rot90_equivariant() -> None:
 def test_unknown_or_unsupported_init_is_refused() -> None:
     with pytest.raises(ValueError, match="init must be one of"):
         DecompositionNet(backend="c4", features=CPU_FIELDS, init="xavier")
-    with pytest.raises(ValueError, match="backend 'c4' only"):
-        DecompositionNet(backend="plain", features=CPU_FIELDS, init="he")
+    with pytest.raises(ValueError, match="not 'escnn'"):
+        DecompositionNet(backend="escnn", features=CPU_FIELDS, init="he")
+
+
+def test_plain_unet_he_init_weight_scale_and_live_relus() -> None:
+    torch.manual_seed(0)
+    net = DecompositionNet(backend="plain", in_channels=2, out_channels=1, features=(8, 16, 32, 64), init="he")
+    bb = net.backbone
+    assert bb.down[1][0].weight.std().item() == pytest.approx(math.sqrt(2.0 / (8 * 9)), rel=0.15)
+    assert bb.up[0].weight.std().item() == pytest.approx(math.sqrt(1.0 / 64), rel=0.1)
+    assert bb.out.weight.std().item() == pytest.approx(math.sqrt(1.0 / 8), rel=0.2)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in bb.modules() if isinstance(m, torch.nn.Conv2d))
+    x, _ = sparse_saxs_like_input()
+    for name, frac in relu_active_fractions(net, x).items():
+        assert 0.01 < frac < 0.99, f"{name} active on {frac:.4f} of the units"

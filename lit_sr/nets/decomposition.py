@@ -15,7 +15,7 @@ first ``out_channels`` input channels are the image that is decomposed (s = ReLU
 the others are conditioning the backbone sees but the heads do not decompose (e.g. SAXS's absolute
 energy beside the percentile-normalised patch, ``lit_sr/domains/saxs/normalise.py``).
 
-``init="he"`` (C4 backbone): He-normal weights and zero biases (:func:`lit_sr.nets.c4.he_init_`). With the
+``init="he"`` (C4 and plain backbones): He-normal weights and zero biases (:func:`lit_sr.nets.c4.he_init_`). With the
 default init a narrow backbone can start with its last ReLU off at every pixel; the straight-through head
 gradient cannot revive it, because the dead ReLU sits below the head.
 """
@@ -41,11 +41,11 @@ def build_backbone(
     init: str = "torch",
 ) -> nn.Module:
     """UNet backbone by name. ``features``: maps per level (plain) or regular fields per level (c4, escnn).
-    ``init``: "torch" (each layer's default) or "he" (c4 only: :func:`lit_sr.nets.c4.he_init_`)."""
-    if init != "torch" and backend != "c4":
-        raise ValueError(f"backbone init {init!r} is implemented for backend 'c4' only, got backend {backend!r}")
+    ``init``: "torch" (each layer's default) or "he" (c4 and plain: :func:`lit_sr.nets.c4.he_init_`)."""
+    if init != "torch" and backend == "escnn":
+        raise ValueError(f"backbone init {init!r} is implemented for backends 'c4' and 'plain', not 'escnn'")
     if backend == "plain":
-        return UNet(in_channels, latent_channels, features or (32, 64, 128, 256))
+        return UNet(in_channels, latent_channels, features or (32, 64, 128, 256), init)
     if backend == "c4":
         return C4UNet(in_channels, latent_channels, features or (28, 56, 112, 224), group_pool, init)
     if backend == "escnn":
