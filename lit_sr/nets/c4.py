@@ -124,6 +124,39 @@ class SymmetricConv2d(nn.Module):
         return F.conv2d(x, self.symmetric_weight(), self.conv.bias, padding=self.conv.padding)
 
 
+BACKBONE_INITS = ("torch", "he")
+
+
+def he_init_(net: nn.Module, linear: tuple[nn.Module, ...] = ()) -> None:
+    """He (Kaiming-normal, fan-in) initialisation of every C4 convolution in ``net``, biases zero.
+
+    The default (``kaiming_uniform_(a=sqrt(5))``, PyTorch's ``nn.Conv2d`` rule) gives each layer a weight variance
+    of 1 / (3 fan_in): through the 14 ReLU convolutions of the UNet the input-dependent part of the activations
+    shrinks by about 1/sqrt(6) per layer while the biases (uniform within 1/sqrt(fan_in)) do not, so the sign of a
+    deep pre-activation is set by its bias. With the CPU recipe's 4 fields in the last decoder block, all 4 biases
+    are negative in 1 of 16 initialisations: that ReLU is then off for every pixel, the latent is a constant, no
+    gradient reaches the backbone and the noise head can only learn a constant (SAXS seed 1, docs/saxs.md).
+    Here std = gain / sqrt(fan_in) with gain sqrt(2) for a convolution followed by a ReLU and 1 for those in
+    ``linear``; fan_in counts the taps that reach one output pixel: C k^2 (lifting), 4 C k^2 (group), 4 C for the
+    2x2 stride-2 transposed group convolution (each output pixel sees one tap per input channel).
+    """
+    linear_ids = {id(m) for m in linear}
+    for m in net.modules():
+        if isinstance(m, (LiftingConv2d, GroupConv2d, GroupConvTranspose2d)):
+            w = m.weight
+            if isinstance(m, LiftingConv2d):
+                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            elif isinstance(m, GroupConv2d):
+                fan_in = w.shape[1] * 4 * w.shape[3] * w.shape[4]
+            else:
+                fan_in = w.shape[1] * 4
+            gain = 1.0 if (id(m) in linear_ids or isinstance(m, GroupConvTranspose2d)) else math.sqrt(2.0)
+            with torch.no_grad():
+                w.normal_(0.0, gain / math.sqrt(fan_in))
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
 def _double_gconv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(GroupConv2d(cin, cout), nn.ReLU(inplace=True), GroupConv2d(cout, cout), nn.ReLU(inplace=True))
 
@@ -141,6 +174,9 @@ class C4UNet(nn.Module):
     like an escnn convolution to trivial fields. With ``"max"`` the SAXS decomposition did not train:
     29.6 dB signal PSNR after 2,000 steps (input 29.5) against 37.2 dB after 1,000 steps with the mean
     (32 px patches, 0.12 M parameters, squared-error loss, lr 1e-3; measured on CPU).
+
+    ``init``: ``"torch"`` (default, PyTorch's conv rule; the existing checkpoints' runs) or ``"he"``
+    (:func:`he_init_`: He-normal weights, zero biases), which keeps every ReLU of a narrow net alive at the start.
     """
 
     equivariant = True
@@ -151,8 +187,11 @@ class C4UNet(nn.Module):
         latent_channels: int = 16,
         fields: tuple[int, ...] | list[int] = (28, 56, 112, 224),
         group_pool: str = "mean",
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in BACKBONE_INITS:
+            raise ValueError(f"C4UNet init must be one of {', '.join(BACKBONE_INITS)}, got {init!r}")
         fields = list(fields)
         self.factor = 2 ** (len(fields) - 1)
         self.latent_channels = latent_channels
@@ -169,6 +208,8 @@ class C4UNet(nn.Module):
             self.up.append(GroupConvTranspose2d(f_hi, f))
             self.dec.append(_double_gconv(2 * f, f))
         self.out = GroupConv2d(fields[0], latent_channels, kernel_size=1)
+        if init == "he":
+            he_init_(self, linear=(self.out,))
 
     @staticmethod
     def _cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,10 @@ hit (n > 0, predicted 0) still pulls its pre-activation up.
 first ``out_channels`` input channels are the image that is decomposed (s = ReLU(x[:, :out] - n)) and
 the others are conditioning the backbone sees but the heads do not decompose (e.g. SAXS's absolute
 energy beside the percentile-normalised patch, ``lit_sr/domains/saxs/normalise.py``).
+
+``init="he"`` (C4 and plain backbones): He-normal weights and zero biases (:func:`lit_sr.nets.c4.he_init_`). With the
+default init a narrow backbone can start with its last ReLU off at every pixel; the straight-through head
+gradient cannot revive it, because the dead ReLU sits below the head.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ def build_backbone(
     latent_channels: int = 16,
     features: Sequence[int] | None = None,
     group_pool: str = "mean",
+    init: str = "torch",
 ) -> nn.Module:
-    """UNet backbone by name. ``features``: maps per level (plain) or regular fields per level (c4, escnn)."""
+    """UNet backbone by name. ``features``: maps per level (plain) or regular fields per level (c4, escnn).
+    ``init``: "torch" (each layer's default) or "he" (c4 and plain: :func:`lit_sr.nets.c4.he_init_`)."""
+    if init != "torch" and backend == "escnn":
+        raise ValueError(f"backbone init {init!r} is implemented for backends 'c4' and 'plain', not 'escnn'")
     if backend == "plain":
-        return UNet(in_channels, latent_channels, features or (32, 64, 128, 256))
+        return UNet(in_channels, latent_channels, features or (32, 64, 128, 256), init)
     if backend == "c4":
-        return C4UNet(in_channels, latent_channels, features or (28, 56, 112, 224), group_pool)
+        return C4UNet(in_channels, latent_channels, features or (28, 56, 112, 224), group_pool, init)
     if backend == "escnn":
         from lit_sr.nets.escnn_unet import EscnnC4UNet
 
@@ -62,6 +70,7 @@ class DecompositionNet(nn.Module):
         backbone: nn.Module | None = None,
         noise_activation: str = "relu",
         out_channels: int | None = None,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if noise_activation not in ("relu", "relu_st"):
@@ -74,7 +83,7 @@ class DecompositionNet(nn.Module):
         self.backbone = (
             backbone
             if backbone is not None
-            else build_backbone(backend, in_channels, latent_channels, features, group_pool)
+            else build_backbone(backend, in_channels, latent_channels, features, group_pool, init)
         )
         latent = getattr(self.backbone, "latent_channels", latent_channels)
         self.equivariant = bool(getattr(self.backbone, "equivariant", False))
