@@ -130,6 +130,10 @@ def test_gan_generator_terms_include_the_weighted_task_term_and_keep_the_classif
     weight, value = terms["task"]
     assert weight == 0.1
     torch.testing.assert_close(value, F.cross_entropy(clf(fake), batch["label"]))
+    # a batch without labels (a user's folder): the HR posterior is the target
+    unlabelled = {k: v for k, v in batch.items() if k != "label"}
+    _, value = module.generator_terms(unlabelled, fake)["task"]
+    torch.testing.assert_close(value, ClassifierTaskLoss(clf, "hr")(fake, hr=hr))
     with pytest.raises(ValueError, match="task_net"):
         GANSRModule(
             net=gen, critic=Critic(channels=(4, 4, 4, 4, 4, 4), hidden=8, input_size=48), scale=2, task_weight=0.1

@@ -51,10 +51,18 @@ class ClassifierTaskLoss(nn.Module):
             logits = torch.stack([torch.zeros_like(logits), logits], 1)
         return F.log_softmax(logits.float(), 1)
 
-    def forward(self, sr: torch.Tensor, labels: torch.Tensor | None = None, hr: torch.Tensor | None = None):
-        """Mean cross-entropy (nats per sample) of the classifier on ``sr``."""
+    def forward(
+        self,
+        sr: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        hr: torch.Tensor | None = None,
+        target: str | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy (nats per sample) of the classifier on ``sr``; ``target`` overrides the one set at
+        construction for this call."""
+        target = self.target if target is None else target
         log_p = self._log_probs(self.classifier(sr))
-        if self.target == "label":
+        if target == "label":
             if labels is None:
                 raise ValueError("ClassifierTaskLoss(target='label') needs the batch's 'label' (class per sample)")
             return F.nll_loss(log_p, labels.long().view(-1))

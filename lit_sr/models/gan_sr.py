@@ -14,6 +14,7 @@ conf/experiment/calo_srgan.yaml: generator 1e-4 L_WGAN + 1e-9 L_perceptual, crit
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +28,8 @@ from lit_sr.models.adversarial import AdversarialModule
 from lit_sr.models.base import OptimizerFactory, transform_hparams
 from lit_sr.models.image_to_image import ImageToImageTask
 
+log = logging.getLogger("lit_sr")
+
 
 class GANSRModule(ImageToImageTask, AdversarialModule):
     """Args (beyond :class:`~lit_sr.models.adversarial.AdversarialModule`'s and the image-to-image task's
@@ -39,8 +42,9 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         generator_adversarial_weight, critic_adversarial_weight: weights of the adversarial terms (default 1).
         perceptual_weight, pixel_weight: generator loss weights (default 1 and 0: the pixel term is off).
         task_net: frozen classifier (logits) of the task term, or None (no task term): the cross-entropy of
-            its posterior on SR against the batch's ``label`` (``task_target='label'``) or against its posterior
-            on HR (``'hr'``), weight ``task_weight`` (see ``ClassifierTaskLoss``). Never the evaluator's judge.
+            its posterior on SR against the batch's ``label`` (``task_target='label'``; batches without labels
+            fall back to ``'hr'``, logged once) or against its posterior on HR (``'hr'``), weight ``task_weight``
+            (see ``ClassifierTaskLoss``). Never the evaluator's judge.
         condition_on_input: the critic gets the LR input (its image channels, in model space) as
             condition (needs a critic built with ``condition_channels``).
         classifier_ckpt: provenance only: the checkpoint the perceptual net / evaluator were loaded
@@ -132,6 +136,7 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         self.w_perc, self.w_pix = perceptual_weight, pixel_weight
         self.task = ClassifierTaskLoss(task_net, task_target) if task_net is not None else None
         self.w_task = task_weight
+        self._task_fallback_logged = False
         if task_weight and task_net is None:
             raise ValueError(f"GANSRModule: task_weight={task_weight} needs a task_net (a frozen classifier)")
         if (
@@ -186,9 +191,18 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
             terms["pixel"] = (self.w_pix, self.loss_fn(fake, hr))
         if self.task is not None and self.w_task:
             tr = getattr(self.task.classifier, "input_transform", None)
+            labels, target = batch.get("label"), None
+            if labels is None and self.task.target == "label":  # data without labels (a user's folder)
+                target = "hr"
+                if not self._task_fallback_logged:
+                    log.info(
+                        "Task term: the batches carry no 'label'; it uses the classifier's posterior on HR as "
+                        "its target instead (model.task_target=hr)"
+                    )
+                    self._task_fallback_logged = True
             terms["task"] = (
                 self.w_task,
-                self.task(self._to_space(fake, tr), batch.get("label"), self._to_space(hr, tr)),
+                self.task(self._to_space(fake, tr), labels, self._to_space(hr, tr), target),
             )
         return terms
 
