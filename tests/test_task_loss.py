@@ -1,4 +1,5 @@
-"""The task term of the GANs (ClassifierTaskLoss): a frozen classifier's cross-entropy on SR."""
+"""The task term of the GANs (ClassifierTaskLoss: a frozen classifier's cross-entropy on SR) and the flux term that
+keeps it from dimming the images (RelativeFluxLoss)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_sr.domains.lensing.nets import LensClassifier
+from lit_sr.losses.pixel import RelativeFluxLoss
 from lit_sr.losses.task import ClassifierTaskLoss
 
 
@@ -120,6 +122,7 @@ def test_gan_generator_terms_include_the_weighted_task_term_and_keep_the_classif
         task_net=clf,
         task_weight=0.1,
         pixel_weight=1.0,
+        flux_weight=1.0,
     )
     module.train()
     assert not clf.training
@@ -129,6 +132,7 @@ def test_gan_generator_terms_include_the_weighted_task_term_and_keep_the_classif
     terms = module.generator_terms(batch, fake)
     weight, value = terms["task"]
     assert weight == 0.1
+    torch.testing.assert_close(terms["flux"][1], RelativeFluxLoss()(fake, hr))
     torch.testing.assert_close(value, F.cross_entropy(clf(fake), batch["label"]))
     # a batch without labels (a user's folder): the HR posterior is the target
     unlabelled = {k: v for k, v in batch.items() if k != "label"}
@@ -138,3 +142,17 @@ def test_gan_generator_terms_include_the_weighted_task_term_and_keep_the_classif
         GANSRModule(
             net=gen, critic=Critic(channels=(4, 4, 4, 4, 4, 4), hidden=8, input_size=48), scale=2, task_weight=0.1
         )
+
+
+def test_relative_flux_loss_is_the_mean_relative_error_of_the_totals():
+    """Moving light around costs nothing; a uniform 5 % deficit in one image of two and a 10 % excess in the other
+    cost (0.05 + 0.10) / 2; the gradient is the same for every pixel of an image (only the total counts)."""
+    hr = _lenses(2)
+    loss = RelativeFluxLoss()
+    assert float(loss(torch.flip(hr, (-1,)), hr)) == pytest.approx(0.0, abs=1e-6)
+    sr = (hr * torch.tensor([0.95, 1.10]).view(2, 1, 1, 1)).requires_grad_(True)
+    value = loss(sr, hr)
+    assert float(value.detach()) == pytest.approx(0.075, rel=1e-4)
+    value.backward()
+    for i, sign in enumerate((-1.0, 1.0)):  # d/dSR of |sum SR / sum HR - 1| / 2 = sign / (2 sum HR), every pixel
+        torch.testing.assert_close(sr.grad[i], torch.full_like(sr.grad[i], sign / (2 * float(hr[i].sum()))))

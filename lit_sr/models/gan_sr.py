@@ -22,7 +22,7 @@ from torch import nn
 
 from lit_sr.losses.adversarial import AdversarialLoss
 from lit_sr.losses.perceptual import PerceptualLoss
-from lit_sr.losses.pixel import PixelLoss
+from lit_sr.losses.pixel import PixelLoss, RelativeFluxLoss
 from lit_sr.losses.task import ClassifierTaskLoss
 from lit_sr.models.adversarial import AdversarialModule
 from lit_sr.models.base import OptimizerFactory, transform_hparams
@@ -45,6 +45,8 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
             its posterior on SR against the batch's ``label`` (``task_target='label'``; batches without labels
             fall back to ``'hr'``, logged once) or against its posterior on HR (``'hr'``), weight ``task_weight``
             (see ``ClassifierTaskLoss``). Never the evaluator's judge.
+        flux_weight: weight of the relative total-flux error of SR against HR in physical units (mean over
+            samples of |sum SR / sum HR - 1|, ``RelativeFluxLoss``); 0 = off.
         condition_on_input: the critic gets the LR input (its image channels, in model space) as
             condition (needs a critic built with ``condition_channels``).
         classifier_ckpt: provenance only: the checkpoint the perceptual net / evaluator were loaded
@@ -79,6 +81,7 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         task_net: nn.Module | None = None,
         task_target: str = "label",
         task_weight: float = 0.0,
+        flux_weight: float = 0.0,
         critic_adversarial_weight: float = 1.0,
         penalty: str = "auto",
         gp_weight: float = 10.0,
@@ -137,6 +140,8 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         self.task = ClassifierTaskLoss(task_net, task_target) if task_net is not None else None
         self.w_task = task_weight
         self._task_fallback_logged = False
+        self.w_flux = flux_weight
+        self.flux_loss = RelativeFluxLoss()
         if task_weight and task_net is None:
             raise ValueError(f"GANSRModule: task_weight={task_weight} needs a task_net (a frozen classifier)")
         if (
@@ -189,6 +194,8 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
             )
         if self.w_pix:
             terms["pixel"] = (self.w_pix, self.loss_fn(fake, hr))
+        if self.w_flux:
+            terms["flux"] = (self.w_flux, self.flux_loss(self.to_physical(fake), self.to_physical(hr)))
         if self.task is not None and self.w_task:
             tr = getattr(self.task.classifier, "input_transform", None)
             labels, target = batch.get("label"), None
