@@ -104,6 +104,15 @@ def seeds_bootstrap(
     }
 
 
+#: data keys that do not change which lenses are in a split or their pixels (training order and loading only)
+_LOADING_KEYS = ("augment_seed", "batch_size", "num_workers", "pin_memory", "persistent_workers")
+
+
+def _lens_identity(data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The data config without the keys that only affect training order or loading."""
+    return {k: v for k, v in data_cfg.items() if k not in _LOADING_KEYS}
+
+
 class RunScorer:
     """Loads the data split and the HR judge of a first run's config; scores any run's generator on it."""
 
@@ -113,7 +122,7 @@ class RunScorer:
 
         cfg = OmegaConf.load(Path(run_dir) / "config_resolved.yaml")
         self.judge_ckpt = str(cfg.model.evaluator.judge.ckpt_path)
-        self.data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+        self.data_cfg = _lens_identity(OmegaConf.to_container(cfg.data, resolve=True))
         self.evaluator = instantiate(cfg.model.evaluator)
         dm = instantiate(cfg.data)
         dm.setup("test" if split == "test" else "validate")
@@ -139,7 +148,7 @@ class RunScorer:
         cfg = OmegaConf.load(Path(run_dir) / "config_resolved.yaml")
         if str(cfg.model.evaluator.judge.ckpt_path) != self.judge_ckpt:
             raise ValueError(f"{run_dir}: judged by {cfg.model.evaluator.judge.ckpt_path}, not {self.judge_ckpt}")
-        if OmegaConf.to_container(cfg.data, resolve=True) != self.data_cfg:
+        if _lens_identity(OmegaConf.to_container(cfg.data, resolve=True)) != self.data_cfg:
             raise ValueError(f"{run_dir}: its data config differs from the first run's (not the same lenses)")
         net = instantiate(cfg.model.net)
         state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
