@@ -141,7 +141,9 @@ class RunScorer:
             feats.append(self.evaluator.judge_features("hr", img).double())
         return {"probs": torch.cat(probs).numpy(), "features": torch.cat(feats).numpy()}
 
-    def score_run(self, run_dir: Path) -> dict[str, np.ndarray]:
+    def generator(self, run_dir: Path) -> torch.nn.Module:
+        """The run's generator (``net.*`` of its last checkpoint), in eval mode; refuses a run on other lenses or
+        judged by another judge."""
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
@@ -153,7 +155,10 @@ class RunScorer:
         net = instantiate(cfg.model.net)
         state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
-        net.eval()
+        return net.eval()
+
+    def score_run(self, run_dir: Path) -> dict[str, np.ndarray]:
+        net = self.generator(run_dir)
         return self._score(lambda b: self.transform.inverse(net(b["input"])))
 
 
