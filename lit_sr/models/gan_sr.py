@@ -14,6 +14,7 @@ conf/experiment/calo_srgan.yaml: generator 1e-4 L_WGAN + 1e-9 L_perceptual, crit
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -21,10 +22,13 @@ from torch import nn
 
 from lit_sr.losses.adversarial import AdversarialLoss
 from lit_sr.losses.perceptual import PerceptualLoss
-from lit_sr.losses.pixel import PixelLoss
+from lit_sr.losses.pixel import PixelLoss, RelativeFluxLoss
+from lit_sr.losses.task import ClassifierTaskLoss
 from lit_sr.models.adversarial import AdversarialModule
 from lit_sr.models.base import OptimizerFactory, transform_hparams
 from lit_sr.models.image_to_image import ImageToImageTask
+
+log = logging.getLogger("lit_sr")
 
 
 class GANSRModule(ImageToImageTask, AdversarialModule):
@@ -37,6 +41,12 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         scale: upsampling factor of ``net`` (required, keyword-only: the data's).
         generator_adversarial_weight, critic_adversarial_weight: weights of the adversarial terms (default 1).
         perceptual_weight, pixel_weight: generator loss weights (default 1 and 0: the pixel term is off).
+        task_net: frozen classifier (logits) of the task term, or None (no task term): the cross-entropy of
+            its posterior on SR against the batch's ``label`` (``task_target='label'``; batches without labels
+            fall back to ``'hr'``, logged once) or against its posterior on HR (``'hr'``), weight ``task_weight``
+            (see ``ClassifierTaskLoss``). Never the evaluator's judge.
+        flux_weight: weight of the relative total-flux error of SR against HR in physical units (mean over
+            samples of |sum SR / sum HR - 1|, ``RelativeFluxLoss``); 0 = off.
         condition_on_input: the critic gets the LR input (its image channels, in model space) as
             condition (needs a critic built with ``condition_channels``).
         classifier_ckpt: provenance only: the checkpoint the perceptual net / evaluator were loaded
@@ -68,6 +78,10 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         generator_adversarial_weight: float = 1.0,
         perceptual_weight: float = 1.0,
         pixel_weight: float = 0.0,
+        task_net: nn.Module | None = None,
+        task_target: str = "label",
+        task_weight: float = 0.0,
+        flux_weight: float = 0.0,
         critic_adversarial_weight: float = 1.0,
         penalty: str = "auto",
         gp_weight: float = 10.0,
@@ -107,6 +121,7 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
                 "net",
                 "critic",
                 "perceptual_net",
+                "task_net",
                 "loss",
                 "evaluator",
                 "transform",
@@ -122,6 +137,21 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
         self.loss_fn = loss if loss is not None else PixelLoss("l1")
         self.perceptual = PerceptualLoss(perceptual_net, perceptual_reduction) if perceptual_net is not None else None
         self.w_perc, self.w_pix = perceptual_weight, pixel_weight
+        self.task = ClassifierTaskLoss(task_net, task_target) if task_net is not None else None
+        self.w_task = task_weight
+        self._task_fallback_logged = False
+        self.w_flux = flux_weight
+        self.flux_loss = RelativeFluxLoss()
+        if task_weight and task_net is None:
+            raise ValueError(f"GANSRModule: task_weight={task_weight} needs a task_net (a frozen classifier)")
+        if (
+            task_net is not None
+            and evaluator is not None
+            and any(task_net is j for j in getattr(evaluator, "judges", {}).values())
+        ):
+            raise ValueError(
+                "GANSRModule: the task_net is one of the evaluator's judges; a judge must stay independent"
+            )
         self.condition_on_input = bool(condition_on_input)
         self.init_task(
             scale,
@@ -164,7 +194,30 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
             )
         if self.w_pix:
             terms["pixel"] = (self.w_pix, self.loss_fn(fake, hr))
+        if self.w_flux:
+            terms["flux"] = (self.w_flux, self.flux_loss(self.to_physical(fake), self.to_physical(hr)))
+        if self.task is not None and self.w_task:
+            tr = getattr(self.task.classifier, "input_transform", None)
+            labels, target = batch.get("label"), None
+            if labels is None and self.task.target == "label":  # data without labels (a user's folder)
+                target = "hr"
+                if not self._task_fallback_logged:
+                    log.info(
+                        "Task term: the batches carry no 'label'; it uses the classifier's posterior on HR as "
+                        "its target instead (model.task_target=hr)"
+                    )
+                    self._task_fallback_logged = True
+            terms["task"] = (
+                self.w_task,
+                self.task(self._to_space(fake, tr), labels, self._to_space(hr, tr), target),
+            )
         return terms
+
+    def _to_space(self, x: torch.Tensor, input_transform: nn.Module | None) -> torch.Tensor:
+        """Model-space images -> a frozen net's input space (its own ``input_transform`` if it has one)."""
+        if input_transform is None or self.transform is None:
+            return x
+        return input_transform(self.transform.inverse(x))
 
     def _classifier_space(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space images -> the perceptual net's input space (its own transform if it has one)."""
