@@ -221,7 +221,4 @@ class GANSRModule(ImageToImageTask, AdversarialModule):
 
     def _classifier_space(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space images -> the perceptual net's input space (its own transform if it has one)."""
-        tr = getattr(self.perceptual.feature_net, "input_transform", None)
-        if tr is None or self.transform is None:
-            return x
-        return tr(self.transform.inverse(x))
+        return self._to_space(x, getattr(self.perceptual.feature_net, "input_transform", None))
