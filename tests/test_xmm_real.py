@@ -50,6 +50,15 @@ def _synthetic_pair(rng, shape=(48, 56), t_s=2e4, t_h=8e4) -> tuple[RealPair, np
     return RealPair("0000000000", s, h, t_s, t_h, mask, 4.0, Path("s"), Path("f")), rate
 
 
+def _poisson_pair(rate: np.ndarray, mask: np.ndarray, seed: int, t_s: float = 2e4, t_h: float = 8e4) -> RealPair:
+    """A RealPair of Poisson slice (t_s s) and held-out (t_h s) counts of ``rate`` (counts/s per pixel); the
+    held-out counts are 0 outside ``mask``."""
+    rng = np.random.default_rng(seed)
+    slice_counts = rng.poisson(rate * t_s).astype(float)
+    held_out = rng.poisson(rate * t_h).astype(float) * mask
+    return RealPair("0", slice_counts, held_out, t_s, t_h, mask, 4.0, Path("s"), Path("f"))
+
+
 def test_loads_the_committed_cut_outs_as_a_held_out_pair(tmp_path):
     pairs = load_pairs(_fixture_dir(tmp_path))
     assert [p.obsid for p in pairs] == ["0781350101"]
@@ -144,19 +153,7 @@ def test_psf_matched_sr_truth_scores_as_the_lr_truth_and_the_unmatched_one_worse
 
     sharp = stamp(lr_psf.narrower(2).kernel(2.0)) + 2e-6
     lr_truth = (stamp(lr_psf.kernel(2.0)) + 2e-6).reshape(n, 2, n, 2).sum(axis=(1, 3))
-    rng = np.random.default_rng(3)
-    mask = np.ones((n, n), bool)
-    pair = RealPair(
-        "0",
-        rng.poisson(lr_truth * 2e4).astype(float),
-        rng.poisson(lr_truth * 8e4).astype(float),
-        2e4,
-        8e4,
-        mask,
-        4.0,
-        Path("s"),
-        Path("f"),
-    )
+    pair = _poisson_pair(lr_truth, np.ones((n, n), bool), seed=3)
     matched = psf_matched_rate(sharp, pair)
     summed = sharp.reshape(n, 2, n, 2).sum(axis=(1, 3))
     inner = (slice(c // 2 - 8, c // 2 + 9),) * 2
@@ -179,20 +176,9 @@ def test_sr_made_consistent_with_an_input_grid_estimate():
         h = k.shape[0] // 2
         img[c - h : c + h + 1, c - h : c + h + 1] = 4e-3 * k
     truth_lr = (img_lr + 2e-6).reshape(n, 2, n, 2).sum(axis=(1, 3))
-    rng = np.random.default_rng(5)
     mask = np.ones((n, n), bool)
     mask[:, 5:7] = False
-    pair = RealPair(
-        "0",
-        rng.poisson(truth_lr * 2e4).astype(float),
-        rng.poisson(truth_lr * 8e4).astype(float) * mask,
-        2e4,
-        8e4,
-        mask,
-        4.0,
-        Path("s"),
-        Path("f"),
-    )
+    pair = _poisson_pair(truth_lr, mask, seed=5)
     y0 = 1.4 * img_hr + 6e-6
     block = sr_consistent_rate(y0, truth_lr, pair, 0)
     sums = block.reshape(n, 2, n, 2).sum(axis=(1, 3))
