@@ -42,7 +42,7 @@ from lit_sr.domains.xmm import real
 from lit_sr.domains.xmm.baselines import DEFAULT_SIGMA_GRID_PX, gaussian_smooth_rate
 from lit_sr.domains.xmm.data import read_image_file
 from lit_sr.domains.xmm.photometry import poisson_deviance
-from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
+from lit_sr.domains.xmm.psf import sr_matching_kernel
 from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
 from lit_sr.metrics.image import upsample_baseline
 
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     pixel = float(cfg.get("pixel_arcsec", cfg.get("config", {}).get("pixel_arcsec", 4.1)))
     fwhm = float(cfg.get("psf_fwhm_arcsec", cfg.get("config", {}).get("psf_fwhm_arcsec", 6.0)))
     beta = float(cfg.get("psf_beta", cfg.get("config", {}).get("psf_beta", 1.5)))
-    psf_lr = KingPSF.from_fwhm(fwhm, beta)
-    kernel = torch.from_numpy(matching_kernel(psf_lr, psf_lr.narrower(2), pixel / 2))
+    kernel = torch.from_numpy(sr_matching_kernel(pixel, 2, fwhm, beta))
     A, At = blur_sum_operator(kernel, 2, padding="symmetric")
     splits = {s: load_fields(root, s, args.limit) for s in ("val", "test")}
     result: dict = {

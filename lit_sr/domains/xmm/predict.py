@@ -47,7 +47,7 @@ from lit_sr.domains.xmm.data import count_rate, d4, model_input
 from lit_sr.domains.xmm.fits_io import _COPY_KEYS, _image_header, check_pixel_scale, read_observation, scaled_wcs
 from lit_sr.domains.xmm.hallucination import forward_model_to_input, lr_consistency_map
 from lit_sr.domains.xmm.metrics import gap_mask
-from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
+from lit_sr.domains.xmm.psf import sr_made_consistent, sr_matching_kernel
 from lit_sr.inference.blend import blend_predict
 from lit_sr.inference.frames import FramePredictor
 from lit_sr.utils.atomic import atomic_path
@@ -315,10 +315,7 @@ def consistency_maps(
     gap_margin: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """(deviance map, expected input counts, summary) of a predicted rate against the observed input counts."""
-    kernel = None
-    if scale > 1:
-        psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
-        kernel = matching_kernel(psf_lr, psf_lr.narrower(scale), pixel_arcsec / scale)
+    kernel = sr_matching_kernel(pixel_arcsec, scale, psf_fwhm_arcsec, psf_beta) if scale > 1 else None
     expected = forward_model_to_input(rate, scale, exposure_s, kernel)
     mask = gap_mask(exposure_s, gap_margin) if scale > 1 else None
     dev, summary = lr_consistency_map(counts, expected, threshold, mask=mask)
@@ -544,8 +541,6 @@ class FITSPredictionWriter(BasePredictionWriter):
         return dst
 
     def _make_consistent(self, src: Path, rate: np.ndarray, obs) -> tuple[np.ndarray, str]:
-        from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
-
         path = consistency_file_for(src, self.consistent_with, len(self.inputs))
         with fits.open(path) as h:
             d = None if h[0].data is None else np.asarray(h[0].data, np.float64)
@@ -558,16 +553,11 @@ class FITSPredictionWriter(BasePredictionWriter):
             )
         if not np.isfinite(d).all():
             raise DataFileError(path, "HDU 0", "non-finite values; expected a count-rate image")
-        y0 = torch.from_numpy(np.clip(rate, 0.0, None))
-        dt = torch.from_numpy(np.clip(d, 0.0, None))
-        w = torch.from_numpy((obs.exposure_s > 0).astype(np.float64))
         n = self.consistent_rl_iterations
-        if n <= 0:
-            return project_block_sums(y0, dt, self.scale, weight=w).numpy(), "block sums"
-        psf_lr = KingPSF.from_fwhm(self.psf_fwhm_arcsec, self.psf_beta)
-        kernel = torch.from_numpy(matching_kernel(psf_lr, psf_lr.narrower(self.scale), obs.pixel_arcsec / self.scale))
-        forward, adjoint = blur_sum_operator(kernel, self.scale, padding="symmetric")
-        return richardson_lucy_consistent(y0, dt, forward, adjoint, n, weight=w).numpy(), f"RL {n} iterations"
+        consistent = sr_made_consistent(
+            rate, d, obs.exposure_s > 0, obs.pixel_arcsec, n, self.psf_fwhm_arcsec, self.psf_beta
+        )
+        return consistent, "block sums" if n <= 0 else f"RL {n} iterations"
 
     def on_predict_end(self, trainer, pl_module) -> None:
         done = [p for p in self.outputs if p.exists()]

@@ -220,6 +220,50 @@ def matching_kernel(
     return k / k.sum()
 
 
+def sr_matching_kernel(
+    pixel_arcsec: float,
+    scale: int,
+    psf_fwhm_arcsec: float = DEFAULT_FWHM_ARCSEC,
+    psf_beta: float = DEFAULT_BETA,
+) -> np.ndarray:
+    """The HR -> LR matching kernel of an x``scale`` SR: from the LR King PSF narrowed ``scale`` times (the SR
+    target's optics) to the LR PSF itself, sampled on the HR grid (``pixel_arcsec`` / ``scale``, pixel_arcsec the
+    input pixel in arcsec). The forward model of an SR prediction to what the telescope records blurs with it,
+    then sums ``scale`` x ``scale`` blocks."""
+    s = int(scale)
+    psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
+    return matching_kernel(psf_lr, psf_lr.narrower(s), pixel_arcsec / s)
+
+
+def sr_made_consistent(
+    hr_rate: np.ndarray,
+    input_grid_rate: np.ndarray,
+    mask: np.ndarray,
+    pixel_arcsec: float,
+    rl_iterations: int = 0,
+    psf_fwhm_arcsec: float = DEFAULT_FWHM_ARCSEC,
+    psf_beta: float = DEFAULT_BETA,
+) -> np.ndarray:
+    """An x s SR rate image (counts/s per output pixel) made consistent with an input-grid rate estimate (e.g. a
+    denoiser's output, counts/s per input pixel) over the input pixels where ``mask`` is true
+    (:mod:`lit_sr.inference.consistency`; negative values are clipped to 0 first).
+
+    ``rl_iterations`` = 0: every s x s block rescaled so that its sum equals the estimate (exact). > 0: that many
+    Richardson-Lucy iterations from the SR image toward (:func:`sr_matching_kernel` blur, mirror-padded, then
+    s x s sums) = the estimate: the physical forward model of the observation."""
+    from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
+
+    s = hr_rate.shape[0] // input_grid_rate.shape[0]
+    y0 = torch.from_numpy(np.clip(np.asarray(hr_rate, np.float64), 0.0, None))
+    d = torch.from_numpy(np.clip(np.asarray(input_grid_rate, np.float64), 0.0, None))
+    w = torch.from_numpy(np.asarray(mask, np.float64))
+    if rl_iterations <= 0:
+        return project_block_sums(y0, d, s, weight=w).numpy()
+    kernel = torch.from_numpy(sr_matching_kernel(pixel_arcsec, s, psf_fwhm_arcsec, psf_beta))
+    forward, adjoint = blur_sum_operator(kernel, s, padding="symmetric")
+    return richardson_lucy_consistent(y0, d, forward, adjoint, rl_iterations, weight=w).numpy()
+
+
 class PSFMatchingBlur(torch.nn.Module):
     """Torch forward operator HR optics -> LR optics on the HR grid: convolution of [..., H, W] rate images
     with :func:`matching_kernel` (mirror-padded edges, so no flux is lost or invented there).
@@ -246,8 +290,7 @@ class PSFMatchingBlur(torch.nn.Module):
         super().__init__()
         if not pixel_arcsec > 0 or int(scale) < 2:
             raise ValueError(f"PSFMatchingBlur needs pixel_arcsec > 0 and scale >= 2, got {pixel_arcsec}, {scale}")
-        psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
-        kernel = matching_kernel(psf_lr, psf_lr.narrower(int(scale)), pixel_arcsec / int(scale))
+        kernel = sr_matching_kernel(pixel_arcsec, int(scale), psf_fwhm_arcsec, psf_beta)
         self.register_buffer("kernel", torch.as_tensor(kernel, dtype=torch.float32), persistent=False)
         self.half = kernel.shape[0] // 2
 

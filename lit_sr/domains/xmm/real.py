@@ -434,11 +434,10 @@ def psf_matched_rate(
     kernel (pixel size of ``pair``) and summed s x s (:func:`hallucination.forward_model_to_input` at unit
     exposure; the fine-tuning loss applies the same kernel with :class:`psf.PSFMatchingBlur`)."""
     from lit_sr.domains.xmm.hallucination import forward_model_to_input
-    from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
+    from lit_sr.domains.xmm.psf import sr_matching_kernel
 
     s = hr_rate.shape[0] // pair.slice_counts.shape[0]
-    psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
-    kernel = matching_kernel(psf_lr, psf_lr.narrower(s), pair.pixel_arcsec / s)
+    kernel = sr_matching_kernel(pair.pixel_arcsec, s, psf_fwhm_arcsec, psf_beta)
     return forward_model_to_input(hr_rate, s, 1.0, kernel)
 
 
@@ -450,26 +449,15 @@ def sr_consistent_rate(
     psf_fwhm_arcsec: float = 6.0,
     psf_beta: float = 1.5,
 ) -> np.ndarray:
-    """An x s SR rate image made consistent with an input-grid rate estimate (e.g. a denoiser's output),
-    counts/s per output pixel (:mod:`lit_sr.inference.consistency`).
+    """An x s SR rate image made consistent with an input-grid rate estimate (e.g. a denoiser's output) over the
+    pair's exposed pixels, counts/s per output pixel: :func:`lit_sr.domains.xmm.psf.sr_made_consistent`.
+    ``rl_iterations`` = 0: exact block sums (scored summed s x s it is the estimate itself); > 0: Richardson-Lucy
+    on the forward model of :func:`psf_matched_rate`."""
+    from lit_sr.domains.xmm.psf import sr_made_consistent
 
-    ``rl_iterations`` = 0: every s x s block rescaled so that its sum equals the estimate (exact; scored summed
-    s x s it is the estimate itself). ``rl_iterations`` > 0: that many Richardson-Lucy iterations from the SR
-    image toward (HR -> LR PSF-matching blur, mirror-padded, then s x s sums) = the estimate, the forward
-    model of :func:`psf_matched_rate`, over the exposed pixels (masked input pixels do not enter)."""
-    from lit_sr.domains.xmm.psf import KingPSF, matching_kernel
-    from lit_sr.inference.consistency import blur_sum_operator, project_block_sums, richardson_lucy_consistent
-
-    s = hr_rate.shape[0] // pair.slice_counts.shape[0]
-    y0 = torch.from_numpy(np.clip(np.asarray(hr_rate, np.float64), 0.0, None))
-    d = torch.from_numpy(np.clip(np.asarray(input_grid_rate, np.float64), 0.0, None))
-    w = torch.from_numpy(pair.mask.astype(np.float64))
-    if rl_iterations <= 0:
-        return project_block_sums(y0, d, s, weight=w).numpy()
-    psf_lr = KingPSF.from_fwhm(psf_fwhm_arcsec, psf_beta)
-    kernel = torch.from_numpy(matching_kernel(psf_lr, psf_lr.narrower(s), pair.pixel_arcsec / s))
-    forward, adjoint = blur_sum_operator(kernel, s, padding="symmetric")
-    return richardson_lucy_consistent(y0, d, forward, adjoint, rl_iterations, weight=w).numpy()
+    return sr_made_consistent(
+        hr_rate, input_grid_rate, pair.mask, pair.pixel_arcsec, rl_iterations, psf_fwhm_arcsec, psf_beta
+    )
 
 
 # ------------------------------------------------------------------------------------------------ image statistics (sim_real.py compares simulations with the real images on them)
