@@ -53,7 +53,6 @@ def paired_bootstrap(
             f"paired_bootstrap needs the same lenses for a, b, HR and labels; got lengths "
             f"{len(a['probs'])}, {len(b['probs'])}, {len(hr_features)}, {n}"
         )
-    rng = np.random.default_rng(seed)
     out: dict[str, Any] = {
         "n_lenses": n,
         "auc_a": macro_auc(a["probs"], labels),
@@ -61,16 +60,8 @@ def paired_bootstrap(
         "fd_a": frechet_distance(a["features"], hr_features),
         "fd_b": frechet_distance(b["features"], hr_features),
     }
-    d_auc, d_fd = [], []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        d_auc.append(macro_auc(b["probs"][i], labels[i]) - macro_auc(a["probs"][i], labels[i]))
-        h = hr_features[i]
-        d_fd.append(frechet_distance(b["features"][i], h) - frechet_distance(a["features"][i], h))
-    for key, d in (("auc", np.array(d_auc)), ("fd", np.array(d_fd))):
-        out[f"d_{key}"] = out[f"{key}_b"] - out[f"{key}_a"]
-        out[f"d_{key}_ci"] = [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
-        out[f"p_b_better_{key}"] = float(np.mean(d > 0) if key == "auc" else np.mean(d < 0))
+    boot = seeds_bootstrap([(a, b)], hr_features, labels, n_boot, seed)
+    out.update({k: v for k, v in boot.items() if k != "seeds"})
     return out
 
 
