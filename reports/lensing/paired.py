@@ -135,18 +135,17 @@ class RunScorer:
     def generator(self, run_dir: Path) -> torch.nn.Module:
         """The run's generator (``net.*`` of its last checkpoint), in eval mode; refuses a run on other lenses or
         judged by another judge."""
-        from hydra.utils import instantiate
         from omegaconf import OmegaConf
+
+        from lit_sr.inference.run_folder import load_run
 
         cfg = OmegaConf.load(Path(run_dir) / "config_resolved.yaml")
         if str(cfg.model.evaluator.judge.ckpt_path) != self.judge_ckpt:
             raise ValueError(f"{run_dir}: judged by {cfg.model.evaluator.judge.ckpt_path}, not {self.judge_ckpt}")
         if _lens_identity(OmegaConf.to_container(cfg.data, resolve=True)) != self.data_cfg:
             raise ValueError(f"{run_dir}: its data config differs from the first run's (not the same lenses)")
-        net = instantiate(cfg.model.net)
-        state = torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
-        return net.eval()
+        module, _ = load_run(run_dir, Path(run_dir) / "checkpoints" / "last.ckpt")
+        return module.net.eval()
 
     def score_run(self, run_dir: Path) -> dict[str, np.ndarray]:
         net = self.generator(run_dir)
