@@ -1,0 +1,128 @@
+"""A denoiser whose output is gated with an exposure-corrected Gaussian smoothing of its own input.
+
+On real X-ray fields the fine-tuned RRDB denoiser wins on bright pixels and loses to plain smoothing on the faint
+background (docs/xmm.md): with < 1 count per pixel a smooth local mean is what the data support. Rather than
+choosing one of the two per field, :class:`SmoothingGatedNet` mixes them per pixel by the local count level:
+
+    s = S(rate x exposure) / S(exposure)                  (Gaussian S of width ``sigma_px``: the classical smoothing)
+    c = s x exposure                                      (expected counts per pixel in the input)
+    g = c^a / (c^a + c0^a) = sigmoid(a (ln c - ln c0))    (the shrinkage weight of a count estimate towards a prior)
+    out = g x net(x) + (1 - g) x s                        (in physical units, then back to model space)
+
+``a`` and ``c0`` are learnt with the net. ``a`` = 1 is the weight a Gamma prior of strength ``c0`` counts gives the
+pixel's own data; it starts there with ``c0`` = 1 count (the level where the Poisson error equals the signal).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pixel_gaussian_kernel(sigma_px: float, truncate: float = 4.0) -> torch.Tensor:
+    """1-D Gaussian integrated over unit pixels, radius ceil(truncate x sigma), normalised to sum 1 (float64)."""
+    if not (sigma_px > 0 and math.isfinite(sigma_px)):
+        raise ValueError(f"sigma_px={sigma_px} must be finite and > 0 (pixels)")
+    radius = int(math.ceil(truncate * sigma_px))
+    d = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    cdf = lambda t: 0.5 * (1.0 + torch.erf(t / (sigma_px * math.sqrt(2.0))))  # noqa: E731
+    k = cdf(d + 0.5) - cdf(d - 0.5)
+    return k / k.sum()
+
+
+def exposure_weighted_smoothing(
+    rate: torch.Tensor, exposure: torch.Tensor, kernel: torch.Tensor, min_fraction: float = 1e-6
+) -> torch.Tensor:
+    """``S(rate x exposure) / S(exposure)`` over [B, 1, H, W] with the separable ``kernel`` (zero outside the
+    image, so edges and unexposed pixels do not dilute the mean); 0 where the exposure is 0."""
+    k = kernel.to(rate)
+    r = k.numel() // 2
+    live = exposure > 0
+    e = torch.where(live, exposure, torch.zeros_like(exposure))
+
+    def smooth(x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(F.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
+
+    num, den = smooth(rate * e), smooth(e)
+    scale = e.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(rate.dtype).tiny)
+    ok = live & (den > min_fraction * scale)
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+class SmoothingGatedNet(nn.Module):
+    """``net``'s output mixed per pixel with a Gaussian smoothing of the input by the local count level (module doc).
+
+    Args:
+        net: the denoiser (same output grid as its input, one image channel).
+        transform: count rate <-> model space (``forward`` / ``inverse``, e.g. the data's ``StretchTransform``
+            without an upper clip): the mix is made on count rates.
+        sigma_px: width of the smoothing (input pixels), e.g. the value tuned on the simulated validation split.
+        exposure_norm_ks: exposure (ks) that the exposure channel maps to 1.
+        image_channel / exposure_channel: channels of the input holding transform(rate) and exposure / norm.
+        gate_counts: initial c0 (counts per pixel where net and smoothing weigh equally).
+        gate_slope: initial a.
+        param_gain: the two gate parameters are stored divided by this, so an optimiser step moves them
+            ``param_gain`` times further than a conv weight (they would barely move in a short fine-tune otherwise).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        transform: nn.Module,
+        sigma_px: float,
+        exposure_norm_ks: float,
+        image_channel: int = 0,
+        exposure_channel: int = 1,
+        gate_counts: float = 1.0,
+        gate_slope: float = 1.0,
+        param_gain: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if gate_counts <= 0 or gate_slope <= 0:
+            raise ValueError(f"gate_counts={gate_counts} and gate_slope={gate_slope} must be > 0")
+        self.net = net
+        self.transform = transform
+        self.sigma_px = float(sigma_px)
+        self.exposure_s_per_unit = 1e3 * float(exposure_norm_ks)
+        self.image_channel = int(image_channel)
+        self.exposure_channel = int(exposure_channel)
+        self.param_gain = float(param_gain)
+        self.register_buffer("kernel", pixel_gaussian_kernel(self.sigma_px).float(), persistent=False)
+        self.log_gate_counts = nn.Parameter(torch.tensor(math.log(gate_counts) / self.param_gain))
+        self.log_gate_slope = nn.Parameter(torch.tensor(math.log(gate_slope) / self.param_gain))
+
+    @property
+    def gate_counts(self) -> float:
+        return float(torch.exp(self.param_gain * self.log_gate_counts.detach()))
+
+    @property
+    def gate_slope(self) -> float:
+        return float(torch.exp(self.param_gain * self.log_gate_slope.detach()))
+
+    def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, H, W]."""
+        rate = self.transform.inverse(x[:, self.image_channel : self.image_channel + 1])
+        exposure_s = x[:, self.exposure_channel : self.exposure_channel + 1] * self.exposure_s_per_unit
+        net_out = self.net(x)
+        if net_out.shape[-2:] != x.shape[-2:] or net_out.shape[1] != 1:
+            raise ValueError(
+                f"SmoothingGatedNet: the net's output {tuple(net_out.shape)} must be one channel on the input grid "
+                f"{tuple(x.shape[-2:])} (a denoiser)"
+            )
+        net_rate = self.transform.inverse(net_out)
+        smooth = exposure_weighted_smoothing(rate, exposure_s, self.kernel)
+        counts = (smooth * exposure_s).clamp_min(1e-6)
+        slope = torch.exp(self.param_gain * self.log_gate_slope)
+        gate = torch.sigmoid(slope * (torch.log(counts) - self.param_gain * self.log_gate_counts))
+        mixed = gate * net_rate + (1.0 - gate) * smooth
+        return {"net": net_rate, "smooth": smooth, "gate": gate, "mixed": torch.where(exposure_s > 0, mixed, net_rate)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # floor at the smallest normal number: a stretch such as sqrt has an infinite slope at 0, and its
+        # inverse in the loss a zero one, whose product is a NaN gradient
+        mixed = self.parts(x)["mixed"]
+        return self.transform(mixed.clamp_min(torch.finfo(mixed.dtype).tiny))
