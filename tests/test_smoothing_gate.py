@@ -152,3 +152,29 @@ def test_gradients_stay_finite_where_the_output_is_zero():
     (mu - 2.0 * torch.log(mu.clamp_min(1e-8))).mean().backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+class SpreadRawRate(nn.Module):
+    """An x2 'SR net' that spreads each input pixel's raw rate evenly over its 2 x 2 block."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        transform = StretchTransform(MAX_RATE, "sqrt", None, clip=False)
+        rate = transform.inverse(x[:, :1]).repeat_interleave(2, -2).repeat_interleave(2, -1) / 4
+        return transform(rate)
+
+
+def test_sr_net_block_sums_mix_the_input_grid_estimates():
+    """For x2 SR the 2 x 2 sums of the output are g x (the net's sums) + (1 - g) x (the input-grid smoothing)."""
+    net = gated(SpreadRawRate(), gate_counts=1.0).double()
+    g = torch.Generator().manual_seed(2)
+    expo = torch.full((1, 1, 32, 32), 2e4, dtype=torch.float64)
+    expo[..., 10:12, :] = 0
+    rate = torch.poisson(torch.full_like(expo, 1.0), generator=g) / 2e4 * (expo > 0)
+    x = frame(rate, expo, net.transform)
+    out = net.transform.inverse(net(x))
+    assert out.shape[-2:] == (64, 64)
+    sums = out.reshape(1, 1, 32, 2, 32, 2).sum(dim=(3, 5))
+    smooth = exposure_weighted_smoothing(rate, expo, pixel_gaussian_kernel(2.5).double())
+    gate = torch.sigmoid(torch.log((smooth * expo).clamp_min(1e-6)))  # a = 1, c0 = 1 count
+    live = expo > 0
+    torch.testing.assert_close(sums[live], (gate * rate + (1 - gate) * smooth)[live], rtol=1e-6, atol=1e-12)

@@ -1,4 +1,4 @@
-"""A denoiser whose output is gated with an exposure-corrected Gaussian smoothing of its own input.
+"""A denoiser (or SR net) whose output is gated with an exposure-corrected Gaussian smoothing of its own input.
 
 On real X-ray fields the fine-tuned RRDB denoiser wins on bright pixels and loses to plain smoothing on the faint
 background (docs/xmm.md): with < 1 count per pixel a smooth local mean is what the data support. Rather than
@@ -9,6 +9,7 @@ choosing one of the two per field, :class:`SmoothingGatedNet` mixes them per pix
     g = c^a / (c^a + c0^a) = sigmoid(a (ln c - ln c0))    (the shrinkage weight of a count estimate towards a prior)
     out = g x net(x) + (1 - g) x s                        (in physical units, then back to model space)
 
+For an x s SR net the smoothing and the gate are made on the input grid and spread evenly over each s x s block.
 ``a`` and ``c0`` are learnt with the net. ``a`` = 1 is the weight a Gamma prior of strength ``c0`` counts gives the
 pixel's own data; it starts there with ``c0`` = 1 count (the level where the Poisson error equals the signal).
 """
@@ -57,7 +58,7 @@ class SmoothingGatedNet(nn.Module):
     """``net``'s output mixed per pixel with a Gaussian smoothing of the input by the local count level (module doc).
 
     Args:
-        net: the denoiser (same output grid as its input, one image channel).
+        net: the denoiser (same output grid as its input, one image channel) or an x s SR net.
         transform: count rate <-> model space (``forward`` / ``inverse``, e.g. the data's ``StretchTransform``
             without an upper clip): the mix is made on count rates.
         sigma_px: width of the smoothing (input pixels), e.g. the value tuned on the simulated validation split.
@@ -104,22 +105,29 @@ class SmoothingGatedNet(nn.Module):
         return float(torch.exp(self.param_gain * self.log_gate_slope.detach()))
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, H, W]."""
+        """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, sH, sW] on
+        the net's output grid (s = 1 for a denoiser; for x s SR the input-grid smoothing and gate are spread over
+        each s x s block, the rate split evenly, so a block sums to the input pixel's smoothed rate)."""
         rate = self.transform.inverse(x[:, self.image_channel : self.image_channel + 1])
         exposure_s = x[:, self.exposure_channel : self.exposure_channel + 1] * self.exposure_s_per_unit
         net_out = self.net(x)
-        if net_out.shape[-2:] != x.shape[-2:] or net_out.shape[1] != 1:
+        s = net_out.shape[-1] // x.shape[-1]
+        if net_out.shape[1] != 1 or s < 1 or net_out.shape[-2:] != (s * x.shape[-2], s * x.shape[-1]):
             raise ValueError(
                 f"SmoothingGatedNet: the net's output {tuple(net_out.shape)} must be one channel on the input grid "
-                f"{tuple(x.shape[-2:])} (a denoiser)"
+                f"{tuple(x.shape[-2:])} or an integer multiple of it"
             )
         net_rate = self.transform.inverse(net_out)
         smooth = exposure_weighted_smoothing(rate, exposure_s, self.kernel)
         counts = (smooth * exposure_s).clamp_min(1e-6)
         slope = torch.exp(self.param_gain * self.log_gate_slope)
         gate = torch.sigmoid(slope * (torch.log(counts) - self.param_gain * self.log_gate_counts))
+        live = exposure_s > 0
+        if s > 1:
+            spread = lambda t: t.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)  # noqa: E731
+            smooth, gate, live = spread(smooth) / s**2, spread(gate), spread(live)
         mixed = gate * net_rate + (1.0 - gate) * smooth
-        return {"net": net_rate, "smooth": smooth, "gate": gate, "mixed": torch.where(exposure_s > 0, mixed, net_rate)}
+        return {"net": net_rate, "smooth": smooth, "gate": gate, "mixed": torch.where(live, mixed, net_rate)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # floor at the smallest normal number: a stretch such as sqrt has an infinite slope at 0, and its
