@@ -242,3 +242,13 @@ def test_paired_heldout_report_scores_the_difference_to_the_smoothing(tmp_path, 
     assert cheat["minus_smoothing"] < -3 * cheat["paired_se_iid"]
     with pytest.raises(SystemExit, match="data.leave_out is '0000000001'"):
         paired_heldout.main(["--data", str(tmp_path), "--obsid", "0000000002", "--out", str(tmp_path / "q.json"), "c"])
+    # every ObsID of the folder with a {obsid} template: each pair scored by its own leave-one-out run
+    pairs = {p.obsid: p for p in real.load_pairs(tmp_path)}
+    for obsid, p in pairs.items():
+        fake[f"x_{obsid}"] = (obsid, real.smoothed(p, 2.5))
+    out = paired_heldout.main(
+        ["--data", str(tmp_path), "--obsid", "all", "--out", str(tmp_path / "r.json"), "x_{obsid}"]
+    )
+    assert sorted(out["obsids"]) == sorted(pairs) and len(pairs) >= 2
+    for obsid in pairs:
+        assert out["obsids"][obsid]["runs"]["x_{obsid}|ensemble=True|flux_conserving=False"]["minus_smoothing"] == 0.0

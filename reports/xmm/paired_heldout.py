@@ -1,10 +1,13 @@
-"""Paired held-out comparison of leave-one-out denoisers with the sim-tuned smoothing on one real ObsID.
+"""Paired held-out comparison of leave-one-out denoisers with the sim-tuned smoothing on real ObsIDs.
 
     python -m reports.xmm.paired_heldout --data ../shared/data/xmm_real --obsid 0724270101 --sigma 2.5 \
         --out paired.json <run>/checkpoints/last.ckpt ...
+    python -m reports.xmm.paired_heldout --data ../shared/data/xmm_real --obsid all --sigma 2.5 \
+        --out paired.json "<runs>/loo_{obsid}/checkpoints/last.ckpt"
 
-For each checkpoint (a run whose ``data.leave_out`` is the ObsID; several joined by ``|``: the mean of their
-predictions, an ensemble of fine-tunes such as seeds) and each of plain / 8-fold self-ensemble x
+For each ObsID (``--obsid`` repeatable, ``all``: every ObsID of the folder) and each checkpoint (a run whose
+``data.leave_out`` is the ObsID, ``{obsid}`` in a path is replaced by it; several joined by ``|``: the mean of
+their predictions, an ensemble of fine-tunes such as seeds) and each of plain / 8-fold self-ensemble x
 raw / flux-conserving output: the mean held-out Poisson deviance per exposed pixel, its difference to the
 Gaussian smoothing of width ``--sigma`` px, and the standard error of that mean difference with the pixels
 treated as independent (an underestimate where the errors are spatially correlated).
@@ -25,13 +28,23 @@ from lit_sr.domains.xmm.photometry import poisson_deviance
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
-    ap.add_argument("--obsid", required=True)
+    ap.add_argument("--obsid", action="append", required=True, help="repeatable; 'all': every ObsID")
     ap.add_argument("--sigma", type=float, default=2.5, help="smoothing width (input pixels) to compare with")
     ap.add_argument("--out", required=True, help="JSON file")
     ap.add_argument("--ensemble-only", action="store_true", help="score only the 8-fold self-ensemble rows")
     ap.add_argument("checkpoints", nargs="+", help="checkpoint paths; 'a|b|c' averages the members' predictions")
     args = ap.parse_args(argv)
-    (pair,) = real.load_pairs(args.data, only=[args.obsid])
+    only = None if "all" in args.obsid else args.obsid
+    results = {}
+    for pair in real.load_pairs(args.data, only=only):
+        results[pair.obsid] = paired_scores(pair, args.checkpoints, args.sigma, args.ensemble_only)
+    result = results[args.obsid[0]] if len(results) == 1 and only else {"obsids": results}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def paired_scores(pair: real.RealPair, checkpoints: list[str], sigma: float, ensemble_only: bool) -> dict:
+    """The scores of the module doc for one pair."""
     m = pair.mask
     k = pair.heldout_counts[m]
 
@@ -39,14 +52,15 @@ def main(argv: list[str] | None = None) -> dict:
         mu = np.maximum(np.clip(rate[m], 0, None) * pair.heldout_exposure_s, real.MU_FLOOR)
         return poisson_deviance(k, mu)
 
-    smooth = pixel_deviance(real.smoothed(pair, args.sigma))
-    result: dict = {"obsid": args.obsid, f"smoothing_{args.sigma:g}px": float(smooth.mean()), "runs": {}}
-    for ckpt in args.checkpoints:
-        models = [real.load_model(member.strip()) for member in ckpt.split("|")]
-        for member, model in zip(ckpt.split("|"), models):
-            if model.leave_out != args.obsid:
-                raise SystemExit(f"{member}: data.leave_out is {model.leave_out!r}, not {args.obsid!r}")
-        for ensemble in (True,) if args.ensemble_only else (False, True):
+    smooth = pixel_deviance(real.smoothed(pair, sigma))
+    result: dict = {"obsid": pair.obsid, f"smoothing_{sigma:g}px": float(smooth.mean()), "runs": {}}
+    for ckpt in checkpoints:
+        members = [member.strip().format(obsid=pair.obsid) for member in ckpt.split("|")]
+        models = [real.load_model(member) for member in members]
+        for member, model in zip(members, models):
+            if model.leave_out != pair.obsid:
+                raise SystemExit(f"{member}: data.leave_out is {model.leave_out!r}, not {pair.obsid!r}")
+        for ensemble in (True,) if ensemble_only else (False, True):
             rate = np.mean([real.model_rate(model, pair, ensemble)[1] for model in models], axis=0)
             for flux in (False, True):
                 diff = pixel_deviance(real.flux_conserving(rate, pair) if flux else rate) - smooth
@@ -56,8 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "minus_smoothing": float(diff.mean()),
                     "paired_se_iid": float(diff.std() / np.sqrt(diff.size)),
                 }
-                print(key, result["runs"][key], flush=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+                print(pair.obsid, key, result["runs"][key], flush=True)
     return result
 
 
