@@ -252,3 +252,6 @@ def test_paired_heldout_report_scores_the_difference_to_the_smoothing(tmp_path, 
     assert sorted(out["obsids"]) == sorted(pairs) and len(pairs) >= 2
     for obsid in pairs:
         assert out["obsids"][obsid]["runs"]["x_{obsid}|ensemble=True|flux_conserving=False"]["minus_smoothing"] == 0.0
+    # the shares of the count bins add up to the mean difference
+    assert sum(cheat["minus_smoothing_by_count_bin"].values()) == pytest.approx(cheat["minus_smoothing"])
+    assert cheat["minus_smoothing_by_count_bin"]["[10, inf)"] < 0  # the held-out rate wins where the counts are

@@ -10,7 +10,9 @@ For each ObsID (``--obsid`` repeatable, ``all``: every ObsID of the folder) and 
 their predictions, an ensemble of fine-tunes such as seeds) and each of plain / 8-fold self-ensemble x
 raw / flux-conserving output: the mean held-out Poisson deviance per exposed pixel, its difference to the
 Gaussian smoothing of width ``--sigma`` px, and the standard error of that mean difference with the pixels
-treated as independent (an underestimate where the errors are spatially correlated).
+treated as independent (an underestimate where the errors are spatially correlated), and that difference split
+by the count level (the smoothing's expected held-out counts per pixel, bins ``COUNT_BINS``): each bin's share
+of the mean, so the shares add up to it. Where the model wins and where it loses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy as np
 
 from lit_sr.domains.xmm import real
 from lit_sr.domains.xmm.photometry import poisson_deviance
+
+COUNT_BINS = (0.0, 1.0, 3.0, 10.0, np.inf)  # expected held-out counts per pixel under the smoothing
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,8 +56,16 @@ def paired_scores(pair: real.RealPair, checkpoints: list[str], sigma: float, ens
         mu = np.maximum(np.clip(rate[m], 0, None) * pair.heldout_exposure_s, real.MU_FLOOR)
         return poisson_deviance(k, mu)
 
-    smooth = pixel_deviance(real.smoothed(pair, sigma))
-    result: dict = {"obsid": pair.obsid, f"smoothing_{sigma:g}px": float(smooth.mean()), "runs": {}}
+    smooth_rate = real.smoothed(pair, sigma)
+    smooth = pixel_deviance(smooth_rate)
+    level = smooth_rate[m] * pair.heldout_exposure_s
+    bins = [(lo, hi, (level >= lo) & (level < hi)) for lo, hi in zip(COUNT_BINS[:-1], COUNT_BINS[1:])]
+    result: dict = {
+        "obsid": pair.obsid,
+        f"smoothing_{sigma:g}px": float(smooth.mean()),
+        "pixels_per_count_bin": {f"[{lo:g}, {hi:g})": int(b.sum()) for lo, hi, b in bins},
+        "runs": {},
+    }
     for ckpt in checkpoints:
         members = [member.strip().format(obsid=pair.obsid) for member in ckpt.split("|")]
         models = [real.load_model(member) for member in members]
@@ -69,6 +81,9 @@ def paired_scores(pair: real.RealPair, checkpoints: list[str], sigma: float, ens
                     "deviance": float(diff.mean() + smooth.mean()),
                     "minus_smoothing": float(diff.mean()),
                     "paired_se_iid": float(diff.std() / np.sqrt(diff.size)),
+                    "minus_smoothing_by_count_bin": {
+                        f"[{lo:g}, {hi:g})": float(diff[b].sum() / diff.size) for lo, hi, b in bins
+                    },
                 }
                 print(pair.obsid, key, result["runs"][key], flush=True)
     return result
