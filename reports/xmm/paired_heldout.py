@@ -7,7 +7,7 @@
 
 For each ObsID (``--obsid`` repeatable, ``all``: every ObsID of the folder) and each checkpoint (a run whose
 ``data.leave_out`` is the ObsID, ``{obsid}`` in a path is replaced by it; several joined by ``|``: the mean of
-their predictions, an ensemble of fine-tunes such as seeds) and each of plain / 8-fold self-ensemble x
+their predictions, an ensemble of fine-tunes such as seeds, each member predicted once per call) and each of plain / 8-fold self-ensemble x
 raw / flux-conserving output: the mean held-out Poisson deviance per exposed pixel, its difference to the
 Gaussian smoothing of width ``--sigma`` px, and the standard error of that mean difference with the pixels
 treated as independent (an underestimate where the errors are spatially correlated), and that difference split
@@ -66,14 +66,20 @@ def paired_scores(pair: real.RealPair, checkpoints: list[str], sigma: float, ens
         "pixels_per_count_bin": {f"[{lo:g}, {hi:g})": int(b.sum()) for lo, hi, b in bins},
         "runs": {},
     }
-    for ckpt in checkpoints:
-        members = [member.strip().format(obsid=pair.obsid) for member in ckpt.split("|")]
-        models = [real.load_model(member) for member in members]
-        for member, model in zip(members, models):
+    rates: dict[tuple[str, bool], np.ndarray] = {}  # one prediction per member, shared by the rows it is in
+
+    def member_rate(member: str, ensemble: bool) -> np.ndarray:
+        if (member, ensemble) not in rates:
+            model = real.load_model(member)
             if model.leave_out != pair.obsid:
                 raise SystemExit(f"{member}: data.leave_out is {model.leave_out!r}, not {pair.obsid!r}")
+            rates[member, ensemble] = real.model_rate(model, pair, ensemble)[1]
+        return rates[member, ensemble]
+
+    for ckpt in checkpoints:
+        members = [member.strip().format(obsid=pair.obsid) for member in ckpt.split("|")]
         for ensemble in (True,) if ensemble_only else (False, True):
-            rate = np.mean([real.model_rate(model, pair, ensemble)[1] for model in models], axis=0)
+            rate = np.mean([member_rate(member, ensemble) for member in members], axis=0)
             for flux in (False, True):
                 diff = pixel_deviance(real.flux_conserving(rate, pair) if flux else rate) - smooth
                 key = f"{ckpt}|ensemble={ensemble}|flux_conserving={flux}"
