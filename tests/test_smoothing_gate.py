@@ -178,3 +178,15 @@ def test_sr_net_block_sums_mix_the_input_grid_estimates():
     gate = torch.sigmoid(torch.log((smooth * expo).clamp_min(1e-6)))  # a = 1, c0 = 1 count
     live = expo > 0
     torch.testing.assert_close(sums[live], (gate * rate + (1 - gate) * smooth)[live], rtol=1e-6, atol=1e-12)
+
+
+def test_gate_ceiling_caps_the_net_weight_and_is_absent_by_default():
+    net = gated(gate_counts=1.0, gate_max=0.6)
+    assert net.gate_max == pytest.approx(0.6)
+    expo = torch.full((1, 1, 32, 32), 2e4)
+    bright = net.parts(frame(torch.full((1, 1, 32, 32), 500 / 2e4), expo, net.transform))
+    torch.testing.assert_close(bright["gate"], torch.full_like(bright["gate"], 0.6), rtol=2e-3, atol=0)
+    plain = gated()
+    assert plain.gate_max == 1.0 and "logit_gate_max" not in plain.state_dict()  # old checkpoints load unchanged
+    with pytest.raises(ValueError, match="gate_max"):
+        gated(gate_max=1.0)

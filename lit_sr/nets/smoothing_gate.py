@@ -6,7 +6,8 @@ choosing one of the two per field, :class:`SmoothingGatedNet` mixes them per pix
 
     s = S(rate x exposure) / S(exposure)                  (Gaussian S of width ``sigma_px``: the classical smoothing)
     c = s x exposure                                      (expected counts per pixel in the input)
-    g = c^a / (c^a + c0^a) = sigmoid(a (ln c - ln c0))    (the shrinkage weight of a count estimate towards a prior)
+    g = c^a / (c^a + c0^a) = sigmoid(a (ln c - ln c0))    (the shrinkage weight of a count estimate towards a prior;
+                                                          optionally times a learnt ceiling g_max < 1)
     out = g x net(x) + (1 - g) x s                        (in physical units, then back to model space)
 
 For an x s SR net the smoothing and the gate are made on the input grid and spread evenly over each s x s block.
@@ -66,7 +67,9 @@ class SmoothingGatedNet(nn.Module):
         image_channel / exposure_channel: channels of the input holding transform(rate) and exposure / norm.
         gate_counts: initial c0 (counts per pixel where net and smoothing weigh equally).
         gate_slope: initial a.
-        param_gain: the two gate parameters are stored divided by this, so an optimiser step moves them
+        gate_max: None: the net's weight tends to 1 on bright pixels. A value in (0, 1): a learnt ceiling g_max
+            starting there, g = g_max c^a / (c^a + c0^a), for a net that should not be trusted alone anywhere.
+        param_gain: the gate parameters are stored divided by this, so an optimiser step moves them
             ``param_gain`` times further than a conv weight (they would barely move in a short fine-tune otherwise).
     """
 
@@ -80,11 +83,14 @@ class SmoothingGatedNet(nn.Module):
         exposure_channel: int = 1,
         gate_counts: float = 1.0,
         gate_slope: float = 1.0,
+        gate_max: float | None = None,
         param_gain: float = 10.0,
     ) -> None:
         super().__init__()
         if gate_counts <= 0 or gate_slope <= 0:
             raise ValueError(f"gate_counts={gate_counts} and gate_slope={gate_slope} must be > 0")
+        if gate_max is not None and not 0 < gate_max < 1:
+            raise ValueError(f"gate_max={gate_max} must be in (0, 1), or None for no ceiling")
         self.net = net
         self.transform = transform
         self.sigma_px = float(sigma_px)
@@ -95,6 +101,8 @@ class SmoothingGatedNet(nn.Module):
         self.register_buffer("kernel", pixel_gaussian_kernel(self.sigma_px).float(), persistent=False)
         self.log_gate_counts = nn.Parameter(torch.tensor(math.log(gate_counts) / self.param_gain))
         self.log_gate_slope = nn.Parameter(torch.tensor(math.log(gate_slope) / self.param_gain))
+        if gate_max is not None:
+            self.logit_gate_max = nn.Parameter(torch.tensor(math.log(gate_max / (1 - gate_max)) / self.param_gain))
 
     @property
     def gate_counts(self) -> float:
@@ -103,6 +111,12 @@ class SmoothingGatedNet(nn.Module):
     @property
     def gate_slope(self) -> float:
         return float(torch.exp(self.param_gain * self.log_gate_slope.detach()))
+
+    @property
+    def gate_max(self) -> float:
+        if not hasattr(self, "logit_gate_max"):
+            return 1.0
+        return float(torch.sigmoid(self.param_gain * self.logit_gate_max.detach()))
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, sH, sW] on
@@ -122,6 +136,8 @@ class SmoothingGatedNet(nn.Module):
         counts = (smooth * exposure_s).clamp_min(1e-6)
         slope = torch.exp(self.param_gain * self.log_gate_slope)
         gate = torch.sigmoid(slope * (torch.log(counts) - self.param_gain * self.log_gate_counts))
+        if hasattr(self, "logit_gate_max"):
+            gate = gate * torch.sigmoid(self.param_gain * self.logit_gate_max)
         live = exposure_s > 0
         if s > 1:
             spread = lambda t: t.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)  # noqa: E731
