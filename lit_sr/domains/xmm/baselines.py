@@ -24,10 +24,10 @@ from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
-from scipy import special
 
 from lit_sr.domains.xmm.photometry import poisson_deviance
 from lit_sr.metrics.stats import tune_on_grid
+from lit_sr.nets.smoothing_gate import pixel_gaussian_kernel
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -47,10 +47,9 @@ def smoothing_matrix(n: int, sigma_px: float) -> np.ndarray:
         raise ValueError(f"gaussian_smooth_rate: sigma_px={sigma_px} must be finite and >= 0 (pixels)")
     if sigma_px == 0.0:
         return np.eye(n)
-    radius = int(math.ceil(TRUNCATE_SIGMA * sigma_px))
+    k = pixel_gaussian_kernel(sigma_px, TRUNCATE_SIGMA).numpy()
+    radius = k.size // 2
     d = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = special.ndtr((d + 0.5) / sigma_px) - special.ndtr((d - 0.5) / sigma_px)
-    k /= k.sum()
     a = np.zeros((n, n))
     src = np.arange(n)
     for offset, weight in zip(d.astype(np.int64), k):
