@@ -190,3 +190,46 @@ def test_gate_ceiling_caps_the_net_weight_and_is_absent_by_default():
     assert plain.gate_max == 1.0 and "logit_gate_max" not in plain.state_dict()  # old checkpoints load unchanged
     with pytest.raises(ValueError, match="gate_max"):
         gated(gate_max=1.0)
+
+
+def test_significance_term_trusts_a_significant_faint_source_and_not_a_noise_bump():
+    """At 0.5 counts per pixel the count gate alone gives the net weight c / (c + c0) = 1/3 everywhere; with the
+    significance term a pixel where the net sits 10 sigma above the smoothing leans on the net, and one where it
+    equals the smoothing leans further on the smoothing, both by the formula of the module doc."""
+    net = gated(SpreadRawRate(), gate_counts=1.0, significance_slope=2.0, significance_level=1.5).double()
+    assert net.significance == pytest.approx((2.0, 1.5))
+    expo = torch.full((1, 1, 33, 33), 2e4, dtype=torch.float64)
+    rate = torch.full_like(expo, 0.5 / 2e4)
+    rate[..., 16, 16] = 12.0 / 2e4  # a faint point source
+    with torch.no_grad():
+        parts = net.parts(frame(rate, expo, net.transform))
+    gate = parts["gate"][..., ::2, ::2]  # the input-grid gate (spread evenly)
+    c = parts["smooth"].reshape(1, 1, 33, 2, 33, 2).sum(dim=(3, 5)) * 2e4
+    z = (rate * 2e4 - c).abs() / (1 + torch.sqrt(c + 0.75))
+    expected = torch.sigmoid(torch.log(c) + 2.0 * (z - 1.5))
+    torch.testing.assert_close(gate, expected, rtol=1e-6, atol=1e-9)
+    assert gate[0, 0, 16, 16] > 0.99 and z[0, 0, 16, 16] > 3, (gate[0, 0, 16, 16], z[0, 0, 16, 16])
+    assert gate[0, 0, 2, 2] < 0.1  # flat sky: net = smoothing, z = 0
+    no_term = gated(SpreadRawRate(), gate_counts=1.0).double().parts(frame(rate, expo, net.transform))["gate"]
+    assert no_term[0, 0, 4, 4].item() == pytest.approx(1 / 3, rel=1e-3)
+    assert "log_significance_slope" not in gated().state_dict()  # off by default: old checkpoints load
+    with pytest.raises(ValueError, match="significance_slope"):
+        gated(significance_slope=0.0)
+
+
+def test_significance_term_keeps_the_symmetries_and_finite_gradients():
+    net = gated(gate_counts=1.0, significance_slope=1.0).double()
+    g = torch.Generator().manual_seed(3)
+    rate = torch.poisson(torch.full((2, 1, 40, 40), 0.8, dtype=torch.float64), generator=g) / 2e4
+    expo = torch.full_like(rate, 2e4)
+    expo[..., 30:, :5] = 0
+    rate = rate * (expo > 0)
+    x = frame(rate, expo, net.transform)
+    y = net(x)
+    for k in (1, 2, 3):
+        torch.testing.assert_close(net(torch.rot90(x, k, (-2, -1))), torch.rot90(y, k, (-2, -1)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(net(torch.flip(x, (-2,))), torch.flip(y, (-2,)), atol=1e-12, rtol=0)
+    net.net.scale.data.zero_()  # an all-zero net output, as in the NaN test above
+    mu = net.transform.inverse(net(x)) * 8e4
+    (mu - 2.0 * torch.log(mu.clamp_min(1e-8))).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

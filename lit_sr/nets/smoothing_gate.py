@@ -10,6 +10,16 @@ choosing one of the two per field, :class:`SmoothingGatedNet` mixes them per pix
                                                           optionally times a learnt ceiling g_max < 1)
     out = g x net(x) + (1 - g) x s                        (in physical units, then back to model space)
 
+Optionally the gate also sees how significant the net's departure from the smoothing is (``significance_slope``):
+
+    z = |C_net - c| / (1 + sqrt(c + 0.75))                (C_net: the net's counts in the input pixel; the
+                                                          denominator is Gehrels' 1-sigma upper error of c counts)
+    g = sigmoid(a (ln c - ln c0) + b (z - z0))            (b and z0 learnt)
+
+so a faint pixel where the net departs from the local mean by less than the Poisson noise leans on the smoothing,
+and a faint point source the net sees well above it leans on the net (the idea of adaptive X-ray smoothing such as
+ASMOOTH, Ebeling et al. 2006: smooth until the signal is significant).
+
 For an x s SR net the smoothing and the gate are made on the input grid and spread evenly over each s x s block.
 ``a`` and ``c0`` are learnt with the net. ``a`` = 1 is the weight a Gamma prior of strength ``c0`` counts gives the
 pixel's own data; it starts there with ``c0`` = 1 count (the level where the Poisson error equals the signal).
@@ -69,6 +79,8 @@ class SmoothingGatedNet(nn.Module):
         gate_slope: initial a.
         gate_max: None: the net's weight tends to 1 on bright pixels. A value in (0, 1): a learnt ceiling g_max
             starting there, g = g_max c^a / (c^a + c0^a), for a net that should not be trusted alone anywhere.
+        significance_slope: None: the gate sees the count level only. A value > 0: the initial b of the
+            significance term (module doc), with ``significance_level`` the initial z0.
         param_gain: the gate parameters are stored divided by this, so an optimiser step moves them
             ``param_gain`` times further than a conv weight (they would barely move in a short fine-tune otherwise).
     """
@@ -84,6 +96,8 @@ class SmoothingGatedNet(nn.Module):
         gate_counts: float = 1.0,
         gate_slope: float = 1.0,
         gate_max: float | None = None,
+        significance_slope: float | None = None,
+        significance_level: float = 1.0,
         param_gain: float = 10.0,
     ) -> None:
         super().__init__()
@@ -91,6 +105,8 @@ class SmoothingGatedNet(nn.Module):
             raise ValueError(f"gate_counts={gate_counts} and gate_slope={gate_slope} must be > 0")
         if gate_max is not None and not 0 < gate_max < 1:
             raise ValueError(f"gate_max={gate_max} must be in (0, 1), or None for no ceiling")
+        if significance_slope is not None and not significance_slope > 0:
+            raise ValueError(f"significance_slope={significance_slope} must be > 0, or None for no significance term")
         self.net = net
         self.transform = transform
         self.sigma_px = float(sigma_px)
@@ -103,6 +119,9 @@ class SmoothingGatedNet(nn.Module):
         self.log_gate_slope = nn.Parameter(torch.tensor(math.log(gate_slope) / self.param_gain))
         if gate_max is not None:
             self.logit_gate_max = nn.Parameter(torch.tensor(math.log(gate_max / (1 - gate_max)) / self.param_gain))
+        if significance_slope is not None:
+            self.log_significance_slope = nn.Parameter(torch.tensor(math.log(significance_slope) / self.param_gain))
+            self.significance_level_param = nn.Parameter(torch.tensor(float(significance_level) / self.param_gain))
 
     @property
     def gate_counts(self) -> float:
@@ -117,6 +136,14 @@ class SmoothingGatedNet(nn.Module):
         if not hasattr(self, "logit_gate_max"):
             return 1.0
         return float(torch.sigmoid(self.param_gain * self.logit_gate_max.detach()))
+
+    @property
+    def significance(self) -> tuple[float, float] | None:
+        """(b, z0) of the significance term, or None without it."""
+        if not hasattr(self, "log_significance_slope"):
+            return None
+        b = float(torch.exp(self.param_gain * self.log_significance_slope.detach()))
+        return b, float(self.param_gain * self.significance_level_param.detach())
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, sH, sW] on
@@ -135,7 +162,14 @@ class SmoothingGatedNet(nn.Module):
         smooth = exposure_weighted_smoothing(rate, exposure_s, self.kernel)
         counts = (smooth * exposure_s).clamp_min(1e-6)
         slope = torch.exp(self.param_gain * self.log_gate_slope)
-        gate = torch.sigmoid(slope * (torch.log(counts) - self.param_gain * self.log_gate_counts))
+        logit = slope * (torch.log(counts) - self.param_gain * self.log_gate_counts)
+        if hasattr(self, "log_significance_slope"):
+            # the net's counts per input pixel (an x s block summed), against the smoothing's Poisson error
+            net_counts = (F.avg_pool2d(net_rate, s) * s**2 if s > 1 else net_rate) * exposure_s
+            z = (net_counts - counts).abs() / (1.0 + torch.sqrt(counts + 0.75))
+            b = torch.exp(self.param_gain * self.log_significance_slope)
+            logit = logit + b * (z - self.param_gain * self.significance_level_param)
+        gate = torch.sigmoid(logit)
         if hasattr(self, "logit_gate_max"):
             gate = gate * torch.sigmoid(self.param_gain * self.logit_gate_max)
         live = exposure_s > 0
