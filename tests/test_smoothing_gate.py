@@ -233,3 +233,27 @@ def test_significance_term_keeps_the_symmetries_and_finite_gradients():
     mu = net.transform.inverse(net(x)) * 8e4
     (mu - 2.0 * torch.log(mu.clamp_min(1e-8))).mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_bright_gate_keeps_the_net_on_a_bright_smooth_region_that_the_significance_term_hands_to_the_smoothing():
+    """A bright flat sky (200 counts per pixel, the net = the smoothing, z = 0): the significance term alone gives the
+    net 6 % weight there; with a bright gate at c_b = 30 counts the net keeps sigmoid(2 ln(200/30)) of it,
+    by the formula of the module doc, while a faint flat pixel stays with the smoothing."""
+    kw = dict(gate_counts=1.0, significance_slope=2.0, significance_level=4.0)
+    plain, bright = gated(**kw).double(), gated(bright_counts=30.0, bright_slope=2.0, **kw).double()
+    assert plain.bright is None and bright.bright == pytest.approx((30.0, 2.0))
+    expo = torch.full((1, 1, 24, 24), 2e4, dtype=torch.float64)
+    for counts in (200.0, 0.5):
+        x = frame(torch.full_like(expo, counts / 2e4), expo, plain.transform)
+        with torch.no_grad():
+            g_plain, g_bright = plain.parts(x)["gate"][0, 0, 12, 12].item(), bright.parts(x)["gate"][0, 0, 12, 12].item()
+        sig = 1 / (1 + math.exp(-(math.log(counts) - 2.0 * 4.0)))  # a = 1, c0 = 1, z = 0
+        b = 1 / (1 + math.exp(-2.0 * math.log(counts / 30.0)))
+        assert g_plain == pytest.approx(sig, rel=1e-4)
+        assert g_bright == pytest.approx(1 - (1 - b) * (1 - sig), rel=1e-4)
+        if counts == 200.0:
+            assert g_plain < 0.07 and g_bright > 0.97
+    assert g_bright < 0.01  # the last one: 0.5 counts
+    with pytest.raises(ValueError, match="needs the significance term"):
+        gated(bright_counts=30.0)
+

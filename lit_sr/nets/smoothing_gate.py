@@ -20,6 +20,13 @@ so a faint pixel where the net departs from the local mean by less than the Pois
 and a faint point source the net sees well above it leans on the net (the idea of adaptive X-ray smoothing such as
 ASMOOTH, Ebeling et al. 2006: smooth until the signal is significant).
 
+That term alone also cuts the net's weight in a bright smooth region such as a cluster core, where the net's
+departure from the over-smoothed local mean is small per input-pixel error but matters to a deeper exposure (it lost
+a cluster field, docs/xmm.md). ``bright_counts`` adds a count level above which the net is trusted whatever z is
+(a soft OR):
+
+    g = 1 - (1 - sigmoid(a_b (ln c - ln c_b))) (1 - sigmoid(a (ln c - ln c0) + b (z - z0)))    (a_b, c_b learnt)
+
 For an x s SR net the smoothing and the gate are made on the input grid and spread evenly over each s x s block.
 ``a`` and ``c0`` are learnt with the net. ``a`` = 1 is the weight a Gamma prior of strength ``c0`` counts gives the
 pixel's own data; it starts there with ``c0`` = 1 count (the level where the Poisson error equals the signal).
@@ -81,6 +88,8 @@ class SmoothingGatedNet(nn.Module):
             starting there, g = g_max c^a / (c^a + c0^a), for a net that should not be trusted alone anywhere.
         significance_slope: None: the gate sees the count level only. A value > 0: the initial b of the
             significance term (module doc), with ``significance_level`` the initial z0.
+        bright_counts / bright_slope: None: no bright gate. Else the initial c_b (counts per input pixel) and a_b
+            of the bright gate (module doc; needs the significance term).
         param_gain: the gate parameters are stored divided by this, so an optimiser step moves them
             ``param_gain`` times further than a conv weight (they would barely move in a short fine-tune otherwise).
     """
@@ -98,6 +107,8 @@ class SmoothingGatedNet(nn.Module):
         gate_max: float | None = None,
         significance_slope: float | None = None,
         significance_level: float = 1.0,
+        bright_counts: float | None = None,
+        bright_slope: float = 2.0,
         param_gain: float = 10.0,
     ) -> None:
         super().__init__()
@@ -107,6 +118,11 @@ class SmoothingGatedNet(nn.Module):
             raise ValueError(f"gate_max={gate_max} must be in (0, 1), or None for no ceiling")
         if significance_slope is not None and not significance_slope > 0:
             raise ValueError(f"significance_slope={significance_slope} must be > 0, or None for no significance term")
+        if bright_counts is not None and (significance_slope is None or not bright_counts > 0 or not bright_slope > 0):
+            raise ValueError(
+                f"bright_counts={bright_counts}, bright_slope={bright_slope}: both must be > 0, and the bright gate "
+                "needs the significance term (significance_slope)"
+            )
         self.net = net
         self.transform = transform
         self.sigma_px = float(sigma_px)
@@ -122,6 +138,9 @@ class SmoothingGatedNet(nn.Module):
         if significance_slope is not None:
             self.log_significance_slope = nn.Parameter(torch.tensor(math.log(significance_slope) / self.param_gain))
             self.significance_level_param = nn.Parameter(torch.tensor(float(significance_level) / self.param_gain))
+        if bright_counts is not None:
+            self.log_bright_counts = nn.Parameter(torch.tensor(math.log(bright_counts) / self.param_gain))
+            self.log_bright_slope = nn.Parameter(torch.tensor(math.log(bright_slope) / self.param_gain))
 
     @property
     def gate_counts(self) -> float:
@@ -144,6 +163,16 @@ class SmoothingGatedNet(nn.Module):
             return None
         b = float(torch.exp(self.param_gain * self.log_significance_slope.detach()))
         return b, float(self.param_gain * self.significance_level_param.detach())
+
+    @property
+    def bright(self) -> tuple[float, float] | None:
+        """(c_b counts, a_b) of the bright gate, or None without it."""
+        if not hasattr(self, "log_bright_counts"):
+            return None
+        return (
+            float(torch.exp(self.param_gain * self.log_bright_counts.detach())),
+            float(torch.exp(self.param_gain * self.log_bright_slope.detach())),
+        )
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, sH, sW] on
@@ -170,6 +199,10 @@ class SmoothingGatedNet(nn.Module):
             b = torch.exp(self.param_gain * self.log_significance_slope)
             logit = logit + b * (z - self.param_gain * self.significance_level_param)
         gate = torch.sigmoid(logit)
+        if hasattr(self, "log_bright_counts"):
+            a_b = torch.exp(self.param_gain * self.log_bright_slope)
+            bright = torch.sigmoid(a_b * (torch.log(counts) - self.param_gain * self.log_bright_counts))
+            gate = 1.0 - (1.0 - bright) * (1.0 - gate)  # bright, or above the count gate and significant
         if hasattr(self, "logit_gate_max"):
             gate = gate * torch.sigmoid(self.param_gain * self.logit_gate_max)
         live = exposure_s > 0
