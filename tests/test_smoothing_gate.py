@@ -257,3 +257,20 @@ def test_bright_gate_keeps_the_net_on_a_bright_smooth_region_that_the_significan
     with pytest.raises(ValueError, match="needs the significance term"):
         gated(bright_counts=30.0)
 
+
+def test_sr_smoothing_part_is_split_smoothly_inside_each_block():
+    """x2 on a faint ramp (the output is nearly all smoothing): each 2 x 2 block keeps the input pixel's smoothed
+    rate, but the flux inside it follows the ramp instead of four equal values, so no 2 x 2 steps appear."""
+    net = gated(SpreadRawRate(), gate_counts=1e4).double()  # the net's weight < 1e-4 at these counts
+    expo = torch.full((1, 1, 32, 32), 2e4, dtype=torch.float64)
+    ramp = (0.2 + 0.02 * torch.arange(32, dtype=torch.float64)).expand(1, 1, 32, 32) / 2e4  # counts/s, along x
+    with torch.no_grad():
+        parts = net.parts(frame(ramp, expo, net.transform))
+    smooth_hr = parts["smooth"]
+    sums = smooth_hr.reshape(1, 1, 32, 2, 32, 2).sum(dim=(3, 5))
+    smooth_lr = exposure_weighted_smoothing(ramp, expo, pixel_gaussian_kernel(2.5).double())
+    torch.testing.assert_close(sums, smooth_lr, rtol=1e-8, atol=0)  # (the input went through the sqrt stretch)
+    inner = smooth_hr[0, 0, 16, 8:56]  # a row away from the edges, along the ramp
+    steps = inner.diff()
+    assert torch.all(steps > 0)  # rising inside the blocks too, not flat pairs
+    assert steps.max() < 1.5 * steps.min()  # and evenly: no 2 x 2 steps

@@ -27,7 +27,10 @@ a cluster field, docs/xmm.md). ``bright_counts`` adds a count level above which 
 
     g = 1 - (1 - sigmoid(a_b (ln c - ln c_b))) (1 - sigmoid(a (ln c - ln c0) + b (z - z0)))    (a_b, c_b learnt)
 
-For an x s SR net the smoothing and the gate are made on the input grid and spread evenly over each s x s block.
+For an x s SR net the smoothing and the gate are made on the input grid; the gate is spread evenly over each s x s
+block and the smoothing by its own bilinear interpolation, rescaled so each block keeps the input pixel's smoothed
+rate (spread evenly, a faint region where the smoothing dominates came out in visible s x s blocks). The block sums,
+all that held-out counts on the input grid can score, are the same either way.
 ``a`` and ``c0`` are learnt with the net. ``a`` = 1 is the weight a Gamma prior of strength ``c0`` counts gives the
 pixel's own data; it starts there with ``c0`` = 1 count (the level where the Poisson error equals the signal).
 """
@@ -176,8 +179,9 @@ class SmoothingGatedNet(nn.Module):
 
     def parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The net's rate, the smoothed rate, the gate (weight of the net) and the mixed rate, [B, 1, sH, sW] on
-        the net's output grid (s = 1 for a denoiser; for x s SR the input-grid smoothing and gate are spread over
-        each s x s block, the rate split evenly, so a block sums to the input pixel's smoothed rate)."""
+        the net's output grid (s = 1 for a denoiser; for x s SR the input-grid gate is spread evenly over each
+        s x s block and the smoothed rate as its bilinear interpolation, so a block sums to the input pixel's
+        smoothed rate)."""
         rate = self.transform.inverse(x[:, self.image_channel : self.image_channel + 1])
         exposure_s = x[:, self.exposure_channel : self.exposure_channel + 1] * self.exposure_s_per_unit
         net_out = self.net(x)
@@ -208,7 +212,11 @@ class SmoothingGatedNet(nn.Module):
         live = exposure_s > 0
         if s > 1:
             spread = lambda t: t.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)  # noqa: E731
-            smooth, gate, live = spread(smooth) / s**2, spread(gate), spread(live)
+            # the smoothing's flux per input pixel, split inside the block as its bilinear interpolation is
+            up = F.interpolate(smooth, scale_factor=s, mode="bilinear", align_corners=False)
+            tiny = torch.finfo(up.dtype).tiny  # an all-zero block is split evenly
+            share = (up + tiny) / (spread(F.avg_pool2d(up, s)) * s**2 + s**2 * tiny)
+            smooth, gate, live = spread(smooth) * share, spread(gate), spread(live)
         mixed = gate * net_rate + (1.0 - gate) * smooth
         return {"net": net_rate, "smooth": smooth, "gate": gate, "mixed": torch.where(live, mixed, net_rate)}
 
