@@ -246,7 +246,10 @@ def test_bright_gate_keeps_the_net_on_a_bright_smooth_region_that_the_significan
     for counts in (200.0, 0.5):
         x = frame(torch.full_like(expo, counts / 2e4), expo, plain.transform)
         with torch.no_grad():
-            g_plain, g_bright = plain.parts(x)["gate"][0, 0, 12, 12].item(), bright.parts(x)["gate"][0, 0, 12, 12].item()
+            g_plain, g_bright = (
+                plain.parts(x)["gate"][0, 0, 12, 12].item(),
+                bright.parts(x)["gate"][0, 0, 12, 12].item(),
+            )
         sig = 1 / (1 + math.exp(-(math.log(counts) - 2.0 * 4.0)))  # a = 1, c0 = 1, z = 0
         b = 1 / (1 + math.exp(-2.0 * math.log(counts / 30.0)))
         assert g_plain == pytest.approx(sig, rel=1e-4)
