@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_sr.utils.blocks import block_spread, block_sum
+
 
 def pixel_gaussian_kernel(sigma_px: float, truncate: float = 4.0) -> torch.Tensor:
     """1-D Gaussian integrated over unit pixels, radius ceil(truncate x sigma), normalised to sum 1 (float64)."""
@@ -198,7 +200,7 @@ class SmoothingGatedNet(nn.Module):
         logit = slope * (torch.log(counts) - self.param_gain * self.log_gate_counts)
         if hasattr(self, "log_significance_slope"):
             # the net's counts per input pixel (an x s block summed), against the smoothing's Poisson error
-            net_counts = (F.avg_pool2d(net_rate, s) * s**2 if s > 1 else net_rate) * exposure_s
+            net_counts = block_sum(net_rate, s) * exposure_s
             z = (net_counts - counts).abs() / (1.0 + torch.sqrt(counts + 0.75))
             b = torch.exp(self.param_gain * self.log_significance_slope)
             logit = logit + b * (z - self.param_gain * self.significance_level_param)
@@ -211,12 +213,11 @@ class SmoothingGatedNet(nn.Module):
             gate = gate * torch.sigmoid(self.param_gain * self.logit_gate_max)
         live = exposure_s > 0
         if s > 1:
-            spread = lambda t: t.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)  # noqa: E731
             # the smoothing's flux per input pixel, split inside the block as its bilinear interpolation is
             up = F.interpolate(smooth, scale_factor=s, mode="bilinear", align_corners=False)
             tiny = torch.finfo(up.dtype).tiny  # an all-zero block is split evenly
-            share = (up + tiny) / (spread(F.avg_pool2d(up, s)) * s**2 + s**2 * tiny)
-            smooth, gate, live = spread(smooth) * share, spread(gate), spread(live)
+            share = (up + tiny) / (block_spread(block_sum(up, s), s) + s**2 * tiny)
+            smooth, gate, live = block_spread(smooth, s) * share, block_spread(gate, s), block_spread(live, s)
         mixed = gate * net_rate + (1.0 - gate) * smooth
         return {"net": net_rate, "smooth": smooth, "gate": gate, "mixed": torch.where(live, mixed, net_rate)}
 
